@@ -1,0 +1,13 @@
+//! celltrail: a chain-of-custody ledger for autologous cell therapy.
+//!
+//! See `ARCHITECTURE.md` for the code map and invariants.
+
+pub mod pb {
+    //! Generated protobuf and gRPC types of package `celltrail.v1`.
+    #![allow(clippy::all, missing_docs)] // generated code
+    tonic::include_proto!("celltrail.v1");
+
+    /// Encoded file descriptor set of our protos, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/celltrail_descriptor.bin"));
+}
