@@ -11,3 +11,15 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/celltrail_descriptor.bin"));
 }
+
+pub mod crypto;
+pub mod policy;
+pub mod ledger;
+pub mod registry;
+pub mod store;
+pub mod time;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod keys;
+pub mod server;

@@ -1,0 +1,303 @@
+//! Client side of the ledger for humans and scripts: build an `EventBody` from named fields,
+//! encode it once, sign it with one or more key files, and append it. Used by the `event`,
+//! `key` and `chain` subcommands and by the scanning station.
+
+use crate::crypto::{sign_event, EventHash};
+use crate::note::NoteSigner;
+use crate::pb::ledger_client::LedgerClient;
+use crate::pb::{self, event_body::Detail, EventBody, GetHeadRequest, Receipt, SignatureMeaning, SignedEvent};
+use prost::Message;
+use std::collections::BTreeMap;
+use tonic::transport::Channel;
+
+pub type Client = LedgerClient<Channel>;
+
+/// Connects to a server given as `host:port` or `http://host:port`.
+pub async fn connect(server: &str) -> anyhow::Result<Client> {
+    let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let client = LedgerClient::connect(url.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the celltrail server at {url}: {e}"))?;
+    Ok(client.max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE))
+}
+
+/// Parses a meaning name (`performed`, `verified`, ...).
+pub fn parse_meaning(s: &str) -> Result<SignatureMeaning, String> {
+    SignatureMeaning::from_str_name(&s.trim().to_ascii_uppercase())
+        .filter(|m| *m != SignatureMeaning::Unspecified)
+        .ok_or_else(|| {
+            format!("unknown signature meaning {s:?}; use performed, verified, reviewed, approved, received or released")
+        })
+}
+
+/// Where the next event of a chain goes: (seq, prev_hash).
+pub async fn next_link(client: &mut Client, chain_id: &str) -> Result<(u64, Vec<u8>), tonic::Status> {
+    match client.get_head(GetHeadRequest { chain_id: chain_id.to_string() }).await {
+        Ok(h) => {
+            let h = h.into_inner();
+            Ok((h.seq + 1, h.event_hash))
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => Ok((0, vec![0u8; 32])),
+        Err(s) => Err(s),
+    }
+}
+
+/// An event ready to be encoded and signed.
+pub struct Draft {
+    pub chain_id: String,
+    pub seq: u64,
+    pub prev_hash: Vec<u8>,
+    pub occurred_at: i64,
+    pub site: String,
+    pub comment: String,
+    pub detail: Detail,
+}
+
+/// Encodes the draft once (the performer is the first signer) and signs it.
+pub fn sign_draft(draft: Draft, signers: &[(&NoteSigner, SignatureMeaning)], signed_at: i64) -> SignedEvent {
+    let actor = signers.first().map(|(s, _)| s.name.clone()).unwrap_or_default();
+    let body = EventBody {
+        chain_id: draft.chain_id,
+        seq: draft.seq,
+        prev_hash: draft.prev_hash,
+        occurred_at_unix_nanos: draft.occurred_at,
+        site: draft.site,
+        actor_key_id: actor,
+        comment: draft.comment,
+        detail: Some(draft.detail),
+    }
+    .encode_to_vec();
+    let hash = EventHash::of_body(&body);
+    let signatures = signers
+        .iter()
+        .map(|(s, meaning)| sign_event(&s.key, &s.name, &hash, *meaning, signed_at))
+        .collect();
+    SignedEvent { body, signatures }
+}
+
+/// Named fields from the command line (`--set name=value`), consumed kind by kind.
+pub struct Fields {
+    map: BTreeMap<String, String>,
+}
+
+impl Fields {
+    pub fn parse(pairs: &[String]) -> Result<Fields, String> {
+        let mut map = BTreeMap::new();
+        for p in pairs {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("--set {p:?}: expected name=value"))?;
+            if map.insert(k.trim().to_string(), v.to_string()).is_some() {
+                return Err(format!("--set {k} given twice"));
+            }
+        }
+        Ok(Fields { map })
+    }
+
+    pub fn from_map(map: BTreeMap<String, String>) -> Fields {
+        Fields { map }
+    }
+
+    fn str(&mut self, k: &str) -> String {
+        self.map.remove(k).unwrap_or_default()
+    }
+    fn required(&mut self, kind: &str, k: &str) -> Result<String, String> {
+        self.map
+            .remove(k)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| format!("event {kind} needs --set {k}=..."))
+    }
+    fn num<T: std::str::FromStr>(&mut self, k: &str) -> Result<T, String>
+    where
+        T: Default,
+    {
+        match self.map.remove(k) {
+            None => Ok(T::default()),
+            Some(v) => v.trim().parse().map_err(|_| format!("--set {k}={v}: not a number")),
+        }
+    }
+    fn flag(&mut self, k: &str) -> Result<bool, String> {
+        match self.map.remove(k).as_deref().map(str::trim) {
+            None => Ok(false),
+            Some("yes" | "true" | "1" | "y") => Ok(true),
+            Some("no" | "false" | "0" | "n") => Ok(false),
+            Some(v) => Err(format!("--set {k}={v}: expected yes or no")),
+        }
+    }
+    fn time(&mut self, k: &str) -> Result<i64, String> {
+        match self.map.remove(k) {
+            None => Ok(0),
+            Some(v) => crate::time::parse_rfc3339(&v).map_err(|e| format!("--set {k}: {e}")),
+        }
+    }
+    fn list(&mut self, k: &str) -> Vec<String> {
+        self.str(k).split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+    fn finish(self, kind: &str) -> Result<(), String> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(format!("event {kind} has no field {k:?}")),
+        }
+    }
+}
+
+/// Every event kind a client can name, with its fields, for `--help` and errors.
+pub const KINDS: &[(&str, &str)] = &[
+    ("enrolled", "coi_ref*, therapy, manufacturing_site"),
+    ("collected", "din*, product_code, volume_ml, collection_end (RFC 3339)"),
+    ("packed", "shipper_id, logger_id, seal_id"),
+    ("shipped", "from_site, to_site*, courier, shipper_id, logger_id, condition"),
+    ("received", "from_site, seal_intact (yes/no), temp_min_c, temp_max_c, elapsed_seconds, shipper_id"),
+    ("manufacturing_step", "step*, batch_id, product_bag_ids (comma list), param.NAME=VALUE"),
+    ("qc_result", "test*, method, result, passed (yes/no), specification"),
+    ("released", "exceptional (yes/no), deviation_id"),
+    ("rejected", "reason*"),
+    ("stored", "location*, temp_c"),
+    ("dispensed", "product_bag_id*, thawed_at (RFC 3339)"),
+    ("bedside_check", "wristband_coi_ref*, product_bag_id*"),
+    ("infused", "product_bag_id*, started_at, ended_at (RFC 3339)"),
+    ("hold", "reason*"),
+    ("hold_released", "reason*"),
+    ("deviation", "deviation_id*, description*"),
+    ("destroyed", "reason*"),
+    ("custody_handoff", "from_site, to_site*"),
+];
+
+/// Builds an event detail of `kind` from named fields; unknown or missing fields are errors.
+pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
+    let d = match kind {
+        "enrolled" => Detail::Enrolled(pb::Enrolled {
+            coi_ref: f.required(kind, "coi_ref")?,
+            therapy: f.str("therapy"),
+            manufacturing_site: f.str("manufacturing_site"),
+        }),
+        "collected" => Detail::Collected(pb::Collected {
+            din: f.required(kind, "din")?,
+            product_code: f.str("product_code"),
+            volume_ml: f.num("volume_ml")?,
+            collection_end_unix_nanos: f.time("collection_end")?,
+        }),
+        "packed" => Detail::Packed(pb::Packed {
+            shipper_id: f.str("shipper_id"),
+            logger_id: f.str("logger_id"),
+            seal_id: f.str("seal_id"),
+        }),
+        "shipped" => Detail::Shipped(pb::Shipped {
+            from_site: f.str("from_site"),
+            to_site: f.required(kind, "to_site")?,
+            courier: f.str("courier"),
+            shipper_id: f.str("shipper_id"),
+            logger_id: f.str("logger_id"),
+            condition: f.str("condition"),
+        }),
+        "received" => Detail::Received(pb::Received {
+            from_site: f.str("from_site"),
+            seal_intact: f.flag("seal_intact")?,
+            temp_min_c: f.num("temp_min_c")?,
+            temp_max_c: f.num("temp_max_c")?,
+            elapsed_seconds: f.num("elapsed_seconds")?,
+            shipper_id: f.str("shipper_id"),
+        }),
+        "manufacturing_step" => {
+            let params: Vec<String> = f.map.keys().filter(|k| k.starts_with("param.")).cloned().collect();
+            let mut parameters = std::collections::HashMap::new();
+            for k in params {
+                let v = f.map.remove(&k).unwrap_or_default();
+                parameters.insert(k["param.".len()..].to_string(), v);
+            }
+            Detail::ManufacturingStep(pb::ManufacturingStep {
+                step: f.required(kind, "step")?,
+                batch_id: f.str("batch_id"),
+                parameters,
+                product_bag_ids: f.list("product_bag_ids"),
+            })
+        }
+        "qc_result" => Detail::QcResult(pb::QcResult {
+            test: f.required(kind, "test")?,
+            method: f.str("method"),
+            result: f.str("result"),
+            passed: f.flag("passed")?,
+            specification: f.str("specification"),
+        }),
+        "released" => Detail::Released(pb::Released {
+            exceptional: f.flag("exceptional")?,
+            deviation_id: f.str("deviation_id"),
+        }),
+        "rejected" => Detail::Rejected(pb::Rejected { reason: f.required(kind, "reason")? }),
+        "stored" => Detail::Stored(pb::Stored { location: f.required(kind, "location")?, temp_c: f.num("temp_c")? }),
+        "dispensed" => Detail::Dispensed(pb::Dispensed {
+            product_bag_id: f.required(kind, "product_bag_id")?,
+            thawed_at_unix_nanos: f.time("thawed_at")?,
+        }),
+        "bedside_check" => Detail::BedsideCheck(pb::BedsideCheck {
+            wristband_coi_ref: f.required(kind, "wristband_coi_ref")?,
+            product_bag_id: f.required(kind, "product_bag_id")?,
+        }),
+        "infused" => Detail::Infused(pb::Infused {
+            product_bag_id: f.required(kind, "product_bag_id")?,
+            started_at_unix_nanos: f.time("started_at")?,
+            ended_at_unix_nanos: f.time("ended_at")?,
+        }),
+        "hold" => Detail::Hold(pb::Hold { reason: f.required(kind, "reason")? }),
+        "hold_released" => Detail::HoldReleased(pb::HoldReleased { reason: f.required(kind, "reason")? }),
+        "deviation" => Detail::Deviation(pb::Deviation {
+            deviation_id: f.required(kind, "deviation_id")?,
+            description: f.required(kind, "description")?,
+        }),
+        "destroyed" => Detail::Destroyed(pb::Destroyed { reason: f.required(kind, "reason")? }),
+        "custody_handoff" => Detail::CustodyHandoff(pb::CustodyHandoff {
+            from_site: f.str("from_site"),
+            to_site: f.required(kind, "to_site")?,
+        }),
+        other => {
+            let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+            return Err(format!("unknown event kind {other:?}; one of: {}", names.join(", ")));
+        }
+    };
+    f.finish(kind)?;
+    Ok(d)
+}
+
+/// Short name of an event detail, as used on the command line and in tables.
+pub fn kind_name(d: &Detail) -> &'static str {
+    match d {
+        Detail::KeyRegistered(_) => "key_registered",
+        Detail::KeyRevoked(_) => "key_revoked",
+        Detail::Enrolled(_) => "enrolled",
+        Detail::Collected(_) => "collected",
+        Detail::Packed(_) => "packed",
+        Detail::Shipped(_) => "shipped",
+        Detail::Received(_) => "received",
+        Detail::ManufacturingStep(_) => "manufacturing_step",
+        Detail::QcResult(_) => "qc_result",
+        Detail::Released(_) => "released",
+        Detail::Rejected(_) => "rejected",
+        Detail::Stored(_) => "stored",
+        Detail::Dispensed(_) => "dispensed",
+        Detail::BedsideCheck(_) => "bedside_check",
+        Detail::Infused(_) => "infused",
+        Detail::Hold(_) => "hold",
+        Detail::HoldReleased(_) => "hold_released",
+        Detail::Deviation(_) => "deviation",
+        Detail::Destroyed(_) => "destroyed",
+        Detail::CustodyHandoff(_) => "custody_handoff",
+    }
+}
+
+/// Appends with the chain's current head filled in; returns the receipt.
+pub async fn append_draft(
+    client: &mut Client,
+    mut draft: Draft,
+    signers: &[(&NoteSigner, SignatureMeaning)],
+) -> anyhow::Result<Receipt> {
+    let (seq, prev) = next_link(client, &draft.chain_id).await.map_err(status_error)?;
+    draft.seq = seq;
+    draft.prev_hash = prev;
+    let ev = sign_draft(draft, signers, crate::time::now_nanos());
+    Ok(client.append(ev).await.map_err(status_error)?.into_inner())
+}
+
+/// A gRPC status as an error a person can read.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}

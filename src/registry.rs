@@ -1,0 +1,183 @@
+//! The key registry: which signer keys exist, their role, site and validity, as recorded by
+//! `KeyRegistered` / `KeyRevoked` events on the `keys` chain, plus the operator admin keys of
+//! the trust-anchor file that may sign those events. Pure: built by replaying events, so the
+//! server and the offline verifier decide signer validity with the same code.
+
+use crate::note::NoteVerifier;
+use crate::pb::{KeyRegistered, KeyRevoked};
+use ed25519_dalek::VerifyingKey;
+use std::collections::HashMap;
+
+/// Chain id of the key registry.
+pub const KEYS_CHAIN: &str = "keys";
+/// Longest key id accepted.
+pub const MAX_KEY_ID: usize = 128;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub public_key: VerifyingKey,
+    pub printed_name: String,
+    pub role: String,
+    pub site: String,
+    pub valid_from: i64,
+    /// 0 = no end.
+    pub valid_until: i64,
+    pub revoked_at: Option<i64>,
+    pub revoke_reason: String,
+}
+
+/// Why a signer may not sign at a given time.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("key {0} is not registered in the key registry")]
+    Unknown(String),
+    #[error("key {key_id} was revoked at {revoked_at} ({reason}); signature made at {signed_at}")]
+    Revoked { key_id: String, revoked_at: String, reason: String, signed_at: String },
+    #[error("key {key_id} is valid from {from} until {until}; signature made at {signed_at} is outside")]
+    OutsideValidity { key_id: String, from: String, until: String, signed_at: String },
+    #[error("key {0} is not an operator admin key of the trust-anchor file; only admins sign the keys chain")]
+    NotAdmin(String),
+}
+
+/// Why a key-registry event cannot be applied.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("invalid key registration: {0}")]
+    Invalid(String),
+    #[error("key {0} is already registered; register a new key id instead")]
+    AlreadyRegistered(String),
+    #[error("key {0} cannot be revoked: it is not registered")]
+    RevokeUnknown(String),
+    #[error("key {0} is already revoked")]
+    AlreadyRevoked(String),
+}
+
+/// Renders unix nanoseconds as RFC 3339 UTC for messages.
+pub fn fmt_time(nanos: i64) -> String {
+    crate::time::rfc3339(nanos)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    admins: HashMap<String, VerifyingKey>,
+    keys: HashMap<String, KeyRecord>,
+}
+
+/// True for key ids the registry accepts: a C2SP key name of at most 128 bytes.
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_KEY_ID && crate::note::valid_key_name(id)
+}
+
+impl Registry {
+    pub fn new(admins: &[NoteVerifier]) -> Registry {
+        Registry {
+            admins: admins.iter().map(|v| (v.name.clone(), v.key)).collect(),
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn admin(&self, key_id: &str) -> Option<&VerifyingKey> {
+        self.admins.get(key_id)
+    }
+
+    pub fn get(&self, key_id: &str) -> Option<&KeyRecord> {
+        self.keys.get(key_id)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.keys.values()
+    }
+
+    /// The record of `key_id` if it may sign at `signed_at`.
+    pub fn signer_at(&self, key_id: &str, signed_at: i64) -> Result<&KeyRecord, KeyError> {
+        let rec = self.keys.get(key_id).ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
+        if let Some(revoked_at) = rec.revoked_at {
+            if signed_at >= revoked_at {
+                return Err(KeyError::Revoked {
+                    key_id: key_id.to_string(),
+                    revoked_at: fmt_time(revoked_at),
+                    reason: rec.revoke_reason.clone(),
+                    signed_at: fmt_time(signed_at),
+                });
+            }
+        }
+        if signed_at < rec.valid_from || (rec.valid_until != 0 && signed_at >= rec.valid_until) {
+            return Err(KeyError::OutsideValidity {
+                key_id: key_id.to_string(),
+                from: fmt_time(rec.valid_from),
+                until: if rec.valid_until == 0 { "no end".into() } else { fmt_time(rec.valid_until) },
+                signed_at: fmt_time(signed_at),
+            });
+        }
+        Ok(rec)
+    }
+
+    /// Checks a registration without applying it.
+    pub fn check_register(&self, r: &KeyRegistered) -> Result<KeyRecord, RegistryError> {
+        if !valid_key_id(&r.key_id) {
+            return Err(RegistryError::Invalid(format!(
+                "key id {:?} must be 1-{MAX_KEY_ID} bytes with no '+' and no whitespace",
+                r.key_id
+            )));
+        }
+        if self.admins.contains_key(&r.key_id) {
+            return Err(RegistryError::Invalid(format!(
+                "key id {} is an operator admin key name",
+                r.key_id
+            )));
+        }
+        if self.keys.contains_key(&r.key_id) {
+            return Err(RegistryError::AlreadyRegistered(r.key_id.clone()));
+        }
+        let public_key = crate::crypto::parse_public_key(&r.public_key).ok_or_else(|| {
+            RegistryError::Invalid(format!(
+                "public key of {} must be a valid 32-byte ed25519 key (got {} bytes or a weak point)",
+                r.key_id,
+                r.public_key.len()
+            ))
+        })?;
+        if r.role.trim().is_empty() {
+            return Err(RegistryError::Invalid(format!("key {} has no role", r.key_id)));
+        }
+        if r.valid_until != 0 && r.valid_until <= r.valid_from {
+            return Err(RegistryError::Invalid(format!(
+                "key {}: valid_until must be after valid_from",
+                r.key_id
+            )));
+        }
+        Ok(KeyRecord {
+            key_id: r.key_id.clone(),
+            public_key,
+            printed_name: r.printed_name.clone(),
+            role: r.role.clone(),
+            site: r.site.clone(),
+            valid_from: r.valid_from_unix_nanos,
+            valid_until: r.valid_until_unix_nanos,
+            revoked_at: None,
+            revoke_reason: String::new(),
+        })
+    }
+
+    pub fn register(&mut self, r: &KeyRegistered) -> Result<(), RegistryError> {
+        let rec = self.check_register(r)?;
+        self.keys.insert(rec.key_id.clone(), rec);
+        Ok(())
+    }
+
+    pub fn check_revoke(&self, r: &KeyRevoked) -> Result<(), RegistryError> {
+        match self.keys.get(&r.key_id) {
+            None => Err(RegistryError::RevokeUnknown(r.key_id.clone())),
+            Some(k) if k.revoked_at.is_some() => Err(RegistryError::AlreadyRevoked(r.key_id.clone())),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn revoke(&mut self, r: &KeyRevoked) -> Result<(), RegistryError> {
+        self.check_revoke(r)?;
+        let k = self.keys.get_mut(&r.key_id).expect("checked above");
+        k.revoked_at = Some(r.revoked_at_unix_nanos);
+        k.revoke_reason = r.reason.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! `celltrail serve`: opens (or creates) a data directory and runs the gRPC server on it.
+//!
+//! Data directory layout (created on first start with zero configuration):
+//! `db/` (sled store), `log.key` (the log's checkpoint signing key, 0600), `log.vkey` (its
+//! verifier key, for auditors), `trust-anchors.txt` (operator admin verifier keys that may sign
+//! the key registry), and, when no trust-anchor file existed, `admin.key` (the first admin key,
+//! 0600) whose path and verifier key are printed once.
+
+use crate::keys::{read_key_file, read_trust_anchors, write_key_file};
+use crate::ledger::{Ledger, LedgerOptions};
+use crate::note::{NoteSigner, NoteVerifier};
+use crate::policy::Policy;
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest gRPC message the server decodes (an entry is capped at 64 KiB; this leaves room for
+/// signatures while refusing anything absurd before it is buffered).
+pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    /// Trust-anchor file; default `DATA_DIR/trust-anchors.txt` (created with a first admin key).
+    pub trust_anchors: Option<PathBuf>,
+    /// Custody policy table (TOML); default: the embedded autologous CAR-T table.
+    pub policy: Option<PathBuf>,
+    /// Checkpoint origin (log name) used when the log key is first created.
+    pub origin: Option<String>,
+    pub ledger: LedgerOptions,
+}
+
+impl ServeOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServeOptions {
+            data_dir: data_dir.into(),
+            trust_anchors: None,
+            policy: None,
+            origin: None,
+            ledger: LedgerOptions::default(),
+        }
+    }
+}
+
+/// What opening a data directory produced.
+pub struct Opened {
+    pub ledger: Arc<Ledger>,
+    pub log_verifier: NoteVerifier,
+    pub admins: Vec<NoteVerifier>,
+    /// Set when this start created the first admin key: (key file, verifier key).
+    pub created_admin: Option<(PathBuf, String)>,
+}
+
+pub fn log_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("log.key")
+}
+
+/// Opens the data directory, creating what is missing, and starts the ledger writer.
+pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
+    let dir = &opts.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+
+    let log_path = log_key_path(dir);
+    let log_key = if log_path.exists() {
+        read_key_file(&log_path)?
+    } else {
+        let origin = opts
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("celltrail.local/log-{}", hex::encode(rand::random::<[u8; 4]>())));
+        let key = NoteSigner::generate(&origin).map_err(|e| anyhow::anyhow!("log origin {origin:?}: {e}"))?;
+        write_key_file(&log_path, &key)?;
+        std::fs::write(dir.join("log.vkey"), format!("{}\n", key.verifier().to_key_string()))?;
+        key
+    };
+
+    let mut created_admin = None;
+    let anchors_path = match &opts.trust_anchors {
+        Some(p) => p.clone(),
+        None => {
+            let p = dir.join("trust-anchors.txt");
+            if !p.exists() {
+                let admin = NoteSigner::generate("admin").expect("'admin' is a valid key name");
+                let key_path = dir.join("admin.key");
+                write_key_file(&key_path, &admin)?;
+                let vkey = admin.verifier().to_key_string();
+                std::fs::write(
+                    &p,
+                    format!("# celltrail trust anchors: operator admin keys that may sign the key registry\n{vkey}\n"),
+                )?;
+                created_admin = Some((key_path, vkey));
+            }
+            p
+        }
+    };
+    let admins = read_trust_anchors(&anchors_path)?;
+
+    let policy = match &opts.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
+        }
+        None => Policy::default_autologous_car_t(),
+    };
+
+    let store = Arc::new(Store::open(&dir.join("db"))?);
+    let log_verifier = log_key.verifier();
+    let ledger = Ledger::start(store, &admins, log_key, policy, opts.ledger.clone())?;
+    Ok(Opened { ledger, log_verifier, admins, created_admin })
+}
+
+/// Serves the Ledger API on `listener` until `shutdown` resolves, then drains the writer.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    ledger: Arc<Ledger>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let service = crate::pb::ledger_server::LedgerServer::new(crate::api::LedgerService::new(ledger.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gRPC server failed")?;
+    ledger.shutdown_async().await;
+    Ok(())
+}
