@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["proto/celltrail/v1/events.proto", "proto/celltrail/v1/ledger.proto"];
+    let files = [
+        "proto/celltrail/v1/events.proto",
+        "proto/celltrail/v1/ledger.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("celltrail_descriptor.bin"), fds.encode_to_vec())?;

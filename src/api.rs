@@ -21,7 +21,9 @@ impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
         let code = match &e {
             LedgerError::Malformed(_) | LedgerError::BadSignature(_) => Code::InvalidArgument,
-            LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => Code::InvalidArgument,
+            LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => {
+                Code::InvalidArgument
+            }
             LedgerError::Registry(_) => Code::FailedPrecondition,
             LedgerError::TooLarge { .. } | LedgerError::Overloaded(_) => Code::ResourceExhausted,
             LedgerError::UnknownChain { .. }
@@ -50,7 +52,11 @@ pub fn chain_head(chain_id: &str, h: &Head) -> ChainHead {
 fn stored_entry(index: u64, bytes: Vec<u8>) -> Result<StoredEntry, Status> {
     let entry = LogEntry::decode(bytes.as_slice())
         .map_err(|e| Status::internal(format!("stored entry {index} does not decode: {e}")))?;
-    Ok(StoredEntry { index, event_hash: EventHash::of_body(&entry.body).0.to_vec(), entry: bytes })
+    Ok(StoredEntry {
+        index,
+        event_hash: EventHash::of_body(&entry.body).0.to_vec(),
+        entry: bytes,
+    })
 }
 
 pub struct LedgerService {
@@ -87,7 +93,10 @@ impl LedgerRpc for LedgerService {
         Ok(Response::new(chain_head(&id, &head)))
     }
 
-    async fn get_chain(&self, req: Request<GetChainRequest>) -> Result<Response<GetChainResponse>, Status> {
+    async fn get_chain(
+        &self,
+        req: Request<GetChainRequest>,
+    ) -> Result<Response<GetChainResponse>, Status> {
         let id = req.into_inner().chain_id;
         let store = self.ledger.store().clone();
         let head = self.ledger.head(&id)?;
@@ -105,10 +114,16 @@ impl LedgerRpc for LedgerService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
-        Ok(Response::new(GetChainResponse { head: Some(chain_head(&id, &head)), entries }))
+        Ok(Response::new(GetChainResponse {
+            head: Some(chain_head(&id, &head)),
+            entries,
+        }))
     }
 
-    async fn get_entries(&self, req: Request<GetEntriesRequest>) -> Result<Response<GetEntriesResponse>, Status> {
+    async fn get_entries(
+        &self,
+        req: Request<GetEntriesRequest>,
+    ) -> Result<Response<GetEntriesResponse>, Status> {
         let req = req.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_PAGE,
@@ -124,7 +139,11 @@ impl LedgerRpc for LedgerService {
                 entries.push(stored_entry(index, bytes)?);
             }
             let next = start + entries.len() as u64;
-            Ok(GetEntriesResponse { entries, next, tree_size })
+            Ok(GetEntriesResponse {
+                entries,
+                next,
+                tree_size,
+            })
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;

@@ -5,7 +5,10 @@
 use crate::client::{self, detail_from_fields, Draft, Fields};
 use crate::keys::{read_key_file, write_key_file};
 use crate::note::NoteSigner;
-use crate::pb::{event_body::Detail, EventBody, GetChainRequest, KeyRegistered, KeyRevoked, LogEntry, SignatureMeaning};
+use crate::pb::{
+    event_body::Detail, EventBody, GetChainRequest, KeyRegistered, KeyRevoked, LogEntry,
+    SignatureMeaning,
+};
 use crate::registry::KEYS_CHAIN;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +16,11 @@ use prost::Message;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "celltrail", version, about = "Chain-of-custody ledger for autologous cell therapy")]
+#[command(
+    name = "celltrail",
+    version,
+    about = "Chain-of-custody ledger for autologous cell therapy"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -169,7 +176,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let opened = crate::server::open(&opts)?;
     if let Some((path, vkey)) = &opened.created_admin {
         println!("Created the first operator admin key: {}", path.display());
-        println!("  its verifier key (also in {}):", a.data_dir.join("trust-anchors.txt").display());
+        println!(
+            "  its verifier key (also in {}):",
+            a.data_dir.join("trust-anchors.txt").display()
+        );
         println!("  {vkey}");
         println!("  Keep this file safe: it registers and revokes every signer key.");
     }
@@ -181,7 +191,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger");
     }
     println!("celltrail log {} ", opened.log_verifier.to_key_string());
-    println!("celltrail serving on {addr} (data {})", a.data_dir.display());
+    println!(
+        "celltrail serving on {addr} (data {})",
+        a.data_dir.display()
+    );
     crate::server::run(listener, opened.ledger, shutdown_signal()).await
 }
 
@@ -198,10 +211,15 @@ pub async fn shutdown_signal() {
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     if !crate::registry::valid_key_id(&a.name) {
-        bail!("key name {:?} must be 1-128 characters with no spaces and no '+'", a.name);
+        bail!(
+            "key name {:?} must be 1-128 characters with no spaces and no '+'",
+            a.name
+        );
     }
     let signer = NoteSigner::generate(&a.name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name.replace('/', "_"))));
+    let out = a
+        .out
+        .unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name.replace('/', "_"))));
     write_key_file(&out, &signer)?;
     eprintln!("wrote {} (private, mode 0600)", out.display());
     println!("{}", signer.verifier().to_key_string());
@@ -217,7 +235,16 @@ fn parse_time_or_now(s: &Option<String>) -> anyhow::Result<i64> {
 
 async fn key(k: KeyCommand) -> anyhow::Result<()> {
     let (server, admin_key, detail) = match k {
-        KeyCommand::Register { server, admin_key, vkey, role, site, printed_name, valid_from, valid_until } => {
+        KeyCommand::Register {
+            server,
+            admin_key,
+            vkey,
+            role,
+            site,
+            printed_name,
+            valid_from,
+            valid_until,
+        } => {
             let v = crate::note::NoteVerifier::from_key_string(vkey.trim())
                 .map_err(|e| anyhow::anyhow!("--vkey is not a verifier key: {e}"))?;
             let detail = Detail::KeyRegistered(KeyRegistered {
@@ -234,7 +261,13 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
             });
             (server, admin_key, detail)
         }
-        KeyCommand::Revoke { server, admin_key, key_id, reason, at } => {
+        KeyCommand::Revoke {
+            server,
+            admin_key,
+            key_id,
+            reason,
+            at,
+        } => {
             let detail = Detail::KeyRevoked(KeyRevoked {
                 key_id,
                 revoked_at_unix_nanos: parse_time_or_now(&at)?,
@@ -255,7 +288,10 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
         detail,
     };
     let r = client::append_draft(&mut c, draft, &[(&admin, SignatureMeaning::Performed)]).await?;
-    println!("recorded in the key registry: log index {}, keys chain seq {}", r.index, r.seq);
+    println!(
+        "recorded in the key registry: log index {}, keys chain seq {}",
+        r.index, r.seq
+    );
     Ok(())
 }
 
@@ -291,7 +327,11 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         r.seq,
         r.index,
         hex::encode(&r.event_hash[..8]),
-        if r.duplicate { " (already recorded)" } else { "" }
+        if r.duplicate {
+            " (already recorded)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -299,13 +339,21 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
 async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     let mut c = client::connect(&a.server.server).await?;
     let resp = c
-        .get_chain(GetChainRequest { chain_id: a.chain.clone() })
+        .get_chain(GetChainRequest {
+            chain_id: a.chain.clone(),
+        })
         .await
         .map_err(client::status_error)?
         .into_inner();
     let head = resp.head.unwrap_or_default();
-    println!("chain {}: {} events, state {}", a.chain, head.length, head.state);
-    println!("{:<4} {:<20} {:<12} {:<18} {:<16} signers", "seq", "occurred (UTC)", "site", "event", "hash");
+    println!(
+        "chain {}: {} events, state {}",
+        a.chain, head.length, head.state
+    );
+    println!(
+        "{:<4} {:<20} {:<12} {:<18} {:<16} signers",
+        "seq", "occurred (UTC)", "site", "event", "hash"
+    );
     for e in resp.entries {
         let entry = LogEntry::decode(e.entry.as_slice())?;
         let body = EventBody::decode(entry.body.as_slice())?;
@@ -314,11 +362,15 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
             .signatures
             .iter()
             .map(|s| {
-                let m = SignatureMeaning::try_from(s.meaning).map(|m| m.as_str_name()).unwrap_or("?");
+                let m = SignatureMeaning::try_from(s.meaning)
+                    .map(|m| m.as_str_name())
+                    .unwrap_or("?");
                 format!("{} ({})", s.key_id, m.to_ascii_lowercase())
             })
             .collect();
-        let when = crate::time::rfc3339(body.occurred_at_unix_nanos - body.occurred_at_unix_nanos % 1_000_000_000);
+        let when = crate::time::rfc3339(
+            body.occurred_at_unix_nanos - body.occurred_at_unix_nanos % 1_000_000_000,
+        );
         println!(
             "{:<4} {:<20} {:<12} {:<18} {:<16} {}",
             body.seq,

@@ -5,7 +5,9 @@
 use crate::crypto::{sign_event, EventHash};
 use crate::note::NoteSigner;
 use crate::pb::ledger_client::LedgerClient;
-use crate::pb::{self, event_body::Detail, EventBody, GetHeadRequest, Receipt, SignatureMeaning, SignedEvent};
+use crate::pb::{
+    self, event_body::Detail, EventBody, GetHeadRequest, Receipt, SignatureMeaning, SignedEvent,
+};
 use prost::Message;
 use std::collections::BTreeMap;
 use tonic::transport::Channel;
@@ -14,7 +16,11 @@ pub type Client = LedgerClient<Channel>;
 
 /// Connects to a server given as `host:port` or `http://host:port`.
 pub async fn connect(server: &str) -> anyhow::Result<Client> {
-    let url = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
     let client = LedgerClient::connect(url.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the celltrail server at {url}: {e}"))?;
@@ -31,8 +37,16 @@ pub fn parse_meaning(s: &str) -> Result<SignatureMeaning, String> {
 }
 
 /// Where the next event of a chain goes: (seq, prev_hash).
-pub async fn next_link(client: &mut Client, chain_id: &str) -> Result<(u64, Vec<u8>), tonic::Status> {
-    match client.get_head(GetHeadRequest { chain_id: chain_id.to_string() }).await {
+pub async fn next_link(
+    client: &mut Client,
+    chain_id: &str,
+) -> Result<(u64, Vec<u8>), tonic::Status> {
+    match client
+        .get_head(GetHeadRequest {
+            chain_id: chain_id.to_string(),
+        })
+        .await
+    {
         Ok(h) => {
             let h = h.into_inner();
             Ok((h.seq + 1, h.event_hash))
@@ -54,8 +68,15 @@ pub struct Draft {
 }
 
 /// Encodes the draft once (the performer is the first signer) and signs it.
-pub fn sign_draft(draft: Draft, signers: &[(&NoteSigner, SignatureMeaning)], signed_at: i64) -> SignedEvent {
-    let actor = signers.first().map(|(s, _)| s.name.clone()).unwrap_or_default();
+pub fn sign_draft(
+    draft: Draft,
+    signers: &[(&NoteSigner, SignatureMeaning)],
+    signed_at: i64,
+) -> SignedEvent {
+    let actor = signers
+        .first()
+        .map(|(s, _)| s.name.clone())
+        .unwrap_or_default();
     let body = EventBody {
         chain_id: draft.chain_id,
         seq: draft.seq,
@@ -113,7 +134,10 @@ impl Fields {
     {
         match self.map.remove(k) {
             None => Ok(T::default()),
-            Some(v) => v.trim().parse().map_err(|_| format!("--set {k}={v}: not a number")),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("--set {k}={v}: not a number")),
         }
     }
     fn flag(&mut self, k: &str) -> Result<bool, String> {
@@ -131,7 +155,12 @@ impl Fields {
         }
     }
     fn list(&mut self, k: &str) -> Vec<String> {
-        self.str(k).split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        self.str(k)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
     fn finish(self, kind: &str) -> Result<(), String> {
         match self.map.keys().next() {
@@ -144,18 +173,36 @@ impl Fields {
 /// Every event kind a client can name, with its fields, for `--help` and errors.
 pub const KINDS: &[(&str, &str)] = &[
     ("enrolled", "coi_ref*, therapy, manufacturing_site"),
-    ("collected", "din*, product_code, volume_ml, collection_end (RFC 3339)"),
+    (
+        "collected",
+        "din*, product_code, volume_ml, collection_end (RFC 3339)",
+    ),
     ("packed", "shipper_id, logger_id, seal_id"),
-    ("shipped", "from_site, to_site*, courier, shipper_id, logger_id, condition"),
-    ("received", "from_site, seal_intact (yes/no), temp_min_c, temp_max_c, elapsed_seconds, shipper_id"),
-    ("manufacturing_step", "step*, batch_id, product_bag_ids (comma list), param.NAME=VALUE"),
-    ("qc_result", "test*, method, result, passed (yes/no), specification"),
+    (
+        "shipped",
+        "from_site, to_site*, courier, shipper_id, logger_id, condition",
+    ),
+    (
+        "received",
+        "from_site, seal_intact (yes/no), temp_min_c, temp_max_c, elapsed_seconds, shipper_id",
+    ),
+    (
+        "manufacturing_step",
+        "step*, batch_id, product_bag_ids (comma list), param.NAME=VALUE",
+    ),
+    (
+        "qc_result",
+        "test*, method, result, passed (yes/no), specification",
+    ),
     ("released", "exceptional (yes/no), deviation_id"),
     ("rejected", "reason*"),
     ("stored", "location*, temp_c"),
     ("dispensed", "product_bag_id*, thawed_at (RFC 3339)"),
     ("bedside_check", "wristband_coi_ref*, product_bag_id*"),
-    ("infused", "product_bag_id*, started_at, ended_at (RFC 3339)"),
+    (
+        "infused",
+        "product_bag_id*, started_at, ended_at (RFC 3339)",
+    ),
     ("hold", "reason*"),
     ("hold_released", "reason*"),
     ("deviation", "deviation_id*, description*"),
@@ -199,7 +246,12 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
             shipper_id: f.str("shipper_id"),
         }),
         "manufacturing_step" => {
-            let params: Vec<String> = f.map.keys().filter(|k| k.starts_with("param.")).cloned().collect();
+            let params: Vec<String> = f
+                .map
+                .keys()
+                .filter(|k| k.starts_with("param."))
+                .cloned()
+                .collect();
             let mut parameters = std::collections::HashMap::new();
             for k in params {
                 let v = f.map.remove(&k).unwrap_or_default();
@@ -223,8 +275,13 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
             exceptional: f.flag("exceptional")?,
             deviation_id: f.str("deviation_id"),
         }),
-        "rejected" => Detail::Rejected(pb::Rejected { reason: f.required(kind, "reason")? }),
-        "stored" => Detail::Stored(pb::Stored { location: f.required(kind, "location")?, temp_c: f.num("temp_c")? }),
+        "rejected" => Detail::Rejected(pb::Rejected {
+            reason: f.required(kind, "reason")?,
+        }),
+        "stored" => Detail::Stored(pb::Stored {
+            location: f.required(kind, "location")?,
+            temp_c: f.num("temp_c")?,
+        }),
         "dispensed" => Detail::Dispensed(pb::Dispensed {
             product_bag_id: f.required(kind, "product_bag_id")?,
             thawed_at_unix_nanos: f.time("thawed_at")?,
@@ -238,20 +295,29 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
             started_at_unix_nanos: f.time("started_at")?,
             ended_at_unix_nanos: f.time("ended_at")?,
         }),
-        "hold" => Detail::Hold(pb::Hold { reason: f.required(kind, "reason")? }),
-        "hold_released" => Detail::HoldReleased(pb::HoldReleased { reason: f.required(kind, "reason")? }),
+        "hold" => Detail::Hold(pb::Hold {
+            reason: f.required(kind, "reason")?,
+        }),
+        "hold_released" => Detail::HoldReleased(pb::HoldReleased {
+            reason: f.required(kind, "reason")?,
+        }),
         "deviation" => Detail::Deviation(pb::Deviation {
             deviation_id: f.required(kind, "deviation_id")?,
             description: f.required(kind, "description")?,
         }),
-        "destroyed" => Detail::Destroyed(pb::Destroyed { reason: f.required(kind, "reason")? }),
+        "destroyed" => Detail::Destroyed(pb::Destroyed {
+            reason: f.required(kind, "reason")?,
+        }),
         "custody_handoff" => Detail::CustodyHandoff(pb::CustodyHandoff {
             from_site: f.str("from_site"),
             to_site: f.required(kind, "to_site")?,
         }),
         other => {
             let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-            return Err(format!("unknown event kind {other:?}; one of: {}", names.join(", ")));
+            return Err(format!(
+                "unknown event kind {other:?}; one of: {}",
+                names.join(", ")
+            ));
         }
     };
     f.finish(kind)?;
@@ -290,7 +356,9 @@ pub async fn append_draft(
     mut draft: Draft,
     signers: &[(&NoteSigner, SignatureMeaning)],
 ) -> anyhow::Result<Receipt> {
-    let (seq, prev) = next_link(client, &draft.chain_id).await.map_err(status_error)?;
+    let (seq, prev) = next_link(client, &draft.chain_id)
+        .await
+        .map_err(status_error)?;
     draft.seq = seq;
     draft.prev_hash = prev;
     let ev = sign_draft(draft, signers, crate::time::now_nanos());

@@ -107,11 +107,16 @@ pub fn verify_signature(
     event_hash: &EventHash,
     sig: &Signature,
 ) -> Result<(), SigError> {
-    let msg = signature_message(event_hash, sig.meaning, sig.signed_at_unix_nanos, &sig.key_id)
-        .ok_or_else(|| SigError::KeyIdTooLong {
-            key_id: sig.key_id.chars().take(40).collect(),
-            len: sig.key_id.len(),
-        })?;
+    let msg = signature_message(
+        event_hash,
+        sig.meaning,
+        sig.signed_at_unix_nanos,
+        &sig.key_id,
+    )
+    .ok_or_else(|| SigError::KeyIdTooLong {
+        key_id: sig.key_id.chars().take(40).collect(),
+        len: sig.key_id.len(),
+    })?;
     let bytes: [u8; 64] = sig
         .signature
         .as_slice()
@@ -168,8 +173,13 @@ mod tests {
     #[test]
     fn signature_message_layout_matches_hand_computed_bytes() {
         let hash = EventHash([0xAB; 32]);
-        let msg = signature_message(&hash, SignatureMeaning::Verified as i32, 0x0102_0304_0506_0708, "nurse.b")
-            .unwrap();
+        let msg = signature_message(
+            &hash,
+            SignatureMeaning::Verified as i32,
+            0x0102_0304_0506_0708,
+            "nurse.b",
+        )
+        .unwrap();
         let mut expected = b"celltrail.v1.sig\0".to_vec();
         expected.extend_from_slice(&[0xAB; 32]);
         expected.extend_from_slice(&[0, 0, 0, 2]); // VERIFIED = 2
@@ -198,19 +208,27 @@ mod tests {
         verify_signature(&key.verifying_key(), &hash, &sig).unwrap();
         let mut s = sig.clone();
         s.meaning = SignatureMeaning::Performed as i32;
-        assert!(matches!(verify_signature(&key.verifying_key(), &hash, &s), Err(SigError::Invalid { .. })));
+        assert!(matches!(
+            verify_signature(&key.verifying_key(), &hash, &s),
+            Err(SigError::Invalid { .. })
+        ));
         let mut s = sig.clone();
         s.signed_at_unix_nanos = 43;
         assert!(verify_signature(&key.verifying_key(), &hash, &s).is_err());
         let mut s = sig.clone();
         s.key_id = "qa.two".into();
         assert!(verify_signature(&key.verifying_key(), &hash, &s).is_err());
-        assert!(verify_signature(&key.verifying_key(), &EventHash::of_body(b"other"), &sig).is_err());
+        assert!(
+            verify_signature(&key.verifying_key(), &EventHash::of_body(b"other"), &sig).is_err()
+        );
         let mut s = sig;
         s.signature.pop();
         assert_eq!(
             verify_signature(&key.verifying_key(), &hash, &s),
-            Err(SigError::Length { key_id: "qa.one".into(), len: 63 })
+            Err(SigError::Length {
+                key_id: "qa.one".into(),
+                len: 63
+            })
         );
     }
 
@@ -220,14 +238,21 @@ mod tests {
         let cases = v["vectors"].as_array().expect("vectors array");
         assert!(cases.len() >= 5);
         for c in cases {
-            let field = |k: &str| hex::decode(c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}"))).unwrap();
+            let field = |k: &str| {
+                hex::decode(c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}"))).unwrap()
+            };
             let sk: [u8; 32] = field("secret_key_hex").try_into().unwrap();
             let pk = field("public_key_hex");
             let msg = field("message_hex");
             let sig: [u8; 64] = field("signature_hex").try_into().unwrap();
             let signing = SigningKey::from_bytes(&sk);
             assert_eq!(signing.verifying_key().as_bytes().as_slice(), pk.as_slice());
-            assert_eq!(signing.sign(&msg).to_bytes(), sig, "deterministic signature for {}", c["name"]);
+            assert_eq!(
+                signing.sign(&msg).to_bytes(),
+                sig,
+                "deterministic signature for {}",
+                c["name"]
+            );
             let vk = parse_public_key(&pk).expect("valid vector key");
             verify_strict_raw(&vk, &msg, &sig).unwrap();
             let mut bad = sig;
@@ -243,7 +268,9 @@ mod tests {
         for group in ["speccheck", "cctv"] {
             let cases = v[group]["cases"].as_array().expect("cases array");
             for c in cases {
-                let get = |k: &str| hex::decode(c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}"))).unwrap();
+                let get = |k: &str| {
+                    hex::decode(c[k].as_str().unwrap_or_else(|| panic!("{k} in {c}"))).unwrap()
+                };
                 let (pk, msg, sig) = if group == "speccheck" {
                     (get("pub_key_hex"), get("message_hex"), get("signature_hex"))
                 } else {
@@ -254,7 +281,10 @@ mod tests {
                     Some("reject") => false,
                     other => panic!("expected_strict {other:?} in {c}"),
                 };
-                let got = match (<[u8; 32]>::try_from(pk.as_slice()), <[u8; 64]>::try_from(sig.as_slice())) {
+                let got = match (
+                    <[u8; 32]>::try_from(pk.as_slice()),
+                    <[u8; 64]>::try_from(sig.as_slice()),
+                ) {
                     (Ok(pk), Ok(sig)) => VerifyingKey::from_bytes(&pk)
                         .map(|vk| verify_strict_raw(&vk, &msg, &sig).is_ok())
                         .unwrap_or(false),

@@ -10,13 +10,19 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: String, message: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io { path: path.display().to_string(), source }
+    move |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Writes a new key file readable only by its owner. Refuses to overwrite an existing file.
@@ -82,17 +88,29 @@ mod tests {
         assert_eq!(mode, 0o600);
         let back = read_key_file(&path).unwrap();
         assert_eq!(back.to_key_string(), s.to_key_string());
-        assert!(write_key_file(&path, &s).is_err(), "must not overwrite a key file");
+        assert!(
+            write_key_file(&path, &s).is_err(),
+            "must not overwrite a key file"
+        );
     }
 
     #[test]
     fn trust_anchor_errors_name_the_line() {
         let p = Path::new("anchors.txt");
-        let good = NoteSigner::generate("admin").unwrap().verifier().to_key_string();
+        let good = NoteSigner::generate("admin")
+            .unwrap()
+            .verifier()
+            .to_key_string();
         let text = format!("# admins\n{good}\n\nnot-a-key\n");
         let err = parse_trust_anchors(&text, p).unwrap_err().to_string();
         assert!(err.contains("line 4"), "{err}");
-        assert!(parse_trust_anchors("# nothing\n", p).unwrap_err().to_string().contains("no admin"));
-        assert_eq!(parse_trust_anchors(&format!("{good}\n"), p).unwrap().len(), 1);
+        assert!(parse_trust_anchors("# nothing\n", p)
+            .unwrap_err()
+            .to_string()
+            .contains("no admin"));
+        assert_eq!(
+            parse_trust_anchors(&format!("{good}\n"), p).unwrap().len(),
+            1
+        );
     }
 }

@@ -40,11 +40,25 @@ pub enum LedgerError {
     #[error("chain {chain} does not exist; its first event must have seq 0 (got seq {seq})")]
     UnknownChain { chain: String, seq: u64 },
     #[error("chain {chain} is at seq {head_seq}; seq {seq} would leave a gap (next is {next})", next = head_seq + 1)]
-    Gap { chain: String, seq: u64, head_seq: u64 },
+    Gap {
+        chain: String,
+        seq: u64,
+        head_seq: u64,
+    },
     #[error("stale prev_hash for chain {chain} seq {seq}: current head is seq {head_seq} hash {head_hash}; rebase on it and re-sign")]
-    StalePrev { chain: String, seq: u64, head_seq: u64, head_hash: String },
+    StalePrev {
+        chain: String,
+        seq: u64,
+        head_seq: u64,
+        head_hash: String,
+    },
     #[error("seq {seq} of chain {chain} is already taken by a different event; current head is seq {head_seq} hash {head_hash}")]
-    Fork { chain: String, seq: u64, head_seq: u64, head_hash: String },
+    Fork {
+        chain: String,
+        seq: u64,
+        head_seq: u64,
+        head_hash: String,
+    },
     #[error("signer rejected: {0}")]
     Signer(#[from] KeyError),
     #[error("{0}")]
@@ -75,7 +89,9 @@ fn malformed(msg: impl Into<String>) -> LedgerError {
 pub fn valid_chain_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_CHAIN_ID
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:=-".contains(&b))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:=-".contains(&b))
 }
 
 /// Tuning of the writer.
@@ -89,7 +105,10 @@ pub struct LedgerOptions {
 
 impl Default for LedgerOptions {
     fn default() -> Self {
-        LedgerOptions { queue_capacity: 8192, max_group: 1024 }
+        LedgerOptions {
+            queue_capacity: 8192,
+            max_group: 1024,
+        }
     }
 }
 
@@ -154,7 +173,9 @@ impl Ledger {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Msg::Append(Job { event, reply })) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(LedgerError::Overloaded(self.capacity)),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(LedgerError::Overloaded(self.capacity))
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(LedgerError::ShuttingDown),
         }
         rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
@@ -184,20 +205,28 @@ impl Ledger {
 }
 
 /// Rebuilds the key registry from the `keys` chain.
-pub fn replay_registry(store: &Store, admins: &[crate::note::NoteVerifier]) -> Result<Registry, LedgerError> {
+pub fn replay_registry(
+    store: &Store,
+    admins: &[crate::note::NoteVerifier],
+) -> Result<Registry, LedgerError> {
     let mut reg = Registry::new(admins);
     for index in store.chain_indices(KEYS_CHAIN)? {
-        let bytes = store
-            .entry(index)?
-            .ok_or_else(|| LedgerError::Storage(format!("entry {index} of the keys chain is missing")))?;
+        let bytes = store.entry(index)?.ok_or_else(|| {
+            LedgerError::Storage(format!("entry {index} of the keys chain is missing"))
+        })?;
         let entry = LogEntry::decode(bytes.as_slice())
             .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
-        let body = EventBody::decode(entry.body.as_slice())
-            .map_err(|e| LedgerError::Storage(format!("entry {index} body does not decode: {e}")))?;
+        let body = EventBody::decode(entry.body.as_slice()).map_err(|e| {
+            LedgerError::Storage(format!("entry {index} body does not decode: {e}"))
+        })?;
         match body.detail {
             Some(Detail::KeyRegistered(r)) => reg.register(&r)?,
             Some(Detail::KeyRevoked(r)) => reg.revoke(&r)?,
-            _ => return Err(LedgerError::Storage(format!("entry {index} on the keys chain is not a key event"))),
+            _ => {
+                return Err(LedgerError::Storage(format!(
+                    "entry {index} on the keys chain is not a key event"
+                )))
+            }
         }
     }
     Ok(reg)
@@ -304,7 +333,10 @@ impl Writer {
                     self.registry = reg;
                 }
             } else {
-                tracing::error!(error = commit_error.as_deref().unwrap_or(""), "group commit failed");
+                tracing::error!(
+                    error = commit_error.as_deref().unwrap_or(""),
+                    "group commit failed"
+                );
             }
         }
         let checkpoint = match checkpoint {
@@ -314,9 +346,9 @@ impl Writer {
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
             let result = match outcome {
                 Outcome::Rejected(e) => Err(e),
-                Outcome::Accepted(_) | Outcome::Duplicate(_) if commit_error.is_some() => {
-                    Err(LedgerError::Storage(commit_error.clone().unwrap_or_default()))
-                }
+                Outcome::Accepted(_) | Outcome::Duplicate(_) if commit_error.is_some() => Err(
+                    LedgerError::Storage(commit_error.clone().unwrap_or_default()),
+                ),
                 Outcome::Accepted(a) => Ok(Receipt {
                     index: a.index,
                     event_hash: a.hash.0.to_vec(),
@@ -327,7 +359,9 @@ impl Writer {
                     checkpoint: checkpoint.clone(),
                     duplicate: false,
                 }),
-                Outcome::Duplicate(index) => receipt_for_index(&self.store, index, self.tree_size, &checkpoint),
+                Outcome::Duplicate(index) => {
+                    receipt_for_index(&self.store, index, self.tree_size, &checkpoint)
+                }
             };
             let _ = reply.send(result);
         }
@@ -338,7 +372,12 @@ impl Writer {
         let store = &self.store;
         let nodes = &ov.nodes;
         let root = merkle::root_at(new_size, |l, i| node(store, nodes, l, i))?;
-        let cp = Checkpoint { origin: self.log_key.name.clone(), size: new_size, root, extensions: vec![] };
+        let cp = Checkpoint {
+            origin: self.log_key.name.clone(),
+            size: new_size,
+            root,
+            extensions: vec![],
+        };
         let note = crate::note::sign_note(&cp.to_text(), &[&self.log_key])
             .map_err(|e| LedgerError::Storage(format!("cannot sign checkpoint: {e}")))?;
         ov.batch.nodes = ov.nodes.iter().map(|(k, v)| (*k, *v)).collect();
@@ -354,9 +393,16 @@ impl Writer {
         }
     }
 
-    fn check_inner(&self, ev: &SignedEvent, now: i64, ov: &mut Overlay) -> Result<Outcome, LedgerError> {
+    fn check_inner(
+        &self,
+        ev: &SignedEvent,
+        now: i64,
+        ov: &mut Overlay,
+    ) -> Result<Outcome, LedgerError> {
         if ev.body.len() > MAX_ENTRY_BYTES {
-            return Err(LedgerError::TooLarge { size: ev.body.len() });
+            return Err(LedgerError::TooLarge {
+                size: ev.body.len(),
+            });
         }
         let hash = EventHash::of_body(&ev.body);
         if let Some(index) = ov.hashes.get(&hash) {
@@ -365,8 +411,11 @@ impl Writer {
         if let Some(index) = self.store.index_of_hash(&hash)? {
             return Ok(Outcome::Duplicate(index));
         }
-        let body = EventBody::decode(ev.body.as_slice())
-            .map_err(|e| malformed(format!("body bytes are not a valid celltrail.v1.EventBody: {e}")))?;
+        let body = EventBody::decode(ev.body.as_slice()).map_err(|e| {
+            malformed(format!(
+                "body bytes are not a valid celltrail.v1.EventBody: {e}"
+            ))
+        })?;
         check_shape(&body, ev, now)?;
 
         // Chain link [R2, R3].
@@ -380,7 +429,9 @@ impl Writer {
         let registry = ov.registry.as_ref().unwrap_or(&self.registry);
         let signers = if body.chain_id == KEYS_CHAIN {
             for sig in &ev.signatures {
-                let key = registry.admin(&sig.key_id).ok_or_else(|| KeyError::NotAdmin(sig.key_id.clone()))?;
+                let key = registry
+                    .admin(&sig.key_id)
+                    .ok_or_else(|| KeyError::NotAdmin(sig.key_id.clone()))?;
                 verify_signature(key, &hash, sig)?;
             }
             Vec::new()
@@ -396,7 +447,8 @@ impl Writer {
                     key_id: rec.key_id.clone(),
                     role: rec.role.clone(),
                     site: rec.site.clone(),
-                    meaning: SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified),
+                    meaning: SignatureMeaning::try_from(sig.meaning)
+                        .unwrap_or(SignatureMeaning::Unspecified),
                     signed_at_unix_nanos: sig.signed_at_unix_nanos,
                 });
             }
@@ -421,13 +473,18 @@ impl Writer {
             let applied = match &body.detail {
                 Some(Detail::KeyRegistered(r)) => reg.register(r),
                 Some(Detail::KeyRevoked(r)) => reg.revoke(r),
-                _ => Err(RegistryError::Invalid("the keys chain holds only KeyRegistered and KeyRevoked events".into())),
+                _ => Err(RegistryError::Invalid(
+                    "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
+                )),
             };
             ov.registry = Some(reg);
             applied?;
             ("KeyRegistry".to_string(), serde_json::Value::Null)
         } else {
-            if matches!(body.detail, Some(Detail::KeyRegistered(_)) | Some(Detail::KeyRevoked(_))) {
+            if matches!(
+                body.detail,
+                Some(Detail::KeyRegistered(_)) | Some(Detail::KeyRevoked(_))
+            ) {
                 return Err(malformed(format!(
                     "key registry events belong on the {KEYS_CHAIN} chain, not on chain {}",
                     body.chain_id
@@ -435,17 +492,23 @@ impl Writer {
             }
             let prior: Option<ChainState> = match &head {
                 Some(h) => Some(serde_json::from_value(h.state.clone()).map_err(|e| {
-                    LedgerError::Storage(format!("stored policy state of chain {} is unreadable: {e}", body.chain_id))
+                    LedgerError::Storage(format!(
+                        "stored policy state of chain {} is unreadable: {e}",
+                        body.chain_id
+                    ))
                 })?),
                 None => None,
             };
-            let next = self.policy.apply(prior.as_ref(), &body, &signers).map_err(|v| {
-                if v.rule.starts_with("role") {
-                    LedgerError::Role(v)
-                } else {
-                    LedgerError::Policy(v)
-                }
-            })?;
+            let next = self
+                .policy
+                .apply(prior.as_ref(), &body, &signers)
+                .map_err(|v| {
+                    if v.rule.starts_with("role") {
+                        LedgerError::Role(v)
+                    } else {
+                        LedgerError::Policy(v)
+                    }
+                })?;
             let value = serde_json::to_value(&next).expect("policy state serializes to JSON");
             (next.state_name().to_string(), value)
         };
@@ -460,10 +523,17 @@ impl Writer {
         ov.hashes.insert(hash, index);
         ov.heads.insert(
             body.chain_id.clone(),
-            Head { seq: body.seq, hash: hash.0, state_name, state },
+            Head {
+                seq: body.seq,
+                hash: hash.0,
+                state_name,
+                state,
+            },
         );
         ov.batch.heads.retain(|(id, _)| id != &body.chain_id);
-        ov.batch.heads.push((body.chain_id.clone(), ov.heads[&body.chain_id].clone()));
+        ov.batch
+            .heads
+            .push((body.chain_id.clone(), ov.heads[&body.chain_id].clone()));
         ov.batch.entries.push(NewEntry {
             index,
             bytes: entry,
@@ -471,18 +541,30 @@ impl Writer {
             chain_id: body.chain_id.clone(),
             seq: body.seq,
         });
-        Ok(Outcome::Accepted(Accepted { index, hash, chain_id: body.chain_id, seq: body.seq }))
+        Ok(Outcome::Accepted(Accepted {
+            index,
+            hash,
+            chain_id: body.chain_id,
+            seq: body.seq,
+        }))
     }
 }
 
 /// One stored perfect-subtree hash, from this group's overlay or the store.
-fn node(store: &Store, overlay: &HashMap<(u32, u64), [u8; 32]>, level: u32, index: u64) -> Result<[u8; 32], LedgerError> {
+fn node(
+    store: &Store,
+    overlay: &HashMap<(u32, u64), [u8; 32]>,
+    level: u32,
+    index: u64,
+) -> Result<[u8; 32], LedgerError> {
     if let Some(h) = overlay.get(&(level, index)) {
         return Ok(*h);
     }
-    store
-        .node(level, index)?
-        .ok_or_else(|| LedgerError::Storage(format!("Merkle node ({level},{index}) is missing from the store")))
+    store.node(level, index)?.ok_or_else(|| {
+        LedgerError::Storage(format!(
+            "Merkle node ({level},{index}) is missing from the store"
+        ))
+    })
 }
 
 /// Field checks that need no state.
@@ -494,10 +576,15 @@ fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), Ledge
         )));
     }
     if body.prev_hash.len() != 32 {
-        return Err(malformed(format!("prev_hash is {} bytes, expected 32", body.prev_hash.len())));
+        return Err(malformed(format!(
+            "prev_hash is {} bytes, expected 32",
+            body.prev_hash.len()
+        )));
     }
     if body.detail.is_none() {
-        return Err(malformed("event body has no event detail (the oneof `detail` is empty)"));
+        return Err(malformed(
+            "event body has no event detail (the oneof `detail` is empty)",
+        ));
     }
     if body.occurred_at_unix_nanos <= 0 {
         return Err(malformed("occurred_at_unix_nanos is missing"));
@@ -510,18 +597,28 @@ fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), Ledge
         )));
     }
     if ev.signatures.is_empty() {
-        return Err(malformed("the event has no signatures; at least the performer must sign"));
+        return Err(malformed(
+            "the event has no signatures; at least the performer must sign",
+        ));
     }
     let mut seen = HashSet::new();
     let mut actor_performed = false;
     for sig in &ev.signatures {
         if !seen.insert(sig.key_id.as_str()) {
-            return Err(malformed(format!("key {} signs the event more than once", sig.key_id)));
+            return Err(malformed(format!(
+                "key {} signs the event more than once",
+                sig.key_id
+            )));
         }
         let meaning = SignatureMeaning::try_from(sig.meaning)
             .ok()
             .filter(|m| *m != SignatureMeaning::Unspecified)
-            .ok_or_else(|| malformed(format!("signature by {} has no valid meaning ({})", sig.key_id, sig.meaning)))?;
+            .ok_or_else(|| {
+                malformed(format!(
+                    "signature by {} has no valid meaning ({})",
+                    sig.key_id, sig.meaning
+                ))
+            })?;
         if sig.signed_at_unix_nanos > now + MAX_CLOCK_SKEW_NANOS {
             return Err(malformed(format!(
                 "signature by {} is dated {}, in the future (server time {}); check the station clock",
@@ -547,7 +644,10 @@ fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), Ledge
 fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> {
     let chain = body.chain_id.clone();
     match head {
-        None if body.seq != 0 => Err(LedgerError::UnknownChain { chain, seq: body.seq }),
+        None if body.seq != 0 => Err(LedgerError::UnknownChain {
+            chain,
+            seq: body.seq,
+        }),
         None if body.prev_hash != [0u8; 32] => Err(malformed(format!(
             "first event (seq 0) of chain {chain} must carry prev_hash of 32 zero bytes"
         ))),
@@ -558,7 +658,11 @@ fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> 
             head_seq: h.seq,
             head_hash: hex::encode(h.hash),
         }),
-        Some(h) if body.seq > h.seq + 1 => Err(LedgerError::Gap { chain, seq: body.seq, head_seq: h.seq }),
+        Some(h) if body.seq > h.seq + 1 => Err(LedgerError::Gap {
+            chain,
+            seq: body.seq,
+            head_seq: h.seq,
+        }),
         Some(h) if body.prev_hash != h.hash => Err(LedgerError::StalePrev {
             chain,
             seq: body.seq,
@@ -570,7 +674,12 @@ fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> 
 }
 
 /// The receipt of an event already in the log (idempotent resubmission).
-pub fn receipt_for_index(store: &Store, index: u64, tree_size: u64, checkpoint: &str) -> Result<Receipt, LedgerError> {
+pub fn receipt_for_index(
+    store: &Store,
+    index: u64,
+    tree_size: u64,
+    checkpoint: &str,
+) -> Result<Receipt, LedgerError> {
     let bytes = store
         .entry(index)?
         .ok_or_else(|| LedgerError::Storage(format!("entry {index} is missing")))?;

@@ -12,14 +12,17 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/celltrail_descriptor.bin"));
 }
 
-pub mod crypto;
-pub mod policy;
-pub mod ledger;
-pub mod registry;
-pub mod store;
-pub mod time;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod codes;
+pub mod crypto;
 pub mod keys;
+pub mod ledger;
+pub mod merkle;
+pub mod note;
+pub mod policy;
+pub mod registry;
 pub mod server;
+pub mod store;
+pub mod time;

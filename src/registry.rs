@@ -33,9 +33,21 @@ pub enum KeyError {
     #[error("key {0} is not registered in the key registry")]
     Unknown(String),
     #[error("key {key_id} was revoked at {revoked_at} ({reason}); signature made at {signed_at}")]
-    Revoked { key_id: String, revoked_at: String, reason: String, signed_at: String },
-    #[error("key {key_id} is valid from {from} until {until}; signature made at {signed_at} is outside")]
-    OutsideValidity { key_id: String, from: String, until: String, signed_at: String },
+    Revoked {
+        key_id: String,
+        revoked_at: String,
+        reason: String,
+        signed_at: String,
+    },
+    #[error(
+        "key {key_id} is valid from {from} until {until}; signature made at {signed_at} is outside"
+    )]
+    OutsideValidity {
+        key_id: String,
+        from: String,
+        until: String,
+        signed_at: String,
+    },
     #[error("key {0} is not an operator admin key of the trust-anchor file; only admins sign the keys chain")]
     NotAdmin(String),
 }
@@ -91,7 +103,10 @@ impl Registry {
 
     /// The record of `key_id` if it may sign at `signed_at`.
     pub fn signer_at(&self, key_id: &str, signed_at: i64) -> Result<&KeyRecord, KeyError> {
-        let rec = self.keys.get(key_id).ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
+        let rec = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
         if let Some(revoked_at) = rec.revoked_at {
             if signed_at >= revoked_at {
                 return Err(KeyError::Revoked {
@@ -106,7 +121,11 @@ impl Registry {
             return Err(KeyError::OutsideValidity {
                 key_id: key_id.to_string(),
                 from: fmt_time(rec.valid_from),
-                until: if rec.valid_until == 0 { "no end".into() } else { fmt_time(rec.valid_until) },
+                until: if rec.valid_until == 0 {
+                    "no end".into()
+                } else {
+                    fmt_time(rec.valid_until)
+                },
                 signed_at: fmt_time(signed_at),
             });
         }
@@ -138,9 +157,12 @@ impl Registry {
             ))
         })?;
         if r.role.trim().is_empty() {
-            return Err(RegistryError::Invalid(format!("key {} has no role", r.key_id)));
+            return Err(RegistryError::Invalid(format!(
+                "key {} has no role",
+                r.key_id
+            )));
         }
-        if r.valid_until != 0 && r.valid_until <= r.valid_from {
+        if r.valid_until_unix_nanos != 0 && r.valid_until_unix_nanos <= r.valid_from_unix_nanos {
             return Err(RegistryError::Invalid(format!(
                 "key {}: valid_until must be after valid_from",
                 r.key_id
@@ -168,7 +190,9 @@ impl Registry {
     pub fn check_revoke(&self, r: &KeyRevoked) -> Result<(), RegistryError> {
         match self.keys.get(&r.key_id) {
             None => Err(RegistryError::RevokeUnknown(r.key_id.clone())),
-            Some(k) if k.revoked_at.is_some() => Err(RegistryError::AlreadyRevoked(r.key_id.clone())),
+            Some(k) if k.revoked_at.is_some() => {
+                Err(RegistryError::AlreadyRevoked(r.key_id.clone()))
+            }
             Some(_) => Ok(()),
         }
     }

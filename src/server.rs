@@ -60,19 +60,26 @@ pub fn log_key_path(data_dir: &Path) -> PathBuf {
 /// Opens the data directory, creating what is missing, and starts the ledger writer.
 pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let dir = &opts.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
 
     let log_path = log_key_path(dir);
     let log_key = if log_path.exists() {
         read_key_file(&log_path)?
     } else {
-        let origin = opts
-            .origin
-            .clone()
-            .unwrap_or_else(|| format!("celltrail.local/log-{}", hex::encode(rand::random::<[u8; 4]>())));
-        let key = NoteSigner::generate(&origin).map_err(|e| anyhow::anyhow!("log origin {origin:?}: {e}"))?;
+        let origin = opts.origin.clone().unwrap_or_else(|| {
+            format!(
+                "celltrail.local/log-{}",
+                hex::encode(rand::random::<[u8; 4]>())
+            )
+        });
+        let key = NoteSigner::generate(&origin)
+            .map_err(|e| anyhow::anyhow!("log origin {origin:?}: {e}"))?;
         write_key_file(&log_path, &key)?;
-        std::fs::write(dir.join("log.vkey"), format!("{}\n", key.verifier().to_key_string()))?;
+        std::fs::write(
+            dir.join("log.vkey"),
+            format!("{}\n", key.verifier().to_key_string()),
+        )?;
         key
     };
 
@@ -99,7 +106,8 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
 
     let policy = match &opts.policy {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read policy {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
             Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
         }
         None => Policy::default_autologous_car_t(),
@@ -108,7 +116,12 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let store = Arc::new(Store::open(&dir.join("db"))?);
     let log_verifier = log_key.verifier();
     let ledger = Ledger::start(store, &admins, log_key, policy, opts.ledger.clone())?;
-    Ok(Opened { ledger, log_verifier, admins, created_admin })
+    Ok(Opened {
+        ledger,
+        log_verifier,
+        admins,
+        created_admin,
+    })
 }
 
 /// Serves the Ledger API on `listener` until `shutdown` resolves, then drains the writer.
@@ -117,8 +130,9 @@ pub async fn run(
     ledger: Arc<Ledger>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service = crate::pb::ledger_server::LedgerServer::new(crate::api::LedgerService::new(ledger.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let service =
+        crate::pb::ledger_server::LedgerServer::new(crate::api::LedgerService::new(ledger.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
         .add_service(service)

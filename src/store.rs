@@ -50,7 +50,8 @@ mod hex_hash {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let v = hex::decode(s).map_err(serde::de::Error::custom)?;
-        v.try_into().map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
     }
 }
 
@@ -114,7 +115,10 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .open()
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let t = |name: &str| db.open_tree(name);
         Ok(Store {
             entries: t("entries")?,
@@ -165,7 +169,11 @@ impl Store {
     }
 
     /// Up to `limit` entries from `start` on, in index order.
-    pub fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub fn entries_from(
+        &self,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in self.entries.range(start.to_be_bytes()..).take(limit) {
             let (k, v) = item?;
@@ -202,11 +210,9 @@ impl Store {
     /// Hash of the perfect Merkle subtree (level, index), if stored.
     pub fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
         match self.nodes.get(node_key(level, index))? {
-            Some(v) => v
-                .as_ref()
-                .try_into()
-                .map(Some)
-                .map_err(|_| StoreError::Corrupt(format!("node ({level},{index}) is not 32 bytes"))),
+            Some(v) => v.as_ref().try_into().map(Some).map_err(|_| {
+                StoreError::Corrupt(format!("node ({level},{index}) is not 32 bytes"))
+            }),
             None => Ok(None),
         }
     }
@@ -272,7 +278,12 @@ mod tests {
     use super::*;
 
     fn head(seq: u64) -> Head {
-        Head { seq, hash: [seq as u8; 32], state_name: "S".into(), state: serde_json::Value::Null }
+        Head {
+            seq,
+            hash: [seq as u8; 32],
+            state_name: "S".into(),
+            state: serde_json::Value::Null,
+        }
     }
 
     #[test]
@@ -283,8 +294,20 @@ mod tests {
             assert_eq!(s.tree_size().unwrap(), 0);
             let batch = CommitBatch {
                 entries: vec![
-                    NewEntry { index: 0, bytes: b"e0".to_vec(), event_hash: EventHash([1; 32]), chain_id: "A".into(), seq: 0 },
-                    NewEntry { index: 1, bytes: b"e1".to_vec(), event_hash: EventHash([2; 32]), chain_id: "A".into(), seq: 1 },
+                    NewEntry {
+                        index: 0,
+                        bytes: b"e0".to_vec(),
+                        event_hash: EventHash([1; 32]),
+                        chain_id: "A".into(),
+                        seq: 0,
+                    },
+                    NewEntry {
+                        index: 1,
+                        bytes: b"e1".to_vec(),
+                        event_hash: EventHash([2; 32]),
+                        chain_id: "A".into(),
+                        seq: 1,
+                    },
                 ],
                 heads: vec![("A".into(), head(1))],
                 nodes: vec![((0, 0), [9; 32])],
@@ -311,8 +334,20 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let batch = CommitBatch {
             entries: vec![
-                NewEntry { index: 0, bytes: b"a".to_vec(), event_hash: EventHash([1; 32]), chain_id: "A".into(), seq: 0 },
-                NewEntry { index: 1, bytes: b"ab".to_vec(), event_hash: EventHash([2; 32]), chain_id: "AB".into(), seq: 0 },
+                NewEntry {
+                    index: 0,
+                    bytes: b"a".to_vec(),
+                    event_hash: EventHash([1; 32]),
+                    chain_id: "A".into(),
+                    seq: 0,
+                },
+                NewEntry {
+                    index: 1,
+                    bytes: b"ab".to_vec(),
+                    event_hash: EventHash([2; 32]),
+                    chain_id: "AB".into(),
+                    seq: 0,
+                },
             ],
             tree_size: 2,
             ..Default::default()

@@ -30,7 +30,9 @@ pub fn rfc3339(nanos: i64) -> String {
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let t = humantime::parse_rfc3339_weak(s.trim())
         .map_err(|e| format!("{s:?} is not an RFC 3339 UTC time like 2026-11-25T13:00:00Z: {e}"))?;
-    let d = t.duration_since(UNIX_EPOCH).map_err(|_| format!("{s:?} is before 1970"))?;
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| format!("{s:?} is before 1970"))?;
     i64::try_from(d.as_nanos()).map_err(|_| format!("{s:?} is too far in the future"))
 }
 
@@ -44,6 +46,8 @@ mod tests {
         assert_eq!(n, 1_795_611_600 * NANOS_PER_SEC);
         assert_eq!(rfc3339(n), "2026-11-25T13:00:00Z");
         assert_eq!(rfc3339(n + 5), "2026-11-25T13:00:00.000000005Z");
-        assert!(parse_rfc3339("yesterday").unwrap_err().contains("not an RFC 3339"));
+        assert!(parse_rfc3339("yesterday")
+            .unwrap_err()
+            .contains("not an RFC 3339"));
     }
 }

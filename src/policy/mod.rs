@@ -320,7 +320,7 @@ impl Policy {
         }
 
         let mut next = state.cloned().unwrap_or_else(ChainState::blank);
-        rules::check_times(t, &next, state.is_some(), body, signers, &fail)?;
+        rules::check_envelope(t, &next, state.is_some(), body, signers, &fail)?;
         check_site(row, &next, body, kind, &fail)?;
         let requirements = match (&detail, &row.exceptional_signatures) {
             (crate::pb::event_body::Detail::Released(r), Some(ex)) if r.exceptional => ex,

@@ -343,7 +343,11 @@ impl Table {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn valid_state_name(s: &str) -> bool {
@@ -380,7 +384,10 @@ fn convert_requirements(
 }
 
 fn require_performed(reqs: &[Requirement], line: usize, field: &str) -> Result<(), PolicyError> {
-    if reqs.iter().any(|r| r.meaning == SignatureMeaning::Performed) {
+    if reqs
+        .iter()
+        .any(|r| r.meaning == SignatureMeaning::Performed)
+    {
         Ok(())
     } else {
         Err(PolicyError::invalid(
@@ -407,7 +414,10 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
             "ambient_exposure_max_minutes",
             limits.ambient_exposure_max_minutes,
         ),
-        ("manufacturing_window_days", limits.manufacturing_window_days),
+        (
+            "manufacturing_window_days",
+            limits.manufacturing_window_days,
+        ),
         (
             "thaw_to_infusion_max_minutes",
             limits.thaw_to_infusion_max_minutes,
@@ -560,7 +570,9 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
         if t.destination_must_be_manufacturing_site && event != EventKind::Shipped {
             return Err(PolicyError::invalid(
                 line,
-                format!("{what}: destination_must_be_manufacturing_site applies to \"shipped\" only"),
+                format!(
+                    "{what}: destination_must_be_manufacturing_site applies to \"shipped\" only"
+                ),
             ));
         }
         if t.site == SiteRule::Destination && event != EventKind::Received {
@@ -675,7 +687,7 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
         .filter(|s| s.as_str() != START && !terminal.contains(*s))
         .cloned()
         .collect();
-    let mut rows = Vec::with_capacity(pending.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(pending.len());
     let mut index: BTreeMap<(EventKind, String), usize> = BTreeMap::new();
     for p in pending {
         let i = rows.len();

@@ -25,18 +25,27 @@ impl TestServer {
 
     pub async fn start_with(opts: ServeOptions) -> TestServer {
         let opened = open(&opts).expect("open data dir");
-        let admin = celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
+        let admin =
+            celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, opened.ledger, async {
             let _ = rx.await;
         }));
-        TestServer { addr, data_dir: opts.data_dir.clone(), admin, shutdown: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            data_dir: opts.data_dir.clone(),
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub async fn client(&self) -> Client {
-        client::connect(&self.addr.to_string()).await.expect("connect")
+        client::connect(&self.addr.to_string())
+            .await
+            .expect("connect")
     }
 
     /// Graceful stop: waits until the store is closed so it can be reopened.
@@ -62,8 +71,23 @@ pub fn signer(name: &str) -> NoteSigner {
 }
 
 /// Registers `who` with a role and site, valid from a year before `base_time()` on.
-pub async fn register(c: &mut Client, admin: &NoteSigner, who: &NoteSigner, role: &str, site: &str) -> Receipt {
-    register_with(c, admin, who, role, site, base_time() - 365 * 86_400 * 1_000_000_000, 0).await
+pub async fn register(
+    c: &mut Client,
+    admin: &NoteSigner,
+    who: &NoteSigner,
+    role: &str,
+    site: &str,
+) -> Receipt {
+    register_with(
+        c,
+        admin,
+        who,
+        role,
+        site,
+        base_time() - 365 * 86_400 * 1_000_000_000,
+        0,
+    )
+    .await
 }
 
 pub async fn register_with(
@@ -87,7 +111,11 @@ pub async fn register_with(
     admin_event(c, admin, detail).await.expect("register key")
 }
 
-pub async fn admin_event(c: &mut Client, admin: &NoteSigner, detail: Detail) -> anyhow::Result<Receipt> {
+pub async fn admin_event(
+    c: &mut Client,
+    admin: &NoteSigner,
+    detail: Detail,
+) -> anyhow::Result<Receipt> {
     let draft = Draft {
         chain_id: "keys".into(),
         seq: 0,
@@ -111,7 +139,15 @@ pub fn signed_at_link(
     signers: &[(&NoteSigner, SignatureMeaning)],
 ) -> SignedEvent {
     client::sign_draft(
-        Draft { chain_id: chain.into(), seq, prev_hash: prev, occurred_at: at, site: site.into(), comment: String::new(), detail },
+        Draft {
+            chain_id: chain.into(),
+            seq,
+            prev_hash: prev,
+            occurred_at: at,
+            site: site.into(),
+            comment: String::new(),
+            detail,
+        },
         signers,
         at,
     )

@@ -1,0 +1,602 @@
+//! The checks on event details that the table parameterises but cannot express as data: the
+//! chain of identity (CoI reference, bags produced), QC before release, shipment routing, and
+//! time and temperature limits. Each failure names its rule. Excursions and over-long steps do
+//! not reject the event that reports them (it is a fact); they open a hold that only the
+//! table's hold-release signers (QA) can clear. The thaw window is the exception: a bedside
+//! check or infusion outside it is refused, because that event is the decision to infuse.
+
+use crate::pb::event_body::Detail;
+use crate::pb::EventBody;
+
+use super::table::{EventKind, Row, Table};
+use super::timefmt::{at, span};
+use super::{ChainState, Custody, Fail, OpenHold, QcRecord, Signer, Violation};
+
+const NANOS_PER_MIN: i128 = 60_000_000_000;
+const NANOS_PER_HOUR: i128 = 60 * NANOS_PER_MIN;
+const NANOS_PER_DAY: i128 = 24 * NANOS_PER_HOUR;
+
+fn required(fail: &Fail<'_>, kind: EventKind, field: &str, value: &str) -> Result<(), Violation> {
+    if value.trim().is_empty() {
+        Err(fail.v(
+            "required_field",
+            format!("{kind} with a non-empty {field}"),
+            format!("{field} is empty"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A reason from the detail, or else from the body's comment.
+fn reason(
+    fail: &Fail<'_>,
+    kind: EventKind,
+    detail_reason: &str,
+    body: &EventBody,
+) -> Result<String, Violation> {
+    let r = if detail_reason.trim().is_empty() {
+        body.comment.trim()
+    } else {
+        detail_reason.trim()
+    };
+    required(fail, kind, "reason (or comment)", r)?;
+    Ok(r.to_string())
+}
+
+fn raise_hold(st: &mut ChainState, body: &EventBody, reason: String) {
+    st.hold
+        .get_or_insert_with(|| OpenHold {
+            reasons: Vec::new(),
+            opened_seq: body.seq,
+            opened_at_unix_nanos: body.occurred_at_unix_nanos,
+            opened_by: body.actor_key_id.clone(),
+        })
+        .reasons
+        .push(reason);
+}
+
+/// CoI references are pseudonyms: 1-64 of [A-Za-z0-9-]. Anything else (spaces, dots, commas,
+/// as in names or dates of birth) is refused. Whether a well-formed string is PHI is not decidable.
+pub(super) fn coi_ref_well_formed(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Checks on the envelope: a site, a time, time order, no signature before the event.
+pub(super) fn check_envelope(
+    t: &Table,
+    st: &ChainState,
+    has_history: bool,
+    body: &EventBody,
+    signers: &[Signer],
+    fail: &Fail<'_>,
+) -> Result<(), Violation> {
+    let kind = body.detail.as_ref().and_then(EventKind::of);
+    let kind = kind.map_or("event", EventKind::name);
+    if body.site.trim().is_empty() {
+        return Err(fail.v(
+            "required_field",
+            format!("{kind} with a non-empty site"),
+            "site is empty",
+        ));
+    }
+    let occurred = body.occurred_at_unix_nanos;
+    if occurred <= 0 {
+        return Err(fail.v(
+            "required_field",
+            format!("{kind} with occurred_at_unix_nanos > 0"),
+            format!("occurred_at_unix_nanos is {occurred}"),
+        ));
+    }
+    let skew = t.limits.clock_skew_tolerance_seconds as i128 * 1_000_000_000;
+    if has_history && (occurred as i128) + skew < st.last_occurred_unix_nanos as i128 {
+        return Err(fail.v(
+            "time_order",
+            format!(
+                "{kind} not earlier than the previous event (tolerance {})",
+                span(skew)
+            ),
+            format!(
+                "occurred at {}, {} before the previous event at {}",
+                at(occurred),
+                span(st.last_occurred_unix_nanos as i128 - occurred as i128),
+                at(st.last_occurred_unix_nanos)
+            ),
+        ));
+    }
+    for s in signers {
+        if (s.signed_at_unix_nanos as i128) + skew < occurred as i128 {
+            return Err(fail.v(
+                "time_order",
+                "every signature made at or after the event",
+                format!(
+                    "key {} signed {} at {}, {} before the event occurred at {}",
+                    s.key_id,
+                    s.meaning.as_str_name(),
+                    at(s.signed_at_unix_nanos),
+                    span(occurred as i128 - s.signed_at_unix_nanos as i128),
+                    at(occurred)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bag_produced(
+    fail: &Fail<'_>,
+    st: &ChainState,
+    kind: EventKind,
+    bag: &str,
+) -> Result<(), Violation> {
+    if st.product_bag_ids.iter().any(|b| b == bag) {
+        return Ok(());
+    }
+    Err(fail.v(
+        "bag_produced",
+        format!(
+            "{kind} of a product bag this chain produced [{}]",
+            st.product_bag_ids.join(", ")
+        ),
+        format!(
+            "bag {bag:?} was not produced for CoI {}; possible mix-up, do not use it",
+            st.coi_ref
+        ),
+    ))
+}
+
+fn bag_matches(
+    fail: &Fail<'_>,
+    kind: EventKind,
+    bag: &str,
+    expected: Option<&String>,
+    what: &str,
+) -> Result<(), Violation> {
+    match expected {
+        Some(e) if e != bag => Err(fail.v(
+            "bag_matches",
+            format!("{kind} of the {what} bag {e}"),
+            format!("scanned bag {bag:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn thaw_window(
+    t: &Table,
+    st: &ChainState,
+    fail: &Fail<'_>,
+    kind: EventKind,
+    when: i64,
+) -> Result<(), Violation> {
+    let Some(thawed) = st.thawed_at_unix_nanos else {
+        return Ok(());
+    };
+    let max = t.limits.thaw_to_infusion_max_minutes as i128 * NANOS_PER_MIN;
+    let elapsed = when as i128 - thawed as i128;
+    if elapsed > max {
+        return Err(fail.v(
+            "thaw_window",
+            format!("{kind} within {} of thaw", span(max)),
+            format!(
+                "thawed at {}, {kind} at {}: {} after thaw; the product is outside its thaw window, do not infuse; QA dispositions it (deviation, destroyed)",
+                at(thawed),
+                at(when),
+                span(elapsed)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn temperature_hold(
+    row: &Row,
+    st: &mut ChainState,
+    body: &EventBody,
+    lo: f64,
+    hi: f64,
+    what: &str,
+) {
+    if let Some((min, max)) = row.temp_range_c {
+        // NaN fails both comparisons and so counts as an excursion.
+        if !(lo >= min && hi <= max) {
+            raise_hold(
+                st,
+                body,
+                format!("temperature_range: {what} {lo:.1}..{hi:.1} C at {}, allowed {min:.1}..{max:.1} C", body.site),
+            );
+        }
+    }
+}
+
+fn qc_problems(t: &Table, st: &ChainState) -> Vec<String> {
+    let mut problems = Vec::new();
+    for test in &t.required_qc {
+        match st.qc.get(test) {
+            None => problems.push(format!("no {test} result")),
+            Some(results) => {
+                for r in results.iter().filter(|r| !r.passed) {
+                    problems.push(format!(
+                        "{test} failed (result '{}', spec '{}', seq {})",
+                        r.result, r.specification, r.seq
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Check the detail and update `st`. May open a hold.
+pub(super) fn apply_detail(
+    t: &Table,
+    row: &Row,
+    st: &mut ChainState,
+    body: &EventBody,
+    detail: &Detail,
+    fail: &Fail<'_>,
+) -> Result<(), Violation> {
+    let occurred = body.occurred_at_unix_nanos;
+    let skew = t.limits.clock_skew_tolerance_seconds as i128 * 1_000_000_000;
+    let kind = row.event;
+    match detail {
+        Detail::KeyRegistered(_) | Detail::KeyRevoked(_) => {
+            // EventKind::of already refused these; unreachable through Policy::apply.
+        }
+        Detail::Enrolled(e) => {
+            if !coi_ref_well_formed(&e.coi_ref) {
+                return Err(fail.v(
+                    "coi_ref_format",
+                    "a pseudonymous CoI reference of 1-64 characters [A-Za-z0-9-], no PHI",
+                    format!(
+                        "coi_ref {:?} ({} bytes) is not of that form",
+                        e.coi_ref,
+                        e.coi_ref.len()
+                    ),
+                ));
+            }
+            st.coi_ref = e.coi_ref.clone();
+            st.therapy = e.therapy.clone();
+            st.manufacturing_site = e.manufacturing_site.clone();
+            st.custody = Custody::AtSite {
+                site: body.site.clone(),
+            };
+        }
+        Detail::Collected(c) => {
+            required(fail, kind, "din", &c.din)?;
+            let end = if c.collection_end_unix_nanos > 0 {
+                c.collection_end_unix_nanos
+            } else {
+                occurred
+            };
+            st.collection_end_unix_nanos =
+                Some(st.collection_end_unix_nanos.map_or(end, |e| e.min(end)));
+            if !st.dins.contains(&c.din) {
+                st.dins.push(c.din.clone());
+            }
+        }
+        Detail::Packed(p) => {
+            st.packed_shipper_id = p.shipper_id.clone();
+        }
+        Detail::Shipped(s) => {
+            required(fail, kind, "to_site", &s.to_site)?;
+            if !s.from_site.is_empty() && s.from_site != body.site {
+                return Err(fail.v(
+                    "custody_route",
+                    format!("shipment from the custodian site {}", body.site),
+                    format!("from_site is {:?}", s.from_site),
+                ));
+            }
+            if s.to_site == body.site {
+                return Err(fail.v(
+                    "custody_route",
+                    "shipment to another site",
+                    format!("to_site {:?} is the sending site", s.to_site),
+                ));
+            }
+            if row.destination_must_be_manufacturing_site
+                && !st.manufacturing_site.is_empty()
+                && s.to_site != st.manufacturing_site
+            {
+                return Err(fail.v(
+                    "ship_to_manufacturing_site",
+                    format!(
+                        "shipment to the manufacturing site named at enrolment, {}",
+                        st.manufacturing_site
+                    ),
+                    format!("to_site is {:?}", s.to_site),
+                ));
+            }
+            let shipper = if s.shipper_id.is_empty() {
+                st.packed_shipper_id.clone()
+            } else {
+                s.shipper_id.clone()
+            };
+            st.custody = Custody::InTransit {
+                from_site: body.site.clone(),
+                to_site: s.to_site.clone(),
+                courier: s.courier.clone(),
+                shipper_id: shipper,
+                since_unix_nanos: occurred,
+            };
+        }
+        Detail::Received(r) => {
+            if let Custody::InTransit {
+                from_site,
+                shipper_id,
+                ..
+            } = &st.custody
+            {
+                if !r.from_site.is_empty() && r.from_site != *from_site {
+                    return Err(fail.v(
+                        "shipment_matches",
+                        format!("receipt of the shipment from {from_site}"),
+                        format!("from_site is {:?}", r.from_site),
+                    ));
+                }
+                if !r.shipper_id.is_empty() && !shipper_id.is_empty() && r.shipper_id != *shipper_id
+                {
+                    return Err(fail.v(
+                        "shipment_matches",
+                        format!("receipt of shipper {shipper_id}"),
+                        format!(
+                            "received shipper {:?}; wrong shipper, possible mix-up",
+                            r.shipper_id
+                        ),
+                    ));
+                }
+            }
+            if !r.seal_intact {
+                raise_hold(
+                    st,
+                    body,
+                    format!("seal_intact: seal broken on receipt at {}", body.site),
+                );
+            }
+            temperature_hold(row, st, body, r.temp_min_c, r.temp_max_c, "logger recorded");
+            let max = t.limits.ambient_exposure_max_minutes as i128 * NANOS_PER_MIN;
+            let exposure = r.elapsed_seconds as i128 * 1_000_000_000;
+            if exposure > max {
+                raise_hold(
+                    st,
+                    body,
+                    format!(
+                        "ambient_exposure: {} out of controlled storage in transport, limit {}",
+                        span(exposure),
+                        span(max)
+                    ),
+                );
+            }
+            if let (Some(h), Some(end)) =
+                (row.max_hours_since_collection, st.collection_end_unix_nanos)
+            {
+                let since = occurred as i128 - end as i128;
+                if since > h as i128 * NANOS_PER_HOUR {
+                    raise_hold(
+                        st,
+                        body,
+                        format!(
+                            "collection_to_receipt: received {} after collection ended at {}, limit {h} h",
+                            span(since),
+                            at(end)
+                        ),
+                    );
+                }
+            }
+            st.custody = Custody::AtSite {
+                site: body.site.clone(),
+            };
+        }
+        Detail::ManufacturingStep(m) => {
+            required(fail, kind, "step", &m.step)?;
+            match st.manufacturing_started_unix_nanos {
+                None => st.manufacturing_started_unix_nanos = Some(occurred),
+                Some(start) => {
+                    let max = t.limits.manufacturing_window_days as i128 * NANOS_PER_DAY;
+                    let since = occurred as i128 - start as i128;
+                    if since > max {
+                        raise_hold(
+                            st,
+                            body,
+                            format!(
+                                "manufacturing_window: step '{}' {} after manufacturing started at {}, window {}",
+                                m.step,
+                                span(since),
+                                at(start),
+                                span(max)
+                            ),
+                        );
+                    }
+                }
+            }
+            for bag in &m.product_bag_ids {
+                required(fail, kind, "product_bag_ids entry", bag)?;
+                if !st.product_bag_ids.contains(bag) {
+                    st.product_bag_ids.push(bag.clone());
+                }
+            }
+        }
+        Detail::QcResult(q) => {
+            required(fail, kind, "test", &q.test)?;
+            st.qc
+                .entry(q.test.trim().to_ascii_lowercase())
+                .or_default()
+                .push(QcRecord {
+                    passed: q.passed,
+                    result: q.result.clone(),
+                    method: q.method.clone(),
+                    specification: q.specification.clone(),
+                    seq: body.seq,
+                });
+        }
+        Detail::Released(r) => {
+            if st.product_bag_ids.is_empty() {
+                return Err(fail.v(
+                    "product_bags_exist",
+                    "at least one final product bag from a manufacturing step before release",
+                    "no manufacturing step listed product_bag_ids",
+                ));
+            }
+            if r.exceptional {
+                if r.deviation_id.trim().is_empty() || !st.deviations.contains(&r.deviation_id) {
+                    return Err(fail.v(
+                        "exceptional_release",
+                        "an exceptional release citing a deviation recorded on this chain",
+                        format!(
+                            "deviation_id {:?} is not among the recorded deviations [{}]",
+                            r.deviation_id,
+                            st.deviations.join(", ")
+                        ),
+                    ));
+                }
+                st.exceptional_release_deviation = Some(r.deviation_id.clone());
+            } else {
+                let problems = qc_problems(t, st);
+                if !problems.is_empty() {
+                    return Err(fail.v(
+                        "qc_all_passed",
+                        "every required QC test passed before released",
+                        format!(
+                            "{}; an out-of-specification product needs an exceptional release (deviation + two QA signatures)",
+                            problems.join("; ")
+                        ),
+                    ));
+                }
+            }
+        }
+        Detail::Rejected(r) => {
+            reason(fail, kind, &r.reason, body)?;
+        }
+        Detail::Stored(s) => {
+            required(fail, kind, "location", &s.location)?;
+            temperature_hold(row, st, body, s.temp_c, s.temp_c, "storage at");
+        }
+        Detail::Dispensed(d) => {
+            required(fail, kind, "product_bag_id", &d.product_bag_id)?;
+            bag_produced(fail, st, kind, &d.product_bag_id)?;
+            if d.thawed_at_unix_nanos <= 0 {
+                return Err(fail.v(
+                    "required_field",
+                    "dispensed with thawed_at_unix_nanos > 0",
+                    format!("thawed_at_unix_nanos is {}", d.thawed_at_unix_nanos),
+                ));
+            }
+            if d.thawed_at_unix_nanos as i128 > occurred as i128 + skew {
+                return Err(fail.v(
+                    "time_order",
+                    "a thaw time no later than the dispense event",
+                    format!(
+                        "thawed_at {} is after the event at {}",
+                        at(d.thawed_at_unix_nanos),
+                        at(occurred)
+                    ),
+                ));
+            }
+            st.dispensed_bag_id = Some(d.product_bag_id.clone());
+            st.thawed_at_unix_nanos = Some(d.thawed_at_unix_nanos);
+        }
+        Detail::BedsideCheck(b) => {
+            required(fail, kind, "wristband_coi_ref", &b.wristband_coi_ref)?;
+            if b.wristband_coi_ref != st.coi_ref {
+                return Err(fail.v(
+                    "coi_match",
+                    format!("the wristband of the patient enrolled as CoI {}", st.coi_ref),
+                    format!(
+                        "wristband scanned CoI {:?}: MISMATCH, this product is not for this patient; do not infuse",
+                        b.wristband_coi_ref
+                    ),
+                ));
+            }
+            required(fail, kind, "product_bag_id", &b.product_bag_id)?;
+            bag_produced(fail, st, kind, &b.product_bag_id)?;
+            bag_matches(
+                fail,
+                kind,
+                &b.product_bag_id,
+                st.dispensed_bag_id.as_ref(),
+                "dispensed (thawed)",
+            )?;
+            thaw_window(t, st, fail, kind, occurred)?;
+            st.checked_bag_id = Some(b.product_bag_id.clone());
+        }
+        Detail::Infused(i) => {
+            required(fail, kind, "product_bag_id", &i.product_bag_id)?;
+            bag_produced(fail, st, kind, &i.product_bag_id)?;
+            bag_matches(
+                fail,
+                kind,
+                &i.product_bag_id,
+                st.checked_bag_id.as_ref(),
+                "bedside-checked",
+            )?;
+            let started = if i.started_at_unix_nanos > 0 {
+                i.started_at_unix_nanos
+            } else {
+                occurred
+            };
+            if i.ended_at_unix_nanos != 0 && i.ended_at_unix_nanos < started {
+                return Err(fail.v(
+                    "time_order",
+                    "infusion ending after it started",
+                    format!(
+                        "started {}, ended {}",
+                        at(started),
+                        at(i.ended_at_unix_nanos)
+                    ),
+                ));
+            }
+            thaw_window(t, st, fail, kind, started)?;
+        }
+        Detail::Hold(h) => {
+            let r = reason(fail, kind, &h.reason, body)?;
+            raise_hold(st, body, format!("hold: {r}"));
+        }
+        Detail::HoldReleased(h) => {
+            if st.hold.is_none() {
+                return Err(fail.v(
+                    "hold_open",
+                    "an open hold to release",
+                    "the chain is not on hold",
+                ));
+            }
+            reason(fail, kind, &h.reason, body)?;
+            st.hold = None;
+        }
+        Detail::Deviation(d) => {
+            required(fail, kind, "deviation_id", &d.deviation_id)?;
+            let text = if d.description.trim().is_empty() {
+                &body.comment
+            } else {
+                &d.description
+            };
+            required(fail, kind, "description (or comment)", text)?;
+            if !st.deviations.contains(&d.deviation_id) {
+                st.deviations.push(d.deviation_id.clone());
+            }
+        }
+        Detail::Destroyed(d) => {
+            reason(fail, kind, &d.reason, body)?;
+        }
+        Detail::CustodyHandoff(h) => {
+            required(fail, kind, "to_site", &h.to_site)?;
+            if !h.from_site.is_empty() && h.from_site != body.site {
+                return Err(fail.v(
+                    "custody_route",
+                    format!("hand-off from the custodian site {}", body.site),
+                    format!("from_site is {:?}", h.from_site),
+                ));
+            }
+            if h.to_site == body.site {
+                return Err(fail.v(
+                    "custody_route",
+                    "hand-off to another site",
+                    format!("to_site {:?} already holds custody", h.to_site),
+                ));
+            }
+            st.custody = Custody::AtSite {
+                site: h.to_site.clone(),
+            };
+        }
+    }
+    Ok(())
+}

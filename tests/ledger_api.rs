@@ -1,0 +1,533 @@
+//! The ledger service end to end: real server on 127.0.0.1:0, real sled directory, gRPC client.
+//! Every bad input gets its precise status and leaves the store unchanged.
+
+mod common;
+
+use celltrail::client::Client;
+use celltrail::crypto::EventHash;
+use celltrail::note::NoteSigner;
+use celltrail::pb::{
+    event_body::Detail,
+    Collected, Enrolled, GetChainRequest, GetHeadRequest, KeyRevoked, Packed, Received, Shipped,
+    SignatureMeaning::{Performed, Received as ReceivedMeaning},
+    SignedEvent,
+};
+use common::*;
+use tonic::Code;
+
+const HOUR: i64 = 3600 * 1_000_000_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    c: Client,
+    nurse: NoteSigner,
+    courier: NoteSigner,
+    mfg: NoteSigner,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.ada");
+    let courier = signer("courier.bo");
+    let mfg = signer("mfg.cy");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    register(&mut c, &server.admin, &courier, "courier", "COURIER-1").await;
+    register(&mut c, &server.admin, &mfg, "manufacturing", "MFG-1").await;
+    Fixture {
+        _dir: dir,
+        server,
+        c,
+        nurse,
+        courier,
+        mfg,
+    }
+}
+
+/// The first five custody events of a bag: enrolment to receipt at manufacturing.
+type Step<'a> = (
+    i64,
+    &'static str,
+    Detail,
+    Vec<(&'a NoteSigner, celltrail::pb::SignatureMeaning)>,
+);
+
+fn first_five(f: &Fixture) -> Vec<Step<'_>> {
+    let t0 = base_time();
+    vec![
+        (
+            t0,
+            "HOSP-A",
+            Detail::Enrolled(Enrolled {
+                coi_ref: "COI-7F3A-2291".into(),
+                therapy: "CAR-T anti-CD19".into(),
+                manufacturing_site: "MFG-1".into(),
+            }),
+            vec![(&f.nurse, Performed)],
+        ),
+        (
+            t0 + HOUR,
+            "HOSP-A",
+            Detail::Collected(Collected {
+                din: "A999926123456".into(),
+                product_code: "S1234000".into(),
+                volume_ml: 250,
+                collection_end_unix_nanos: t0 + HOUR,
+            }),
+            vec![(&f.nurse, Performed)],
+        ),
+        (
+            t0 + 2 * HOUR,
+            "HOSP-A",
+            Detail::Packed(Packed {
+                shipper_id: "8003095060001234561001".into(),
+                logger_id: "LOG-77".into(),
+                seal_id: "SEAL-1".into(),
+            }),
+            vec![(&f.nurse, Performed)],
+        ),
+        (
+            t0 + 3 * HOUR,
+            "HOSP-A",
+            Detail::Shipped(Shipped {
+                from_site: "HOSP-A".into(),
+                to_site: "MFG-1".into(),
+                courier: "courier.bo".into(),
+                shipper_id: "8003095060001234561001".into(),
+                logger_id: "LOG-77".into(),
+                condition: "2-8C".into(),
+            }),
+            vec![(&f.nurse, Performed), (&f.courier, ReceivedMeaning)],
+        ),
+        (
+            t0 + 20 * HOUR,
+            "MFG-1",
+            Detail::Received(Received {
+                from_site: "HOSP-A".into(),
+                seal_intact: true,
+                temp_min_c: 3.5,
+                temp_max_c: 6.0,
+                elapsed_seconds: 600,
+                shipper_id: "8003095060001234561001".into(),
+            }),
+            vec![(&f.mfg, Performed)],
+        ),
+    ]
+}
+
+/// Appends the first `n` events of `first_five` to `chain`, returning the signed events.
+async fn append_prefix(f: &mut Fixture, chain: &str, n: usize) -> Vec<SignedEvent> {
+    let mut prev = vec![0u8; 32];
+    let mut out = Vec::new();
+    let events = first_five(f);
+    let mut signed = Vec::new();
+    for (seq, (t, site, detail, signers)) in events.into_iter().take(n).enumerate() {
+        let ev = signed_at_link(chain, seq as u64, prev.clone(), t, site, detail, &signers);
+        prev = EventHash::of_body(&ev.body).0.to_vec();
+        signed.push(ev);
+    }
+    for ev in signed {
+        let r =
+            f.c.append(ev.clone())
+                .await
+                .unwrap_or_else(|s| panic!("append: {s:?}"))
+                .into_inner();
+        assert!(!r.duplicate);
+        assert!(
+            r.checkpoint.contains(&format!("\n{}\n", r.tree_size)),
+            "checkpoint names the tree size: {}",
+            r.checkpoint
+        );
+        out.push(ev);
+    }
+    out
+}
+
+fn event_at(f: &Fixture, chain: &str, seq: u64, prev: Vec<u8>, k: usize) -> SignedEvent {
+    let (t, site, detail, signers) = first_five(f).into_iter().nth(k).unwrap();
+    signed_at_link(chain, seq, prev, t, site, detail, &signers)
+}
+
+async fn expect_rejected(f: &mut Fixture, ev: SignedEvent, code: Code, needle: &str) -> String {
+    let before = snapshot(&mut f.c).await;
+    let err = f.c.append(ev).await.expect_err("must be rejected");
+    assert_eq!(
+        err.code(),
+        code,
+        "status {:?}: {}",
+        err.code(),
+        err.message()
+    );
+    assert!(
+        err.message().contains(needle),
+        "message {:?} should contain {needle:?}",
+        err.message()
+    );
+    assert_eq!(
+        snapshot(&mut f.c).await,
+        before,
+        "a rejected append must not change the store"
+    );
+    err.message().to_string()
+}
+
+#[tokio::test]
+async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_restart() {
+    let mut f = fixture().await;
+    let sent = append_prefix(&mut f, "BAG-1", 5).await;
+    let chain =
+        f.c.get_chain(GetChainRequest {
+            chain_id: "BAG-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(chain.entries.len(), 5);
+    let head = chain.head.clone().unwrap();
+    assert_eq!(
+        (head.seq, head.length, head.state.as_str()),
+        (4, 5, "AtManufacturing")
+    );
+    for (e, ev) in chain.entries.iter().zip(&sent) {
+        let entry =
+            <celltrail::pb::LogEntry as prost::Message>::decode(e.entry.as_slice()).unwrap();
+        assert_eq!(
+            entry.body, ev.body,
+            "the server stores the exact body bytes"
+        );
+        assert_eq!(entry.signatures, ev.signatures);
+        assert_eq!(e.event_hash, EventHash::of_body(&ev.body).0.to_vec());
+    }
+    let all_before = snapshot(&mut f.c).await;
+
+    let dir = f.server.data_dir.clone();
+    f.server.stop().await;
+    let server = TestServer::start(&dir).await;
+    let mut c = server.client().await;
+    let again = c
+        .get_chain(GetChainRequest {
+            chain_id: "BAG-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, chain, "chain identical after restart");
+    assert_eq!(snapshot(&mut c).await, all_before);
+    // The restarted server keeps appending where it left off.
+    let head = c
+        .get_head(GetHeadRequest {
+            chain_id: "BAG-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.seq, 4);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn identical_resubmission_returns_original_receipt_and_adds_nothing() {
+    let mut f = fixture().await;
+    let ev = event_at(&f, "BAG-2", 0, vec![0; 32], 0);
+    let first = f.c.append(ev.clone()).await.unwrap().into_inner();
+    let before = snapshot(&mut f.c).await;
+    let again = f.c.append(ev).await.unwrap().into_inner();
+    assert!(again.duplicate);
+    assert_eq!(
+        (
+            again.index,
+            &again.event_hash,
+            again.seq,
+            again.accepted_at_unix_nanos
+        ),
+        (
+            first.index,
+            &first.event_hash,
+            first.seq,
+            first.accepted_at_unix_nanos
+        )
+    );
+    assert_eq!(snapshot(&mut f.c).await, before);
+}
+
+#[tokio::test]
+async fn rejects_bad_signature_with_invalid_argument() {
+    let mut f = fixture().await;
+    let mut ev = event_at(&f, "BAG-3", 0, vec![0; 32], 0);
+    ev.signatures[0].signature[10] ^= 0x01;
+    expect_rejected(&mut f, ev, Code::InvalidArgument, "does not verify").await;
+}
+
+#[tokio::test]
+async fn rejects_signature_by_unregistered_key() {
+    let mut f = fixture().await;
+    let stranger = signer("nurse.unknown");
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let ev = signed_at_link(
+        "BAG-4",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail,
+        &[(&stranger, Performed)],
+    );
+    expect_rejected(
+        &mut f,
+        ev,
+        Code::PermissionDenied,
+        "nurse.unknown is not registered",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_signature_by_revoked_key() {
+    let mut f = fixture().await;
+    let revoked_at = base_time() - HOUR;
+    admin_event(
+        &mut f.c,
+        &f.server.admin.clone(),
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "nurse.ada".into(),
+            revoked_at_unix_nanos: revoked_at,
+            reason: "badge lost".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let ev = event_at(&f, "BAG-5", 0, vec![0; 32], 0);
+    expect_rejected(&mut f, ev, Code::PermissionDenied, "was revoked").await;
+    // Revoking twice is refused too.
+    let err = admin_event(
+        &mut f.c,
+        &f.server.admin.clone(),
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "nurse.ada".into(),
+            revoked_at_unix_nanos: revoked_at,
+            reason: "again".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("already revoked"), "{err}");
+}
+
+#[tokio::test]
+async fn rejects_signature_outside_key_validity() {
+    let mut f = fixture().await;
+    let temp = signer("nurse.temp");
+    let from = base_time() + 10 * HOUR;
+    register_with(
+        &mut f.c,
+        &f.server.admin.clone(),
+        &temp,
+        "apheresis_nurse",
+        "HOSP-A",
+        from,
+        from + 24 * HOUR,
+    )
+    .await;
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    // Signed at base_time(), before the key's validity starts.
+    let ev = signed_at_link(
+        "BAG-6",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail.clone(),
+        &[(&temp, Performed)],
+    );
+    expect_rejected(&mut f, ev, Code::PermissionDenied, "outside").await;
+    // Inside validity it is accepted.
+    let ev = signed_at_link(
+        "BAG-6",
+        0,
+        vec![0; 32],
+        from + HOUR,
+        site,
+        detail,
+        &[(&temp, Performed)],
+    );
+    f.c.append(ev).await.unwrap();
+}
+
+#[tokio::test]
+async fn rejects_wrong_prev_hash_naming_current_head() {
+    let mut f = fixture().await;
+    let sent = append_prefix(&mut f, "BAG-7", 2).await;
+    let head_hash = hex::encode(EventHash::of_body(&sent[1].body).0);
+    let ev = event_at(&f, "BAG-7", 2, vec![7; 32], 2);
+    let msg = expect_rejected(&mut f, ev, Code::FailedPrecondition, "stale prev_hash").await;
+    assert!(
+        msg.contains("seq 1") && msg.contains(&head_hash),
+        "names the head: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn rejects_gap_in_seq() {
+    let mut f = fixture().await;
+    let sent = append_prefix(&mut f, "BAG-8", 2).await;
+    let ev = event_at(
+        &f,
+        "BAG-8",
+        3,
+        EventHash::of_body(&sent[1].body).0.to_vec(),
+        2,
+    );
+    expect_rejected(&mut f, ev, Code::FailedPrecondition, "gap").await;
+}
+
+#[tokio::test]
+async fn rejects_second_event_claiming_existing_seq() {
+    let mut f = fixture().await;
+    let sent = append_prefix(&mut f, "BAG-9", 2).await;
+    // A different event at seq 1 (a fork).
+    let mut other = first_five(&f).into_iter().nth(1).unwrap();
+    other.0 += 1_000_000_000;
+    let ev = signed_at_link(
+        "BAG-9",
+        1,
+        EventHash::of_body(&sent[0].body).0.to_vec(),
+        other.0,
+        other.1,
+        other.2,
+        &other.3,
+    );
+    expect_rejected(&mut f, ev, Code::AlreadyExists, "already taken").await;
+}
+
+#[tokio::test]
+async fn rejects_malformed_event_body_bytes() {
+    let mut f = fixture().await;
+    let mut ev = event_at(&f, "BAG-10", 0, vec![0; 32], 0);
+    ev.body = vec![0xFF, 0xFF, 0xFF, 0x01];
+    expect_rejected(
+        &mut f,
+        ev,
+        Code::InvalidArgument,
+        "not a valid celltrail.v1.EventBody",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_entry_over_64_kib() {
+    let mut f = fixture().await;
+    let oversized = |f: &Fixture, comment_len: usize| {
+        let (t, site, detail, signers) = first_five(f).into_iter().next().unwrap();
+        let draft = celltrail::client::Draft {
+            chain_id: "BAG-11".into(),
+            seq: 0,
+            prev_hash: vec![0; 32],
+            occurred_at: t,
+            site: site.into(),
+            comment: "x".repeat(comment_len),
+            detail,
+        };
+        celltrail::client::sign_draft(draft, &signers, t)
+    };
+    let ev = oversized(&f, 70_000);
+    expect_rejected(&mut f, ev, Code::ResourceExhausted, "65536").await;
+    // A body just under the limit whose entry (body + signatures + envelope) is over it.
+    let ev = oversized(&f, 65_400);
+    assert!(ev.body.len() <= 65_536);
+    expect_rejected(&mut f, ev, Code::ResourceExhausted, "limit").await;
+}
+
+#[tokio::test]
+async fn rejects_empty_signature_list() {
+    let mut f = fixture().await;
+    let mut ev = event_at(&f, "BAG-12", 0, vec![0; 32], 0);
+    ev.signatures.clear();
+    expect_rejected(&mut f, ev, Code::InvalidArgument, "no signatures").await;
+}
+
+#[tokio::test]
+async fn rejects_unknown_chain_for_seq_above_zero() {
+    let mut f = fixture().await;
+    let ev = event_at(&f, "BAG-13", 1, vec![1; 32], 1);
+    expect_rejected(&mut f, ev, Code::FailedPrecondition, "does not exist").await;
+}
+
+#[tokio::test]
+async fn rejects_key_events_signed_by_non_admin_and_outside_keys_chain() {
+    let mut f = fixture().await;
+    let nurse = f.nurse.clone();
+    // A nurse cannot register keys.
+    let err = admin_event(
+        &mut f.c,
+        &nurse,
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "mfg.cy".into(),
+            revoked_at_unix_nanos: 1,
+            reason: "x".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("PermissionDenied")
+            && err.to_string().contains("not an operator admin key"),
+        "{err}"
+    );
+    // Key events on a bag chain are refused.
+    let ev = signed_at_link(
+        "BAG-14",
+        0,
+        vec![0; 32],
+        base_time(),
+        "HOSP-A",
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "mfg.cy".into(),
+            revoked_at_unix_nanos: 1,
+            reason: "x".into(),
+        }),
+        &[(&nurse, Performed)],
+    );
+    expect_rejected(
+        &mut f,
+        ev,
+        Code::InvalidArgument,
+        "belong on the keys chain",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn get_entries_pages_through_the_log() {
+    let mut f = fixture().await;
+    append_prefix(&mut f, "BAG-15", 5).await;
+    let page =
+        f.c.get_entries(celltrail::pb::GetEntriesRequest { start: 2, limit: 3 })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(page.tree_size, 8, "3 key registrations + 5 events");
+    assert_eq!(
+        page.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(page.next, 5);
+    let past =
+        f.c.get_entries(celltrail::pb::GetEntriesRequest {
+            start: 99,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(past.entries.is_empty());
+    assert_eq!(past.next, 8);
+    let missing =
+        f.c.get_head(GetHeadRequest {
+            chain_id: "NOPE".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+}
