@@ -568,7 +568,7 @@ fn node(
 }
 
 /// Field checks that need no state.
-fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), LedgerError> {
+pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), LedgerError> {
     if !valid_chain_id(&body.chain_id) {
         return Err(malformed(format!(
             "chain id {:?} must be 1-{MAX_CHAIN_ID} characters from A-Z a-z 0-9 . _ : = -",
@@ -641,7 +641,7 @@ fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), Ledge
 }
 
 /// seq / prev_hash rules [R2, R3].
-fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> {
+pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> {
     let chain = body.chain_id.clone();
     match head {
         None if body.seq != 0 => Err(LedgerError::UnknownChain {

@@ -670,18 +670,6 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
         }
     }
 
-    for t in &raw.terminal {
-        if !reached.contains(t.get_ref()) {
-            return Err(PolicyError::invalid(
-                line_of(text, t.span().start),
-                format!(
-                    "terminal state \"{}\" is never reached by any transition",
-                    t.get_ref()
-                ),
-            ));
-        }
-    }
-
     let any_states: Vec<String> = reached
         .iter()
         .filter(|s| s.as_str() != START && !terminal.contains(*s))
@@ -722,6 +710,18 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
             index.insert((p.row.event, state), i);
         }
         rows.push(p.row);
+    }
+
+    for t in &raw.terminal {
+        if !reached.contains(t.get_ref()) {
+            return Err(PolicyError::invalid(
+                line_of(text, t.span().start),
+                format!(
+                    "terminal state \"{}\" is never reached by any transition",
+                    t.get_ref()
+                ),
+            ));
+        }
     }
 
     reached.remove(START);

@@ -105,23 +105,6 @@ impl Chain {
         }
     }
 
-    /// A chain that ran the happy lifecycle until it reached `state`.
-    pub(super) fn at(state: &str) -> Chain {
-        let mut c = Chain::new();
-        c.run_until(state);
-        c
-    }
-
-    pub(super) fn run_until(&mut self, state: &str) {
-        for p in happy_path() {
-            if self.state_name() == state {
-                return;
-            }
-            self.ok(p);
-        }
-        assert_eq!(self.state_name(), state, "happy path never reached {state}");
-    }
-
     pub(super) fn state_name(&self) -> &str {
         self.state.as_ref().map_or("Start", |s| s.state_name())
     }

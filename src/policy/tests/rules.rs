@@ -165,13 +165,13 @@ fn rejects_wrong_site_acting() {
 #[test]
 fn rejects_acting_while_in_transit() {
     let c = Chain::upto(SHIP + 1);
-    let r = c.try_(plan(HOUR, APH, APH_NURSE, collected("W000025123999")));
+    let r = c.try_(plan(HOUR, APH, APH_NURSE, handoff(APH, MFG)).with(MFG_OP, Received));
     assert_violation(
         r,
         "custodian_site",
         &[
             "expected a received event at MFG-0001",
-            "in transit from APH-0001 to MFG-0001",
+            "custody_handoff at site \"APH-0001\" refused: the product is in transit from APH-0001 to MFG-0001",
         ],
     );
 }
@@ -314,6 +314,14 @@ fn accepts_optional_signature_declared_in_table() {
     c.ok(happy(0));
     let s = c.ok(happy(COLLECT).with(COURIER, SignatureMeaning::Reviewed));
     assert_eq!(s.state, "Collected");
+    // Two keys cannot share the one required slot just because an optional slot is free.
+    let aph2 = K("aph.nurse.bo", "apheresis_nurse", APH);
+    let r = c.try_(happy(COLLECT).with(aph2, Performed));
+    assert_violation(
+        r,
+        "signatures",
+        &["cannot fill every requirement with a different key", "aph.nurse.bo (apheresis_nurse @ APH-0001) PERFORMED"],
+    );
 }
 
 // ---- required_field ------------------------------------------------------------------------
@@ -671,6 +679,14 @@ fn several_excursions_are_all_named_in_one_hold() {
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].starts_with("temperature_range:"));
     assert!(reasons[1].starts_with("ambient_exposure:"));
+}
+
+#[test]
+fn missing_logger_reading_counts_as_excursion() {
+    let mut c = Chain::upto(RECEIVE);
+    let s = c.ok(plan(20 * HOUR, MFG, MFG_OP, received(APH, "GRAI-SHIPPER-1", f64::NAN, 5.0, 0)));
+    let reasons = &s.hold.as_ref().expect("NaN reading opens a hold").reasons;
+    assert_eq!(reasons, &["temperature_range: logger recorded NaN..5.0 C at MFG-0001, allowed 2.0..8.0 C"]);
 }
 
 // ---- on_hold, hold_open --------------------------------------------------------------------
