@@ -140,6 +140,45 @@ pub fn verify_strict_raw(
     key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
 }
 
+/// One signature to check: key, exact message, signature bytes.
+pub struct SigItem<'a> {
+    pub key: &'a VerifyingKey,
+    pub msg: Vec<u8>,
+    pub sig: [u8; 64],
+}
+
+/// Below this many signatures one thread verifies them all (thread start-up costs more).
+const PARALLEL_MIN: usize = 32;
+
+/// Strict verification of many signatures, spread over the machine's cores.
+///
+/// The verdict of each item is exactly `verify_strict`'s. ed25519-dalek's `verify_batch` is
+/// deliberately NOT used to decide acceptance: it checks one random linear combination of the
+/// cofactorless equations, so a signer who puts a small torsion component into R gets a
+/// signature that `verify_strict` rejects accepted by the batch with probability >= 1/8
+/// (test `batch_verification_disagrees_with_strict_on_torsion_in_r`). The server would then
+/// log entries that an auditor's strict verifier rejects. Parallel strict checks keep the server
+/// and the offline verifier in exact agreement.
+pub fn verify_strict_many(items: &[SigItem<'_>]) -> Vec<bool> {
+    let check = |it: &SigItem<'_>| verify_strict_raw(it.key, &it.msg, &it.sig).is_ok();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if items.len() < PARALLEL_MIN || threads == 1 {
+        return items.iter().map(check).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let mut out = vec![false; items.len()];
+    std::thread::scope(|scope| {
+        for (part, res) in items.chunks(chunk).zip(out.chunks_mut(chunk)) {
+            scope.spawn(move || {
+                for (it, r) in part.iter().zip(res.iter_mut()) {
+                    *r = check(it);
+                }
+            });
+        }
+    });
+    out
+}
+
 /// Parses a 32-byte public key; rejects non-canonical or weak (small-order) points.
 pub fn parse_public_key(bytes: &[u8]) -> Option<VerifyingKey> {
     let arr: [u8; 32] = bytes.try_into().ok()?;
@@ -230,6 +269,57 @@ mod tests {
                 len: 63
             })
         );
+    }
+
+    #[test]
+    fn verify_strict_many_agrees_with_single_verification() {
+        let keys: Vec<SigningKey> = (0..5u8).map(|i| SigningKey::from_bytes(&[i + 1; 32])).collect();
+        let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+        let mut items = Vec::new();
+        for n in 0..200usize {
+            let k = n % keys.len();
+            let msg = format!("event {n}").into_bytes();
+            let mut sig = keys[k].sign(&msg).to_bytes();
+            if n % 7 == 3 {
+                sig[n % 64] ^= 0x40; // corrupt some
+            }
+            items.push(SigItem { key: &vks[k], msg, sig });
+        }
+        let many = verify_strict_many(&items);
+        let single: Vec<bool> = items.iter().map(|i| verify_strict_raw(i.key, &i.msg, &i.sig).is_ok()).collect();
+        assert_eq!(many, single);
+        assert!(many.iter().any(|ok| !ok) && many.iter().any(|ok| *ok));
+    }
+
+    /// Why the server does not accept signatures on a batch verdict: a signature whose R carries
+    /// an order-8 component fails `verify_strict` but passes `verify_batch` for some messages.
+    #[test]
+    fn batch_verification_disagrees_with_strict_on_torsion_in_r() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::Sha512;
+        let key = SigningKey::from_bytes(&[9u8; 32]);
+        let vk = key.verifying_key();
+        let a = key.to_scalar();
+        let torsion = EIGHT_TORSION[1]; // a point of order 8
+        let mut batch_accepted = 0;
+        for n in 0..64u32 {
+            let msg = n.to_be_bytes();
+            let r = Scalar::from(1000u64 + n as u64);
+            let big_r = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + torsion).compress();
+            let k = Scalar::from_hash(Sha512::new().chain_update(big_r.as_bytes()).chain_update(vk.as_bytes()).chain_update(msg));
+            let s = r + k * a;
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(big_r.as_bytes());
+            sig[32..].copy_from_slice(s.as_bytes());
+            assert!(verify_strict_raw(&vk, &msg, &sig).is_err(), "strict must reject torsion in R");
+            assert!(!verify_strict_many(&[SigItem { key: &vk, msg: msg.to_vec(), sig }])[0]);
+            let dsig = ed25519_dalek::Signature::from_bytes(&sig);
+            if ed25519_dalek::verify_batch(&[&msg[..]], &[dsig], &[vk]).is_ok() {
+                batch_accepted += 1;
+            }
+        }
+        assert!(batch_accepted > 0, "batch verification accepted none of 64 torsion signatures");
     }
 
     #[test]

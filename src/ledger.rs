@@ -240,6 +240,19 @@ struct Accepted {
     seq: u64,
 }
 
+/// An event that passed the stateless checks, with its signature verdicts (None = key not
+/// known before this group; verified in order).
+struct Ready {
+    hash: EventHash,
+    body: EventBody,
+    sig_ok: Vec<Option<bool>>,
+}
+
+enum Prep {
+    Done(Outcome),
+    Ready(Ready),
+}
+
 enum Outcome {
     Accepted(Accepted),
     Duplicate(u64),
@@ -309,8 +322,15 @@ impl Writer {
         let mut ov = Overlay::default();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
-        for job in group {
-            outcomes.push(self.check_one(&job.event, now, &mut ov));
+        let prepared = self.prepare_group(&group, now);
+        for (job, prep) in group.into_iter().zip(prepared) {
+            let outcome = match prep {
+                Prep::Done(o) => o,
+                Prep::Ready(p) => self
+                    .check_ready(&job.event, p, now, &mut ov)
+                    .unwrap_or_else(Outcome::Rejected),
+            };
+            outcomes.push(outcome);
             replies.push(job.reply);
         }
         let new_size = self.tree_size + ov.batch.entries.len() as u64;
@@ -386,37 +406,99 @@ impl Writer {
         Ok(note)
     }
 
-    fn check_one(&self, ev: &SignedEvent, now: i64, ov: &mut Overlay) -> Outcome {
-        match self.check_inner(ev, now, ov) {
-            Ok(o) => o,
-            Err(e) => Outcome::Rejected(e),
+    /// Stateless checks of every event in the group, then all signatures whose key is already
+    /// known are verified at once, in parallel (strict).
+    fn prepare_group(&self, group: &[Job], now: i64) -> Vec<Prep> {
+        let mut preps: Vec<Prep> = group.iter().map(|j| self.prepare(&j.event, now)).collect();
+        let mut items = Vec::new();
+        let mut slots = Vec::new();
+        for (pi, (prep, job)) in preps.iter().zip(group).enumerate() {
+            let Prep::Ready(p) = prep else { continue };
+            for (si, sig) in job.event.signatures.iter().enumerate() {
+                let key = if p.body.chain_id == KEYS_CHAIN {
+                    self.registry.admin(&sig.key_id)
+                } else {
+                    self.registry.get(&sig.key_id).map(|r| &r.public_key)
+                };
+                let (Some(key), Some(msg)) = (
+                    key,
+                    crate::crypto::signature_message(&p.hash, sig.meaning, sig.signed_at_unix_nanos, &sig.key_id),
+                ) else {
+                    continue;
+                };
+                let sig: [u8; 64] = sig.signature.as_slice().try_into().expect("length checked in prepare");
+                items.push(crate::crypto::SigItem { key, msg, sig });
+                slots.push((pi, si));
+            }
+        }
+        let verdicts = crate::crypto::verify_strict_many(&items);
+        drop(items);
+        for ((pi, si), ok) in slots.into_iter().zip(verdicts) {
+            if let Prep::Ready(p) = &mut preps[pi] {
+                p.sig_ok[si] = Some(ok);
+            }
+        }
+        preps
+    }
+
+    fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
+        let reject = |e| Prep::Done(Outcome::Rejected(e));
+        if ev.body.len() > MAX_ENTRY_BYTES {
+            return reject(LedgerError::TooLarge { size: ev.body.len() });
+        }
+        let hash = EventHash::of_body(&ev.body);
+        match self.store.index_of_hash(&hash) {
+            Ok(Some(index)) => return Prep::Done(Outcome::Duplicate(index)),
+            Ok(None) => {}
+            Err(e) => return reject(e.into()),
+        }
+        let body = match EventBody::decode(ev.body.as_slice()) {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(malformed(format!(
+                    "body bytes are not a valid celltrail.v1.EventBody: {e}"
+                )))
+            }
+        };
+        if let Err(e) = check_shape(&body, ev, now) {
+            return reject(e);
+        }
+        if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
+            return reject(
+                SigError::Length { key_id: sig.key_id.clone(), len: sig.signature.len() }.into(),
+            );
+        }
+        Prep::Ready(Ready { hash, body, sig_ok: vec![None; ev.signatures.len()] })
+    }
+
+    /// The signature verdict computed in `prepare_group`, or a verification now for a key that
+    /// was registered earlier in this same group.
+    fn signature_ok(
+        sig_ok: Option<bool>,
+        key: &ed25519_dalek::VerifyingKey,
+        hash: &EventHash,
+        sig: &crate::pb::Signature,
+    ) -> Result<(), LedgerError> {
+        match sig_ok {
+            Some(true) => Ok(()),
+            Some(false) => Err(SigError::Invalid { key_id: sig.key_id.clone(), event: hash.short() }.into()),
+            None => Ok(verify_signature(key, hash, sig)?),
         }
     }
 
-    fn check_inner(
+    /// The in-order checks that depend on what came before: duplicates in this group, chain
+    /// link, signer validity, registry or custody policy.
+    fn check_ready(
         &self,
         ev: &SignedEvent,
+        ready: Ready,
         now: i64,
         ov: &mut Overlay,
     ) -> Result<Outcome, LedgerError> {
-        if ev.body.len() > MAX_ENTRY_BYTES {
-            return Err(LedgerError::TooLarge {
-                size: ev.body.len(),
-            });
-        }
-        let hash = EventHash::of_body(&ev.body);
+        let Ready { hash, body, sig_ok } = ready;
         if let Some(index) = ov.hashes.get(&hash) {
             return Ok(Outcome::Duplicate(*index));
         }
-        if let Some(index) = self.store.index_of_hash(&hash)? {
-            return Ok(Outcome::Duplicate(index));
-        }
-        let body = EventBody::decode(ev.body.as_slice()).map_err(|e| {
-            malformed(format!(
-                "body bytes are not a valid celltrail.v1.EventBody: {e}"
-            ))
-        })?;
-        check_shape(&body, ev, now)?;
 
         // Chain link [R2, R3].
         let head = match ov.heads.get(&body.chain_id) {
@@ -428,11 +510,11 @@ impl Writer {
         // Signers [R4, R6].
         let registry = ov.registry.as_ref().unwrap_or(&self.registry);
         let signers = if body.chain_id == KEYS_CHAIN {
-            for sig in &ev.signatures {
+            for (sig, ok) in ev.signatures.iter().zip(&sig_ok) {
                 let key = registry
                     .admin(&sig.key_id)
                     .ok_or_else(|| KeyError::NotAdmin(sig.key_id.clone()))?;
-                verify_signature(key, &hash, sig)?;
+                Self::signature_ok(*ok, key, &hash, sig)?;
             }
             Vec::new()
         } else {
@@ -441,8 +523,8 @@ impl Writer {
             for sig in &ev.signatures {
                 records.push(registry.signer_at(&sig.key_id, sig.signed_at_unix_nanos)?);
             }
-            for (sig, rec) in ev.signatures.iter().zip(&records) {
-                verify_signature(&rec.public_key, &hash, sig)?;
+            for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(&sig_ok) {
+                Self::signature_ok(*ok, &rec.public_key, &hash, sig)?;
                 signers.push(Signer {
                     key_id: rec.key_id.clone(),
                     role: rec.role.clone(),
