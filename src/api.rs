@@ -5,17 +5,21 @@ use crate::crypto::EventHash;
 use crate::ledger::{Ledger, LedgerError};
 use crate::pb::ledger_server::Ledger as LedgerRpc;
 use crate::pb::{
-    ChainHead, GetChainRequest, GetChainResponse, GetEntriesRequest, GetEntriesResponse,
-    GetHeadRequest, LogEntry, Receipt, SignedEvent, StoredEntry,
+    AppendResult, ChainHead, GetChainRequest, GetChainResponse, GetEntriesRequest,
+    GetEntriesResponse, GetHeadRequest, LogEntry, Receipt, SignedEvent, StoredEntry,
 };
 use crate::store::Head;
+use futures_util::{Stream, StreamExt};
 use prost::Message;
+use std::pin::Pin;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
 /// Default and largest page of `GetEntries`.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
+/// Events of one `AppendStream` in flight at once (they share group commits).
+pub const STREAM_WINDOW: usize = 512;
 
 impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
@@ -71,6 +75,44 @@ impl LedgerService {
 
 #[tonic::async_trait]
 impl LedgerRpc for LedgerService {
+    type AppendStreamStream = Pin<Box<dyn Stream<Item = Result<AppendResult, Status>> + Send>>;
+
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<SignedEvent>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let ledger = self.ledger.clone();
+        let results = req
+            .into_inner()
+            .enumerate()
+            .map(move |(position, item)| {
+                let ledger = ledger.clone();
+                async move {
+                    let result = match item {
+                        Ok(ev) => ledger.append_wait(ev).await.map_err(Status::from),
+                        Err(status) => Err(status),
+                    };
+                    let position = position as u64;
+                    Ok(match result {
+                        Ok(receipt) => AppendResult {
+                            position,
+                            receipt: Some(receipt),
+                            code: 0,
+                            message: String::new(),
+                        },
+                        Err(s) => AppendResult {
+                            position,
+                            receipt: None,
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_WINDOW);
+        Ok(Response::new(Box::pin(results)))
+    }
+
     async fn append(&self, req: Request<SignedEvent>) -> Result<Response<Receipt>, Status> {
         let started = std::time::Instant::now();
         let result = self.ledger.append(req.into_inner()).await;

@@ -181,6 +181,21 @@ impl Ledger {
         rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
     }
 
+    /// Like [`Ledger::append`], but waits for room in the queue instead of failing with
+    /// `Overloaded` (streams get back-pressure from HTTP/2 flow control instead).
+    pub async fn append_wait(&self, event: SignedEvent) -> Result<Receipt, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Msg::Append(Job { event, reply }))
+            .await
+            .is_err()
+        {
+            return Err(LedgerError::ShuttingDown);
+        }
+        rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
+    }
+
     /// Stops taking appends, lets the writer finish and flush what is queued, and waits for it.
     pub fn shutdown(&self) {
         let handle = self.writer.lock().expect("writer lock").take();
@@ -422,11 +437,20 @@ impl Writer {
                 };
                 let (Some(key), Some(msg)) = (
                     key,
-                    crate::crypto::signature_message(&p.hash, sig.meaning, sig.signed_at_unix_nanos, &sig.key_id),
+                    crate::crypto::signature_message(
+                        &p.hash,
+                        sig.meaning,
+                        sig.signed_at_unix_nanos,
+                        &sig.key_id,
+                    ),
                 ) else {
                     continue;
                 };
-                let sig: [u8; 64] = sig.signature.as_slice().try_into().expect("length checked in prepare");
+                let sig: [u8; 64] = sig
+                    .signature
+                    .as_slice()
+                    .try_into()
+                    .expect("length checked in prepare");
                 items.push(crate::crypto::SigItem { key, msg, sig });
                 slots.push((pi, si));
             }
@@ -444,7 +468,9 @@ impl Writer {
     fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
         let reject = |e| Prep::Done(Outcome::Rejected(e));
         if ev.body.len() > MAX_ENTRY_BYTES {
-            return reject(LedgerError::TooLarge { size: ev.body.len() });
+            return reject(LedgerError::TooLarge {
+                size: ev.body.len(),
+            });
         }
         let hash = EventHash::of_body(&ev.body);
         match self.store.index_of_hash(&hash) {
@@ -465,10 +491,18 @@ impl Writer {
         }
         if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
             return reject(
-                SigError::Length { key_id: sig.key_id.clone(), len: sig.signature.len() }.into(),
+                SigError::Length {
+                    key_id: sig.key_id.clone(),
+                    len: sig.signature.len(),
+                }
+                .into(),
             );
         }
-        Prep::Ready(Ready { hash, body, sig_ok: vec![None; ev.signatures.len()] })
+        Prep::Ready(Ready {
+            hash,
+            body,
+            sig_ok: vec![None; ev.signatures.len()],
+        })
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -481,7 +515,11 @@ impl Writer {
     ) -> Result<(), LedgerError> {
         match sig_ok {
             Some(true) => Ok(()),
-            Some(false) => Err(SigError::Invalid { key_id: sig.key_id.clone(), event: hash.short() }.into()),
+            Some(false) => Err(SigError::Invalid {
+                key_id: sig.key_id.clone(),
+                event: hash.short(),
+            }
+            .into()),
             None => Ok(verify_signature(key, hash, sig)?),
         }
     }

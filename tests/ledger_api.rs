@@ -531,3 +531,53 @@ async fn get_entries_pages_through_the_log() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn append_stream_answers_in_order_and_a_bad_event_does_not_end_it() {
+    let mut f = fixture().await;
+    let mut prev = vec![0u8; 32];
+    let mut events = Vec::new();
+    for (seq, (t, site, detail, signers)) in first_five(&f).into_iter().enumerate() {
+        let ev = signed_at_link(
+            "STREAM-1",
+            seq as u64,
+            prev.clone(),
+            t,
+            site,
+            detail,
+            &signers,
+        );
+        prev = EventHash::of_body(&ev.body).0.to_vec();
+        events.push(ev);
+    }
+    let mut bad = event_at(&f, "STREAM-2", 0, vec![0; 32], 0);
+    bad.signatures[0].signature[0] ^= 1;
+    events.insert(2, bad);
+    let before = snapshot(&mut f.c).await.len();
+    let mut results =
+        f.c.append_stream(tokio_stream::iter(events))
+            .await
+            .unwrap()
+            .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = results.message().await.unwrap() {
+        got.push(r);
+    }
+    assert_eq!(
+        got.iter().map(|r| r.position).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        got[2].code,
+        Code::InvalidArgument as i32,
+        "{}",
+        got[2].message
+    );
+    assert!(got[2].receipt.is_none());
+    let seqs: Vec<u64> = got
+        .iter()
+        .filter_map(|r| r.receipt.as_ref().map(|x| x.seq))
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
+    assert_eq!(snapshot(&mut f.c).await.len(), before + 5);
+}
