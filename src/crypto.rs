@@ -161,7 +161,9 @@ const PARALLEL_MIN: usize = 32;
 /// and the offline verifier in exact agreement.
 pub fn verify_strict_many(items: &[SigItem<'_>]) -> Vec<bool> {
     let check = |it: &SigItem<'_>| verify_strict_raw(it.key, &it.msg, &it.sig).is_ok();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if items.len() < PARALLEL_MIN || threads == 1 {
         return items.iter().map(check).collect();
     }
@@ -273,7 +275,9 @@ mod tests {
 
     #[test]
     fn verify_strict_many_agrees_with_single_verification() {
-        let keys: Vec<SigningKey> = (0..5u8).map(|i| SigningKey::from_bytes(&[i + 1; 32])).collect();
+        let keys: Vec<SigningKey> = (0..5u8)
+            .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
+            .collect();
         let vks: Vec<VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
         let mut items = Vec::new();
         for n in 0..200usize {
@@ -283,10 +287,17 @@ mod tests {
             if n % 7 == 3 {
                 sig[n % 64] ^= 0x40; // corrupt some
             }
-            items.push(SigItem { key: &vks[k], msg, sig });
+            items.push(SigItem {
+                key: &vks[k],
+                msg,
+                sig,
+            });
         }
         let many = verify_strict_many(&items);
-        let single: Vec<bool> = items.iter().map(|i| verify_strict_raw(i.key, &i.msg, &i.sig).is_ok()).collect();
+        let single: Vec<bool> = items
+            .iter()
+            .map(|i| verify_strict_raw(i.key, &i.msg, &i.sig).is_ok())
+            .collect();
         assert_eq!(many, single);
         assert!(many.iter().any(|ok| !ok) && many.iter().any(|ok| *ok));
     }
@@ -306,20 +317,38 @@ mod tests {
         for n in 0..64u32 {
             let msg = n.to_be_bytes();
             let r = Scalar::from(1000u64 + n as u64);
-            let big_r = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + torsion).compress();
-            let k = Scalar::from_hash(Sha512::new().chain_update(big_r.as_bytes()).chain_update(vk.as_bytes()).chain_update(msg));
+            let big_r =
+                (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + torsion).compress();
+            let k = Scalar::from_hash(
+                Sha512::new()
+                    .chain_update(big_r.as_bytes())
+                    .chain_update(vk.as_bytes())
+                    .chain_update(msg),
+            );
             let s = r + k * a;
             let mut sig = [0u8; 64];
             sig[..32].copy_from_slice(big_r.as_bytes());
             sig[32..].copy_from_slice(s.as_bytes());
-            assert!(verify_strict_raw(&vk, &msg, &sig).is_err(), "strict must reject torsion in R");
-            assert!(!verify_strict_many(&[SigItem { key: &vk, msg: msg.to_vec(), sig }])[0]);
+            assert!(
+                verify_strict_raw(&vk, &msg, &sig).is_err(),
+                "strict must reject torsion in R"
+            );
+            assert!(
+                !verify_strict_many(&[SigItem {
+                    key: &vk,
+                    msg: msg.to_vec(),
+                    sig
+                }])[0]
+            );
             let dsig = ed25519_dalek::Signature::from_bytes(&sig);
             if ed25519_dalek::verify_batch(&[&msg[..]], &[dsig], &[vk]).is_ok() {
                 batch_accepted += 1;
             }
         }
-        assert!(batch_accepted > 0, "batch verification accepted none of 64 torsion signatures");
+        assert!(
+            batch_accepted > 0,
+            "batch verification accepted none of 64 torsion signatures"
+        );
     }
 
     #[test]

@@ -265,7 +265,7 @@ struct Ready {
 
 enum Prep {
     Done(Outcome),
-    Ready(Ready),
+    Ready(Box<Ready>),
 }
 
 enum Outcome {
@@ -498,11 +498,11 @@ impl Writer {
                 .into(),
             );
         }
-        Prep::Ready(Ready {
+        Prep::Ready(Box::new(Ready {
             hash,
             body,
             sig_ok: vec![None; ev.signatures.len()],
-        })
+        }))
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -529,11 +529,11 @@ impl Writer {
     fn check_ready(
         &self,
         ev: &SignedEvent,
-        ready: Ready,
+        ready: Box<Ready>,
         now: i64,
         ov: &mut Overlay,
     ) -> Result<Outcome, LedgerError> {
-        let Ready { hash, body, sig_ok } = ready;
+        let Ready { hash, body, sig_ok } = *ready;
         if let Some(index) = ov.hashes.get(&hash) {
             return Ok(Outcome::Duplicate(*index));
         }
@@ -623,7 +623,13 @@ impl Writer {
                 .policy
                 .apply(prior.as_ref(), &body, &signers)
                 .map_err(|v| {
-                    if v.rule.starts_with("role") {
+                    // A signer the table does not allow for this event (role, site, or a signature
+                    // it does not take) is PERMISSION_DENIED (DESIGN §6); everything else is a
+                    // custody precondition.
+                    if matches!(
+                        v.rule.as_str(),
+                        "signatures" | "signer_site" | "unexpected_signer"
+                    ) {
                         LedgerError::Role(v)
                     } else {
                         LedgerError::Policy(v)

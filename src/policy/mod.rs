@@ -10,6 +10,7 @@
 //! on the event details (CoI match, QC before release, time and temperature limits) are code in
 //! `rules.rs`; the format is documented in `docs/policy.md`.
 
+mod kind;
 mod rules;
 mod signatures;
 mod table;
@@ -24,8 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::pb::{EventBody, SignatureMeaning};
 
-pub use table::{EventKind, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
+pub use kind::EventKind;
 use table::{Row, Table};
+pub use table::{SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 
 /// The default policy table (autologous CAR-T), embedded in the binary.
 pub const DEFAULT_TABLE_TOML: &str = include_str!("default.toml");
@@ -286,6 +288,13 @@ impl Policy {
             _ => {}
         }
 
+        if state.is_some() && !t.states.contains(cur) {
+            return Err(fail.v(
+                "unknown_state",
+                format!("a state of policy table {:?}", t.name),
+                format!("the chain's state {cur} is not in this table; was it written under another table?"),
+            ));
+        }
         let Some(row) = t.row(kind, cur) else {
             let allowed: Vec<&str> = t.events_from(cur).iter().map(|k| k.name()).collect();
             return Err(if state.is_none() {

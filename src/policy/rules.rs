@@ -8,7 +8,8 @@
 use crate::pb::event_body::Detail;
 use crate::pb::EventBody;
 
-use super::table::{EventKind, Row, Table};
+use super::kind::EventKind;
+use super::table::{Row, Table};
 use super::timefmt::{at, span};
 use super::{ChainState, Custody, Fail, OpenHold, QcRecord, Signer, Violation};
 

@@ -2,9 +2,10 @@
 //! signing), the happy lifecycle, one accepting and one rejecting test per rule, table loading,
 //! and property tests.
 
+mod custody;
 mod lifecycle;
+mod product;
 mod props;
-mod rules;
 mod table;
 
 use crate::pb::event_body::Detail;

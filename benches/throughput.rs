@@ -1,0 +1,506 @@
+//! `cargo bench --bench throughput`: durable append throughput in one run, as ratios.
+//!
+//! C  in-process ceiling: the ledger's writer (parallel strict verify of 2 signatures/event,
+//!    hash, policy, one sled transaction + fsync per group) fed directly, no gRPC.
+//! G  the same events over gRPC on 127.0.0.1, unary (one call per event, many clients) and
+//!    streaming (AppendStream), with p50/p99 latency; ratio G/C.
+//! B  the baseline a user would pick instead: PostgreSQL with a hash-chain column,
+//!    synchronous_commit=on, the same Rust signature checks; one transaction per event and
+//!    batched. Needs CELLTRAIL_BENCH_PG (a libpq connection string); `benches/run.sh` installs
+//!    and starts a throw-away PostgreSQL and sets it. Without it B is skipped and says so.
+//! V  offline verification rate vs the raw ed25519 strict verify rate of this machine.
+//!
+//! Sizes: CELLTRAIL_BENCH_CHAINS (default 64) x CELLTRAIL_BENCH_EVENTS (per chain, default 300).
+//! CELLTRAIL_BENCH_MILLION=1 adds the 1 M-entry run (disk, RSS, restart) against the release
+//! binary.
+
+use celltrail::client::{sign_draft, Draft};
+use celltrail::crypto::EventHash;
+use celltrail::ledger::{Ledger, LedgerOptions};
+use celltrail::note::NoteSigner;
+use celltrail::pb::{
+    event_body::Detail, Collected, Enrolled, KeyRegistered, SignatureMeaning, SignedEvent,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SEC: i64 = 1_000_000_000;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The default custody table with a second (VERIFIED) nurse signature on enrolment and
+/// collection, so every benchmark event carries two signatures.
+fn two_signature_policy() -> String {
+    let table = include_str!("../src/policy/default.toml");
+    let one = r#"signatures = [{ role = "apheresis_nurse", meaning = "PERFORMED" }]"#;
+    let two = r#"signatures = [{ role = "apheresis_nurse", meaning = "PERFORMED" }, { role = "apheresis_nurse", meaning = "VERIFIED" }]"#;
+    let enrol_one =
+        r#"signatures = [{ role = ["apheresis_nurse", "nurse"], meaning = "PERFORMED" }]"#;
+    let (head, tail) = table
+        .split_once(r#"event = "collected""#)
+        .expect("collected transition");
+    let tail = tail.replacen(one, two, 1);
+    let head = head.replacen(enrol_one, two, 1);
+    assert!(
+        tail.contains(two) && head.contains(two),
+        "policy table changed shape"
+    );
+    format!("{head}event = \"collected\"{tail}")
+}
+
+struct Keys {
+    admin: NoteSigner,
+    nurse: NoteSigner,
+    witness: NoteSigner,
+}
+
+fn registrations(k: &Keys, t0: i64) -> Vec<SignedEvent> {
+    let mut prev = vec![0u8; 32];
+    let mut out = Vec::new();
+    for (seq, who) in [&k.nurse, &k.witness].into_iter().enumerate() {
+        let draft = Draft {
+            chain_id: "keys".into(),
+            seq: seq as u64,
+            prev_hash: prev.clone(),
+            occurred_at: t0,
+            site: String::new(),
+            comment: String::new(),
+            detail: Detail::KeyRegistered(KeyRegistered {
+                key_id: who.name.clone(),
+                public_key: who.key.verifying_key().as_bytes().to_vec(),
+                printed_name: who.name.clone(),
+                role: "apheresis_nurse".into(),
+                site: "HOSP-A".into(),
+                valid_from_unix_nanos: t0 - 3600 * SEC,
+                valid_until_unix_nanos: 0,
+            }),
+        };
+        let ev = sign_draft(draft, &[(&k.admin, SignatureMeaning::Performed)], t0);
+        prev = EventHash::of_body(&ev.body).0.to_vec();
+        out.push(ev);
+    }
+    out
+}
+
+/// `chains` chains of `per_chain` events each (enrolment, then collections), two signatures each.
+fn workload(
+    k: &Keys,
+    prefix: &str,
+    chains: usize,
+    per_chain: usize,
+    t0: i64,
+) -> Vec<Vec<SignedEvent>> {
+    let signers = [
+        (&k.nurse, SignatureMeaning::Performed),
+        (&k.witness, SignatureMeaning::Verified),
+    ];
+    (0..chains)
+        .map(|c| {
+            let chain_id = format!("{prefix}-{c:05}");
+            let mut prev = vec![0u8; 32];
+            (0..per_chain)
+                .map(|seq| {
+                    let at = t0 + seq as i64 * SEC;
+                    let detail = if seq == 0 {
+                        Detail::Enrolled(Enrolled {
+                            coi_ref: format!("COI-{c:05}"),
+                            therapy: "CAR-T".into(),
+                            manufacturing_site: "MFG-1".into(),
+                        })
+                    } else {
+                        Detail::Collected(Collected {
+                            din: format!("A9999{:08}", seq),
+                            product_code: "S1234000".into(),
+                            volume_ml: 250,
+                            collection_end_unix_nanos: at,
+                        })
+                    };
+                    let draft = Draft {
+                        chain_id: chain_id.clone(),
+                        seq: seq as u64,
+                        prev_hash: prev.clone(),
+                        occurred_at: at,
+                        site: "HOSP-A".into(),
+                        comment: String::new(),
+                        detail,
+                    };
+                    let ev = sign_draft(draft, &signers, at);
+                    prev = EventHash::of_body(&ev.body).0.to_vec();
+                    ev
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn count(w: &[Vec<SignedEvent>]) -> usize {
+    w.iter().map(Vec::len).sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    ledger: Arc<Ledger>,
+}
+
+fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let anchors = dir.path().join("anchors.txt");
+    std::fs::write(&anchors, format!("{}\n", admin.verifier().to_key_string())).unwrap();
+    let mut opts = celltrail::server::ServeOptions::new(dir.path().join("data"));
+    opts.trust_anchors = Some(anchors);
+    opts.policy = Some(policy_path.to_path_buf());
+    opts.ledger = LedgerOptions::default();
+    let opened = celltrail::server::open(&opts).expect("open ledger");
+    Env {
+        _dir: dir,
+        ledger: opened.ledger,
+    }
+}
+
+async fn in_process(env: &Env, regs: &[SignedEvent], work: Vec<Vec<SignedEvent>>) -> f64 {
+    for r in regs {
+        env.ledger.append_wait(r.clone()).await.expect("register");
+    }
+    let n = count(&work);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for chain in work {
+        let ledger = env.ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            for ev in chain {
+                ledger.append_wait(ev).await.expect("in-process append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn serve(env: &Env) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(celltrail::server::run(
+        listener,
+        env.ledger.clone(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn grpc_unary(
+    addr: &str,
+    regs: &[SignedEvent],
+    work: Vec<Vec<SignedEvent>>,
+) -> (f64, Duration, Duration) {
+    let mut c = celltrail::client::connect(addr).await.unwrap();
+    for r in regs {
+        c.append(r.clone()).await.expect("register");
+    }
+    let n = count(&work);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for chain in work {
+        let mut c = celltrail::client::connect(addr).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(chain.len());
+            for ev in chain {
+                let t = Instant::now();
+                c.append(ev).await.expect("unary append");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort();
+    (rate, percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+async fn grpc_stream(
+    addr: &str,
+    regs: &[SignedEvent],
+    work: Vec<Vec<SignedEvent>>,
+    streams: usize,
+) -> f64 {
+    let mut c = celltrail::client::connect(addr).await.unwrap();
+    for r in regs {
+        c.append(r.clone()).await.expect("register");
+    }
+    let n = count(&work);
+    // Interleave chains round-robin within each stream (per-chain order is kept).
+    let mut per_stream: Vec<Vec<SignedEvent>> = vec![Vec::new(); streams];
+    let mut chains: Vec<std::vec::IntoIter<SignedEvent>> =
+        work.into_iter().map(Vec::into_iter).collect();
+    let mut live = true;
+    while live {
+        live = false;
+        for (i, chain) in chains.iter_mut().enumerate() {
+            if let Some(ev) = chain.next() {
+                per_stream[i % streams].push(ev);
+                live = true;
+            }
+        }
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for events in per_stream {
+        let mut c = celltrail::client::connect(addr).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let expected = events.len();
+            let mut rx = c
+                .append_stream(tokio_stream::iter(events))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = 0;
+            while let Some(r) = rx.message().await.unwrap() {
+                assert_eq!(r.code, 0, "stream append rejected: {}", r.message);
+                got += 1;
+            }
+            assert_eq!(got, expected);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Strict ed25519 verifications per second on one core, over the benchmark's own signatures.
+fn raw_verify_rate(work: &[Vec<SignedEvent>], keys: &Keys) -> f64 {
+    let by_name: std::collections::HashMap<String, ed25519_dalek::VerifyingKey> =
+        [&keys.nurse, &keys.witness]
+            .iter()
+            .map(|k| (k.name.clone(), k.key.verifying_key()))
+            .collect();
+    let mut items = Vec::new();
+    for ev in work.iter().flatten().take(5000) {
+        let hash = EventHash::of_body(&ev.body);
+        for s in &ev.signatures {
+            let msg = celltrail::crypto::signature_message(
+                &hash,
+                s.meaning,
+                s.signed_at_unix_nanos,
+                &s.key_id,
+            )
+            .unwrap();
+            let sig: [u8; 64] = s.signature.as_slice().try_into().unwrap();
+            items.push((by_name[&s.key_id], msg, sig));
+        }
+    }
+    let start = Instant::now();
+    for (k, m, s) in &items {
+        celltrail::crypto::verify_strict_raw(k, m, s).expect("benchmark signature verifies");
+    }
+    items.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let chains = env_usize("CELLTRAIL_BENCH_CHAINS", 64);
+    let per_chain = env_usize("CELLTRAIL_BENCH_EVENTS", 300);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("celltrail throughput bench: {chains} chains x {per_chain} events, 2 signatures/event, {cores} cores");
+
+    let keys = Keys {
+        admin: NoteSigner::generate("bench-admin").unwrap(),
+        nurse: NoteSigner::generate("nurse.bench").unwrap(),
+        witness: NoteSigner::generate("nurse.witness").unwrap(),
+    };
+    let t0 = (celltrail::time::now_nanos() - 2 * 86_400 * SEC) / SEC * SEC;
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy_path = policy_dir.path().join("bench-policy.toml");
+    std::fs::write(&policy_path, two_signature_policy()).unwrap();
+    let regs = registrations(&keys, t0);
+    let sign_start = Instant::now();
+    let work = workload(&keys, "BAG", chains, per_chain, t0);
+    let n = count(&work);
+    println!(
+        "signed {n} events client-side in {:.2?} (not measured below)",
+        sign_start.elapsed()
+    );
+
+    let c_env = open_ledger(&keys.admin, &policy_path);
+    let c_rate = rt.block_on(in_process(&c_env, &regs, work.clone()));
+    println!("C  in-process ceiling:            {c_rate:>10.0} events/s");
+
+    let u_env = open_ledger(&keys.admin, &policy_path);
+    let (u_rate, p50, p99) = rt.block_on(async {
+        let addr = serve(&u_env).await;
+        grpc_unary(&addr, &regs, work.clone()).await
+    });
+    println!("G  gRPC unary, {chains} clients:      {u_rate:>10.0} events/s  p50 {p50:.2?}  p99 {p99:.2?}  G/C {:.2}", u_rate / c_rate);
+
+    let s_env = open_ledger(&keys.admin, &policy_path);
+    let streams = env_usize("CELLTRAIL_BENCH_STREAMS", 4);
+    let s_rate = rt.block_on(async {
+        let addr = serve(&s_env).await;
+        grpc_stream(&addr, &regs, work.clone(), streams).await
+    });
+    println!(
+        "G  gRPC AppendStream, {streams} streams: {s_rate:>10.0} events/s  G/C {:.2}",
+        s_rate / c_rate
+    );
+    let raw = raw_verify_rate(&work, &keys);
+    println!("   raw strict ed25519 verify, 1 core: {raw:>10.0} signatures/s  (= {:.0} events/s at 2 signatures; x{cores} cores = {:.0})", raw / 2.0, raw / 2.0 * cores as f64);
+    println!(
+        "   C / (raw verify bound on {cores} cores): {:.2}",
+        c_rate / (raw / 2.0 * cores as f64)
+    );
+
+    match std::env::var("CELLTRAIL_BENCH_PG") {
+        Ok(conn) => rt.block_on(baseline::run(&conn, &keys, work.clone(), chains, u_rate.max(s_rate))),
+        Err(_) => println!("B  PostgreSQL baseline: SKIPPED (CELLTRAIL_BENCH_PG not set; run benches/run.sh to install and start one)"),
+    }
+}
+
+/// B: PostgreSQL with a hash-chain column, synchronous_commit=on, signatures checked by the same
+/// Rust code; one transaction per event, then batches of 100 events per transaction.
+mod baseline {
+    use super::*;
+    use tokio_postgres::NoTls;
+
+    const BATCH: usize = 100;
+
+    fn verify(
+        ev: &SignedEvent,
+        keys: &std::collections::HashMap<String, ed25519_dalek::VerifyingKey>,
+    ) -> EventHash {
+        let hash = EventHash::of_body(&ev.body);
+        for s in &ev.signatures {
+            celltrail::crypto::verify_signature(&keys[&s.key_id], &hash, s)
+                .expect("baseline signature verifies");
+        }
+        hash
+    }
+
+    async fn append(
+        tx: &tokio_postgres::Transaction<'_>,
+        chain: &str,
+        seq: i64,
+        prev: &[u8],
+        hash: &[u8],
+        entry: &[u8],
+    ) {
+        if seq > 0 {
+            let row = tx
+                .query_one(
+                    "SELECT hash FROM events WHERE chain_id = $1 AND seq = $2",
+                    &[&chain, &(seq - 1)],
+                )
+                .await
+                .expect("previous event");
+            let head: Vec<u8> = row.get(0);
+            assert_eq!(head, prev, "baseline hash chain broken");
+        }
+        tx.execute(
+            "INSERT INTO events (chain_id, seq, prev_hash, hash, entry) VALUES ($1, $2, $3, $4, $5)",
+            &[&chain, &seq, &prev, &hash, &entry],
+        )
+        .await
+        .expect("insert");
+    }
+
+    async fn run_mode(conn: &str, keys: &Keys, work: Vec<Vec<SignedEvent>>, batch: usize) -> f64 {
+        let (client, connection) = tokio_postgres::connect(conn, NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "SET synchronous_commit = on;
+                 DROP TABLE IF EXISTS events;
+                 CREATE TABLE events (chain_id text NOT NULL, seq bigint NOT NULL, prev_hash bytea NOT NULL,
+                   hash bytea NOT NULL UNIQUE, entry bytea NOT NULL, PRIMARY KEY (chain_id, seq));",
+            )
+            .await
+            .expect("create table");
+        let vk: std::collections::HashMap<String, ed25519_dalek::VerifyingKey> =
+            [&keys.nurse, &keys.witness]
+                .iter()
+                .map(|k| (k.name.clone(), k.key.verifying_key()))
+                .collect();
+        let vk = Arc::new(vk);
+        let n = count(&work);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for chain in work {
+            let conn = conn.to_string();
+            let vk = vk.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut client, connection) = tokio_postgres::connect(&conn, NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(connection);
+                client
+                    .batch_execute("SET synchronous_commit = on")
+                    .await
+                    .unwrap();
+                for group in chain.chunks(batch) {
+                    let tx = client.transaction().await.unwrap();
+                    for ev in group {
+                        let hash = verify(ev, &vk);
+                        let body = <celltrail::pb::EventBody as prost::Message>::decode(
+                            ev.body.as_slice(),
+                        )
+                        .unwrap();
+                        let entry = prost::Message::encode_to_vec(ev);
+                        append(
+                            &tx,
+                            &body.chain_id,
+                            body.seq as i64,
+                            &body.prev_hash,
+                            &hash.0,
+                            &entry,
+                        )
+                        .await;
+                    }
+                    tx.commit().await.expect("commit");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+
+    pub async fn run(
+        conn: &str,
+        keys: &Keys,
+        work: Vec<Vec<SignedEvent>>,
+        chains: usize,
+        best_g: f64,
+    ) {
+        let one = run_mode(conn, keys, work.clone(), 1).await;
+        println!(
+            "B  PostgreSQL, 1 tx/event, {chains} clients: {one:>8.0} events/s  G/B {:.2}",
+            best_g / one
+        );
+        let batched = run_mode(conn, keys, work, BATCH).await;
+        println!("B  PostgreSQL, {BATCH} events/tx, {chains} clients: {batched:>6.0} events/s  G/B {:.2}", best_g / batched);
+    }
+}
