@@ -1,0 +1,590 @@
+//! The autologous CAR-T lifecycle over gRPC against the real server and the default custody
+//! table: enrolment to infusion across ~30 simulated days with a key per person, and the
+//! custody rules as a station or MES sees them (status code and message).
+
+mod common;
+
+use celltrail::client::Client;
+use celltrail::crypto::EventHash;
+use celltrail::note::NoteSigner;
+use celltrail::pb::{self, event_body::Detail, GetChainRequest, SignatureMeaning, SignedEvent};
+use common::*;
+use std::collections::HashMap;
+use tonic::Code;
+
+const SEC: i64 = 1_000_000_000;
+const MIN: i64 = 60 * SEC;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+const APH: &str = "APH-0001";
+const MFG: &str = "MFG-0001";
+const CLINIC: &str = "CLINIC-0001";
+const COI: &str = "COI-7F3K-2291";
+
+/// People: key id → (role, site).
+const PEOPLE: &[(&str, &str, &str)] = &[
+    ("aph.nurse.ana", "apheresis_nurse", APH),
+    ("courier.kim", "courier", "COURIER-0001"),
+    ("mfg.op.moe", "manufacturing", MFG),
+    ("qc.quinn", "qc", MFG),
+    ("qa.rosa", "qa", MFG),
+    ("pharm.pat", "pharmacist", CLINIC),
+    ("nurse.ada", "nurse", CLINIC),
+    ("nurse.ben", "nurse", CLINIC),
+];
+
+struct Ward {
+    _dir: tempfile::TempDir,
+    _server: TestServer,
+    c: Client,
+    keys: HashMap<&'static str, NoteSigner>,
+    chain: String,
+    seq: u64,
+    prev: Vec<u8>,
+    now: i64,
+}
+
+impl Ward {
+    async fn new(chain: &str) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path()).await;
+        let mut c = server.client().await;
+        let mut keys = HashMap::new();
+        for (id, role, site) in PEOPLE {
+            let k = signer(id);
+            register(&mut c, &server.admin, &k, role, site).await;
+            keys.insert(*id, k);
+        }
+        Ward {
+            _dir: dir,
+            _server: server,
+            c,
+            keys,
+            chain: chain.into(),
+            seq: 0,
+            prev: vec![0; 32],
+            now: base_time(),
+        }
+    }
+
+    fn event(
+        &self,
+        at: i64,
+        site: &str,
+        signers: &[(&str, SignatureMeaning)],
+        detail: Detail,
+    ) -> SignedEvent {
+        let s: Vec<(&NoteSigner, SignatureMeaning)> =
+            signers.iter().map(|(id, m)| (&self.keys[id], *m)).collect();
+        signed_at_link(
+            &self.chain,
+            self.seq,
+            self.prev.clone(),
+            at,
+            site,
+            detail,
+            &s,
+        )
+    }
+
+    /// Appends an event `after` the previous one; panics with the server's reason if refused.
+    async fn ok(
+        &mut self,
+        after: i64,
+        site: &str,
+        signers: &[(&str, SignatureMeaning)],
+        detail: Detail,
+    ) -> String {
+        match self.try_append(after, site, signers, detail).await {
+            Ok(state) => state,
+            Err(s) => panic!("seq {} refused: {:?} {}", self.seq, s.code(), s.message()),
+        }
+    }
+
+    async fn try_append(
+        &mut self,
+        after: i64,
+        site: &str,
+        signers: &[(&str, SignatureMeaning)],
+        detail: Detail,
+    ) -> Result<String, tonic::Status> {
+        let at = self.now + after;
+        let ev = self.event(at, site, signers, detail);
+        self.c.append(ev.clone()).await?;
+        self.now = at;
+        self.seq += 1;
+        self.prev = EventHash::of_body(&ev.body).0.to_vec();
+        let chain = self
+            .c
+            .get_chain(GetChainRequest {
+                chain_id: self.chain.clone(),
+            })
+            .await?
+            .into_inner();
+        Ok(chain.head.unwrap().state)
+    }
+
+    /// Expects a refusal with `code` whose message contains every needle; the chain is unchanged.
+    async fn refused(
+        &mut self,
+        after: i64,
+        site: &str,
+        signers: &[(&str, SignatureMeaning)],
+        detail: Detail,
+        code: Code,
+        needles: &[&str],
+    ) {
+        let before = snapshot(&mut self.c).await;
+        let ev = self.event(self.now + after, site, signers, detail);
+        let err = self.c.append(ev).await.expect_err("must be refused");
+        assert_eq!(err.code(), code, "{}", err.message());
+        for n in needles {
+            assert!(
+                err.message().contains(n),
+                "message {:?} lacks {n:?}",
+                err.message()
+            );
+        }
+        assert_eq!(snapshot(&mut self.c).await, before);
+    }
+
+    /// Enrolment to arrival at manufacturing.
+    async fn to_manufacturing(&mut self, temp_max: f64) -> String {
+        use SignatureMeaning::*;
+        self.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+            .await;
+        self.ok(
+            2 * DAY,
+            APH,
+            &[("aph.nurse.ana", Performed)],
+            Detail::Collected(pb::Collected {
+                din: "W000025123456".into(),
+                product_code: "S1234000".into(),
+                volume_ml: 250,
+                collection_end_unix_nanos: self.now + 2 * DAY,
+            }),
+        )
+        .await;
+        self.ok(
+            HOUR,
+            APH,
+            &[("aph.nurse.ana", Performed)],
+            Detail::Packed(pb::Packed {
+                shipper_id: "GRAI-SHIPPER-1".into(),
+                logger_id: "LOG-1".into(),
+                seal_id: "SEAL-1".into(),
+            }),
+        )
+        .await;
+        self.ok(
+            30 * MIN,
+            APH,
+            &[("aph.nurse.ana", Performed), ("courier.kim", Received)],
+            shipped(APH, MFG, "GRAI-SHIPPER-1"),
+        )
+        .await;
+        self.ok(
+            20 * HOUR,
+            MFG,
+            &[("mfg.op.moe", Performed)],
+            received(APH, "GRAI-SHIPPER-1", 3.5, temp_max, 20 * 60),
+        )
+        .await
+    }
+}
+
+fn enrolled() -> Detail {
+    Detail::Enrolled(pb::Enrolled {
+        coi_ref: COI.into(),
+        therapy: "CAR-T anti-CD19".into(),
+        manufacturing_site: MFG.into(),
+    })
+}
+fn shipped(from: &str, to: &str, shipper: &str) -> Detail {
+    Detail::Shipped(pb::Shipped {
+        from_site: from.into(),
+        to_site: to.into(),
+        courier: "courier.kim".into(),
+        shipper_id: shipper.into(),
+        logger_id: "LOG-1".into(),
+        condition: "controlled".into(),
+    })
+}
+fn received(from: &str, shipper: &str, tmin: f64, tmax: f64, elapsed: u64) -> Detail {
+    Detail::Received(pb::Received {
+        from_site: from.into(),
+        seal_intact: true,
+        temp_min_c: tmin,
+        temp_max_c: tmax,
+        elapsed_seconds: elapsed,
+        shipper_id: shipper.into(),
+    })
+}
+fn step(name: &str, bags: &[&str]) -> Detail {
+    Detail::ManufacturingStep(pb::ManufacturingStep {
+        step: name.into(),
+        batch_id: "B-77".into(),
+        parameters: Default::default(),
+        product_bag_ids: bags.iter().map(|b| b.to_string()).collect(),
+    })
+}
+fn qc(test: &str, passed: bool) -> Detail {
+    Detail::QcResult(pb::QcResult {
+        test: test.into(),
+        method: "compendial".into(),
+        result: if passed {
+            "within specification"
+        } else {
+            "growth at day 7"
+        }
+        .into(),
+        passed,
+        specification: "per IND".into(),
+    })
+}
+
+const QC_TESTS: &[&str] = &[
+    "sterility",
+    "endotoxin",
+    "mycoplasma",
+    "viability",
+    "identity",
+    "potency",
+    "vcn",
+];
+
+#[tokio::test]
+async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-LIFE").await;
+    assert_eq!(w.to_manufacturing(6.0).await, "AtManufacturing");
+    for (after, name, bags) in [
+        (4 * HOUR, "activation", &[][..]),
+        (DAY, "transduction", &[]),
+        (2 * DAY, "expansion", &[]),
+        (7 * DAY, "harvest", &[]),
+        (4 * HOUR, "formulation", &[]),
+        (2 * HOUR, "cryopreservation", &["BAG-A", "BAG-B"][..]),
+    ] {
+        assert_eq!(
+            w.ok(after, MFG, &[("mfg.op.moe", Performed)], step(name, bags))
+                .await,
+            "Manufacturing"
+        );
+    }
+    for t in QC_TESTS {
+        assert_eq!(
+            w.ok(DAY, MFG, &[("qc.quinn", Performed)], qc(t, true))
+                .await,
+            "QcTesting"
+        );
+    }
+    assert_eq!(
+        w.ok(
+            DAY,
+            MFG,
+            &[("qa.rosa", Performed)],
+            Detail::Released(pb::Released {
+                exceptional: false,
+                deviation_id: String::new()
+            })
+        )
+        .await,
+        "Released"
+    );
+    w.ok(
+        DAY,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        Detail::Packed(pb::Packed {
+            shipper_id: "LN2-SHIPPER-9".into(),
+            logger_id: "LOG-9".into(),
+            seal_id: "SEAL-9".into(),
+        }),
+    )
+    .await;
+    w.ok(
+        2 * HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed), ("courier.kim", Received)],
+        shipped(MFG, CLINIC, "LN2-SHIPPER-9"),
+    )
+    .await;
+    assert_eq!(
+        w.ok(
+            DAY,
+            CLINIC,
+            &[("pharm.pat", Performed)],
+            received(MFG, "LN2-SHIPPER-9", -190.0, -176.0, 0)
+        )
+        .await,
+        "AtSite"
+    );
+    assert_eq!(
+        w.ok(
+            HOUR,
+            CLINIC,
+            &[("pharm.pat", Performed)],
+            Detail::Stored(pb::Stored {
+                location: "LN2-FREEZER-2/RACK-4".into(),
+                temp_c: -185.0
+            })
+        )
+        .await,
+        "Stored"
+    );
+    let thawed = w.now + 5 * DAY - 10 * MIN;
+    assert_eq!(
+        w.ok(
+            5 * DAY,
+            CLINIC,
+            &[("pharm.pat", Performed)],
+            Detail::Dispensed(pb::Dispensed {
+                product_bag_id: "BAG-A".into(),
+                thawed_at_unix_nanos: thawed
+            })
+        )
+        .await,
+        "Dispensed"
+    );
+    assert_eq!(
+        w.ok(
+            20 * MIN,
+            CLINIC,
+            &[("nurse.ada", Performed), ("nurse.ben", Verified)],
+            Detail::BedsideCheck(pb::BedsideCheck {
+                wristband_coi_ref: COI.into(),
+                product_bag_id: "BAG-A".into()
+            })
+        )
+        .await,
+        "BedsideChecked"
+    );
+    let start = w.now + 10 * MIN;
+    assert_eq!(
+        w.ok(
+            10 * MIN,
+            CLINIC,
+            &[("nurse.ada", Performed)],
+            Detail::Infused(pb::Infused {
+                product_bag_id: "BAG-A".into(),
+                started_at_unix_nanos: start,
+                ended_at_unix_nanos: start + 20 * MIN
+            })
+        )
+        .await,
+        "Infused"
+    );
+    let days = (w.now - base_time()) as f64 / DAY as f64;
+    assert!((28.0..=32.0).contains(&days), "lifecycle spans {days} days");
+    assert_eq!(w.seq, 26);
+    // Nothing follows Infused.
+    w.refused(
+        HOUR,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        Detail::Stored(pb::Stored {
+            location: "X".into(),
+            temp_c: -185.0,
+        }),
+        Code::FailedPrecondition,
+        &["Infused"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn temperature_excursion_on_receipt_raises_hold_that_only_qa_clears() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-WARM").await;
+    w.to_manufacturing(14.5).await;
+    // While held, manufacturing may not proceed.
+    w.refused(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        step("activation", &[]),
+        Code::FailedPrecondition,
+        &["hold"],
+    )
+    .await;
+    // Only QA clears the hold: the operator is refused for the role (PERMISSION_DENIED) ...
+    w.refused(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        Detail::HoldReleased(pb::HoldReleased {
+            reason: "looks fine".into(),
+        }),
+        Code::PermissionDenied,
+        &["qa"],
+    )
+    .await;
+    // ... QA is accepted, and manufacturing goes on.
+    w.ok(
+        2 * HOUR,
+        MFG,
+        &[("qa.rosa", Performed)],
+        Detail::HoldReleased(pb::HoldReleased {
+            reason: "logger probe fault, product temp in range (DEV-12)".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        w.ok(
+            HOUR,
+            MFG,
+            &[("mfg.op.moe", Performed)],
+            step("activation", &[])
+        )
+        .await,
+        "Manufacturing"
+    );
+}
+
+#[tokio::test]
+async fn rejects_wrong_site_acting_and_names_the_custodian() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-SITE").await;
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    // The clinic pharmacist cannot collect at the apheresis unit's bag.
+    w.refused(
+        HOUR,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        Detail::Collected(pb::Collected {
+            din: "W000025123456".into(),
+            product_code: "S1234000".into(),
+            volume_ml: 250,
+            collection_end_unix_nanos: w.now + HOUR,
+        }),
+        Code::FailedPrecondition,
+        &[APH],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bedside_check_rejects_other_patients_wristband() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-BED").await;
+    w.to_manufacturing(6.0).await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        step("cryopreservation", &["BAG-A"]),
+    )
+    .await;
+    for t in QC_TESTS {
+        w.ok(HOUR, MFG, &[("qc.quinn", Performed)], qc(t, true))
+            .await;
+    }
+    w.ok(
+        HOUR,
+        MFG,
+        &[("qa.rosa", Performed)],
+        Detail::Released(pb::Released {
+            exceptional: false,
+            deviation_id: String::new(),
+        }),
+    )
+    .await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        Detail::Packed(pb::Packed {
+            shipper_id: "LN2-9".into(),
+            logger_id: "LOG-9".into(),
+            seal_id: "S".into(),
+        }),
+    )
+    .await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed), ("courier.kim", Received)],
+        shipped(MFG, CLINIC, "LN2-9"),
+    )
+    .await;
+    w.ok(
+        DAY,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        received(MFG, "LN2-9", -190.0, -176.0, 0),
+    )
+    .await;
+    let thawed = w.now + HOUR - 5 * MIN;
+    w.ok(
+        HOUR,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        Detail::Dispensed(pb::Dispensed {
+            product_bag_id: "BAG-A".into(),
+            thawed_at_unix_nanos: thawed,
+        }),
+    )
+    .await;
+    w.refused(
+        10 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed), ("nurse.ben", Verified)],
+        Detail::BedsideCheck(pb::BedsideCheck {
+            wristband_coi_ref: "COI-OTHER-0001".into(),
+            product_bag_id: "BAG-A".into(),
+        }),
+        Code::FailedPrecondition,
+        &["coi_match"],
+    )
+    .await;
+    // The same nurse cannot sign twice where two people are required.
+    w.refused(
+        10 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed), ("nurse.ada", Verified)],
+        Detail::BedsideCheck(pb::BedsideCheck {
+            wristband_coi_ref: COI.into(),
+            product_bag_id: "BAG-A".into(),
+        }),
+        Code::InvalidArgument,
+        &["more than once"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_release_when_sterility_failed() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-QC").await;
+    w.to_manufacturing(6.0).await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        step("cryopreservation", &["BAG-A"]),
+    )
+    .await;
+    for t in QC_TESTS {
+        w.ok(
+            HOUR,
+            MFG,
+            &[("qc.quinn", Performed)],
+            qc(t, *t != "sterility"),
+        )
+        .await;
+    }
+    w.refused(
+        HOUR,
+        MFG,
+        &[("qa.rosa", Performed)],
+        Detail::Released(pb::Released {
+            exceptional: false,
+            deviation_id: String::new(),
+        }),
+        Code::FailedPrecondition,
+        &["qc_all_passed", "sterility"],
+    )
+    .await;
+}
