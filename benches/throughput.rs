@@ -371,6 +371,12 @@ fn main() {
         c_rate / (raw / 2.0 * cores as f64)
     );
 
+    if std::env::var("CELLTRAIL_BENCH_MILLION").is_ok_and(|v| v == "1") {
+        rt.block_on(million::run(&keys, &regs, t0, &policy_path));
+    } else {
+        println!("   1 M-entry run (disk, RSS, restart): not run; set CELLTRAIL_BENCH_MILLION=1");
+    }
+
     match std::env::var("CELLTRAIL_BENCH_PG") {
         Ok(conn) => rt.block_on(baseline::run(&conn, &keys, work.clone(), chains, u_rate.max(s_rate))),
         Err(_) => println!("B  PostgreSQL baseline: SKIPPED (CELLTRAIL_BENCH_PG not set; run benches/run.sh to install and start one)"),
@@ -502,5 +508,183 @@ mod baseline {
         );
         let batched = run_mode(conn, keys, work, BATCH).await;
         println!("B  PostgreSQL, {BATCH} events/tx, {chains} clients: {batched:>6.0} events/s  G/B {:.2}", best_g / batched);
+    }
+}
+
+/// 1 M entries against the release binary in its own process: disk bytes vs raw entry bytes,
+/// server RSS, and restart-to-serving time after `kill -9`.
+mod million {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    const ENTRIES: usize = 1_000_000;
+    const CHAINS: usize = 1000;
+    const STREAMS: usize = 4;
+
+    fn binary() -> std::path::PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        // target/release/deps/throughput-xxxx -> target/release/celltrail
+        exe.parent().unwrap().parent().unwrap().join("celltrail")
+    }
+
+    fn start(
+        data: &std::path::Path,
+        anchors: &std::path::Path,
+        policy: &std::path::Path,
+        port: u16,
+    ) -> Child {
+        Command::new(binary())
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .arg("--trust-anchors")
+            .arg(anchors)
+            .arg("--policy")
+            .arg(policy)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CELLTRAIL_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start celltrail serve (build it: cargo build --release)")
+    }
+
+    async fn wait_serving(addr: &str) -> Duration {
+        let t = Instant::now();
+        loop {
+            if let Ok(mut c) = celltrail::client::connect(addr).await {
+                if c.get_entries(celltrail::pb::GetEntriesRequest { start: 0, limit: 1 })
+                    .await
+                    .is_ok()
+                {
+                    return t.elapsed();
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn rss_kib(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn du(path: &std::path::Path) -> u64 {
+        let mut total = 0;
+        for e in std::fs::read_dir(path).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() { du(&e.path()) } else { m.len() };
+        }
+        total
+    }
+
+    pub async fn run(keys: &Keys, regs: &[SignedEvent], t0: i64, policy: &std::path::Path) {
+        let dir = tempfile::tempdir().unwrap();
+        let anchors = dir.path().join("anchors.txt");
+        std::fs::write(
+            &anchors,
+            format!("{}\n", keys.admin.verifier().to_key_string()),
+        )
+        .unwrap();
+        let data = dir.path().join("data");
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let addr = format!("127.0.0.1:{port}");
+        let mut child = start(&data, &anchors, policy, port);
+        wait_serving(&addr).await;
+        let mut c = celltrail::client::connect(&addr).await.unwrap();
+        for r in regs {
+            c.append(r.clone()).await.unwrap();
+        }
+        let per_chain = ENTRIES / CHAINS;
+        let load = Instant::now();
+        let mut tasks = Vec::new();
+        for s in 0..STREAMS {
+            let (tx, rx) = tokio::sync::mpsc::channel::<SignedEvent>(4096);
+            let k = Keys {
+                admin: keys.admin.clone(),
+                nurse: keys.nurse.clone(),
+                witness: keys.witness.clone(),
+            };
+            // Sign on a blocking thread, chain by chain, while the stream sends.
+            std::thread::spawn(move || {
+                for chain in (s..CHAINS).step_by(STREAMS) {
+                    for ev in workload(&k, &format!("M{chain:04}"), 1, per_chain, t0).remove(0) {
+                        if tx.blocking_send(ev).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            let mut c = celltrail::client::connect(&addr).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut rx = c
+                    .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut n = 0u64;
+                while let Some(r) = rx.message().await.unwrap() {
+                    assert_eq!(r.code, 0, "{}", r.message);
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.unwrap();
+        }
+        let load_s = load.elapsed().as_secs_f64();
+        let rss = rss_kib(child.id());
+        // Raw entry bytes: what the log stores as entries (exact LogEntry bytes).
+        let mut raw = 0u64;
+        let mut start_at = 0;
+        loop {
+            let page = c
+                .get_entries(celltrail::pb::GetEntriesRequest {
+                    start: start_at,
+                    limit: 1000,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            raw += page
+                .entries
+                .iter()
+                .map(|e| e.entry.len() as u64)
+                .sum::<u64>();
+            if page.next >= page.tree_size {
+                break;
+            }
+            start_at = page.next;
+        }
+        child.kill().unwrap(); // SIGKILL: crash, then recovery
+        child.wait().unwrap();
+        let disk = du(&data.join("db"));
+        let mut child = start(&data, &anchors, policy, port);
+        let restart = wait_serving(&addr).await;
+        let rss_after = rss_kib(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        println!("M  {n} events loaded over {STREAMS} streams in {load_s:.1} s ({:.0} events/s, release binary, own process)", n as f64 / load_s);
+        println!(
+            "M  disk {:.1} MB vs raw entries {:.1} MB: {:.2}x",
+            disk as f64 / 1e6,
+            raw as f64 / 1e6,
+            disk as f64 / raw as f64
+        );
+        println!(
+            "M  server RSS after load {:.0} MB; after restart {:.0} MB",
+            rss as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        );
+        println!("M  restart after kill -9 to serving: {restart:.2?}");
     }
 }

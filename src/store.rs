@@ -85,6 +85,9 @@ pub struct Store {
 }
 
 const META_TREE_SIZE: &[u8] = b"tree_size";
+/// sled's page cache (its default is 1 GiB). Reads are mostly of recent entries and heads, so a
+/// small cache keeps the server's memory flat as the log grows.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 
 fn chain_event_key(chain_id: &str, seq: u64) -> Vec<u8> {
@@ -114,6 +117,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.display().to_string(),

@@ -1,0 +1,254 @@
+//! The README's quick start, run with the real binary: `serve` with zero configuration creates
+//! its data directory and first admin key, then keygen → key register → event → chain.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `celltrail serve` in `cwd` with no flags but a free port; returns its address.
+fn serve(cwd: &Path) -> (Serve, String, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .current_dir(cwd)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "serve exited early: {lines:?}"
+        );
+        lines.push(line.trim_end().to_string());
+        if let Some(rest) = line.trim_end().strip_prefix("celltrail serving on ") {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            return (Serve(child), addr, lines);
+        }
+    }
+}
+
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(cwd: &Path, args: &[&str]) -> String {
+    let o = run(cwd, args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn quick_start_from_zero_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let (_server, addr, banner) = serve(cwd);
+    let data = cwd.join("celltrail-data");
+    for f in [
+        "admin.key",
+        "log.key",
+        "log.vkey",
+        "trust-anchors.txt",
+        "db",
+    ] {
+        assert!(data.join(f).exists(), "{f} not created");
+    }
+    for f in ["admin.key", "log.key"] {
+        let mode = std::fs::metadata(data.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f} must be private");
+    }
+    let banner = banner.join("\n");
+    assert!(
+        banner.contains("admin.key") && banner.contains("admin+"),
+        "prints the admin key: {banner}"
+    );
+
+    let v_nurse = ok(
+        cwd,
+        &["keygen", "--name", "nurse.ada", "--out", "nurse.key"],
+    );
+    let v_courier = ok(
+        cwd,
+        &["keygen", "--name", "courier.bo", "--out", "courier.key"],
+    );
+    assert!(v_nurse.starts_with("nurse.ada+"));
+    let s = ["--server", addr.as_str()];
+    let reg = |vkey: &str, role: &str, site: &str| {
+        let mut a = vec!["key", "register"];
+        a.extend(s);
+        a.extend([
+            "--admin-key",
+            "celltrail-data/admin.key",
+            "--vkey",
+            vkey.trim(),
+            "--role",
+            role,
+            "--site",
+            site,
+            "--printed-name",
+            "Test Person",
+        ]);
+        ok(cwd, &a)
+    };
+    reg(&v_nurse, "apheresis_nurse", "HOSP-A");
+    reg(&v_courier, "courier", "COURIER-1");
+    let event = |extra: &[&str]| {
+        let mut a = vec!["event"];
+        a.extend(s);
+        a.extend(extra);
+        run(cwd, &a)
+    };
+    for args in [
+        &[
+            "--key",
+            "nurse.key",
+            "--chain",
+            "BAG-0001",
+            "--kind",
+            "enrolled",
+            "--site",
+            "HOSP-A",
+            "--set",
+            "coi_ref=COI-7F3A-2291",
+            "--set",
+            "manufacturing_site=MFG-1",
+        ][..],
+        &[
+            "--key",
+            "nurse.key",
+            "--chain",
+            "BAG-0001",
+            "--kind",
+            "collected",
+            "--site",
+            "HOSP-A",
+            "--set",
+            "din=A999926123456",
+            "--set",
+            "volume_ml=250",
+        ],
+        &[
+            "--key",
+            "nurse.key",
+            "--chain",
+            "BAG-0001",
+            "--kind",
+            "packed",
+            "--site",
+            "HOSP-A",
+            "--set",
+            "shipper_id=SHIP-1",
+        ],
+        &[
+            "--key",
+            "nurse.key",
+            "--cosign",
+            "courier.key:received",
+            "--chain",
+            "BAG-0001",
+            "--kind",
+            "shipped",
+            "--site",
+            "HOSP-A",
+            "--set",
+            "from_site=HOSP-A",
+            "--set",
+            "to_site=MFG-1",
+            "--set",
+            "shipper_id=SHIP-1",
+        ],
+    ] {
+        let o = event(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A refused event exits non-zero with the server's reason.
+    let o = event(&[
+        "--key",
+        "nurse.key",
+        "--chain",
+        "BAG-0001",
+        "--kind",
+        "infused",
+        "--site",
+        "HOSP-A",
+        "--set",
+        "product_bag_id=X",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("InTransitToManufacturing"),
+        "{err}"
+    );
+    // A typo in a field name is caught before anything is signed.
+    let o = event(&[
+        "--key",
+        "nurse.key",
+        "--chain",
+        "BAG-0001",
+        "--kind",
+        "received",
+        "--site",
+        "MFG-1",
+        "--set",
+        "temp_mx_c=4",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no field \"temp_mx_c\""));
+
+    let table = ok(cwd, &["chain", "--server", &addr, "BAG-0001"]);
+    assert!(
+        table.contains("4 events, state InTransitToManufacturing"),
+        "{table}"
+    );
+    let rows: Vec<&str> = table.lines().skip(2).collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows[3].contains("shipped") && rows[3].contains("courier.bo (received)"),
+        "{table}"
+    );
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &["keygen", "--name", "qa.one", "--out", "qa.key"],
+    );
+    let o = run(
+        dir.path(),
+        &["keygen", "--name", "qa.one", "--out", "qa.key"],
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("qa.key"));
+}
