@@ -346,6 +346,7 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         .map_err(client::status_error)?
         .into_inner();
     let head = resp.head.unwrap_or_default();
+    let names = printed_names(&mut c).await;
     println!(
         "chain {}: {} events, state {}",
         a.chain, head.length, head.state
@@ -365,7 +366,12 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
                 let m = SignatureMeaning::try_from(s.meaning)
                     .map(|m| m.as_str_name())
                     .unwrap_or("?");
-                format!("{} ({})", s.key_id, m.to_ascii_lowercase())
+                match names.get(&s.key_id) {
+                    Some(n) if !n.is_empty() => {
+                        format!("{n} [{}] ({})", s.key_id, m.to_ascii_lowercase())
+                    }
+                    _ => format!("{} ({})", s.key_id, m.to_ascii_lowercase()),
+                }
             })
             .collect();
         let when = crate::time::rfc3339(
@@ -382,4 +388,26 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Printed names of registered keys, from the key registry chain (empty if unreadable).
+async fn printed_names(c: &mut client::Client) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    let Ok(resp) = c
+        .get_chain(GetChainRequest {
+            chain_id: KEYS_CHAIN.into(),
+        })
+        .await
+    else {
+        return names;
+    };
+    for e in resp.into_inner().entries {
+        let body = LogEntry::decode(e.entry.as_slice())
+            .ok()
+            .and_then(|le| EventBody::decode(le.body.as_slice()).ok());
+        if let Some(Detail::KeyRegistered(r)) = body.and_then(|b| b.detail) {
+            names.insert(r.key_id, r.printed_name);
+        }
+    }
+    names
 }

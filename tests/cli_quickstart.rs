@@ -233,7 +233,7 @@ fn quick_start_from_zero_configuration() {
     let rows: Vec<&str> = table.lines().skip(2).collect();
     assert_eq!(rows.len(), 4, "{table}");
     assert!(
-        rows[3].contains("shipped") && rows[3].contains("courier.bo (received)"),
+        rows[3].contains("shipped") && rows[3].contains("Test Person [courier.bo] (received)"),
         "{table}"
     );
 }
