@@ -114,7 +114,7 @@ fn workload(
                         })
                     } else {
                         Detail::Collected(Collected {
-                            din: format!("A9999{:08}", seq),
+                            din: "A999926123456".into(),
                             product_code: "S1234000".into(),
                             volume_ml: 250,
                             collection_end_unix_nanos: at,
@@ -314,6 +314,12 @@ fn raw_verify_rate(work: &[Vec<SignedEvent>], keys: &Keys) -> f64 {
 }
 
 fn main() {
+    if let Ok(filter) = std::env::var("CELLTRAIL_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let chains = env_usize("CELLTRAIL_BENCH_CHAINS", 64);
     let per_chain = env_usize("CELLTRAIL_BENCH_EVENTS", 300);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -343,9 +349,13 @@ fn main() {
         sign_start.elapsed()
     );
 
+    let only = std::env::var("CELLTRAIL_BENCH_ONLY").unwrap_or_default();
     let c_env = open_ledger(&keys.admin, &policy_path);
     let c_rate = rt.block_on(in_process(&c_env, &regs, work.clone()));
     println!("C  in-process ceiling:            {c_rate:>10.0} events/s");
+    if only == "C" {
+        return;
+    }
 
     let u_env = open_ledger(&keys.admin, &policy_path);
     let (u_rate, p50, p99) = rt.block_on(async {

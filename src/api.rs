@@ -82,31 +82,39 @@ impl LedgerRpc for LedgerService {
         req: Request<tonic::Streaming<SignedEvent>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let ledger = self.ledger.clone();
+        // `then` submits one event at a time, in stream order; `buffered` then awaits up to
+        // STREAM_WINDOW receipts concurrently and yields them in the same order.
         let results = req
             .into_inner()
             .enumerate()
-            .map(move |(position, item)| {
+            .then(move |(position, item)| {
                 let ledger = ledger.clone();
                 async move {
-                    let result = match item {
-                        Ok(ev) => ledger.append_wait(ev).await.map_err(Status::from),
+                    let pending = match item {
+                        Ok(ev) => Ok(ledger.submit(ev).await),
                         Err(status) => Err(status),
                     };
-                    let position = position as u64;
-                    Ok(match result {
-                        Ok(receipt) => AppendResult {
-                            position,
-                            receipt: Some(receipt),
-                            code: 0,
-                            message: String::new(),
-                        },
-                        Err(s) => AppendResult {
-                            position,
-                            receipt: None,
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                        },
-                    })
+                    async move {
+                        let result = match pending {
+                            Ok(receipt) => receipt.await.map_err(Status::from),
+                            Err(status) => Err(status),
+                        };
+                        let position = position as u64;
+                        Ok(match result {
+                            Ok(receipt) => AppendResult {
+                                position,
+                                receipt: Some(receipt),
+                                code: 0,
+                                message: String::new(),
+                            },
+                            Err(s) => AppendResult {
+                                position,
+                                receipt: None,
+                                code: s.code() as i32,
+                                message: s.message().to_string(),
+                            },
+                        })
+                    }
                 }
             })
             .buffered(STREAM_WINDOW);

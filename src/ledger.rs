@@ -16,7 +16,7 @@ use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
 use crate::store::{CommitBatch, Head, NewEntry, Store, StoreError};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// Largest log entry (encoded `LogEntry`) accepted, DESIGN [R5].
@@ -128,7 +128,8 @@ pub struct Ledger {
     store: Arc<Store>,
     tx: mpsc::Sender<Msg>,
     capacity: usize,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The verifier and writer threads, joined in that order on shutdown.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Ledger {
@@ -143,24 +144,40 @@ impl Ledger {
         let registry = replay_registry(&store, admins)?;
         let tree_size = store.tree_size()?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let shared_registry = Arc::new(RwLock::new(registry.clone()));
+        let mut verifier = Verifier {
+            registry: shared_registry.clone(),
+            max_group: options.max_group.max(1),
+        };
+        // Two groups may wait between the stages: the verifier works on group N+1 while the
+        // writer checks, writes and flushes group N.
+        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel(2);
         let mut writer = Writer {
             store: store.clone(),
             registry,
+            shared_registry,
             policy,
             log_key,
             tree_size,
             last_accepted: 0,
-            max_group: options.max_group.max(1),
+            head_cache: HashMap::new(),
         };
-        let handle = std::thread::Builder::new()
+        let spawn_err = |e: std::io::Error| {
+            LedgerError::Storage(format!("cannot start the ledger threads: {e}"))
+        };
+        let verify_handle = std::thread::Builder::new()
+            .name("celltrail-verify".into())
+            .spawn(move || verifier.run(rx, prepared_tx))
+            .map_err(spawn_err)?;
+        let write_handle = std::thread::Builder::new()
             .name("celltrail-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| LedgerError::Storage(format!("cannot start the writer thread: {e}")))?;
+            .spawn(move || writer.run(prepared_rx))
+            .map_err(spawn_err)?;
         Ok(Arc::new(Ledger {
             store,
             tx,
             capacity: options.queue_capacity,
-            writer: Mutex::new(Some(handle)),
+            threads: Mutex::new(vec![verify_handle, write_handle]),
         }))
     }
 
@@ -184,25 +201,39 @@ impl Ledger {
     /// Like [`Ledger::append`], but waits for room in the queue instead of failing with
     /// `Overloaded` (streams get back-pressure from HTTP/2 flow control instead).
     pub async fn append_wait(&self, event: SignedEvent) -> Result<Receipt, LedgerError> {
+        self.submit(event).await.await
+    }
+
+    /// Queues `event` (waiting for room) and returns the future of its receipt. Events
+    /// submitted one after another reach the writer in that order, so a client may pipeline a
+    /// chain's events without waiting for each receipt.
+    pub async fn submit(
+        &self,
+        event: SignedEvent,
+    ) -> impl std::future::Future<Output = Result<Receipt, LedgerError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        if self
+        let sent = self
             .tx
             .send(Msg::Append(Job { event, reply }))
             .await
-            .is_err()
-        {
-            return Err(LedgerError::ShuttingDown);
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(LedgerError::ShuttingDown);
+            }
+            rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
         }
-        rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
     }
 
     /// Stops taking appends, lets the writer finish and flush what is queued, and waits for it.
     pub fn shutdown(&self) {
-        let handle = self.writer.lock().expect("writer lock").take();
-        if let Some(h) = handle {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        if !threads.is_empty() {
             // Waits for room: the stop goes behind every append already queued.
             let _ = self.tx.blocking_send(Msg::Stop);
-            let _ = h.join();
+            for t in threads {
+                let _ = t.join();
+            }
         }
     }
 
@@ -274,15 +305,32 @@ enum Outcome {
     Rejected(LedgerError),
 }
 
+/// First stage: takes a group off the queue, does the stateless checks and verifies the
+/// signatures of keys it already knows (keys never change once registered, so a registry that
+/// is a group behind gives the same verdicts; validity and revocation are the writer's).
+struct Verifier {
+    registry: Arc<RwLock<Registry>>,
+    max_group: usize,
+}
+
+type Prepared = (Vec<Job>, Vec<Prep>, i64);
+
 struct Writer {
     store: Arc<Store>,
     registry: Registry,
+    /// The registry as the verifier sees it, updated after each commit that changed it.
+    shared_registry: Arc<RwLock<Registry>>,
     policy: Policy,
     log_key: NoteSigner,
     tree_size: u64,
     last_accepted: i64,
-    max_group: usize,
+    /// Committed heads of recently used chains (only the writer changes heads, so this always
+    /// equals the store); saves a read and a JSON parse per event.
+    head_cache: HashMap<String, Head>,
 }
+
+/// Chains whose committed head the writer keeps in memory before it starts over.
+const HEAD_CACHE_CHAINS: usize = 100_000;
 
 /// What one group has changed so far, on top of the store.
 #[derive(Default)]
@@ -294,8 +342,8 @@ struct Overlay {
     batch: CommitBatch,
 }
 
-impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+impl Verifier {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, out: std::sync::mpsc::SyncSender<Prepared>) {
         let mut group = Vec::with_capacity(self.max_group);
         let mut stopping = false;
         loop {
@@ -321,23 +369,118 @@ impl Writer {
                 }
                 while !group.is_empty() {
                     let n = group.len().min(self.max_group);
-                    self.commit_group(group.drain(..n).collect());
+                    self.pass_on(group.drain(..n).collect(), &out);
                 }
-                return;
+                return; // dropping `out` stops the writer once it has committed everything
             }
-            self.commit_group(std::mem::take(&mut group));
+            self.pass_on(std::mem::take(&mut group), &out);
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Job>) {
+    fn pass_on(&self, group: Vec<Job>, out: &std::sync::mpsc::SyncSender<Prepared>) {
+        let now = crate::time::now_nanos();
+        let prepared = self.prepare_group(&group, now);
+        let _ = out.send((group, prepared, now));
+    }
+
+    /// Stateless checks of every event in the group, then all signatures whose key is already
+    /// known are verified at once, in parallel (strict).
+    fn prepare_group(&self, group: &[Job], now: i64) -> Vec<Prep> {
+        let mut preps: Vec<Prep> = group.iter().map(|j| self.prepare(&j.event, now)).collect();
+        let registry = self.registry.read().expect("registry lock");
+        let mut items = Vec::new();
+        let mut slots = Vec::new();
+        for (pi, (prep, job)) in preps.iter().zip(group).enumerate() {
+            let Prep::Ready(p) = prep else { continue };
+            for (si, sig) in job.event.signatures.iter().enumerate() {
+                let key = if p.body.chain_id == KEYS_CHAIN {
+                    registry.admin(&sig.key_id)
+                } else {
+                    registry.get(&sig.key_id).map(|r| &r.public_key)
+                };
+                let (Some(key), Some(msg)) = (
+                    key,
+                    crate::crypto::signature_message(
+                        &p.hash,
+                        sig.meaning,
+                        sig.signed_at_unix_nanos,
+                        &sig.key_id,
+                    ),
+                ) else {
+                    continue;
+                };
+                let sig: [u8; 64] = sig
+                    .signature
+                    .as_slice()
+                    .try_into()
+                    .expect("length checked in prepare");
+                items.push(crate::crypto::SigItem { key, msg, sig });
+                slots.push((pi, si));
+            }
+        }
+        let verdicts = crate::crypto::verify_strict_many(&items);
+        drop(items);
+        drop(registry);
+        for ((pi, si), ok) in slots.into_iter().zip(verdicts) {
+            if let Prep::Ready(p) = &mut preps[pi] {
+                p.sig_ok[si] = Some(ok);
+            }
+        }
+        preps
+    }
+
+    fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
+        let reject = |e| Prep::Done(Outcome::Rejected(e));
+        if ev.body.len() > MAX_ENTRY_BYTES {
+            return reject(LedgerError::TooLarge {
+                size: ev.body.len(),
+            });
+        }
+        let hash = EventHash::of_body(&ev.body);
+        let body = match EventBody::decode(ev.body.as_slice()) {
+            Ok(b) => b,
+            Err(e) => {
+                return reject(malformed(format!(
+                    "body bytes are not a valid celltrail.v1.EventBody: {e}"
+                )))
+            }
+        };
+        if let Err(e) = check_shape(&body, ev, now) {
+            return reject(e);
+        }
+        if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
+            return reject(
+                SigError::Length {
+                    key_id: sig.key_id.clone(),
+                    len: sig.signature.len(),
+                }
+                .into(),
+            );
+        }
+        Prep::Ready(Box::new(Ready {
+            hash,
+            body,
+            sig_ok: vec![None; ev.signatures.len()],
+        }))
+    }
+}
+
+impl Writer {
+    fn run(&mut self, rx: std::sync::mpsc::Receiver<Prepared>) {
+        while let Ok((group, prepared, now)) = rx.recv() {
+            self.commit_group(group, prepared, now);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Job>, prepared: Vec<Prep>, now: i64) {
         if group.is_empty() {
             return;
         }
-        let now = crate::time::now_nanos().max(self.last_accepted);
+        let now = now.max(self.last_accepted);
         let mut ov = Overlay::default();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
-        let prepared = self.prepare_group(&group, now);
+        let started = std::time::Instant::now();
         for (job, prep) in group.into_iter().zip(prepared) {
             let outcome = match prep {
                 Prep::Done(o) => o,
@@ -348,6 +491,11 @@ impl Writer {
             outcomes.push(outcome);
             replies.push(job.reply);
         }
+        tracing::debug!(
+            group = outcomes.len(),
+            check_us = started.elapsed().as_micros() as u64,
+            "group checked"
+        );
         let new_size = self.tree_size + ov.batch.entries.len() as u64;
         let mut checkpoint = None;
         let mut commit_error = None;
@@ -365,8 +513,13 @@ impl Writer {
                 self.tree_size = new_size;
                 self.last_accepted = now;
                 if let Some(reg) = ov.registry.take() {
+                    *self.shared_registry.write().expect("registry lock") = reg.clone();
                     self.registry = reg;
                 }
+                if self.head_cache.len() + ov.heads.len() > HEAD_CACHE_CHAINS {
+                    self.head_cache.clear();
+                }
+                self.head_cache.extend(ov.heads.drain());
             } else {
                 tracing::error!(
                     error = commit_error.as_deref().unwrap_or(""),
@@ -416,93 +569,14 @@ impl Writer {
         let note = crate::note::sign_note(&cp.to_text(), &[&self.log_key])
             .map_err(|e| LedgerError::Storage(format!("cannot sign checkpoint: {e}")))?;
         ov.batch.nodes = ov.nodes.iter().map(|(k, v)| (*k, *v)).collect();
+        ov.batch.heads = ov
+            .heads
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect();
         ov.batch.tree_size = new_size;
         ov.batch.checkpoint = Some(note.clone());
         Ok(note)
-    }
-
-    /// Stateless checks of every event in the group, then all signatures whose key is already
-    /// known are verified at once, in parallel (strict).
-    fn prepare_group(&self, group: &[Job], now: i64) -> Vec<Prep> {
-        let mut preps: Vec<Prep> = group.iter().map(|j| self.prepare(&j.event, now)).collect();
-        let mut items = Vec::new();
-        let mut slots = Vec::new();
-        for (pi, (prep, job)) in preps.iter().zip(group).enumerate() {
-            let Prep::Ready(p) = prep else { continue };
-            for (si, sig) in job.event.signatures.iter().enumerate() {
-                let key = if p.body.chain_id == KEYS_CHAIN {
-                    self.registry.admin(&sig.key_id)
-                } else {
-                    self.registry.get(&sig.key_id).map(|r| &r.public_key)
-                };
-                let (Some(key), Some(msg)) = (
-                    key,
-                    crate::crypto::signature_message(
-                        &p.hash,
-                        sig.meaning,
-                        sig.signed_at_unix_nanos,
-                        &sig.key_id,
-                    ),
-                ) else {
-                    continue;
-                };
-                let sig: [u8; 64] = sig
-                    .signature
-                    .as_slice()
-                    .try_into()
-                    .expect("length checked in prepare");
-                items.push(crate::crypto::SigItem { key, msg, sig });
-                slots.push((pi, si));
-            }
-        }
-        let verdicts = crate::crypto::verify_strict_many(&items);
-        drop(items);
-        for ((pi, si), ok) in slots.into_iter().zip(verdicts) {
-            if let Prep::Ready(p) = &mut preps[pi] {
-                p.sig_ok[si] = Some(ok);
-            }
-        }
-        preps
-    }
-
-    fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
-        let reject = |e| Prep::Done(Outcome::Rejected(e));
-        if ev.body.len() > MAX_ENTRY_BYTES {
-            return reject(LedgerError::TooLarge {
-                size: ev.body.len(),
-            });
-        }
-        let hash = EventHash::of_body(&ev.body);
-        match self.store.index_of_hash(&hash) {
-            Ok(Some(index)) => return Prep::Done(Outcome::Duplicate(index)),
-            Ok(None) => {}
-            Err(e) => return reject(e.into()),
-        }
-        let body = match EventBody::decode(ev.body.as_slice()) {
-            Ok(b) => b,
-            Err(e) => {
-                return reject(malformed(format!(
-                    "body bytes are not a valid celltrail.v1.EventBody: {e}"
-                )))
-            }
-        };
-        if let Err(e) = check_shape(&body, ev, now) {
-            return reject(e);
-        }
-        if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
-            return reject(
-                SigError::Length {
-                    key_id: sig.key_id.clone(),
-                    len: sig.signature.len(),
-                }
-                .into(),
-            );
-        }
-        Prep::Ready(Box::new(Ready {
-            hash,
-            body,
-            sig_ok: vec![None; ev.signatures.len()],
-        }))
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -537,9 +611,16 @@ impl Writer {
         if let Some(index) = ov.hashes.get(&hash) {
             return Ok(Outcome::Duplicate(*index));
         }
+        if let Some(index) = self.store.index_of_hash(&hash)? {
+            return Ok(Outcome::Duplicate(index));
+        }
 
         // Chain link [R2, R3].
-        let head = match ov.heads.get(&body.chain_id) {
+        let head = match ov
+            .heads
+            .get(&body.chain_id)
+            .or_else(|| self.head_cache.get(&body.chain_id))
+        {
             Some(h) => Some(h.clone()),
             None => self.store.head(&body.chain_id)?,
         };
@@ -599,7 +680,7 @@ impl Writer {
             };
             ov.registry = Some(reg);
             applied?;
-            ("KeyRegistry".to_string(), serde_json::Value::Null)
+            ("KeyRegistry".to_string(), None)
         } else {
             if matches!(
                 body.detail,
@@ -610,33 +691,29 @@ impl Writer {
                     body.chain_id
                 )));
             }
-            let prior: Option<ChainState> = match &head {
-                Some(h) => Some(serde_json::from_value(h.state.clone()).map_err(|e| {
+            let prior: Option<&ChainState> = match &head {
+                Some(h) => Some(h.state.as_ref().ok_or_else(|| {
                     LedgerError::Storage(format!(
-                        "stored policy state of chain {} is unreadable: {e}",
+                        "chain {} has no stored policy state",
                         body.chain_id
                     ))
                 })?),
                 None => None,
             };
-            let next = self
-                .policy
-                .apply(prior.as_ref(), &body, &signers)
-                .map_err(|v| {
-                    // A signer the table does not allow for this event (role, site, or a signature
-                    // it does not take) is PERMISSION_DENIED (DESIGN §6); everything else is a
-                    // custody precondition.
-                    if matches!(
-                        v.rule.as_str(),
-                        "signatures" | "signer_site" | "unexpected_signer"
-                    ) {
-                        LedgerError::Role(v)
-                    } else {
-                        LedgerError::Policy(v)
-                    }
-                })?;
-            let value = serde_json::to_value(&next).expect("policy state serializes to JSON");
-            (next.state_name().to_string(), value)
+            let next = self.policy.apply(prior, &body, &signers).map_err(|v| {
+                // A signer the table does not allow for this event (role, site, or a signature
+                // it does not take) is PERMISSION_DENIED (DESIGN §6); everything else is a
+                // custody precondition.
+                if matches!(
+                    v.rule.as_str(),
+                    "signatures" | "signer_site" | "unexpected_signer"
+                ) {
+                    LedgerError::Role(v)
+                } else {
+                    LedgerError::Policy(v)
+                }
+            })?;
+            (next.state_name().to_string(), Some(next))
         };
 
         let leaf = merkle::leaf_hash(&entry);
@@ -656,10 +733,6 @@ impl Writer {
                 state,
             },
         );
-        ov.batch.heads.retain(|(id, _)| id != &body.chain_id);
-        ov.batch
-            .heads
-            .push((body.chain_id.clone(), ov.heads[&body.chain_id].clone()));
         ov.batch.entries.push(NewEntry {
             index,
             bytes: entry,

@@ -32,8 +32,9 @@ pub struct Head {
     pub hash: [u8; 32],
     /// Name of the custody state after the head event.
     pub state_name: String,
-    /// Policy state (JSON) after the head event; `Null` for chains the policy does not govern.
-    pub state: serde_json::Value,
+    /// Policy state after the head event; `None` for chains the policy does not govern (keys).
+    #[serde(default)]
+    pub state: Option<crate::policy::ChainState>,
 }
 
 impl Head {
@@ -245,6 +246,7 @@ impl Store {
         if let Some(cp) = &batch.checkpoint {
             meta.insert(META_CHECKPOINT, cp.as_bytes());
         }
+        let started = std::time::Instant::now();
         let trees = (
             &self.entries,
             &self.chain_events,
@@ -267,7 +269,14 @@ impl Store {
                 TransactionError::Storage(e) => StoreError::Io(e),
                 TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
             })?;
+        let applied = started.elapsed();
         self.db.flush()?;
+        tracing::debug!(
+            entries = batch.entries.len(),
+            apply_us = applied.as_micros() as u64,
+            flush_us = (started.elapsed() - applied).as_micros() as u64,
+            "store commit"
+        );
         Ok(())
     }
 
@@ -286,7 +295,7 @@ mod tests {
             seq,
             hash: [seq as u8; 32],
             state_name: "S".into(),
-            state: serde_json::Value::Null,
+            state: None,
         }
     }
 

@@ -149,7 +149,7 @@ impl Ward {
     }
 
     /// Enrolment to arrival at manufacturing.
-    async fn to_manufacturing(&mut self, temp_max: f64) -> String {
+    async fn through_receipt_at_manufacturing(&mut self, temp_max: f64) -> String {
         use SignatureMeaning::*;
         self.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
             .await;
@@ -257,7 +257,10 @@ const QC_TESTS: &[&str] = &[
 async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-LIFE").await;
-    assert_eq!(w.to_manufacturing(6.0).await, "AtManufacturing");
+    assert_eq!(
+        w.through_receipt_at_manufacturing(6.0).await,
+        "AtManufacturing"
+    );
     for (after, name, bags) in [
         (4 * HOUR, "activation", &[][..]),
         (DAY, "transduction", &[]),
@@ -397,7 +400,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
 async fn temperature_excursion_on_receipt_raises_hold_that_only_qa_clears() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-WARM").await;
-    w.to_manufacturing(14.5).await;
+    w.through_receipt_at_manufacturing(14.5).await;
     // While held, manufacturing may not proceed.
     w.refused(
         HOUR,
@@ -469,7 +472,7 @@ async fn rejects_wrong_site_acting_and_names_the_custodian() {
 async fn bedside_check_rejects_other_patients_wristband() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-BED").await;
-    w.to_manufacturing(6.0).await;
+    w.through_receipt_at_manufacturing(6.0).await;
     w.ok(
         HOUR,
         MFG,
@@ -558,7 +561,7 @@ async fn bedside_check_rejects_other_patients_wristband() {
 async fn rejects_release_when_sterility_failed() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-QC").await;
-    w.to_manufacturing(6.0).await;
+    w.through_receipt_at_manufacturing(6.0).await;
     w.ok(
         HOUR,
         MFG,
