@@ -19,15 +19,16 @@ impl Drop for Serve {
 
 /// Starts `celltrail serve` in `cwd` with no flags but a free port; returns its address.
 fn serve(cwd: &Path) -> (Serve, String, Vec<String>) {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .current_dir(cwd)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut serve = Serve(child);
     let mut lines = Vec::new();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut out = BufReader::new(serve.0.stdout.take().unwrap());
     loop {
         let mut line = String::new();
         assert!(
@@ -37,7 +38,7 @@ fn serve(cwd: &Path) -> (Serve, String, Vec<String>) {
         lines.push(line.trim_end().to_string());
         if let Some(rest) = line.trim_end().strip_prefix("celltrail serving on ") {
             let addr = rest.split_whitespace().next().unwrap().to_string();
-            return (Serve(child), addr, lines);
+            return (serve, addr, lines);
         }
     }
 }
