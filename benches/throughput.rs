@@ -169,25 +169,49 @@ fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
     }
 }
 
+/// The writer fed directly and kept busy: every event submitted in order (chains interleaved,
+/// each chain's events in seq order) without waiting for receipts, then all receipts awaited.
 async fn in_process(env: &Env, regs: &[SignedEvent], work: Vec<Vec<SignedEvent>>) -> f64 {
     for r in regs {
         env.ledger.append_wait(r.clone()).await.expect("register");
     }
     let n = count(&work);
+    let events = interleave(work);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for chain in work {
-        let ledger = env.ledger.clone();
-        tasks.push(tokio::spawn(async move {
-            for ev in chain {
-                ledger.append_wait(ev).await.expect("in-process append");
-            }
-        }));
+    let mut pending = std::collections::VecDeque::new();
+    for ev in events {
+        pending.push_back(env.ledger.submit(ev).await);
+        // Keep memory bounded like a stream window would.
+        if pending.len() >= 8192 {
+            pending
+                .pop_front()
+                .unwrap()
+                .await
+                .expect("in-process append");
+        }
     }
-    for t in tasks {
-        t.await.unwrap();
+    for p in pending {
+        p.await.expect("in-process append");
     }
     n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Chains round-robin, each chain's events kept in order.
+fn interleave(work: Vec<Vec<SignedEvent>>) -> Vec<SignedEvent> {
+    let mut chains: Vec<std::vec::IntoIter<SignedEvent>> =
+        work.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    let mut live = true;
+    while live {
+        live = false;
+        for chain in chains.iter_mut() {
+            if let Some(ev) = chain.next() {
+                out.push(ev);
+                live = true;
+            }
+        }
+    }
+    out
 }
 
 async fn serve(env: &Env) -> String {
