@@ -33,7 +33,9 @@ impl From<LedgerError> for Status {
             LedgerError::Fork { .. } => Code::AlreadyExists,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
-            LedgerError::Storage(_) | LedgerError::ShuttingDown => Code::Unavailable,
+            LedgerError::Storage(_) | LedgerError::Uncertain(_) | LedgerError::ShuttingDown => {
+                Code::Unavailable
+            }
         };
         Status::new(code, e.to_string())
     }
