@@ -34,19 +34,16 @@ pub async fn connect_with(server: &str, tls: &crate::tls::TlsOptions) -> anyhow:
             .tls_config(tls.config(&host)?)
             .map_err(|e| anyhow::anyhow!("TLS configuration for {url}: {e}"))?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| {
-            // tonic's transport error says only "transport error": name the cause too.
-            let mut why = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                why = format!("{why}: {s}");
-                src = s.source();
-            }
-            anyhow::anyhow!("cannot reach the celltrail server at {url}: {why}")
-        })?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        // tonic's transport error says only "transport error": name the cause too.
+        let mut why = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            why = format!("{why}: {s}");
+            src = s.source();
+        }
+        anyhow::anyhow!("cannot reach the celltrail server at {url}: {why}")
+    })?;
     Ok(LedgerClient::new(channel).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE))
 }
 
@@ -151,10 +148,7 @@ impl Fields {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| format!("event {kind} needs --set {k}=..."))
     }
-    fn num<T: std::str::FromStr>(&mut self, k: &str) -> Result<T, String>
-    where
-        T: Default,
-    {
+    fn num<T: std::str::FromStr + Default>(&mut self, k: &str) -> Result<T, String> {
         match self.map.remove(k) {
             None => Ok(T::default()),
             Some(v) => v

@@ -333,7 +333,13 @@ impl Writer {
         } else if self.unflushed {
             match self.store.flush() {
                 Ok(()) => self.unflushed = false,
-                Err(e) => commit_error = Some(LedgerError::Uncertain(e.to_string())),
+                // sled keeps failing after an I/O error until it is reopened.
+                Err(e) => {
+                    commit_error = Some(LedgerError::Uncertain(format!(
+                        "{e}; the store has failed since an earlier write: once the disk has \
+                         space and works, restart the server"
+                    )))
+                }
             }
         }
         // On such an error the write is skipped: accepted and duplicate events get the error.

@@ -61,10 +61,9 @@ impl TlsOptions {
 
     /// The client configuration for a server whose host name is `host`.
     pub fn config(&self, host: &str) -> anyhow::Result<ClientTlsConfig> {
-        let ca = self
-            .ca
-            .as_ref()
-            .context("TLS needs --tls-ca: the CA certificate (PEM) that signed the server's certificate")?;
+        let ca = self.ca.as_ref().context(
+            "TLS needs --tls-ca: the CA certificate (PEM) that signed the server's certificate",
+        )?;
         let mut cfg = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read_pem(ca, "TLS CA")?))
             .domain_name(self.domain.clone().unwrap_or_else(|| host.to_string()));
@@ -90,21 +89,32 @@ mod tests {
     fn client_tls_needs_a_ca_and_both_halves_of_an_identity() {
         let dir = tempfile::tempdir().unwrap();
         let pem = dir.path().join("x.pem");
-        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
-            .unwrap();
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let no_ca = TlsOptions {
             cert: Some(pem.clone()),
             key: Some(pem.clone()),
             ..Default::default()
         };
         assert!(no_ca.enabled());
-        assert!(no_ca.config("h").unwrap_err().to_string().contains("--tls-ca"));
+        assert!(no_ca
+            .config("h")
+            .unwrap_err()
+            .to_string()
+            .contains("--tls-ca"));
         let half = TlsOptions {
             ca: Some(pem.clone()),
             cert: Some(pem.clone()),
             ..Default::default()
         };
-        assert!(half.config("h").unwrap_err().to_string().contains("go together"));
+        assert!(half
+            .config("h")
+            .unwrap_err()
+            .to_string()
+            .contains("go together"));
         assert!(!TlsOptions::default().enabled());
     }
 

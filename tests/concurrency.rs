@@ -45,20 +45,52 @@ async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head(
     for round in 0..25 {
         let chain = format!("RACE-{round}");
         let now = celltrail::time::now_nanos();
-        let first = signed_at_link(&chain, 0, vec![0; 32], now, "HOSP-A", enrolled(), &[(&a, Performed)]);
+        let first = signed_at_link(
+            &chain,
+            0,
+            vec![0; 32],
+            now,
+            "HOSP-A",
+            enrolled(),
+            &[(&a, Performed)],
+        );
         let head0 = EventHash::of_body(&first.body).0.to_vec();
         c.append(first).await.expect("enrol");
 
-        let ev_a = signed_at_link(&chain, 1, head0.clone(), now, "HOSP-A", collected(200), &[(&a, Performed)]);
-        let ev_b = signed_at_link(&chain, 1, head0.clone(), now, "HOSP-A", collected(300), &[(&b, Performed)]);
-        let (ha, hb) = (EventHash::of_body(&ev_a.body), EventHash::of_body(&ev_b.body));
+        let ev_a = signed_at_link(
+            &chain,
+            1,
+            head0.clone(),
+            now,
+            "HOSP-A",
+            collected(200),
+            &[(&a, Performed)],
+        );
+        let ev_b = signed_at_link(
+            &chain,
+            1,
+            head0.clone(),
+            now,
+            "HOSP-A",
+            collected(300),
+            &[(&b, Performed)],
+        );
+        let (ha, hb) = (
+            EventHash::of_body(&ev_a.body),
+            EventHash::of_body(&ev_b.body),
+        );
         let (ra, rb) = tokio::join!(ca.append(ev_a), cb.append(ev_b));
         let (winner, loser) = match (ra, rb) {
             (Ok(_), Err(e)) => (ha, e),
             (Err(e), Ok(_)) => (hb, e),
             (ra, rb) => panic!("round {round}: exactly one must win: {ra:?} / {rb:?}"),
         };
-        assert_eq!(loser.code(), Code::AlreadyExists, "round {round}: {}", loser.message());
+        assert_eq!(
+            loser.code(),
+            Code::AlreadyExists,
+            "round {round}: {}",
+            loser.message()
+        );
         let needle = format!("current head is seq 1 hash {}", winner.to_hex());
         assert!(
             loser.message().contains(&needle),
@@ -66,7 +98,9 @@ async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head(
             loser.message()
         );
         let chain_now = c
-            .get_chain(GetChainRequest { chain_id: chain.clone() })
+            .get_chain(GetChainRequest {
+                chain_id: chain.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -103,9 +137,15 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
     }
     let mut total = 0;
     for app in &apps {
-        assert!(app.in_flight.is_none(), "chain {}: an append went unanswered", app.chain);
+        assert!(
+            app.in_flight.is_none(),
+            "chain {}: an append went unanswered",
+            app.chain
+        );
         let chain = c
-            .get_chain(GetChainRequest { chain_id: app.chain.clone() })
+            .get_chain(GetChainRequest {
+                chain_id: app.chain.clone(),
+            })
             .await
             .unwrap()
             .into_inner();
@@ -114,20 +154,33 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
             .iter()
             .map(|e| e.event_hash.clone().try_into().unwrap())
             .collect();
-        assert_eq!(hashes, app.acked, "chain {}: exactly the acknowledged events, in order", app.chain);
+        assert_eq!(
+            hashes, app.acked,
+            "chain {}: exactly the acknowledged events, in order",
+            app.chain
+        );
         for (seq, e) in chain.entries.iter().enumerate() {
-            let entry = <celltrail::pb::LogEntry as prost::Message>::decode(e.entry.as_slice()).unwrap();
-            let body = <celltrail::pb::EventBody as prost::Message>::decode(entry.body.as_slice()).unwrap();
+            let entry =
+                <celltrail::pb::LogEntry as prost::Message>::decode(e.entry.as_slice()).unwrap();
+            let body = <celltrail::pb::EventBody as prost::Message>::decode(entry.body.as_slice())
+                .unwrap();
             assert_eq!(body.seq, seq as u64, "chain {} has no gaps", app.chain);
         }
         total += app.acked.len();
     }
     let all = snapshot(&mut c).await;
-    assert_eq!(all.len(), total + 1, "the log holds the key registration and every acked event");
+    assert_eq!(
+        all.len(),
+        total + 1,
+        "the log holds the key registration and every acked event"
+    );
     println!(
         "64 clients x {secs}s: {total} events acknowledged, 0 lost, {:.0} appends/s",
         total as f64 / secs as f64
     );
-    assert!(apps.iter().all(|a| !a.acked.is_empty()), "every client got through");
+    assert!(
+        apps.iter().all(|a| !a.acked.is_empty()),
+        "every client got through"
+    );
     server.stop().await;
 }

@@ -105,7 +105,7 @@ async fn check_chains_online(p: &Proc, apps: &[Appender]) -> usize {
         lost += a
             .acked
             .iter()
-            .filter(|h| !have.contains(&h.to_vec()))
+            .filter(|h| !have.contains(h.as_slice()))
             .count();
     }
     lost
@@ -153,7 +153,10 @@ async fn kill_9_during_concurrent_appends_loses_no_acknowledged_event() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(online_lost, 0);
-    assert!(acked > rounds, "the workload must actually append ({acked} acked)");
+    assert!(
+        acked > rounds,
+        "the workload must actually append ({acked} acked)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -168,7 +171,10 @@ async fn sigterm_during_concurrent_appends_answers_in_flight_and_exits_0() {
         if let Some(s) = p.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut stderr = String::new();
@@ -176,7 +182,10 @@ async fn sigterm_during_concurrent_appends_answers_in_flight_and_exits_0() {
         use std::io::Read;
         let _ = e.read_to_string(&mut stderr);
     }
-    assert!(status.success(), "exit status {status:?}; stderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{stderr}"
+    );
     assert!(stderr.contains("shutting down"), "stderr:\n{stderr}");
     let apps = join(tasks).await;
 
@@ -185,6 +194,10 @@ async fn sigterm_during_concurrent_appends_answers_in_flight_and_exits_0() {
     drop(store);
     assert!(acked > 0);
     assert_eq!(lost, 0, "acknowledged events lost across SIGTERM");
+    assert_eq!(
+        recorded_unacked, 0,
+        "graceful shutdown answers every append it recorded"
+    );
     let p = Proc::start(dir.path(), &[]).await;
     assert_eq!(check_chains_online(&p, &apps).await, 0);
     println!(

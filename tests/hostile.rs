@@ -71,7 +71,8 @@ fn fixture() -> &'static Fixture {
             &[(&admin, SignatureMeaning::Performed)],
             now,
         );
-        rt.block_on(opened.ledger.append(reg)).expect("register nurse");
+        rt.block_on(opened.ledger.append(reg))
+            .expect("register nurse");
         let valid = sign_draft(
             Draft {
                 chain_id: "FUZZ-1".into(),
@@ -108,14 +109,24 @@ fn append_hostile(ev: SignedEvent) -> Result<(), TestCaseError> {
     let valid_hash = EventHash::of_body(&f.valid.body).0.to_vec();
     match result {
         Ok(r) => {
-            prop_assert_eq!(&r.event_hash, &valid_hash, "only the validly signed event may be accepted");
-            prop_assert!(after <= 2, "at most the registration and the one valid event");
+            prop_assert_eq!(
+                &r.event_hash,
+                &valid_hash,
+                "only the validly signed event may be accepted"
+            );
+            prop_assert!(
+                after <= 2,
+                "at most the registration and the one valid event"
+            );
         }
         Err(e) => {
             prop_assert_eq!(after, before, "a rejected append changed the store: {}", e);
             let status = tonic::Status::from(e);
             prop_assert!(
-                !matches!(status.code(), Code::Unavailable | Code::Internal | Code::Unknown),
+                !matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Internal | Code::Unknown
+                ),
                 "hostile input must be refused as the client's fault, not {:?}: {}",
                 status.code(),
                 status.message()
@@ -136,7 +147,10 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1..=255u8).prop_map(|(i, x)| Mutation::Flip(i, x)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..12))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..12)
+        )
             .prop_map(|(i, b)| Mutation::Insert(i, b)),
     ]
 }
@@ -249,10 +263,17 @@ proptest! {
 async fn still_serves(server: &TestServer) {
     let mut c = server.client().await;
     let err = c
-        .get_head(GetHeadRequest { chain_id: "NO-SUCH".into() })
+        .get_head(GetHeadRequest {
+            chain_id: "NO-SUCH".into(),
+        })
         .await
         .expect_err("no such chain");
-    assert_eq!(err.code(), Code::NotFound, "server answers normally: {}", err.message());
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "server answers normally: {}",
+        err.message()
+    );
 }
 
 #[tokio::test]
@@ -260,7 +281,10 @@ async fn one_mebibyte_message_is_refused_and_the_server_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await.max_encoding_message_size(8 << 20);
-    let big = SignedEvent { body: vec![0x42; 1 << 20], signatures: vec![] };
+    let big = SignedEvent {
+        body: vec![0x42; 1 << 20],
+        signatures: vec![],
+    };
     let err = c.append(big).await.expect_err("1 MiB must be refused");
     assert!(
         matches!(err.code(), Code::ResourceExhausted | Code::OutOfRange),
@@ -269,8 +293,14 @@ async fn one_mebibyte_message_is_refused_and_the_server_stays_up() {
         err.message()
     );
     // Under the gRPC limit but over the 64 KiB entry limit: the ledger refuses it itself.
-    let mid = SignedEvent { body: vec![0x42; 200 * 1024], signatures: vec![] };
-    let err = c.append(mid).await.expect_err("200 KiB body must be refused");
+    let mid = SignedEvent {
+        body: vec![0x42; 200 * 1024],
+        signatures: vec![],
+    };
+    let err = c
+        .append(mid)
+        .await
+        .expect_err("200 KiB body must be refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     assert!(err.message().contains("64 KiB"), "{}", err.message());
     still_serves(&server).await;
@@ -322,7 +352,10 @@ async fn garbage_and_malformed_http2_frames_never_crash_the_server() {
         // A DATA frame header claiming 16 MiB, then EOF.
         with_preface(&[settings.clone(), vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1]]),
         // HEADERS with a garbage HPACK block.
-        with_preface(&[settings.clone(), frame(1, 0x5, 1, &[0xff, 0xff, 0xff, 0xff, 0x7f])]),
+        with_preface(&[
+            settings.clone(),
+            frame(1, 0x5, 1, &[0xff, 0xff, 0xff, 0xff, 0x7f]),
+        ]),
         // WINDOW_UPDATE of 0 on the connection; PING of the wrong length; unknown frame type.
         with_preface(&[settings.clone(), frame(8, 0, 0, &[0, 0, 0, 0])]),
         with_preface(&[settings.clone(), frame(6, 0, 0, &[1, 2, 3])]),
@@ -373,7 +406,9 @@ async fn deadline_from_the_client_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await;
-    let mut req = tonic::Request::new(GetHeadRequest { chain_id: "X".into() });
+    let mut req = tonic::Request::new(GetHeadRequest {
+        chain_id: "X".into(),
+    });
     req.set_timeout(std::time::Duration::from_nanos(1));
     match c.get_head(req).await {
         Err(s) if s.code() == Code::DeadlineExceeded || s.code() == Code::Cancelled => {}

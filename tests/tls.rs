@@ -22,7 +22,9 @@ struct Ca {
 
 fn ca(dir: &Path, name: &str) -> Ca {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, format!("celltrail test CA {name}"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("celltrail test CA {name}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
     let pem = dir.join(format!("{name}-ca.pem"));
@@ -32,7 +34,8 @@ fn ca(dir: &Path, name: &str) -> Ca {
 
 /// Issues a certificate for `names` from `ca`; writes `{stem}.pem` and `{stem}.key`.
 fn leaf(dir: &Path, ca: &Ca, stem: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
-    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(DnType::CommonName, stem);
     params.extended_key_usages = vec![if client {
         ExtendedKeyUsagePurpose::ClientAuth
@@ -41,7 +44,10 @@ fn leaf(dir: &Path, ca: &Ca, stem: &str, names: &[&str], client: bool) -> (PathB
     }];
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    let (c, k) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
     std::fs::write(&c, cert.pem()).unwrap();
     std::fs::write(&k, key.serialize_pem()).unwrap();
     (c, k)
@@ -59,10 +65,22 @@ fn pki() -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let ca_ = ca(dir.path(), "hospital");
     let other = ca(dir.path(), "other");
-    let server = leaf(dir.path(), &ca_, "server", &["localhost", "127.0.0.1"], false);
+    let server = leaf(
+        dir.path(),
+        &ca_,
+        "server",
+        &["localhost", "127.0.0.1"],
+        false,
+    );
     let station = leaf(dir.path(), &ca_, "station", &["station-1"], true);
     let rogue = leaf(dir.path(), &other, "rogue", &["station-1"], true);
-    Pki { dir, ca: ca_, server, station, rogue }
+    Pki {
+        dir,
+        ca: ca_,
+        server,
+        station,
+        rogue,
+    }
 }
 
 async fn start_tls(data: &Path, tls: ServerTls) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -79,8 +97,15 @@ async fn start_tls(data: &Path, tls: ServerTls) -> (String, tokio::sync::oneshot
 
 /// A GetHead on a missing chain: `Ok(())` when the server answered (NOT_FOUND), else the error.
 async fn probe(addr: &str, tls: &TlsOptions) -> Result<(), String> {
-    let mut c = celltrail::client::connect_with(addr, tls).await.map_err(|e| e.to_string())?;
-    match c.get_head(GetHeadRequest { chain_id: "NONE".into() }).await {
+    let mut c = celltrail::client::connect_with(addr, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    match c
+        .get_head(GetHeadRequest {
+            chain_id: "NONE".into(),
+        })
+        .await
+    {
         Err(s) if s.code() == Code::NotFound => Ok(()),
         Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
         Ok(_) => Err("chain NONE exists?".into()),
@@ -100,10 +125,19 @@ fn opts(ca: Option<&Path>, id: Option<&(PathBuf, PathBuf)>) -> TlsOptions {
 async fn tls_server_answers_tls_clients_and_refuses_plain_text() {
     let p = pki();
     let data = tempfile::tempdir().unwrap();
-    let tls = ServerTls { cert: p.server.0.clone(), key: p.server.1.clone(), client_ca: None };
+    let tls = ServerTls {
+        cert: p.server.0.clone(),
+        key: p.server.1.clone(),
+        client_ca: None,
+    };
     let (addr, _stop) = start_tls(data.path(), tls).await;
-    probe(&addr, &opts(Some(&p.ca.pem), None)).await.expect("TLS client");
-    assert!(probe(&addr, &TlsOptions::default()).await.is_err(), "plain text must fail");
+    probe(&addr, &opts(Some(&p.ca.pem), None))
+        .await
+        .expect("TLS client");
+    assert!(
+        probe(&addr, &TlsOptions::default()).await.is_err(),
+        "plain text must fail"
+    );
     // A client that trusts another CA refuses the server.
     let other = p.dir.path().join("other-ca.pem");
     assert!(probe(&addr, &opts(Some(&other), None)).await.is_err());
@@ -119,14 +153,28 @@ async fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
         client_ca: Some(p.ca.pem.clone()),
     };
     let (addr, _stop) = start_tls(data.path(), tls).await;
-    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station))).await.expect("enrolled station");
+    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .expect("enrolled station");
     let no_cert = probe(&addr, &opts(Some(&p.ca.pem), None)).await;
-    assert!(no_cert.is_err(), "client without a certificate must be refused");
+    assert!(
+        no_cert.is_err(),
+        "client without a certificate must be refused"
+    );
     let rogue = probe(&addr, &opts(Some(&p.ca.pem), Some(&p.rogue))).await;
-    assert!(rogue.is_err(), "client certificate from another CA must be refused");
-    eprintln!("no cert: {}\nrogue: {}", no_cert.unwrap_err(), rogue.unwrap_err());
+    assert!(
+        rogue.is_err(),
+        "client certificate from another CA must be refused"
+    );
+    eprintln!(
+        "no cert: {}\nrogue: {}",
+        no_cert.unwrap_err(),
+        rogue.unwrap_err()
+    );
     // The enrolled station still works afterwards.
-    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station))).await.expect("station again");
+    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .expect("station again");
 }
 
 fn cli(args: &[&str]) -> std::process::Output {
@@ -148,11 +196,26 @@ async fn cli_registers_a_key_over_mutual_tls_with_the_real_binary() {
     )
     .await;
     let admin = s(&data.path().join("admin.key"));
-    let vkey = celltrail::note::NoteSigner::generate("nurse.tls").unwrap().verifier().to_key_string();
+    let vkey = celltrail::note::NoteSigner::generate("nurse.tls")
+        .unwrap()
+        .verifier()
+        .to_key_string();
     let register = |extra: &[&str]| {
         let mut a = vec![
-            "key", "register", "--server", &srv.addr, "--admin-key", &admin, "--vkey", &vkey,
-            "--role", "apheresis_nurse", "--site", "HOSP-A", "--printed-name", "TLS Nurse",
+            "key",
+            "register",
+            "--server",
+            &srv.addr,
+            "--admin-key",
+            &admin,
+            "--vkey",
+            &vkey,
+            "--role",
+            "apheresis_nurse",
+            "--site",
+            "HOSP-A",
+            "--printed-name",
+            "TLS Nurse",
         ];
         a.extend_from_slice(extra);
         cli(&a)
@@ -195,7 +258,12 @@ fn stderr_of_serve(data: &Path, extra: &[&str]) -> String {
     let _ = child.wait();
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     err
 }
 
@@ -204,14 +272,26 @@ fn plain_text_on_a_non_loopback_address_warns_and_tls_does_not() {
     let p = pki();
     let data = tempfile::tempdir().unwrap();
     let err = stderr_of_serve(data.path(), &["--listen", "0.0.0.0:0"]);
-    assert!(err.contains("WARNING: serving plain-text gRPC on non-loopback address"), "{err}");
+    assert!(
+        err.contains("WARNING: serving plain-text gRPC on non-loopback address"),
+        "{err}"
+    );
     let err = stderr_of_serve(data.path(), &["--listen", "127.0.0.1:0"]);
     assert!(!err.contains("WARNING"), "{err}");
     let s = |x: &Path| x.to_str().unwrap().to_string();
     let (cert, key, ca) = (s(&p.server.0), s(&p.server.1), s(&p.ca.pem));
     let err = stderr_of_serve(
         data.path(),
-        &["--listen", "0.0.0.0:0", "--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca],
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--client-ca",
+            &ca,
+        ],
     );
     assert!(!err.contains("WARNING"), "{err}");
 }

@@ -56,7 +56,11 @@ impl Proc {
             if tokio::net::TcpStream::connect(&p.addr).await.is_ok() {
                 return p;
             }
-            assert!(Instant::now() < deadline, "server did not come up on {}", p.addr);
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up on {}",
+                p.addr
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -237,14 +241,19 @@ pub fn check_store(data_dir: &Path) -> (celltrail::store::Store, StoreReport) {
             prev = hashes[*index as usize];
         }
         let head = store.head(id).unwrap().expect("head");
-        assert_eq!(head.seq + 1, indices.len() as u64, "head of {id} is its last event");
+        assert_eq!(
+            head.seq + 1,
+            indices.len() as u64,
+            "head of {id} is its last event"
+        );
         assert_eq!(head.hash, prev, "head hash of {id}");
     }
     if size > 0 {
         let vkey = std::fs::read_to_string(data_dir.join("log.vkey")).unwrap();
         let verifier = NoteVerifier::from_key_string(vkey.trim()).unwrap();
         let note = store.checkpoint().unwrap().expect("checkpoint stored");
-        let opened = celltrail::note::open_note(&note, &[verifier]).expect("checkpoint signed by the log key");
+        let opened = celltrail::note::open_note(&note, &[verifier])
+            .expect("checkpoint signed by the log key");
         let cp = celltrail::note::Checkpoint::parse(&opened.text).expect("checkpoint parses");
         assert_eq!(cp.size, size, "checkpoint size is tree_size");
         assert_eq!(
@@ -254,5 +263,11 @@ pub fn check_store(data_dir: &Path) -> (celltrail::store::Store, StoreReport) {
         );
     }
     let chains = chains.len();
-    (store, StoreReport { tree_size: size, chains })
+    (
+        store,
+        StoreReport {
+            tree_size: size,
+            chains,
+        },
+    )
 }
