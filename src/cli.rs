@@ -88,10 +88,10 @@ pub struct ServerArg {
     #[arg(long, env = "CELLTRAIL_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for servers that require mutual TLS; needs --tls-key.
-    #[arg(long, env = "CELLTRAIL_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "CELLTRAIL_CLIENT_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of --tls-cert.
-    #[arg(long, env = "CELLTRAIL_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "CELLTRAIL_CLIENT_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
 
