@@ -177,11 +177,8 @@ async fn sigterm_during_concurrent_appends_answers_in_flight_and_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let mut stderr = String::new();
-    if let Some(mut e) = p.child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the drain thread catch up
+    let stderr = p.stderr();
     assert!(
         status.success(),
         "exit status {status:?}; stderr:\n{stderr}"

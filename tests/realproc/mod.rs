@@ -16,6 +16,9 @@ pub struct Proc {
     pub child: Child,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// Everything the server wrote to stderr so far (drained by a thread, so the server never
+    /// blocks on a full pipe).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 fn free_port() -> u16 {
@@ -31,23 +34,39 @@ impl Proc {
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Proc {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_celltrail"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
             .arg(&addr)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("CELLTRAIL_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn celltrail serve");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let p = Proc {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
+            stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -63,6 +82,11 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     pub async fn client(&self) -> Client {
