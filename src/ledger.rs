@@ -329,7 +329,7 @@ impl Writer {
         let mut commit_error = None;
         // After an earlier failed commit, nothing is acknowledged until a flush succeeds.
         if let Some(why) = &self.poisoned {
-            commit_error = Some(LedgerError::Storage(why.clone()));
+            commit_error = Some(LedgerError::Uncertain(why.clone()));
         } else if self.unflushed {
             match self.store.flush() {
                 Ok(()) => self.unflushed = false,
