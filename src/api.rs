@@ -18,6 +18,8 @@ use tonic::{Code, Request, Response, Status};
 /// Default and largest page of `GetEntries`.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
+/// Largest `GetEntries` page in bytes (a page holds at least one entry).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Events of one `AppendStream` in flight at once (they share group commits).
 pub const STREAM_WINDOW: usize = 512;
 
@@ -37,7 +39,9 @@ impl From<LedgerError> for Status {
             LedgerError::Fork { .. } => Code::AlreadyExists,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
-            LedgerError::Storage(_) | LedgerError::ShuttingDown => Code::Unavailable,
+            LedgerError::Storage(_) | LedgerError::Uncertain(_) | LedgerError::ShuttingDown => {
+                Code::Unavailable
+            }
         };
         Status::new(code, e.to_string())
     }
@@ -185,7 +189,13 @@ impl LedgerRpc for LedgerService {
             let start = req.start.min(tree_size);
             let want = limit.min((tree_size - start).min(u32::MAX as u64) as u32) as usize;
             let mut entries = Vec::with_capacity(want);
+            let mut bytes_in_page = 0;
             for (index, bytes) in store.entries_from(start, want).map_err(LedgerError::from)? {
+                // Keep a page well under a client's 4 MiB message limit; `next` says where to go on.
+                bytes_in_page += bytes.len() + 48;
+                if bytes_in_page > MAX_PAGE_BYTES && !entries.is_empty() {
+                    break;
+                }
                 entries.push(stored_entry(index, bytes)?);
             }
             let next = start + entries.len() as u64;

@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// Log origin (checkpoint name) used when the log key is first created.
     #[arg(long, env = "CELLTRAIL_ORIGIN")]
     pub origin: Option<String>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "CELLTRAIL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CELLTRAIL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: accept only clients whose certificate chains to this CA (PEM).
+    #[arg(long, env = "CELLTRAIL_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +84,28 @@ pub struct ServerArg {
     /// Server address.
     #[arg(long, env = "CELLTRAIL_SERVER", default_value = "127.0.0.1:50051")]
     pub server: String,
+    /// Connect with TLS, trusting this CA certificate (PEM) for the server.
+    #[arg(long, env = "CELLTRAIL_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS; needs --tls-key.
+    #[arg(long, env = "CELLTRAIL_CLIENT_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CELLTRAIL_CLIENT_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServerArg {
+    /// Connects to `--server` with the TLS flags given (plain text when none).
+    pub async fn connect(&self) -> anyhow::Result<client::Client> {
+        let tls = crate::tls::TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            domain: None,
+        };
+        client::connect_with(&self.server, &tls).await
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,19 +214,32 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("  {vkey}");
         println!("  Keep this file safe: it registers and revokes every signer key.");
     }
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::tls::ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: a.client_ca.clone(),
+            }
+            .config()?,
+        ),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        eprintln!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        eprintln!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger (use --tls-cert/--tls-key and --client-ca)");
+    } else if tls.is_some() && a.client_ca.is_none() && !addr.ip().is_loopback() {
+        eprintln!("note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
     }
     println!("celltrail log {} ", opened.log_verifier.to_key_string());
     println!(
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
-    crate::server::run(listener, opened.ledger, shutdown_signal()).await
+    crate::server::run_tls(listener, opened.ledger, tls, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -277,7 +321,7 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
         }
     };
     let admin = read_key_file(&admin_key)?;
-    let mut c = client::connect(&server.server).await?;
+    let mut c = server.connect().await?;
     let draft = Draft {
         chain_id: KEYS_CHAIN.into(),
         seq: 0,
@@ -318,7 +362,7 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         comment: a.comment,
         detail,
     };
-    let mut c = client::connect(&a.server.server).await?;
+    let mut c = a.server.connect().await?;
     let r = client::append_draft(&mut c, draft, &signers).await?;
     println!(
         "{} {} seq {} recorded: log index {}, event {}{}",
@@ -337,7 +381,7 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
 }
 
 async fn chain(a: ChainArgs) -> anyhow::Result<()> {
-    let mut c = client::connect(&a.server.server).await?;
+    let mut c = a.server.connect().await?;
     let resp = c
         .get_chain(GetChainRequest {
             chain_id: a.chain.clone(),

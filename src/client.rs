@@ -14,17 +14,41 @@ use tonic::transport::Channel;
 
 pub type Client = LedgerClient<Channel>;
 
-/// Connects to a server given as `host:port` or `http://host:port`.
+/// Largest response the client decodes (a chain or a page of entries can exceed the server's
+/// 256 KiB request limit).
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// Connects to a server given as `host:port` or `http://host:port` (plain text).
 pub async fn connect(server: &str) -> anyhow::Result<Client> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
+    connect_with(server, &crate::tls::TlsOptions::default()).await
+}
+
+/// Connects with TLS when `tls` names a CA (and, for mutual TLS, a client certificate).
+pub async fn connect_with(server: &str, tls: &crate::tls::TlsOptions) -> anyhow::Result<Client> {
+    let scheme = if tls.enabled() { "https" } else { "http" };
+    let url = match server.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{server}"),
     };
-    let client = LedgerClient::connect(url.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the celltrail server at {url}: {e}"))?;
-    Ok(client.max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE))
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| anyhow::anyhow!("server address {server:?} is not a valid URL: {e}"))?;
+    if tls.enabled() {
+        let host = endpoint.uri().host().unwrap_or("localhost").to_string();
+        endpoint = endpoint
+            .tls_config(tls.config(&host)?)
+            .map_err(|e| anyhow::anyhow!("TLS configuration for {url}: {e}"))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        // tonic's transport error says only "transport error": name the cause too.
+        let mut why = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            why = format!("{why}: {s}");
+            src = s.source();
+        }
+        anyhow::anyhow!("cannot reach the celltrail server at {url}: {why}")
+    })?;
+    Ok(LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE))
 }
 
 /// Parses a meaning name (`performed`, `verified`, ...).

@@ -71,6 +71,9 @@ pub enum LedgerError {
     NotFound(String),
     #[error("the ledger store cannot be written, nothing was recorded: {0}")]
     Storage(String),
+    /// A group commit failed after its transaction may have been applied (e.g. the fsync failed).
+    #[error("the ledger store failed while recording this event ({0}); it may or may not be recorded: resubmit it unchanged (resubmission is idempotent)")]
+    Uncertain(String),
     #[error("the ledger is shutting down; retry on the restarted server")]
     ShuttingDown,
 }
@@ -161,6 +164,8 @@ impl Ledger {
             tree_size,
             last_accepted: 0,
             head_cache: HashMap::new(),
+            unflushed: false,
+            poisoned: None,
         };
         let spawn_err = |e: std::io::Error| {
             LedgerError::Storage(format!("cannot start the ledger threads: {e}"))
@@ -327,6 +332,12 @@ struct Writer {
     /// Committed heads of recently used chains (only the writer changes heads, so this always
     /// equals the store); saves a read and a JSON parse per event.
     head_cache: HashMap<String, Head>,
+    /// A commit failed: the store may hold writes that were never fsynced. Flush before the
+    /// next acknowledgement (a duplicate's receipt included).
+    unflushed: bool,
+    /// The store's state after a failed commit could not be read back: refuse appends until
+    /// a restart re-reads it (reads keep working).
+    poisoned: Option<String>,
 }
 
 /// Chains whose committed head the writer keeps in memory before it starts over.
@@ -499,17 +510,60 @@ impl Writer {
         let new_size = self.tree_size + ov.batch.entries.len() as u64;
         let mut checkpoint = None;
         let mut commit_error = None;
-        if !ov.batch.entries.is_empty() {
-            match self.finish_batch(&mut ov, new_size) {
-                Ok(cp) => checkpoint = Some(cp),
-                Err(e) => commit_error = Some(e.to_string()),
-            }
-            if commit_error.is_none() {
-                if let Err(e) = self.store.commit(&ov.batch) {
-                    commit_error = Some(e.to_string());
+        // After an earlier failed commit, nothing is acknowledged until a flush succeeds.
+        if let Some(why) = &self.poisoned {
+            commit_error = Some(LedgerError::Uncertain(why.clone()));
+        } else if self.unflushed {
+            match self.store.flush() {
+                Ok(()) => self.unflushed = false,
+                // sled keeps failing after an I/O error until it is reopened.
+                Err(e) => {
+                    commit_error = Some(LedgerError::Uncertain(format!(
+                        "{e}; the store has failed since an earlier write: once the disk has \
+                         space and works, restart the server"
+                    )))
                 }
             }
+        }
+        // On such an error the write is skipped: accepted and duplicate events get the error.
+        if commit_error.is_none() && !ov.batch.entries.is_empty() {
+            match self.finish_batch(&mut ov, new_size) {
+                Ok(cp) => checkpoint = Some(cp),
+                Err(e) => commit_error = Some(e),
+            }
+            let mut applied = false;
             if commit_error.is_none() {
+                match self.store.commit(&ov.batch) {
+                    Ok(()) => applied = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "group commit failed");
+                        // The transaction may have been applied even though `commit` failed (a
+                        // failed fsync after it). Learn which from the store, so the next group
+                        // never reuses log indices, and flush before acknowledging anything else.
+                        self.unflushed = true;
+                        commit_error = Some(match self.store.tree_size() {
+                            Ok(size) if size == self.tree_size => {
+                                LedgerError::Storage(e.to_string())
+                            }
+                            Ok(size) if size == new_size => {
+                                applied = true;
+                                LedgerError::Uncertain(e.to_string())
+                            }
+                            other => {
+                                let why = format!(
+                                    "after a failed write ({e}) the store's tree size is {other:?}, \
+                                     expected {} or {new_size}; appends are refused until the \
+                                     server restarts",
+                                    self.tree_size
+                                );
+                                self.poisoned = Some(why);
+                                LedgerError::Uncertain(e.to_string())
+                            }
+                        });
+                    }
+                }
+            }
+            if applied {
                 self.tree_size = new_size;
                 self.last_accepted = now;
                 if let Some(reg) = ov.registry.take() {
@@ -521,10 +575,8 @@ impl Writer {
                 }
                 self.head_cache.extend(ov.heads.drain());
             } else {
-                tracing::error!(
-                    error = commit_error.as_deref().unwrap_or(""),
-                    "group commit failed"
-                );
+                // Whatever the store holds now, the cache must not answer for it.
+                self.head_cache.clear();
             }
         }
         let checkpoint = match checkpoint {
@@ -534,9 +586,13 @@ impl Writer {
         for (outcome, reply) in outcomes.into_iter().zip(replies) {
             let result = match outcome {
                 Outcome::Rejected(e) => Err(e),
-                Outcome::Accepted(_) | Outcome::Duplicate(_) if commit_error.is_some() => Err(
-                    LedgerError::Storage(commit_error.clone().unwrap_or_default()),
-                ),
+                Outcome::Accepted(_) | Outcome::Duplicate(_) if commit_error.is_some() => {
+                    Err(match commit_error.as_ref().expect("checked by the guard") {
+                        LedgerError::Uncertain(m) => LedgerError::Uncertain(m.clone()),
+                        LedgerError::Storage(m) => LedgerError::Storage(m.clone()),
+                        other => LedgerError::Storage(other.to_string()),
+                    })
+                }
                 Outcome::Accepted(a) => Ok(Receipt {
                     index: a.index,
                     event_hash: a.hash.0.to_vec(),

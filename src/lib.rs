@@ -26,3 +26,4 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod tls;

@@ -19,6 +19,11 @@ use std::sync::Arc;
 /// Largest gRPC message the server decodes (an entry is capped at 64 KiB; this leaves room for
 /// signatures while refusing anything absurd before it is buffered).
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+/// Longest a request may run on the server (a client's shorter `grpc-timeout` wins); an append
+/// normally answers within one group commit, milliseconds.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most requests one connection may have in progress at once; more wait for a free slot.
+pub const CONCURRENCY_PER_CONNECTION: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -130,11 +135,29 @@ pub async fn run(
     ledger: Arc<Ledger>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_tls(listener, ledger, None, shutdown).await
+}
+
+/// [`run`] with optional TLS (mutual TLS when the config has a client CA root).
+pub async fn run_tls(
+    listener: tokio::net::TcpListener,
+    ledger: Arc<Ledger>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let service =
         crate::pb::ledger_server::LedgerServer::new(crate::api::LedgerService::new(ledger.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .context("invalid TLS configuration (certificate or key)")?;
+    }
+    builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -75,7 +75,20 @@ pub struct CommitBatch {
     pub checkpoint: Option<String>,
 }
 
+/// A write failure to simulate (tests of the disk-full / failed-fsync paths; see `inject_fault`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None = 0,
+    /// `commit` fails before writing anything, as on a full disk.
+    FailWrite = 1,
+    /// `commit` applies the transaction but the flush (fsync) fails.
+    FailFlush = 2,
+}
+
 pub struct Store {
+    /// Injected fault (a `Fault` as u8); always `Fault::None` outside tests.
+    fault: std::sync::atomic::AtomicU8,
     db: sled::Db,
     entries: sled::Tree,
     chains: sled::Tree,
@@ -126,6 +139,7 @@ impl Store {
             })?;
         let t = |name: &str| db.open_tree(name);
         Ok(Store {
+            fault: std::sync::atomic::AtomicU8::new(Fault::None as u8),
             entries: t("entries")?,
             chains: t("chains")?,
             chain_events: t("chain_events")?,
@@ -222,8 +236,44 @@ impl Store {
         }
     }
 
+    /// Makes every later `commit`/`flush` fail the given way until `Fault::None` is injected.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Fault) {
+        self.fault
+            .store(fault as u8, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn fault(&self) -> Fault {
+        match self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Fault::FailWrite,
+            2 => Fault::FailFlush,
+            _ => Fault::None,
+        }
+    }
+
+    fn injected(what: &str) -> StoreError {
+        StoreError::Io(sled::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{what}: no space left on device (injected fault)"),
+        )))
+    }
+
+    /// Flushes (fsyncs) everything written so far.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if self.fault() == Fault::FailFlush {
+            return Err(Self::injected("flush"));
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Writes one group atomically, then fsyncs. Returns only after the data is durable.
+    /// On an error the group may or may not have been applied (a failed flush leaves it applied
+    /// but perhaps not durable): callers re-read `tree_size` to learn which.
     pub fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
+        if self.fault() == Fault::FailWrite {
+            return Err(Self::injected("write"));
+        }
         let mut entries = sled::Batch::default();
         let mut chain_events = sled::Batch::default();
         let mut by_hash = sled::Batch::default();
@@ -270,7 +320,7 @@ impl Store {
                 TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
             })?;
         let applied = started.elapsed();
-        self.db.flush()?;
+        self.flush()?;
         tracing::debug!(
             entries = batch.entries.len(),
             apply_us = applied.as_micros() as u64,

@@ -1,0 +1,186 @@
+//! Concurrent appends: two stations racing for the same seq of one chain (exactly one wins, the
+//! other learns the new head), and 64 clients on distinct chains losing nothing.
+
+mod common;
+mod realproc;
+
+use celltrail::crypto::EventHash;
+use celltrail::pb::{
+    event_body::Detail, Collected, Enrolled, GetChainRequest, SignatureMeaning::Performed,
+};
+use common::*;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn enrolled() -> Detail {
+    Detail::Enrolled(Enrolled {
+        coi_ref: "COI-7F3A-2291".into(),
+        therapy: "CAR-T anti-CD19".into(),
+        manufacturing_site: "MFG-1".into(),
+    })
+}
+
+fn collected(volume_ml: u32) -> Detail {
+    Detail::Collected(Collected {
+        din: "A999926123456".into(),
+        product_code: "S1234000".into(),
+        volume_ml,
+        collection_end_unix_nanos: celltrail::time::now_nanos(),
+    })
+}
+
+/// Per DESIGN §6 a *different* event at a taken seq is a fork: `ALREADY_EXISTS`, and the status
+/// names the current head (seq and hash) so the losing station can rebase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut c = server.client().await;
+    let a = signer("nurse.station-a");
+    let b = signer("nurse.station-b");
+    register(&mut c, &server.admin, &a, "apheresis_nurse", "HOSP-A").await;
+    register(&mut c, &server.admin, &b, "apheresis_nurse", "HOSP-A").await;
+    let mut ca = server.client().await;
+    let mut cb = server.client().await;
+    for round in 0..25 {
+        let chain = format!("RACE-{round}");
+        let now = celltrail::time::now_nanos();
+        let first = signed_at_link(
+            &chain,
+            0,
+            vec![0; 32],
+            now,
+            "HOSP-A",
+            enrolled(),
+            &[(&a, Performed)],
+        );
+        let head0 = EventHash::of_body(&first.body).0.to_vec();
+        c.append(first).await.expect("enrol");
+
+        let ev_a = signed_at_link(
+            &chain,
+            1,
+            head0.clone(),
+            now,
+            "HOSP-A",
+            collected(200),
+            &[(&a, Performed)],
+        );
+        let ev_b = signed_at_link(
+            &chain,
+            1,
+            head0.clone(),
+            now,
+            "HOSP-A",
+            collected(300),
+            &[(&b, Performed)],
+        );
+        let (ha, hb) = (
+            EventHash::of_body(&ev_a.body),
+            EventHash::of_body(&ev_b.body),
+        );
+        let (ra, rb) = tokio::join!(ca.append(ev_a), cb.append(ev_b));
+        let (winner, loser) = match (ra, rb) {
+            (Ok(_), Err(e)) => (ha, e),
+            (Err(e), Ok(_)) => (hb, e),
+            (ra, rb) => panic!("round {round}: exactly one must win: {ra:?} / {rb:?}"),
+        };
+        assert_eq!(
+            loser.code(),
+            Code::AlreadyExists,
+            "round {round}: {}",
+            loser.message()
+        );
+        let needle = format!("current head is seq 1 hash {}", winner.to_hex());
+        assert!(
+            loser.message().contains(&needle),
+            "round {round}: {:?} should contain {needle:?}",
+            loser.message()
+        );
+        let chain_now = c
+            .get_chain(GetChainRequest {
+                chain_id: chain.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(chain_now.entries.len(), 2);
+        assert_eq!(chain_now.entries[1].event_hash, winner.0.to_vec());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() {
+    let secs: u64 = std::env::var("CELLTRAIL_CONCURRENCY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.many");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let mut client = server.client().await;
+        let mut app = realproc::Appender::new(format!("MANY-{i:02}"), nurse.clone());
+        tasks.push(tokio::spawn(async move {
+            app.run(&mut client, until).await;
+            app
+        }));
+    }
+    let mut apps = Vec::new();
+    for t in tasks {
+        apps.push(t.await.unwrap());
+    }
+    let mut total = 0;
+    for app in &apps {
+        assert!(
+            app.in_flight.is_none(),
+            "chain {}: an append went unanswered",
+            app.chain
+        );
+        let chain = c
+            .get_chain(GetChainRequest {
+                chain_id: app.chain.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let hashes: Vec<[u8; 32]> = chain
+            .entries
+            .iter()
+            .map(|e| e.event_hash.clone().try_into().unwrap())
+            .collect();
+        assert_eq!(
+            hashes, app.acked,
+            "chain {}: exactly the acknowledged events, in order",
+            app.chain
+        );
+        for (seq, e) in chain.entries.iter().enumerate() {
+            let entry =
+                <celltrail::pb::LogEntry as prost::Message>::decode(e.entry.as_slice()).unwrap();
+            let body = <celltrail::pb::EventBody as prost::Message>::decode(entry.body.as_slice())
+                .unwrap();
+            assert_eq!(body.seq, seq as u64, "chain {} has no gaps", app.chain);
+        }
+        total += app.acked.len();
+    }
+    let all = snapshot(&mut c).await;
+    assert_eq!(
+        all.len(),
+        total + 1,
+        "the log holds the key registration and every acked event"
+    );
+    println!(
+        "64 clients x {secs}s: {total} events acknowledged, 0 lost, {:.0} appends/s",
+        total as f64 / secs as f64
+    );
+    assert!(
+        apps.iter().all(|a| !a.acked.is_empty()),
+        "every client got through"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,297 @@
+//! Transport security with certificates made at test time (rcgen): TLS, mutual TLS that refuses
+//! clients without a certificate or with one from another CA, the CLI's TLS flags against the
+//! real binary, and the plain-text warning on a non-loopback address.
+
+mod common;
+mod realproc;
+
+use celltrail::pb::GetHeadRequest;
+use celltrail::server::{open, run_tls, ServeOptions};
+use celltrail::tls::{ServerTls, TlsOptions};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair,
+};
+use std::path::{Path, PathBuf};
+use tonic::Code;
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    pem: PathBuf,
+}
+
+fn ca(dir: &Path, name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("celltrail test CA {name}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let pem = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&pem, issuer.pem()).unwrap();
+    Ca { issuer, pem }
+}
+
+/// Issues a certificate for `names` from `ca`; writes `{stem}.pem` and `{stem}.key`.
+fn leaf(dir: &Path, ca: &Ca, stem: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, stem);
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let (c, k) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    server: (PathBuf, PathBuf),
+    station: (PathBuf, PathBuf),
+    rogue: (PathBuf, PathBuf),
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_ = ca(dir.path(), "hospital");
+    let other = ca(dir.path(), "other");
+    let server = leaf(
+        dir.path(),
+        &ca_,
+        "server",
+        &["localhost", "127.0.0.1"],
+        false,
+    );
+    let station = leaf(dir.path(), &ca_, "station", &["station-1"], true);
+    let rogue = leaf(dir.path(), &other, "rogue", &["station-1"], true);
+    Pki {
+        dir,
+        ca: ca_,
+        server,
+        station,
+        rogue,
+    }
+}
+
+async fn start_tls(data: &Path, tls: ServerTls) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let opened = open(&ServeOptions::new(data)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = tls.config().unwrap();
+    tokio::spawn(run_tls(listener, opened.ledger, Some(cfg), async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// A GetHead on a missing chain: `Ok(())` when the server answered (NOT_FOUND), else the error.
+async fn probe(addr: &str, tls: &TlsOptions) -> Result<(), String> {
+    let mut c = celltrail::client::connect_with(addr, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    match c
+        .get_head(GetHeadRequest {
+            chain_id: "NONE".into(),
+        })
+        .await
+    {
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        Ok(_) => Err("chain NONE exists?".into()),
+    }
+}
+
+fn opts(ca: Option<&Path>, id: Option<&(PathBuf, PathBuf)>) -> TlsOptions {
+    TlsOptions {
+        ca: ca.map(Path::to_path_buf),
+        cert: id.map(|i| i.0.clone()),
+        key: id.map(|i| i.1.clone()),
+        domain: None,
+    }
+}
+
+#[tokio::test]
+async fn tls_server_answers_tls_clients_and_refuses_plain_text() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let tls = ServerTls {
+        cert: p.server.0.clone(),
+        key: p.server.1.clone(),
+        client_ca: None,
+    };
+    let (addr, _stop) = start_tls(data.path(), tls).await;
+    probe(&addr, &opts(Some(&p.ca.pem), None))
+        .await
+        .expect("TLS client");
+    assert!(
+        probe(&addr, &TlsOptions::default()).await.is_err(),
+        "plain text must fail"
+    );
+    // A client that trusts another CA refuses the server.
+    let other = p.dir.path().join("other-ca.pem");
+    assert!(probe(&addr, &opts(Some(&other), None)).await.is_err());
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let tls = ServerTls {
+        cert: p.server.0.clone(),
+        key: p.server.1.clone(),
+        client_ca: Some(p.ca.pem.clone()),
+    };
+    let (addr, _stop) = start_tls(data.path(), tls).await;
+    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .expect("enrolled station");
+    let no_cert = probe(&addr, &opts(Some(&p.ca.pem), None)).await;
+    assert!(
+        no_cert.is_err(),
+        "client without a certificate must be refused"
+    );
+    let rogue = probe(&addr, &opts(Some(&p.ca.pem), Some(&p.rogue))).await;
+    assert!(
+        rogue.is_err(),
+        "client certificate from another CA must be refused"
+    );
+    eprintln!(
+        "no cert: {}\nrogue: {}",
+        no_cert.unwrap_err(),
+        rogue.unwrap_err()
+    );
+    // The enrolled station still works afterwards.
+    probe(&addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .expect("station again");
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        .args(args)
+        .output()
+        .expect("run celltrail")
+}
+
+#[tokio::test]
+async fn cli_registers_a_key_over_mutual_tls_with_the_real_binary() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let s = |x: &Path| x.to_str().unwrap().to_string();
+    let (cert, key, ca) = (s(&p.server.0), s(&p.server.1), s(&p.ca.pem));
+    let srv = realproc::Proc::start(
+        data.path(),
+        &["--tls-cert", &cert, "--tls-key", &key, "--client-ca", &ca],
+    )
+    .await;
+    let admin = s(&data.path().join("admin.key"));
+    let vkey = celltrail::note::NoteSigner::generate("nurse.tls")
+        .unwrap()
+        .verifier()
+        .to_key_string();
+    let register = |extra: &[&str]| {
+        let mut a = vec![
+            "key",
+            "register",
+            "--server",
+            &srv.addr,
+            "--admin-key",
+            &admin,
+            "--vkey",
+            &vkey,
+            "--role",
+            "apheresis_nurse",
+            "--site",
+            "HOSP-A",
+            "--printed-name",
+            "TLS Nurse",
+        ];
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    let (sc, sk) = (s(&p.station.0), s(&p.station.1));
+    let out = register(&["--tls-ca", &ca, "--tls-cert", &sc, "--tls-key", &sk]);
+    assert!(
+        out.status.success(),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recorded in the key registry"));
+    let out = register(&["--tls-ca", &ca]);
+    assert!(!out.status.success(), "no client certificate: must fail");
+    let out = register(&[]);
+    assert!(!out.status.success(), "plain text: must fail");
+}
+
+/// Starts `serve`, waits until it is serving, stops it and returns what it wrote to stderr.
+fn stderr_of_serve(data: &Path, extra: &[&str]) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // Serving starts after the warning would have been printed: wait for "serving on".
+    for line in stdout.lines() {
+        if line.unwrap().contains("serving on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
+#[test]
+fn plain_text_on_a_non_loopback_address_warns_and_tls_does_not() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let err = stderr_of_serve(data.path(), &["--listen", "0.0.0.0:0"]);
+    assert!(
+        err.contains("WARNING: serving plain-text gRPC on non-loopback address"),
+        "{err}"
+    );
+    let err = stderr_of_serve(data.path(), &["--listen", "127.0.0.1:0"]);
+    assert!(!err.contains("WARNING"), "{err}");
+    let s = |x: &Path| x.to_str().unwrap().to_string();
+    let (cert, key, ca) = (s(&p.server.0), s(&p.server.1), s(&p.ca.pem));
+    let err = stderr_of_serve(
+        data.path(),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--client-ca",
+            &ca,
+        ],
+    );
+    assert!(!err.contains("WARNING"), "{err}");
+}
