@@ -167,7 +167,8 @@ impl LedgerRpc for LedgerService {
     ) -> Result<Response<crate::pb::GetCheckpointResponse>, Status> {
         let store = self.ledger.store().clone();
         let cp = blocking(move || crate::log::checkpoint(&store)).await?;
-        let cp = cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
+        let cp =
+            cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
         Ok(Response::new(crate::pb::GetCheckpointResponse {
             tree_size: cp.checkpoint.size,
             root_hash: cp.checkpoint.root.to_vec(),

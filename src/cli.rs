@@ -531,7 +531,10 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 Some(k) => (k, "--log-key (supplied by the auditor)".to_string()),
                 None => {
                     let p = dir.join("log.vkey");
-                    (read_vkey_file(&p)?, format!("{} (in the copied data directory)", p.display()))
+                    (
+                        read_vkey_file(&p)?,
+                        format!("{} (in the copied data directory)", p.display()),
+                    )
                 }
             };
             let admins = match admins {
@@ -551,7 +554,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         (Some(path), None) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read bundle {}", path.display()))?;
-            let b = Bundle::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let b =
+                Bundle::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let opts = verify::Options {
                 log_key,
                 admins,

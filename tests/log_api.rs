@@ -27,7 +27,12 @@ fn open_cp(note: &str, key: &NoteVerifier) -> Checkpoint {
 }
 
 /// A server with 8 key events and 12 events of a bag: the receipts of the bag's events.
-async fn populated() -> (tempfile::TempDir, TestServer, celltrail::client::Client, Vec<Receipt>) {
+async fn populated() -> (
+    tempfile::TempDir,
+    TestServer,
+    celltrail::client::Client,
+    Vec<Receipt>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await;
@@ -115,7 +120,10 @@ async fn inclusion_proof_by_event_hash_defaults_to_current_size_with_checkpoint(
 async fn consistency_proofs_verify_between_every_pair_of_checkpoints() {
     let (_d, server, mut c, receipts) = populated().await;
     let key = log_key(&server);
-    let cps: Vec<Checkpoint> = receipts.iter().map(|r| open_cp(&r.checkpoint, &key)).collect();
+    let cps: Vec<Checkpoint> = receipts
+        .iter()
+        .map(|r| open_cp(&r.checkpoint, &key))
+        .collect();
     for old in &cps {
         for new in cps.iter().filter(|n| n.size >= old.size) {
             let p = c
@@ -126,7 +134,10 @@ async fn consistency_proofs_verify_between_every_pair_of_checkpoints() {
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!((p.old_root.clone(), p.new_root.clone()), (old.root.to_vec(), new.root.to_vec()));
+            assert_eq!(
+                (p.old_root.clone(), p.new_root.clone()),
+                (old.root.to_vec(), new.root.to_vec())
+            );
             merkle::verify_consistency_bytes(old.size, new.size, &old.root, &new.root, &p.hashes)
                 .unwrap_or_else(|e| panic!("{} -> {}: {e}", old.size, new.size));
             if old.size < new.size {
@@ -195,13 +206,15 @@ async fn bad_proof_requests_get_precise_statuses() {
     )
     .await;
     expect_status(
-        c.get_inclusion_proof(incl(Leaf::EventHash(vec![7; 32]), 0)).await,
+        c.get_inclusion_proof(incl(Leaf::EventHash(vec![7; 32]), 0))
+            .await,
         Code::NotFound,
         "no event with hash 0707",
     )
     .await;
     expect_status(
-        c.get_inclusion_proof(incl(Leaf::EventHash(vec![7; 31]), 0)).await,
+        c.get_inclusion_proof(incl(Leaf::EventHash(vec![7; 31]), 0))
+            .await,
         Code::InvalidArgument,
         "event hash is 31 bytes, expected 32",
     )

@@ -199,14 +199,34 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Decodes and checks what every entry must satisfy: index, chain, shape, link, proof.
-    fn common(
+    /// Checks the entry's inclusion proof, if it has one. Run after the signature and rule
+    /// checks so that a tampered entry is reported by its most specific cause.
+    fn prove(
         &self,
         item: &Item,
         chain: &str,
-        head: Option<&Head>,
+        seq: u64,
         report: &mut Report,
-    ) -> Result<Decoded, Failure> {
+    ) -> Result<(), Failure> {
+        if let (Some(proof), Some((size, root))) = (&item.proof, self.root) {
+            let leaf = merkle::leaf_hash(&item.bytes);
+            merkle::verify_inclusion(&leaf, item.index, size, proof, &root).map_err(|e| {
+                Failure {
+                    index: Some(item.index),
+                    chain: Some(chain.to_string()),
+                    seq: Some(seq),
+                    reason: format!(
+                        "inclusion proof against the checkpoint (size {size}) fails: {e}"
+                    ),
+                }
+            })?;
+            report.inclusion_proofs += 1;
+        }
+        Ok(())
+    }
+
+    /// Decodes and checks what every entry must satisfy: index, chain, shape, link.
+    fn common(&self, item: &Item, chain: &str, head: Option<&Head>) -> Result<Decoded, Failure> {
         let at = |seq: Option<u64>, reason: String| Failure {
             index: Some(item.index),
             chain: Some(chain.to_string()),
@@ -214,7 +234,10 @@ impl Ctx<'_> {
             reason,
         };
         let entry = LogEntry::decode(item.bytes.as_slice()).map_err(|e| {
-            at(None, format!("entry bytes are not a celltrail.v1.LogEntry: {e}"))
+            at(
+                None,
+                format!("entry bytes are not a celltrail.v1.LogEntry: {e}"),
+            )
         })?;
         if entry.index != item.index {
             return Err(at(
@@ -226,7 +249,10 @@ impl Ctx<'_> {
             ));
         }
         let body = EventBody::decode(entry.body.as_slice()).map_err(|e| {
-            at(None, format!("event body bytes are not a celltrail.v1.EventBody: {e}"))
+            at(
+                None,
+                format!("event body bytes are not a celltrail.v1.EventBody: {e}"),
+            )
         })?;
         let seq = Some(body.seq);
         if body.chain_id != chain {
@@ -242,16 +268,6 @@ impl Ctx<'_> {
         check_shape(&body, &ev, entry.accepted_at_unix_nanos)
             .map_err(|e| at(seq, format!("malformed event: {e}")))?;
         check_link(&body, head).map_err(|e| at(seq, format!("chain link broken: {e}")))?;
-        if let (Some(proof), Some((size, root))) = (&item.proof, self.root) {
-            let leaf = merkle::leaf_hash(&item.bytes);
-            merkle::verify_inclusion(&leaf, item.index, size, proof, &root).map_err(|e| {
-                at(
-                    seq,
-                    format!("inclusion proof against the checkpoint (size {size}) fails: {e}"),
-                )
-            })?;
-            report.inclusion_proofs += 1;
-        }
         Ok(Decoded {
             hash: EventHash::of_body(&entry.body),
             entry,
@@ -294,7 +310,7 @@ impl Ctx<'_> {
         mut reg: Registry,
         report: &mut Report,
     ) -> Result<(Head, Registry), Failure> {
-        let d = self.common(item, KEYS_CHAIN, head, report)?;
+        let d = self.common(item, KEYS_CHAIN, head)?;
         let at = |reason: String| Failure {
             index: Some(item.index),
             chain: Some(KEYS_CHAIN.into()),
@@ -320,6 +336,7 @@ impl Ctx<'_> {
             }
         }
         .map_err(|e| at(e.to_string()))?;
+        self.prove(item, KEYS_CHAIN, d.body.seq, report)?;
         Ok((head_of(&d), reg))
     }
 
@@ -357,7 +374,7 @@ impl Ctx<'_> {
         regs: &Registries,
         report: &mut Report,
     ) -> Result<(Decoded, ChainState, TimelineRow), Failure> {
-        let d = self.common(item, chain, head, report)?;
+        let d = self.common(item, chain, head)?;
         let at = |reason: String| Failure {
             index: Some(item.index),
             chain: Some(chain.to_string()),
@@ -393,6 +410,7 @@ impl Ctx<'_> {
             .policy
             .apply(state, &d.body, &signers)
             .map_err(|v| at(format!("custody policy: {v}")))?;
+        self.prove(item, chain, d.body.seq, report)?;
         let row = TimelineRow {
             index: item.index,
             chain: chain.to_string(),
@@ -618,11 +636,7 @@ pub fn verify_store(
     policy: &Policy,
     previous: Option<&str>,
 ) -> Report {
-    let mut report = Report::new(
-        &keys.log_key.to_key_string(),
-        &keys.log_key_source,
-        policy,
-    );
+    let mut report = Report::new(&keys.log_key.to_key_string(), &keys.log_key_source, policy);
     let note = match store.checkpoint() {
         Ok(Some(n)) => n,
         Ok(None) => return report.fail(top("the store holds no signed checkpoint")),
@@ -715,10 +729,7 @@ pub fn verify_store(
     }
     let registry = by_chain.remove(KEYS_CHAIN).unwrap_or_default();
     let chains: Vec<(String, Vec<Item>)> = by_chain.into_iter().collect();
-    let ctx = Ctx {
-        root: None,
-        policy,
-    };
+    let ctx = Ctx { root: None, policy };
     let failure = replay(&ctx, &registry, &chains, &keys.admins, &mut report);
     if let Some(f) = failure {
         return report.fail(f);

@@ -159,11 +159,36 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             received(APH, "GRAI-SHIPPER-1", 3.5, 6.0, 20 * 60),
             vec![(&k.mfg, Performed)],
         ),
-        step(4 * HOUR, MFG, mstep("activation", &[]), vec![(&k.mfg, Performed)]),
-        step(DAY, MFG, mstep("transduction", &[]), vec![(&k.mfg, Performed)]),
-        step(2 * DAY, MFG, mstep("expansion", &[]), vec![(&k.mfg, Performed)]),
-        step(7 * DAY, MFG, mstep("harvest", &[]), vec![(&k.mfg, Performed)]),
-        step(4 * HOUR, MFG, mstep("formulation", &[]), vec![(&k.mfg, Performed)]),
+        step(
+            4 * HOUR,
+            MFG,
+            mstep("activation", &[]),
+            vec![(&k.mfg, Performed)],
+        ),
+        step(
+            DAY,
+            MFG,
+            mstep("transduction", &[]),
+            vec![(&k.mfg, Performed)],
+        ),
+        step(
+            2 * DAY,
+            MFG,
+            mstep("expansion", &[]),
+            vec![(&k.mfg, Performed)],
+        ),
+        step(
+            7 * DAY,
+            MFG,
+            mstep("harvest", &[]),
+            vec![(&k.mfg, Performed)],
+        ),
+        step(
+            4 * HOUR,
+            MFG,
+            mstep("formulation", &[]),
+            vec![(&k.mfg, Performed)],
+        ),
         step(
             2 * HOUR,
             MFG,
@@ -287,9 +312,8 @@ impl ChainCursor {
     /// Signs the next event of the chain from `s` (times filled in).
     pub fn sign(&mut self, mut s: Step<'_>) -> SignedEvent {
         self.now += s.after;
-        match &mut s.detail {
-            Detail::Dispensed(d) => d.thawed_at_unix_nanos = self.now - 10 * MIN,
-            _ => {}
+        if let Detail::Dispensed(d) = &mut s.detail {
+            d.thawed_at_unix_nanos = self.now - 10 * MIN;
         }
         let ev = signed_at_link(
             &self.chain,
