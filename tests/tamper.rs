@@ -86,7 +86,14 @@ async fn export_over_grpc(server: &TestServer, data: &Path, args: &[&str], out: 
 async fn build_fixture() -> Fixture {
     let root =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tamper-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    // Fixtures of earlier runs (one directory per test process) are removed here.
+    if let Ok(dirs) = std::fs::read_dir(env!("CARGO_TARGET_TMPDIR")) {
+        for d in dirs.flatten() {
+            if d.file_name().to_string_lossy().starts_with("tamper-") {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
     std::fs::create_dir_all(&root).unwrap();
     let data = root.join("data");
     let keys = Keys::new();
