@@ -160,3 +160,114 @@ pub fn consistency_proof(
         hashes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitBatch, NewEntry};
+    use std::collections::HashMap;
+
+    /// A store holding `n` entries in groups of 3, with nodes and a signed checkpoint as the
+    /// writer stores them; returns it with the reference leaf hashes.
+    fn store_with(n: u64) -> (tempfile::TempDir, Store, Vec<Hash>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = crate::note::NoteSigner::generate("test.log").unwrap();
+        let mut nodes: HashMap<(u32, u64), Hash> = HashMap::new();
+        let mut leaves = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let end = (start + 3).min(n);
+            let mut batch = CommitBatch::default();
+            for i in start..end {
+                let bytes = format!("entry {i}").into_bytes();
+                let leaf = merkle::leaf_hash(&bytes);
+                leaves.push(leaf);
+                let done = merkle::nodes_completed_by_append(i, leaf, |l, x| {
+                    nodes.get(&(l, x)).copied().ok_or(())
+                })
+                .unwrap();
+                for (id, h) in done {
+                    nodes.insert(id, h);
+                    batch.nodes.push((id, h));
+                }
+                batch.entries.push(NewEntry {
+                    index: i,
+                    bytes,
+                    event_hash: EventHash([i as u8; 32]),
+                    chain_id: "A".into(),
+                    seq: i,
+                });
+            }
+            let cp = Checkpoint {
+                origin: "test.log".into(),
+                size: end,
+                root: merkle::root(&leaves),
+                extensions: vec![],
+            };
+            batch.tree_size = end;
+            batch.checkpoint = Some(crate::note::sign_note(&cp.to_text(), &[&key]).unwrap());
+            store.commit(&batch).unwrap();
+            start = end;
+        }
+        (dir, store, leaves)
+    }
+
+    #[test]
+    fn proofs_from_the_store_equal_the_reference_proofs_at_every_size() {
+        let (_d, store, leaves) = store_with(13);
+        for size in 1..=13u64 {
+            let l = &leaves[..size as usize];
+            assert_eq!(root_at(&store, size).unwrap(), merkle::root(l));
+            for index in 0..size {
+                let p = inclusion_proof(&store, index, size).unwrap();
+                assert_eq!(p.hashes, merkle::inclusion_proof(l, index).unwrap());
+                assert_eq!(p.leaf_hash, leaves[index as usize]);
+            }
+            for old in 1..=size {
+                let c = consistency_proof(&store, old, size).unwrap();
+                assert_eq!(c.hashes, merkle::consistency_proof(l, old).unwrap());
+            }
+        }
+        let cp = checkpoint(&store).unwrap().unwrap();
+        assert_eq!(cp.checkpoint.size, 13);
+        assert_eq!(cp.checkpoint.root, merkle::root(&leaves));
+    }
+
+    #[test]
+    fn sizes_and_indexes_outside_the_log_are_refused_precisely() {
+        let (_d, store, _) = store_with(5);
+        let msg = |r: Result<Inclusion, LogError>| match r {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("must fail"),
+        };
+        assert!(matches!(resolve_size(&store, 0), Ok(5)));
+        assert_eq!(
+            msg(inclusion_proof(&store, 0, 6)),
+            "tree size 6 is larger than the current checkpoint's size 5"
+        );
+        assert_eq!(
+            msg(inclusion_proof(&store, 5, 0)),
+            "entry 5 does not exist: the log has 5 entries"
+        );
+        assert_eq!(
+            msg(inclusion_proof(&store, 3, 2)),
+            "entry 3 is not in the tree of size 2; ask for a size above 3"
+        );
+        assert!(matches!(
+            consistency_proof(&store, 0, 3),
+            Err(LogError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            consistency_proof(&store, 4, 3),
+            Err(LogError::InvalidArgument(_))
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        let store = Store::open(empty.path()).unwrap();
+        assert!(matches!(checkpoint(&store), Ok(None)));
+        assert!(matches!(
+            inclusion_proof(&store, 0, 0),
+            Err(LogError::NotFound(_))
+        ));
+    }
+}

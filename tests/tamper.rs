@@ -737,3 +737,40 @@ fn data_dir_detects_history_rewritten_after_a_kept_checkpoint() {
         &["log history was rewritten"],
     );
 }
+
+#[test]
+fn detects_a_key_registry_entry_removed() {
+    // Dropping the registration of the courier (registry seq 1) breaks the keys chain there.
+    let path = tampered("registry-removed", |b| {
+        b.registry.remove(1);
+    });
+    assert_fails(
+        &verify(&[p(&path)]),
+        &["entry 2 (chain keys seq 2)", "seq 2 would leave a gap"],
+    );
+}
+
+#[test]
+fn detects_custody_policy_violation_under_a_stricter_table() {
+    // The auditor's own table: a release needs a second QA signature (APPROVED), so the replay
+    // must stop at the release (seq 18), which only one QA person signed.
+    let fx = fixture();
+    let table = celltrail::policy::DEFAULT_TABLE_TOML;
+    let strict = table.replacen(
+        "to = \"Released\"\nsignatures = [{ role = \"qa\", meaning = \"PERFORMED\" }]",
+        "to = \"Released\"\nsignatures = [{ role = \"qa\", meaning = \"PERFORMED\" }, { role = \"qa\", meaning = \"APPROVED\" }]",
+        1,
+    );
+    assert_ne!(strict, table, "the default table has a released row");
+    let path = fx.root.join("strict-policy.toml");
+    std::fs::write(&path, strict).unwrap();
+    let index = load(&fx.bundle).chains[0].entries[18].index;
+    let o = verify(&[p(&fx.bundle), "--policy", p(&path)]);
+    assert_fails(
+        &o,
+        &[
+            &format!("entry {index} (chain BAG-1 seq 18)"),
+            "custody policy",
+        ],
+    );
+}

@@ -92,3 +92,59 @@ impl Bundle {
         Ok(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            exported_at: "2026-01-01T00:00:00Z".into(),
+            anchors: Anchors {
+                log_key: "log+01020304+AQ==".into(),
+                admin_keys: vec!["admin+01020304+AQ==".into()],
+            },
+            checkpoint: "log\n1\nAA==\n\n— log AAAA\n".into(),
+            tree_size: 1,
+            registry: vec![],
+            chains: vec![Chain {
+                chain_id: "BAG-1".into(),
+                entries: vec![Entry {
+                    index: 0,
+                    entry: b64(b"\x00\x01\xff"),
+                    proof: vec![],
+                }],
+            }],
+            consistency: vec![],
+        }
+    }
+
+    #[test]
+    fn bundle_round_trips_through_json_with_exact_entry_bytes() {
+        let b = sample();
+        let back = Bundle::from_json(&b.to_json()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(
+            unb64(&back.chains[0].entries[0].entry).unwrap(),
+            b"\x00\x01\xff"
+        );
+    }
+
+    #[test]
+    fn rejects_other_formats_and_accepts_missing_consistency() {
+        let mut b = sample();
+        b.format = "celltrail-bundle/v2".into();
+        let err = Bundle::from_json(&b.to_json()).unwrap_err();
+        assert!(
+            err.contains("this verifier reads \"celltrail-bundle/v1\""),
+            "{err}"
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("consistency");
+        assert!(Bundle::from_json(&v.to_string()).is_ok());
+        assert!(Bundle::from_json("{}")
+            .unwrap_err()
+            .starts_with("not a bundle"));
+    }
+}
