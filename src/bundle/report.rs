@@ -35,7 +35,7 @@ pub fn text(r: &Report, what: &str) -> String {
             let _ = writeln!(s, "\nchain {chain}");
             let _ = writeln!(
                 s,
-                "  {:<4} {:<6} {:<24} {:<10} {:<20} {:<18} signers",
+                "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} signers",
                 "seq", "index", "occurred (UTC)", "site", "event", "state after"
             );
         }
@@ -49,14 +49,19 @@ pub fn text(r: &Report, what: &str) -> String {
                 )
             })
             .collect();
+        let event = if row.detail.is_empty() {
+            row.event.clone()
+        } else {
+            format!("{} ({})", row.event, row.detail)
+        };
         let _ = writeln!(
             s,
-            "  {:<4} {:<6} {:<24} {:<10} {:<20} {:<18} {}",
+            "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} {}",
             row.seq,
             row.index,
-            row.occurred_at,
+            whole_seconds(&row.occurred_at),
             row.site,
-            row.event,
+            event,
             row.state,
             signers.join("; ")
         );
@@ -85,4 +90,12 @@ pub fn text(r: &Report, what: &str) -> String {
         }
     }
     s
+}
+
+/// `2026-10-16T13:50:18.123Z` -> `2026-10-16T13:50:18Z` for the table (JSON keeps the full time).
+fn whole_seconds(t: &str) -> String {
+    match (t.find('.'), t.strip_suffix('Z')) {
+        (Some(dot), Some(_)) => format!("{}Z", &t[..dot]),
+        _ => t.to_string(),
+    }
 }

@@ -69,6 +69,8 @@ pub struct TimelineRow {
     pub occurred_at: String,
     pub site: String,
     pub event: String,
+    /// A few words on what happened (step name, QC test and result, route, bag).
+    pub detail: String,
     /// Custody state after the event.
     pub state: String,
     pub event_hash: String,
@@ -424,11 +426,45 @@ impl Ctx<'_> {
                 .map(crate::client::kind_name)
                 .unwrap_or("?")
                 .to_string(),
+            detail: d.body.detail.as_ref().map(summary).unwrap_or_default(),
             state: next.state_name().to_string(),
             event_hash: d.hash.to_hex(),
             signers: rows,
         };
         Ok((d, next, row))
+    }
+}
+
+/// A few words on an event for the timeline (no PHI: the CoI reference is pseudonymous).
+fn summary(d: &Detail) -> String {
+    match d {
+        Detail::Enrolled(e) => format!("CoI {}, {}", e.coi_ref, e.therapy),
+        Detail::Collected(c) => format!("DIN {} {} mL", c.din, c.volume_ml),
+        Detail::Packed(p) => format!("shipper {}", p.shipper_id),
+        Detail::Shipped(s) => format!("{} -> {}", s.from_site, s.to_site),
+        Detail::Received(r) => format!(
+            "from {}, seal {}, {}..{} C",
+            r.from_site,
+            if r.seal_intact { "intact" } else { "BROKEN" },
+            r.temp_min_c,
+            r.temp_max_c
+        ),
+        Detail::ManufacturingStep(m) => m.step.clone(),
+        Detail::QcResult(q) => format!("{} {}", q.test, if q.passed { "passed" } else { "FAILED" }),
+        Detail::Released(r) if r.exceptional => {
+            format!("exceptional, deviation {}", r.deviation_id)
+        }
+        Detail::Rejected(r) => r.reason.clone(),
+        Detail::Stored(s) => s.location.clone(),
+        Detail::Dispensed(d) => format!("bag {}", d.product_bag_id),
+        Detail::BedsideCheck(b) => format!("bag {}", b.product_bag_id),
+        Detail::Infused(i) => format!("bag {}", i.product_bag_id),
+        Detail::Hold(h) => h.reason.clone(),
+        Detail::HoldReleased(h) => h.reason.clone(),
+        Detail::Deviation(d) => d.deviation_id.clone(),
+        Detail::Destroyed(d) => d.reason.clone(),
+        Detail::CustodyHandoff(h) => format!("{} -> {}", h.from_site, h.to_site),
+        _ => String::new(),
     }
 }
 
