@@ -160,12 +160,12 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             };
             let store = crate::store::Store::open(&dir.join("db"))
                 .context("audit a copy of the data directory, not the live one")?;
-            let keys = verify::DataDirKeys {
+            let keys = crate::bundle::audit::DataDirKeys {
                 log_key,
                 log_key_source: source,
                 admins,
             };
-            let r = verify::verify_store(&store, &keys, &policy, previous.as_deref());
+            let r = crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref());
             (r, format!("--data-dir {}", dir.display()))
         }
         (Some(path), None) => {

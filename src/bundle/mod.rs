@@ -5,6 +5,7 @@
 //! shape and link checks, `registry`, `policy`, `crypto`, `merkle`, `note`), and `report`
 //! renders the verdict for people or machines.
 
+pub mod audit;
 pub mod cmd;
 pub mod export;
 pub mod report;

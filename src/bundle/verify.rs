@@ -15,7 +15,7 @@ use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
 use crate::policy::{ChainState, Policy, Signer};
 use crate::registry::{Registry, KEYS_CHAIN};
-use crate::store::{Head, Store};
+use crate::store::Head;
 use prost::Message;
 use serde::Serialize;
 
@@ -105,7 +105,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(log_key: &str, source: &str, policy: &Policy) -> Report {
+    pub(super) fn new(log_key: &str, source: &str, policy: &Policy) -> Report {
         Report {
             ok: false,
             log_key: log_key.to_string(),
@@ -122,14 +122,14 @@ impl Report {
         }
     }
 
-    fn fail(mut self, f: Failure) -> Report {
+    pub(super) fn fail(mut self, f: Failure) -> Report {
         self.ok = false;
         self.failure = Some(f);
         self
     }
 }
 
-fn top(reason: impl Into<String>) -> Failure {
+pub(super) fn top(reason: impl Into<String>) -> Failure {
     Failure {
         index: None,
         chain: None,
@@ -144,7 +144,11 @@ fn parse_key(s: &str, what: &str) -> Result<NoteVerifier, Failure> {
 }
 
 /// Opens `note` with the log key and parses the checkpoint; the origin must be the key's name.
-fn open_checkpoint(note: &str, key: &NoteVerifier, what: &str) -> Result<Checkpoint, Failure> {
+pub(super) fn open_checkpoint(
+    note: &str,
+    key: &NoteVerifier,
+    what: &str,
+) -> Result<Checkpoint, Failure> {
     let opened = open_note(note, std::slice::from_ref(key)).map_err(|e| {
         top(format!(
             "{what}: signature does not verify with log key {}: {e}",
@@ -195,9 +199,9 @@ struct Decoded {
     hash: EventHash,
 }
 
-struct Ctx<'a> {
-    root: Option<(u64, Hash)>,
-    policy: &'a Policy,
+pub(super) struct Ctx<'a> {
+    pub(super) root: Option<(u64, Hash)>,
+    pub(super) policy: &'a Policy,
 }
 
 impl Ctx<'_> {
@@ -478,7 +482,7 @@ fn head_of(d: &Decoded) -> Head {
 }
 
 /// Replays the registry and every chain; records the timeline and the lowest-index failure.
-fn replay(
+pub(super) fn replay(
     ctx: &Ctx,
     registry: &[Item],
     chains: &[(String, Vec<Item>)],
@@ -614,7 +618,7 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
 }
 
 /// Checks that the auditor's earlier checkpoint is a prefix of `cp`; returns its size.
-fn check_previous(
+pub(super) fn check_previous(
     prev_note: &str,
     key: &NoteVerifier,
     cp: &Checkpoint,
@@ -654,132 +658,4 @@ fn check_previous(
         },
     )?;
     Ok(prev.size)
-}
-
-/// Where a data directory's trust comes from.
-pub struct DataDirKeys {
-    pub log_key: NoteVerifier,
-    pub log_key_source: String,
-    pub admins: Vec<NoteVerifier>,
-}
-
-/// Audits a whole copied store: every entry present and matching its stored leaf hash, every
-/// chain replayed (links, signatures, registry, policy), and the Merkle root recomputed from
-/// all entries compared with the stored signed checkpoint.
-pub fn verify_store(
-    store: &Store,
-    keys: &DataDirKeys,
-    policy: &Policy,
-    previous: Option<&str>,
-) -> Report {
-    let mut report = Report::new(&keys.log_key.to_key_string(), &keys.log_key_source, policy);
-    let note = match store.checkpoint() {
-        Ok(Some(n)) => n,
-        Ok(None) => return report.fail(top("the store holds no signed checkpoint")),
-        Err(e) => return report.fail(top(e.to_string())),
-    };
-    let cp = match open_checkpoint(&note, &keys.log_key, "stored checkpoint") {
-        Ok(cp) => cp,
-        Err(f) => return report.fail(f),
-    };
-    report.checkpoint = Some(CheckpointInfo {
-        origin: cp.origin.clone(),
-        size: cp.size,
-        root: hex::encode(cp.root),
-    });
-    match store.tree_size() {
-        Ok(n) if n == cp.size => {}
-        Ok(n) => {
-            return report.fail(top(format!(
-                "store tree_size is {n}, but its signed checkpoint has size {}",
-                cp.size
-            )))
-        }
-        Err(e) => return report.fail(top(e.to_string())),
-    }
-    // Every entry, in log order, against the leaf hash recorded when it was appended.
-    let mut leaves = Vec::with_capacity(cp.size as usize);
-    let mut by_chain: std::collections::BTreeMap<String, Vec<Item>> = Default::default();
-    for index in 0..cp.size {
-        let at = |reason: String| Failure {
-            index: Some(index),
-            chain: None,
-            seq: None,
-            reason,
-        };
-        let bytes = match store.entry(index) {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                return report.fail(at(format!(
-                    "entry is missing from the store (the checkpoint covers {} entries)",
-                    cp.size
-                )))
-            }
-            Err(e) => return report.fail(at(e.to_string())),
-        };
-        let leaf = merkle::leaf_hash(&bytes);
-        if let Ok(Some(stored)) = store.node(0, index) {
-            if stored != leaf {
-                return report.fail(at(format!(
-                    "stored bytes hash to leaf {}, but the leaf recorded when it was appended is {}",
-                    hex::encode(leaf),
-                    hex::encode(stored)
-                )));
-            }
-        }
-        leaves.push(leaf);
-        let chain = LogEntry::decode(bytes.as_slice())
-            .ok()
-            .and_then(|e| EventBody::decode(e.body.as_slice()).ok())
-            .map(|b| b.chain_id)
-            .unwrap_or_default();
-        by_chain.entry(chain).or_default().push(Item {
-            index,
-            bytes,
-            proof: None,
-        });
-    }
-    if let Ok(extra) = store.entries_from(cp.size, 1) {
-        if let Some((i, _)) = extra.first() {
-            return report.fail(Failure {
-                index: Some(*i),
-                chain: None,
-                seq: None,
-                reason: format!(
-                    "the store holds entries beyond its signed checkpoint (size {})",
-                    cp.size
-                ),
-            });
-        }
-    }
-    if let Some(prev) = previous {
-        let proof = |old: u64| {
-            merkle::consistency_proof(&leaves, old)
-                .ok()
-                .map(|p| p.iter().map(|h| h.to_vec()).collect())
-        };
-        match check_previous(prev, &keys.log_key, &cp, proof) {
-            Ok(size) => report.previous_size = Some(size),
-            Err(f) => return report.fail(f),
-        }
-    }
-    let registry = by_chain.remove(KEYS_CHAIN).unwrap_or_default();
-    let chains: Vec<(String, Vec<Item>)> = by_chain.into_iter().collect();
-    let ctx = Ctx { root: None, policy };
-    let failure = replay(&ctx, &registry, &chains, &keys.admins, &mut report);
-    if let Some(f) = failure {
-        return report.fail(f);
-    }
-    let root = merkle::root(&leaves);
-    if root != cp.root {
-        return report.fail(top(format!(
-            "Merkle root recomputed from all {} entries is {}, but the signed checkpoint says {}",
-            cp.size,
-            hex::encode(root),
-            hex::encode(cp.root)
-        )));
-    }
-    report.inclusion_proofs = 0;
-    report.ok = true;
-    report
 }
