@@ -774,3 +774,54 @@ fn detects_custody_policy_violation_under_a_stricter_table() {
         ],
     );
 }
+
+#[test]
+fn pinned_admin_anchors_reject_a_registry_signed_by_another_admin_key() {
+    let fx = fixture();
+    let other = signer("admin");
+    let anchors = fx.root.join("other-anchors.txt");
+    std::fs::write(&anchors, format!("{}\n", other.verifier().to_key_string())).unwrap();
+    assert_fails(
+        &verify(&[p(&fx.bundle), "--trust-anchors", p(&anchors)]),
+        &[
+            "entry 0 (chain keys seq 0)",
+            "signature by admin does not verify",
+        ],
+    );
+}
+
+#[test]
+fn with_several_broken_chains_the_lowest_log_index_is_named() {
+    let fx = fixture();
+    let mut b = load(&fx.forked_bundle);
+    let (bag1, bag2) = (b.chains[0].clone(), b.chains[1].clone());
+    assert_eq!(
+        (bag1.chain_id.as_str(), bag2.chain_id.as_str()),
+        ("BAG-1", "BAG-2")
+    );
+    let flip = |e: &mut celltrail::bundle::Entry| {
+        let mut le = LogEntry::decode(unb64(&e.entry).unwrap().as_slice()).unwrap();
+        le.signatures[0].signature[0] ^= 1;
+        e.entry = b64(&le.encode_to_vec());
+    };
+    // BAG-2 is listed second but breaks at a lower index than BAG-1.
+    flip(&mut b.chains[1].entries[0]);
+    flip(&mut b.chains[0].entries[4]);
+    let (i1, i2) = (b.chains[0].entries[4].index, b.chains[1].entries[0].index);
+    assert!(
+        i1 < i2,
+        "BAG-1 seq 4 ({i1}) precedes BAG-2 seq 0 ({i2}) in the log"
+    );
+    b.chains.swap(0, 1);
+    let path = fx.root.join("two-broken.json");
+    std::fs::write(&path, b.to_json()).unwrap();
+    let o = verify(&[p(&path), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["failure"]["index"], i1);
+    assert_eq!(v["failure"]["chain"], "BAG-1");
+    assert_eq!(v["failure"]["seq"], 4);
+    let reason = v["failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("does not verify"), "{reason}");
+}
