@@ -23,6 +23,17 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Events of one `AppendStream` in flight at once (they share group commits).
 pub const STREAM_WINDOW: usize = 512;
 
+impl From<crate::log::LogError> for Status {
+    fn from(e: crate::log::LogError) -> Status {
+        use crate::log::LogError;
+        match e {
+            LogError::InvalidArgument(m) => Status::invalid_argument(m),
+            LogError::NotFound(m) => Status::not_found(m),
+            LogError::Store(e) => LedgerError::from(e).into(),
+        }
+    }
+}
+
 impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
         let code = match &e {
@@ -209,4 +220,94 @@ impl LedgerRpc for LedgerService {
         .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(resp))
     }
+
+    async fn get_checkpoint(
+        &self,
+        _req: Request<crate::pb::GetCheckpointRequest>,
+    ) -> Result<Response<crate::pb::GetCheckpointResponse>, Status> {
+        let store = self.ledger.store().clone();
+        let cp = blocking(move || crate::log::checkpoint(&store)).await?;
+        let cp =
+            cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
+        Ok(Response::new(crate::pb::GetCheckpointResponse {
+            tree_size: cp.checkpoint.size,
+            root_hash: cp.checkpoint.root.to_vec(),
+            checkpoint: cp.note,
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<crate::pb::GetInclusionProofRequest>,
+    ) -> Result<Response<crate::pb::InclusionProof>, Status> {
+        use crate::pb::get_inclusion_proof_request::Leaf;
+        let req = req.into_inner();
+        let store = self.ledger.store().clone();
+        let resp = blocking(move || {
+            let index = match &req.leaf {
+                Some(Leaf::Index(i)) => *i,
+                Some(Leaf::EventHash(h)) => crate::log::index_of_event(&store, h)?,
+                None => {
+                    return Err(crate::log::LogError::InvalidArgument(
+                        "name the entry by index or by event_hash".into(),
+                    ))
+                }
+            };
+            let p = crate::log::inclusion_proof(&store, index, req.tree_size)?;
+            let entry = store.entry(index)?.ok_or_else(|| {
+                crate::log::LogError::NotFound(format!("entry {index} is missing"))
+            })?;
+            let cp = crate::log::checkpoint(&store)?;
+            let checkpoint = cp
+                .filter(|c| c.checkpoint.size == p.tree_size)
+                .map(|c| c.note)
+                .unwrap_or_default();
+            Ok(crate::pb::InclusionProof {
+                index: p.index,
+                tree_size: p.tree_size,
+                leaf_hash: p.leaf_hash.to_vec(),
+                hashes: p.hashes.iter().map(|h| h.to_vec()).collect(),
+                root_hash: p.root.to_vec(),
+                entry,
+                checkpoint,
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<crate::pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<crate::pb::ConsistencyProof>, Status> {
+        let req = req.into_inner();
+        let store = self.ledger.store().clone();
+        let resp = blocking(move || {
+            let p = crate::log::consistency_proof(&store, req.old_size, req.new_size)?;
+            let checkpoint = crate::log::checkpoint(&store)?
+                .filter(|c| c.checkpoint.size == p.new_size)
+                .map(|c| c.note)
+                .unwrap_or_default();
+            Ok(crate::pb::ConsistencyProof {
+                old_size: p.old_size,
+                new_size: p.new_size,
+                hashes: p.hashes.iter().map(|h| h.to_vec()).collect(),
+                old_root: p.old_root.to_vec(),
+                new_root: p.new_root.to_vec(),
+                checkpoint,
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+}
+
+/// Runs a log read off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::log::LogError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::from)
 }

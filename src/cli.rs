@@ -39,6 +39,10 @@ pub enum Command {
     Event(EventArgs),
     /// Print a bag's chain as a table.
     Chain(ChainArgs),
+    /// Write a self-contained audit bundle for one bag (or all) (docs/bundle-format.md).
+    Export(crate::bundle::cmd::ExportArgs),
+    /// Verify an audit bundle, or a copied data directory, offline; exit 0 only if all holds.
+    Verify(crate::bundle::cmd::VerifyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -196,6 +200,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(k) => key(k).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,
+        Command::Export(a) => crate::bundle::cmd::export(a).await,
+        Command::Verify(a) => crate::bundle::cmd::verify(a),
     }
 }
 

@@ -13,12 +13,14 @@ pub mod pb {
 }
 
 pub mod api;
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod codes;
 pub mod crypto;
 pub mod keys;
 pub mod ledger;
+pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod policy;

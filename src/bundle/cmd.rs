@@ -1,0 +1,195 @@
+//! The `export` and `verify` subcommands: flags (clap derive, `CELLTRAIL_*` env) and the glue
+//! that reads files, calls `export` / `verify`, and prints the report. Wired into `cli`.
+
+use crate::cli::ServerArg;
+use crate::client;
+use anyhow::{bail, Context};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Chain id to export (repeatable).
+    #[arg(long = "chain", required_unless_present = "all")]
+    pub chains: Vec<String>,
+    /// Export every chain.
+    #[arg(long, conflicts_with = "chains")]
+    pub all: bool,
+    /// Export offline from a stopped server's data directory instead of over gRPC.
+    #[arg(long, env = "CELLTRAIL_EXPORT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log verifier key file to copy into the bundle's anchors [default with --data-dir: DIR/log.vkey].
+    #[arg(long, env = "CELLTRAIL_LOG_VKEY")]
+    pub log_vkey: Option<PathBuf>,
+    /// Trust-anchor file (admin verifier keys) to copy in [default with --data-dir: DIR/trust-anchors.txt].
+    #[arg(long, env = "CELLTRAIL_TRUST_ANCHORS")]
+    pub trust_anchors: Option<PathBuf>,
+    /// Also include a consistency proof from this earlier tree size (repeatable), for an
+    /// auditor who kept that checkpoint (`verify --previous`).
+    #[arg(long = "since-size")]
+    pub since_size: Vec<u64>,
+    /// Bundle file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Bundle file written by `celltrail export`.
+    #[arg(required_unless_present = "data_dir")]
+    pub bundle: Option<PathBuf>,
+    /// Audit a whole copied data directory instead of a bundle.
+    #[arg(long, conflicts_with = "bundle")]
+    pub data_dir: Option<PathBuf>,
+    /// Log verifier key the auditor trusts: a key string or a file holding one
+    /// [default: the bundle's anchor, or DATA_DIR/log.vkey].
+    #[arg(long, env = "CELLTRAIL_VERIFY_LOG_KEY")]
+    pub log_key: Option<String>,
+    /// Trust-anchor file of admin keys the auditor trusts [default: the bundle's anchors, or DATA_DIR/trust-anchors.txt].
+    #[arg(long)]
+    pub trust_anchors: Option<PathBuf>,
+    /// Custody policy table (TOML) to replay [default: the built-in autologous CAR-T table].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// An earlier signed checkpoint the auditor kept: also prove it is a prefix of this log.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_vkey_file(path: &std::path::Path) -> anyhow::Result<crate::note::NoteVerifier> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read log verifier key {}", path.display()))?;
+    crate::note::NoteVerifier::from_key_string(text.trim())
+        .map_err(|e| anyhow::anyhow!("{}: not a verifier key: {e}", path.display()))
+}
+
+pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    use crate::bundle::export::{anchors, from_server, from_store, Selection};
+    let sel = if a.all {
+        Selection::All
+    } else {
+        Selection::Chains(a.chains.clone())
+    };
+    let default_in = |name: &str| a.data_dir.as_ref().map(|d| d.join(name));
+    let vkey_path = a.log_vkey.clone().or_else(|| default_in("log.vkey")).context(
+        "--log-vkey FILE is required when exporting from a server (the log's verifier key, log.vkey)",
+    )?;
+    let anchors_path = a
+        .trust_anchors
+        .clone()
+        .or_else(|| default_in("trust-anchors.txt"))
+        .context("--trust-anchors FILE is required when exporting from a server")?;
+    let anchors = anchors(
+        &read_vkey_file(&vkey_path)?,
+        &crate::keys::read_trust_anchors(&anchors_path)?,
+    );
+    let bundle = match &a.data_dir {
+        Some(dir) => {
+            let store = crate::store::Store::open(&dir.join("db"))
+                .context("is the server still running on this data directory? stop it first")?;
+            from_store(&store, anchors, &sel, &a.since_size)?
+        }
+        None => {
+            let mut c = client::connect(&a.server.server).await?;
+            from_server(&mut c, anchors, &sel, &a.since_size).await?
+        }
+    };
+    std::fs::write(&a.out, bundle.to_json())
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    let events: usize = bundle.chains.iter().map(|c| c.entries.len()).sum();
+    println!(
+        "wrote {}: {} chain(s), {} events, {} key registry entries, checkpoint size {}",
+        a.out.display(),
+        bundle.chains.len(),
+        events,
+        bundle.registry.len(),
+        bundle.tree_size
+    );
+    Ok(())
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    use crate::bundle::{report, verify, Bundle};
+    let policy = match &a.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            crate::policy::Policy::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
+        }
+        None => crate::policy::Policy::default_autologous_car_t(),
+    };
+    let log_key = match &a.log_key {
+        None => None,
+        Some(s) => Some(match crate::note::NoteVerifier::from_key_string(s.trim()) {
+            Ok(k) => k,
+            Err(_) => read_vkey_file(std::path::Path::new(s))?,
+        }),
+    };
+    let admins = match &a.trust_anchors {
+        Some(p) => Some(crate::keys::read_trust_anchors(p)?),
+        None => None,
+    };
+    let previous = match &a.previous {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read previous checkpoint {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let (r, what) = match (&a.bundle, &a.data_dir) {
+        (_, Some(dir)) => {
+            let (log_key, source) = match log_key {
+                Some(k) => (k, "--log-key (supplied by the auditor)".to_string()),
+                None => {
+                    let p = dir.join("log.vkey");
+                    (
+                        read_vkey_file(&p)?,
+                        format!("{} (in the copied data directory)", p.display()),
+                    )
+                }
+            };
+            let admins = match admins {
+                Some(a) => a,
+                None => crate::keys::read_trust_anchors(&dir.join("trust-anchors.txt"))?,
+            };
+            let store = crate::store::Store::open(&dir.join("db"))
+                .context("audit a copy of the data directory, not the live one")?;
+            let keys = crate::bundle::audit::DataDirKeys {
+                log_key,
+                log_key_source: source,
+                admins,
+            };
+            let r = crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref());
+            (r, format!("--data-dir {}", dir.display()))
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read bundle {}", path.display()))?;
+            let b =
+                Bundle::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let opts = verify::Options {
+                log_key,
+                admins,
+                policy,
+                previous,
+            };
+            (verify::verify_bundle(&b, &opts), path.display().to_string())
+        }
+        (None, None) => bail!("give a BUNDLE file or --data-dir DIR"),
+    };
+    if a.json {
+        print!("{}", report::json(&r));
+    } else {
+        print!("{}", report::text(&r, &what));
+    }
+    match &r.failure {
+        None => Ok(()),
+        Some(f) => bail!("verification FAILED: {f}"),
+    }
+}

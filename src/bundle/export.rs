@@ -1,0 +1,212 @@
+//! Building a bundle: from a running server over gRPC (`GetCheckpoint`, `GetChain`,
+//! `GetEntries`, `GetInclusionProof`, `GetConsistencyProof`), or from a stopped data
+//! directory's store through `log`. Both pin every proof to one checkpoint: the latest at the
+//! start of the export; entries appended later are left out.
+
+use super::{b64, Anchors, Bundle, Chain, ConsistencyProof, Entry, FORMAT};
+use crate::client::{status_error, Client};
+use crate::note::NoteVerifier;
+use crate::pb::{
+    get_inclusion_proof_request::Leaf, EventBody, GetChainRequest, GetCheckpointRequest,
+    GetConsistencyProofRequest, GetEntriesRequest, GetInclusionProofRequest, LogEntry,
+};
+use crate::registry::KEYS_CHAIN;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use prost::Message;
+
+/// Which chains go into the bundle.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Chains(Vec<String>),
+    All,
+}
+
+pub fn anchors(log_key: &NoteVerifier, admins: &[NoteVerifier]) -> Anchors {
+    Anchors {
+        log_key: log_key.to_key_string(),
+        admin_keys: admins.iter().map(|a| a.to_key_string()).collect(),
+    }
+}
+
+fn hashes(h: &[[u8; 32]]) -> Vec<String> {
+    h.iter().map(|h| b64(h)).collect()
+}
+
+/// Exports from an opened store (the server must not be running on it).
+pub fn from_store(
+    store: &Store,
+    anchors: Anchors,
+    sel: &Selection,
+    since: &[u64],
+) -> anyhow::Result<Bundle> {
+    let cp = crate::log::checkpoint(store)?
+        .context("the log is empty: there is no checkpoint to export against")?;
+    let size = cp.checkpoint.size;
+    let ids = match sel {
+        Selection::All => store
+            .chain_ids()?
+            .into_iter()
+            .filter(|c| c != KEYS_CHAIN)
+            .collect(),
+        Selection::Chains(ids) => ids.clone(),
+    };
+    let chain_entries = |id: &str| -> anyhow::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for index in store.chain_indices(id)? {
+            if index >= size {
+                continue;
+            }
+            let bytes = store
+                .entry(index)?
+                .with_context(|| format!("entry {index} of chain {id} is missing"))?;
+            let p = crate::log::inclusion_proof(store, index, size)?;
+            out.push(Entry {
+                index,
+                entry: b64(&bytes),
+                proof: hashes(&p.hashes),
+            });
+        }
+        Ok(out)
+    };
+    let mut chains = Vec::new();
+    for id in ids {
+        let entries = chain_entries(&id)?;
+        if entries.is_empty() {
+            bail!("chain {id} has no entries in the log (size {size})");
+        }
+        chains.push(Chain {
+            chain_id: id,
+            entries,
+        });
+    }
+    let mut consistency = Vec::new();
+    for &old in since {
+        let p = crate::log::consistency_proof(store, old, size)
+            .with_context(|| format!("--since-size {old}"))?;
+        consistency.push(ConsistencyProof {
+            old_size: old,
+            proof: hashes(&p.hashes),
+        });
+    }
+    Ok(Bundle {
+        format: FORMAT.into(),
+        exported_at: crate::time::rfc3339(crate::time::now_nanos()),
+        anchors,
+        checkpoint: cp.note,
+        tree_size: size,
+        registry: chain_entries(KEYS_CHAIN)?,
+        chains,
+        consistency,
+    })
+}
+
+/// Exports from a running server over gRPC.
+pub async fn from_server(
+    c: &mut Client,
+    anchors: Anchors,
+    sel: &Selection,
+    since: &[u64],
+) -> anyhow::Result<Bundle> {
+    let cp = c
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let size = cp.tree_size;
+    let ids: Vec<String> = match sel {
+        Selection::Chains(ids) => ids.clone(),
+        Selection::All => {
+            let mut ids = std::collections::BTreeSet::new();
+            let mut start = 0;
+            while start < size {
+                let page = c
+                    .get_entries(GetEntriesRequest { start, limit: 1000 })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if page.entries.is_empty() {
+                    break;
+                }
+                for e in &page.entries {
+                    let entry = LogEntry::decode(e.entry.as_slice())?;
+                    let body = EventBody::decode(entry.body.as_slice())?;
+                    if e.index < size && body.chain_id != KEYS_CHAIN {
+                        ids.insert(body.chain_id);
+                    }
+                }
+                start = page.next;
+            }
+            ids.into_iter().collect()
+        }
+    };
+    let mut chains = Vec::new();
+    for id in &ids {
+        let entries = server_chain(c, id, size).await?;
+        if entries.is_empty() {
+            bail!("chain {id} has no entries in the log (size {size})");
+        }
+        chains.push(Chain {
+            chain_id: id.clone(),
+            entries,
+        });
+    }
+    let registry = match server_chain(c, KEYS_CHAIN, size).await {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("does not exist") => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut consistency = Vec::new();
+    for &old in since {
+        let p = c
+            .get_consistency_proof(GetConsistencyProofRequest {
+                old_size: old,
+                new_size: size,
+            })
+            .await
+            .map_err(status_error)
+            .with_context(|| format!("--since-size {old}"))?
+            .into_inner();
+        consistency.push(ConsistencyProof {
+            old_size: old,
+            proof: p.hashes.iter().map(|h| b64(h)).collect(),
+        });
+    }
+    Ok(Bundle {
+        format: FORMAT.into(),
+        exported_at: crate::time::rfc3339(crate::time::now_nanos()),
+        anchors,
+        checkpoint: cp.checkpoint,
+        tree_size: size,
+        registry,
+        chains,
+        consistency,
+    })
+}
+
+async fn server_chain(c: &mut Client, id: &str, size: u64) -> anyhow::Result<Vec<Entry>> {
+    let chain = c
+        .get_chain(GetChainRequest {
+            chain_id: id.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut out = Vec::new();
+    for e in chain.entries.into_iter().filter(|e| e.index < size) {
+        let p = c
+            .get_inclusion_proof(GetInclusionProofRequest {
+                leaf: Some(Leaf::Index(e.index)),
+                tree_size: size,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        out.push(Entry {
+            index: e.index,
+            entry: b64(&e.entry),
+            proof: p.hashes.iter().map(|h| b64(h)).collect(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,152 @@
+//! Audit bundles: the self-contained JSON file `celltrail export` writes and `celltrail verify`
+//! checks with no network (DESIGN §8). This module owns the file format (specified for third
+//! parties in `docs/bundle-format.md`); `export` builds bundles from a running server or a
+//! stopped data directory, `verify` replays them with the ledger's own pure rules (`ledger`
+//! shape and link checks, `registry`, `policy`, `crypto`, `merkle`, `note`), and `report`
+//! renders the verdict for people or machines.
+
+pub mod audit;
+pub mod cmd;
+pub mod export;
+pub mod report;
+pub mod verify;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Value of the `format` field of every bundle this version writes and reads.
+pub const FORMAT: &str = "celltrail-bundle/v1";
+
+/// The whole bundle file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub format: String,
+    /// When the bundle was written (RFC 3339 UTC); informational.
+    pub exported_at: String,
+    pub anchors: Anchors,
+    /// The C2SP signed note holding the tlog-checkpoint every proof is against.
+    pub checkpoint: String,
+    /// Size of that checkpoint's tree.
+    pub tree_size: u64,
+    /// Every entry of the `keys` chain in the checkpoint's tree, in seq order.
+    pub registry: Vec<Entry>,
+    /// The exported chains, each with all its entries in the tree, in seq order.
+    pub chains: Vec<Chain>,
+    /// Consistency proofs from earlier tree sizes to `tree_size` (`export --since-size`).
+    #[serde(default)]
+    pub consistency: Vec<ConsistencyProof>,
+}
+
+/// Keys the exporter copied in; an auditor should pin their own with `--log-key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anchors {
+    /// C2SP note verifier key of the log (signs checkpoints).
+    pub log_key: String,
+    /// C2SP note verifier keys of the operator admins (sign the key registry).
+    pub admin_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    pub chain_id: String,
+    pub entries: Vec<Entry>,
+}
+
+/// One log entry: its exact bytes and its inclusion proof against the bundle's checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub index: u64,
+    /// base64 (standard, padded) of the encoded `LogEntry` exactly as stored and hashed.
+    pub entry: String,
+    /// base64 hashes of the RFC 9162 inclusion proof, leaf to root.
+    pub proof: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    pub old_size: u64,
+    /// base64 hashes of the RFC 9162 consistency proof from `old_size` to `tree_size`.
+    pub proof: Vec<String>,
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    STANDARD.decode(s)
+}
+
+impl Bundle {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("bundles serialize to JSON") + "\n"
+    }
+
+    pub fn from_json(text: &str) -> Result<Bundle, String> {
+        let b: Bundle = serde_json::from_str(text).map_err(|e| format!("not a bundle: {e}"))?;
+        if b.format != FORMAT {
+            return Err(format!(
+                "bundle format is {:?}; this verifier reads {FORMAT:?}",
+                b.format
+            ));
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            exported_at: "2026-01-01T00:00:00Z".into(),
+            anchors: Anchors {
+                log_key: "log+01020304+AQ==".into(),
+                admin_keys: vec!["admin+01020304+AQ==".into()],
+            },
+            checkpoint: "log\n1\nAA==\n\n— log AAAA\n".into(),
+            tree_size: 1,
+            registry: vec![],
+            chains: vec![Chain {
+                chain_id: "BAG-1".into(),
+                entries: vec![Entry {
+                    index: 0,
+                    entry: b64(b"\x00\x01\xff"),
+                    proof: vec![],
+                }],
+            }],
+            consistency: vec![],
+        }
+    }
+
+    #[test]
+    fn bundle_round_trips_through_json_with_exact_entry_bytes() {
+        let b = sample();
+        let back = Bundle::from_json(&b.to_json()).unwrap();
+        assert_eq!(back, b);
+        assert_eq!(
+            unb64(&back.chains[0].entries[0].entry).unwrap(),
+            b"\x00\x01\xff"
+        );
+    }
+
+    #[test]
+    fn rejects_other_formats_and_accepts_missing_consistency() {
+        let mut b = sample();
+        b.format = "celltrail-bundle/v2".into();
+        let err = Bundle::from_json(&b.to_json()).unwrap_err();
+        assert!(
+            err.contains("this verifier reads \"celltrail-bundle/v1\""),
+            "{err}"
+        );
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v.as_object_mut().unwrap().remove("consistency");
+        assert!(Bundle::from_json(&v.to_string()).is_ok());
+        assert!(Bundle::from_json("{}")
+            .unwrap_err()
+            .starts_with("not a bundle"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Rendering a verification [`Report`]: a timeline a QA person can read, or JSON for machines.
+
+use super::verify::Report;
+use std::fmt::Write as _;
+
+/// JSON of the whole report (stable field names, see `docs/bundle-format.md`).
+pub fn json(r: &Report) -> String {
+    serde_json::to_string_pretty(r).expect("reports serialize to JSON") + "\n"
+}
+
+/// The human-readable report: what was checked against what, the timeline per chain, the verdict.
+pub fn text(r: &Report, what: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "celltrail verify {what}");
+    let _ = writeln!(s, "log key:    {}", r.log_key);
+    let _ = writeln!(s, "            from {}", r.log_key_source);
+    if let Some(cp) = &r.checkpoint {
+        let _ = writeln!(
+            s,
+            "checkpoint: {} size {} root {} (signature verified)",
+            cp.origin, cp.size, cp.root
+        );
+    }
+    if let Some(p) = r.previous_size {
+        let _ = writeln!(
+            s,
+            "previous:   checkpoint of size {p} is a prefix of this log (history not rewritten)"
+        );
+    }
+    let _ = writeln!(s, "policy:     {}", r.policy);
+    let mut chain = "";
+    for row in &r.timeline {
+        if row.chain != chain {
+            chain = &row.chain;
+            let _ = writeln!(s, "\nchain {chain}");
+            let _ = writeln!(
+                s,
+                "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} signers",
+                "seq", "index", "occurred (UTC)", "site", "event", "state after"
+            );
+        }
+        let signers: Vec<String> = row
+            .signers
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} [{}, {}] {} at {}",
+                    g.printed_name, g.key_id, g.role, g.meaning, g.signed_at
+                )
+            })
+            .collect();
+        let event = if row.detail.is_empty() {
+            row.event.clone()
+        } else {
+            format!("{} ({})", row.event, row.detail)
+        };
+        let _ = writeln!(
+            s,
+            "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} {}",
+            row.seq,
+            row.index,
+            whole_seconds(&row.occurred_at),
+            row.site,
+            event,
+            row.state,
+            signers.join("; ")
+        );
+    }
+    let _ = writeln!(s);
+    match &r.failure {
+        None => {
+            let proofs = if r.inclusion_proofs > 0 {
+                format!("{} inclusion proofs", r.inclusion_proofs)
+            } else {
+                "Merkle root recomputed from every entry".to_string()
+            };
+            let _ = writeln!(
+                s,
+                "VERDICT: VERIFIED — {} entries ({} key registry, {} chains): strict signatures, key validity and roles at signing time, chain links, custody policy from seq 0, {proofs}, checkpoint signature.",
+                r.entries_verified, r.registry_entries, r.chains
+            );
+        }
+        Some(f) => {
+            let _ = writeln!(s, "VERDICT: FAILED — {f}");
+            let _ = writeln!(
+                s,
+                "({} entries verified before the failure; nothing after it can be trusted)",
+                r.entries_verified
+            );
+        }
+    }
+    s
+}
+
+/// `2026-10-16T13:50:18.123Z` -> `2026-10-16T13:50:18Z` for the table (JSON keeps the full time).
+fn whole_seconds(t: &str) -> String {
+    match (t.find('.'), t.strip_suffix('Z')) {
+        (Some(dot), Some(_)) => format!("{}Z", &t[..dot]),
+        _ => t.to_string(),
+    }
+}

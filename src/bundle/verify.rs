@@ -1,0 +1,661 @@
+//! Offline verification of a bundle or of a copied data directory. No network, no clock: every
+//! check is the ledger's own pure rule replayed over the exact stored bytes — `ledger::check_shape`
+//! and `ledger::check_link` (with each entry's `accepted_at` as "now"), `registry` validity and
+//! roles at signing time (the registry as it stood just before the entry's log index),
+//! `crypto::verify_signature` (strict ed25519), `policy::Policy::apply` from seq 0, and
+//! `merkle` inclusion / consistency proofs against a checkpoint opened with `note`.
+//!
+//! The verdict names the first broken entry (lowest log index) and why.
+
+use super::{unb64, Bundle};
+use crate::crypto::{verify_signature, EventHash};
+use crate::ledger::{check_link, check_shape};
+use crate::merkle::{self, Hash};
+use crate::note::{open_note, Checkpoint, NoteVerifier};
+use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
+use crate::policy::{ChainState, Policy, Signer};
+use crate::registry::{Registry, KEYS_CHAIN};
+use crate::store::Head;
+use prost::Message;
+use serde::Serialize;
+
+/// What the auditor brings.
+pub struct Options {
+    /// The log key the auditor trusts; `None` = the bundle's (or data dir's) own anchor.
+    pub log_key: Option<NoteVerifier>,
+    /// Admin keys the auditor trusts; `None` = the bundle's (or data dir's) own anchors.
+    pub admins: Option<Vec<NoteVerifier>>,
+    pub policy: Policy,
+    /// An earlier checkpoint note the auditor kept (`--previous`).
+    pub previous: Option<String>,
+}
+
+/// The first thing that does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    /// Global log index of the broken entry (`None` for checkpoint-level failures).
+    pub index: Option<u64>,
+    pub chain: Option<String>,
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.index, &self.chain, self.seq) {
+            (Some(i), Some(c), Some(s)) => write!(f, "entry {i} (chain {c} seq {s}): ")?,
+            (Some(i), Some(c), None) => write!(f, "entry {i} (chain {c}): ")?,
+            (Some(i), None, _) => write!(f, "entry {i}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignerRow {
+    pub key_id: String,
+    pub printed_name: String,
+    pub role: String,
+    pub meaning: String,
+    pub signed_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineRow {
+    pub index: u64,
+    pub chain: String,
+    pub seq: u64,
+    pub occurred_at: String,
+    pub site: String,
+    pub event: String,
+    /// A few words on what happened (step name, QC test and result, route, bag).
+    pub detail: String,
+    /// Custody state after the event.
+    pub state: String,
+    pub event_hash: String,
+    pub signers: Vec<SignerRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointInfo {
+    pub origin: String,
+    pub size: u64,
+    pub root: String,
+}
+
+/// Everything `verify` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    /// The log verifier key the checkpoint was checked against.
+    pub log_key: String,
+    /// Where that key came from.
+    pub log_key_source: String,
+    pub checkpoint: Option<CheckpointInfo>,
+    /// Size of the `--previous` checkpoint proven to be a prefix, if one was given.
+    pub previous_size: Option<u64>,
+    pub registry_entries: usize,
+    pub chains: usize,
+    pub entries_verified: usize,
+    pub inclusion_proofs: usize,
+    pub policy: String,
+    pub timeline: Vec<TimelineRow>,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub(super) fn new(log_key: &str, source: &str, policy: &Policy) -> Report {
+        Report {
+            ok: false,
+            log_key: log_key.to_string(),
+            log_key_source: source.to_string(),
+            checkpoint: None,
+            previous_size: None,
+            registry_entries: 0,
+            chains: 0,
+            entries_verified: 0,
+            inclusion_proofs: 0,
+            policy: policy.name().to_string(),
+            timeline: Vec::new(),
+            failure: None,
+        }
+    }
+
+    pub(super) fn fail(mut self, f: Failure) -> Report {
+        self.ok = false;
+        self.failure = Some(f);
+        self
+    }
+}
+
+pub(super) fn top(reason: impl Into<String>) -> Failure {
+    Failure {
+        index: None,
+        chain: None,
+        seq: None,
+        reason: reason.into(),
+    }
+}
+
+fn parse_key(s: &str, what: &str) -> Result<NoteVerifier, Failure> {
+    NoteVerifier::from_key_string(s.trim())
+        .map_err(|e| top(format!("{what} {:?} is not a verifier key: {e}", s.trim())))
+}
+
+/// Opens `note` with the log key and parses the checkpoint; the origin must be the key's name.
+pub(super) fn open_checkpoint(
+    note: &str,
+    key: &NoteVerifier,
+    what: &str,
+) -> Result<Checkpoint, Failure> {
+    let opened = open_note(note, std::slice::from_ref(key)).map_err(|e| {
+        top(format!(
+            "{what}: signature does not verify with log key {}: {e}",
+            key.to_key_string()
+        ))
+    })?;
+    let cp = Checkpoint::parse(&opened.text)
+        .map_err(|e| top(format!("{what} is not a tlog-checkpoint: {e}")))?;
+    if cp.origin != key.name {
+        return Err(top(format!(
+            "{what} names origin {:?}, but the log key is {:?}",
+            cp.origin, key.name
+        )));
+    }
+    Ok(cp)
+}
+
+/// One entry to replay: where it claims to sit in the log, its exact bytes, its proof.
+pub struct Item {
+    pub index: u64,
+    pub bytes: Vec<u8>,
+    /// `None` when the caller checks the root over all entries itself (data-dir audit).
+    pub proof: Option<Vec<Hash>>,
+}
+
+/// The key registry as it stood before each key event: `(index, registry after it)`.
+struct Registries {
+    base: Registry,
+    after: Vec<(u64, Registry)>,
+}
+
+impl Registries {
+    /// The registry the server used for an entry at `index`: all key events before it.
+    fn at(&self, index: u64) -> &Registry {
+        let n = self.after.partition_point(|(i, _)| *i < index);
+        if n == 0 {
+            &self.base
+        } else {
+            &self.after[n - 1].1
+        }
+    }
+}
+
+/// A decoded entry, checked for shape and link.
+struct Decoded {
+    entry: LogEntry,
+    body: EventBody,
+    hash: EventHash,
+}
+
+pub(super) struct Ctx<'a> {
+    pub(super) root: Option<(u64, Hash)>,
+    pub(super) policy: &'a Policy,
+}
+
+impl Ctx<'_> {
+    /// Checks the entry's inclusion proof, if it has one. Run after the signature and rule
+    /// checks so that a tampered entry is reported by its most specific cause.
+    fn prove(
+        &self,
+        item: &Item,
+        chain: &str,
+        seq: u64,
+        report: &mut Report,
+    ) -> Result<(), Failure> {
+        if let (Some(proof), Some((size, root))) = (&item.proof, self.root) {
+            let leaf = merkle::leaf_hash(&item.bytes);
+            merkle::verify_inclusion(&leaf, item.index, size, proof, &root).map_err(|e| {
+                Failure {
+                    index: Some(item.index),
+                    chain: Some(chain.to_string()),
+                    seq: Some(seq),
+                    reason: format!(
+                        "inclusion proof against the checkpoint (size {size}) fails: {e}"
+                    ),
+                }
+            })?;
+            report.inclusion_proofs += 1;
+        }
+        Ok(())
+    }
+
+    /// Decodes and checks what every entry must satisfy: index, chain, shape, link.
+    fn common(&self, item: &Item, chain: &str, head: Option<&Head>) -> Result<Decoded, Failure> {
+        let at = |seq: Option<u64>, reason: String| Failure {
+            index: Some(item.index),
+            chain: Some(chain.to_string()),
+            seq,
+            reason,
+        };
+        let entry = LogEntry::decode(item.bytes.as_slice()).map_err(|e| {
+            at(
+                None,
+                format!("entry bytes are not a celltrail.v1.LogEntry: {e}"),
+            )
+        })?;
+        if entry.index != item.index {
+            return Err(at(
+                None,
+                format!(
+                    "entry bytes say log index {}, but it is listed at index {}",
+                    entry.index, item.index
+                ),
+            ));
+        }
+        let body = EventBody::decode(entry.body.as_slice()).map_err(|e| {
+            at(
+                None,
+                format!("event body bytes are not a celltrail.v1.EventBody: {e}"),
+            )
+        })?;
+        let seq = Some(body.seq);
+        if body.chain_id != chain {
+            return Err(at(
+                seq,
+                format!("the event belongs to chain {}, not {chain}", body.chain_id),
+            ));
+        }
+        let ev = SignedEvent {
+            body: entry.body.clone(),
+            signatures: entry.signatures.clone(),
+        };
+        check_shape(&body, &ev, entry.accepted_at_unix_nanos)
+            .map_err(|e| at(seq, format!("malformed event: {e}")))?;
+        check_link(&body, head).map_err(|e| at(seq, format!("chain link broken: {e}")))?;
+        Ok(Decoded {
+            hash: EventHash::of_body(&entry.body),
+            entry,
+            body,
+        })
+    }
+
+    /// Replays the keys chain with admin signatures; returns the registry before each entry,
+    /// and the first failure (the registries stop there).
+    fn registry(
+        &self,
+        items: &[Item],
+        admins: &[NoteVerifier],
+        report: &mut Report,
+    ) -> (Registries, Option<Failure>) {
+        let mut regs = Registries {
+            base: Registry::new(admins),
+            after: Vec::new(),
+        };
+        let mut head: Option<Head> = None;
+        for item in items {
+            let reg = regs.after.last().map_or(&regs.base, |(_, r)| r).clone();
+            match self.key_event(item, head.as_ref(), reg, report) {
+                Ok((h, reg)) => {
+                    head = Some(h);
+                    regs.after.push((item.index, reg));
+                    report.registry_entries += 1;
+                    report.entries_verified += 1;
+                }
+                Err(f) => return (regs, Some(f)),
+            }
+        }
+        (regs, None)
+    }
+
+    fn key_event(
+        &self,
+        item: &Item,
+        head: Option<&Head>,
+        mut reg: Registry,
+        report: &mut Report,
+    ) -> Result<(Head, Registry), Failure> {
+        let d = self.common(item, KEYS_CHAIN, head)?;
+        let at = |reason: String| Failure {
+            index: Some(item.index),
+            chain: Some(KEYS_CHAIN.into()),
+            seq: Some(d.body.seq),
+            reason,
+        };
+        for sig in &d.entry.signatures {
+            let key = reg.admin(&sig.key_id).ok_or_else(|| {
+                at(format!(
+                    "key {} is not an operator admin key of the trust anchors; only admins sign the keys chain",
+                    sig.key_id
+                ))
+            })?;
+            verify_signature(key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
+        }
+        match &d.body.detail {
+            Some(Detail::KeyRegistered(r)) => reg.register(r),
+            Some(Detail::KeyRevoked(r)) => reg.revoke(r),
+            _ => {
+                return Err(at(
+                    "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
+                ))
+            }
+        }
+        .map_err(|e| at(e.to_string()))?;
+        self.prove(item, KEYS_CHAIN, d.body.seq, report)?;
+        Ok((head_of(&d), reg))
+    }
+
+    /// Replays one chain from seq 0; returns its timeline rows and the first failure.
+    fn chain(
+        &self,
+        chain: &str,
+        items: &[Item],
+        regs: &Registries,
+        report: &mut Report,
+    ) -> (Vec<TimelineRow>, Option<Failure>) {
+        let mut rows = Vec::new();
+        let mut head: Option<Head> = None;
+        let mut state: Option<ChainState> = None;
+        for item in items {
+            match self.custody_event(chain, item, head.as_ref(), state.as_ref(), regs, report) {
+                Ok((d, next, row)) => {
+                    head = Some(head_of(&d));
+                    state = Some(next);
+                    rows.push(row);
+                    report.entries_verified += 1;
+                }
+                Err(f) => return (rows, Some(f)),
+            }
+        }
+        (rows, None)
+    }
+
+    fn custody_event(
+        &self,
+        chain: &str,
+        item: &Item,
+        head: Option<&Head>,
+        state: Option<&ChainState>,
+        regs: &Registries,
+        report: &mut Report,
+    ) -> Result<(Decoded, ChainState, TimelineRow), Failure> {
+        let d = self.common(item, chain, head)?;
+        let at = |reason: String| Failure {
+            index: Some(item.index),
+            chain: Some(chain.to_string()),
+            seq: Some(d.body.seq),
+            reason,
+        };
+        let reg = regs.at(item.index);
+        let mut signers = Vec::new();
+        let mut rows = Vec::new();
+        for sig in &d.entry.signatures {
+            let rec = reg
+                .signer_at(&sig.key_id, sig.signed_at_unix_nanos)
+                .map_err(|e| at(format!("signer rejected: {e}")))?;
+            verify_signature(&rec.public_key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
+            let meaning =
+                SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified);
+            signers.push(Signer {
+                key_id: rec.key_id.clone(),
+                role: rec.role.clone(),
+                site: rec.site.clone(),
+                meaning,
+                signed_at_unix_nanos: sig.signed_at_unix_nanos,
+            });
+            rows.push(SignerRow {
+                key_id: rec.key_id.clone(),
+                printed_name: rec.printed_name.clone(),
+                role: rec.role.clone(),
+                meaning: meaning.as_str_name().to_ascii_lowercase(),
+                signed_at: crate::time::rfc3339(sig.signed_at_unix_nanos),
+            });
+        }
+        let next = self
+            .policy
+            .apply(state, &d.body, &signers)
+            .map_err(|v| at(format!("custody policy: {v}")))?;
+        self.prove(item, chain, d.body.seq, report)?;
+        let row = TimelineRow {
+            index: item.index,
+            chain: chain.to_string(),
+            seq: d.body.seq,
+            occurred_at: crate::time::rfc3339(d.body.occurred_at_unix_nanos),
+            site: d.body.site.clone(),
+            event: d
+                .body
+                .detail
+                .as_ref()
+                .map(crate::client::kind_name)
+                .unwrap_or("?")
+                .to_string(),
+            detail: d.body.detail.as_ref().map(summary).unwrap_or_default(),
+            state: next.state_name().to_string(),
+            event_hash: d.hash.to_hex(),
+            signers: rows,
+        };
+        Ok((d, next, row))
+    }
+}
+
+/// A few words on an event for the timeline (no PHI: the CoI reference is pseudonymous).
+fn summary(d: &Detail) -> String {
+    match d {
+        Detail::Enrolled(e) => format!("CoI {}, {}", e.coi_ref, e.therapy),
+        Detail::Collected(c) => format!("DIN {} {} mL", c.din, c.volume_ml),
+        Detail::Packed(p) => format!("shipper {}", p.shipper_id),
+        Detail::Shipped(s) => format!("{} -> {}", s.from_site, s.to_site),
+        Detail::Received(r) => format!(
+            "from {}, seal {}, {}..{} C",
+            r.from_site,
+            if r.seal_intact { "intact" } else { "BROKEN" },
+            r.temp_min_c,
+            r.temp_max_c
+        ),
+        Detail::ManufacturingStep(m) => m.step.clone(),
+        Detail::QcResult(q) => format!("{} {}", q.test, if q.passed { "passed" } else { "FAILED" }),
+        Detail::Released(r) if r.exceptional => {
+            format!("exceptional, deviation {}", r.deviation_id)
+        }
+        Detail::Rejected(r) => r.reason.clone(),
+        Detail::Stored(s) => s.location.clone(),
+        Detail::Dispensed(d) => format!("bag {}", d.product_bag_id),
+        Detail::BedsideCheck(b) => format!("bag {}", b.product_bag_id),
+        Detail::Infused(i) => format!("bag {}", i.product_bag_id),
+        Detail::Hold(h) => h.reason.clone(),
+        Detail::HoldReleased(h) => h.reason.clone(),
+        Detail::Deviation(d) => d.deviation_id.clone(),
+        Detail::Destroyed(d) => d.reason.clone(),
+        Detail::CustodyHandoff(h) => format!("{} -> {}", h.from_site, h.to_site),
+        _ => String::new(),
+    }
+}
+
+fn head_of(d: &Decoded) -> Head {
+    Head {
+        seq: d.body.seq,
+        hash: d.hash.0,
+        state_name: String::new(),
+        state: serde_json::Value::Null,
+    }
+}
+
+/// Replays the registry and every chain; records the timeline and the lowest-index failure.
+pub(super) fn replay(
+    ctx: &Ctx,
+    registry: &[Item],
+    chains: &[(String, Vec<Item>)],
+    admins: &[NoteVerifier],
+    report: &mut Report,
+) -> Option<Failure> {
+    let mut failures = Vec::new();
+    let (regs, f) = ctx.registry(registry, admins, report);
+    failures.extend(f);
+    for (id, items) in chains {
+        if id == KEYS_CHAIN {
+            failures.push(top(format!(
+                "the {KEYS_CHAIN} chain is listed among the custody chains"
+            )));
+            continue;
+        }
+        let (rows, f) = ctx.chain(id, items, &regs, report);
+        report.timeline.extend(rows);
+        failures.extend(f);
+    }
+    report.chains = chains.len();
+    failures.into_iter().min_by_key(|f| f.index.unwrap_or(0))
+}
+
+fn decode_items(entries: &[super::Entry], chain: &str) -> Result<Vec<Item>, Failure> {
+    entries
+        .iter()
+        .map(|e| {
+            let at = |reason: String| Failure {
+                index: Some(e.index),
+                chain: Some(chain.to_string()),
+                seq: None,
+                reason,
+            };
+            let bytes = unb64(&e.entry).map_err(|err| at(format!("entry is not base64: {err}")))?;
+            let proof = e
+                .proof
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let raw = unb64(p)
+                        .map_err(|err| at(format!("proof hash {i} is not base64: {err}")))?;
+                    merkle::hash_from_slice(&raw, &format!("proof hash {i}"))
+                        .map_err(|err| at(err.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Item {
+                index: e.index,
+                bytes,
+                proof: Some(proof),
+            })
+        })
+        .collect()
+}
+
+/// Verifies a bundle (DESIGN §8, [R11]).
+pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
+    let (key, source) = match &opts.log_key {
+        Some(k) => (Ok(k.clone()), "--log-key (supplied by the auditor)"),
+        None => (
+            parse_key(&b.anchors.log_key, "bundle anchor log_key"),
+            "the bundle's own anchor (not independent: pin it with --log-key)",
+        ),
+    };
+    let key_string = key.as_ref().map(|k| k.to_key_string()).unwrap_or_default();
+    let report = Report::new(&key_string, source, &opts.policy);
+    let key = match key {
+        Ok(k) => k,
+        Err(f) => return report.fail(f),
+    };
+    let admins = match &opts.admins {
+        Some(a) => Ok(a.clone()),
+        None => b
+            .anchors
+            .admin_keys
+            .iter()
+            .map(|k| parse_key(k, "bundle anchor admin key"))
+            .collect(),
+    };
+    let admins = match admins {
+        Ok(a) => a,
+        Err(f) => return report.fail(f),
+    };
+    let mut report = report;
+    let cp = match open_checkpoint(&b.checkpoint, &key, "checkpoint") {
+        Ok(cp) => cp,
+        Err(f) => return report.fail(f),
+    };
+    report.checkpoint = Some(CheckpointInfo {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        root: hex::encode(cp.root),
+    });
+    if cp.size != b.tree_size {
+        return report.fail(top(format!(
+            "bundle says tree_size {}, but its signed checkpoint has size {}",
+            b.tree_size, cp.size
+        )));
+    }
+    if let Some(prev) = &opts.previous {
+        match check_previous(prev, &key, &cp, |old| {
+            b.consistency.iter().find(|c| c.old_size == old).map(|c| {
+                c.proof
+                    .iter()
+                    .map(|p| unb64(p).unwrap_or_default())
+                    .collect::<Vec<_>>()
+            })
+        }) {
+            Ok(size) => report.previous_size = Some(size),
+            Err(f) => return report.fail(f),
+        }
+    }
+    let registry = match decode_items(&b.registry, KEYS_CHAIN) {
+        Ok(r) => r,
+        Err(f) => return report.fail(f),
+    };
+    let mut chains = Vec::new();
+    for c in &b.chains {
+        match decode_items(&c.entries, &c.chain_id) {
+            Ok(items) => chains.push((c.chain_id.clone(), items)),
+            Err(f) => return report.fail(f),
+        }
+    }
+    let ctx = Ctx {
+        root: Some((cp.size, cp.root)),
+        policy: &opts.policy,
+    };
+    if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {
+        return report.fail(f);
+    }
+    report.ok = true;
+    report
+}
+
+/// Checks that the auditor's earlier checkpoint is a prefix of `cp`; returns its size.
+pub(super) fn check_previous(
+    prev_note: &str,
+    key: &NoteVerifier,
+    cp: &Checkpoint,
+    proof_for: impl Fn(u64) -> Option<Vec<Vec<u8>>>,
+) -> Result<u64, Failure> {
+    let prev = open_checkpoint(prev_note, key, "previous checkpoint")?;
+    if prev.origin != cp.origin {
+        return Err(top(format!(
+            "previous checkpoint is of log {:?}, the bundle's of {:?}",
+            prev.origin, cp.origin
+        )));
+    }
+    if prev.size > cp.size {
+        return Err(top(format!(
+            "previous checkpoint (size {}) is newer than the bundle's (size {}); export again",
+            prev.size, cp.size
+        )));
+    }
+    let proof = if prev.size == cp.size {
+        Vec::new()
+    } else {
+        proof_for(prev.size).ok_or_else(|| {
+            top(format!(
+                "the bundle carries no consistency proof from size {}; export again with --since-size {}",
+                prev.size, prev.size
+            ))
+        })?
+    };
+    merkle::verify_consistency_bytes(prev.size, cp.size, &prev.root, &cp.root, &proof).map_err(
+        |e| {
+            top(format!(
+                "log history was rewritten: the previous checkpoint (size {}, root {}) is not a prefix of the bundle's checkpoint (size {}): {e}",
+                prev.size,
+                hex::encode(prev.root),
+                cp.size
+            ))
+        },
+    )?;
+    Ok(prev.size)
+}
