@@ -477,7 +477,7 @@ fn head_of(d: &Decoded) -> Head {
         seq: d.body.seq,
         hash: d.hash.0,
         state_name: String::new(),
-        state: serde_json::Value::Null,
+        state: None,
     }
 }
 
