@@ -24,6 +24,24 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// TOML config file (keys as the serve flags: data_dir, listen, metrics_addr, ...);
+    /// precedence: flag > environment > file > default.
+    #[arg(long, global = true, env = "CELLTRAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "CELLTRAIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for Loki, Elasticsearch, Cloud Logging, ...).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -39,6 +57,32 @@ pub enum Command {
     Event(EventArgs),
     /// Print a bag's chain as a table.
     Chain(ChainArgs),
+    /// Take a consistent online snapshot of a running server into a new directory.
+    Backup(BackupArgs),
+    /// Make a new data directory from a backup (the server must not be running on it).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Directory to write the snapshot to (must not exist or be empty).
+    #[arg(long, env = "CELLTRAIL_BACKUP_TO")]
+    pub to: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Backup directory written by `celltrail backup`.
+    #[arg(long, env = "CELLTRAIL_RESTORE_FROM")]
+    pub from: PathBuf,
+    /// New data directory (must not exist or be empty).
+    #[arg(long, env = "CELLTRAIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The log's signing key file (log.key of the original data directory; never in backups).
+    #[arg(long, env = "CELLTRAIL_LOG_KEY")]
+    pub log_key: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +102,9 @@ pub struct ServeArgs {
     /// Log origin (checkpoint name) used when the log key is first created.
     #[arg(long, env = "CELLTRAIL_ORIGIN")]
     pub origin: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090) [default: off].
+    #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +212,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(k) => key(k).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,
+        Command::Backup(a) => backup(a).await,
+        Command::Restore(a) => restore(a),
     }
 }
 
@@ -195,7 +244,39 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
-    crate::server::run(listener, opened.ledger, shutdown_signal()).await
+    if let Some(m) = &a.metrics_addr {
+        let bound = crate::metrics::start(m, std::future::pending()).await?;
+        println!("celltrail metrics on http://{bound}/metrics");
+    }
+    let info = crate::server::server_info(&opts, &opened);
+    crate::server::run_with(listener, opened.ledger, info, shutdown_signal()).await
+}
+
+async fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let (m, audit) = crate::backup::backup_to(&a.server.server, &a.to).await?;
+    println!(
+        "backup of {} written to {}: {} entries, {} chains, root {} (audited: chains link, root matches the signed checkpoint)",
+        m.source,
+        a.to.display(),
+        audit.tree_size,
+        audit.chains,
+        hex::encode(audit.root)
+    );
+    Ok(())
+}
+
+fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    let audit = crate::backup::restore(&a.from, &a.data_dir, &a.log_key)?;
+    println!(
+        "restored {} into {}: {} entries, {} chains, root {}; start it with `celltrail serve --data-dir {}`",
+        a.from.display(),
+        a.data_dir.display(),
+        audit.tree_size,
+        audit.chains,
+        hex::encode(audit.root),
+        a.data_dir.display()
+    );
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

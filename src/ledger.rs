@@ -121,6 +121,10 @@ enum Msg {
     Append(Job),
     /// Finish what is queued, then exit.
     Stop,
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Commit the group in progress, then run this on the writer thread before the next group:
+    /// the store is at a group boundary and nothing writes while it runs.
+    AtBoundary(Box<dyn FnOnce() + Send>),
 }
 
 /// The ledger: a handle to the writer thread plus read access to the store.
@@ -197,6 +201,25 @@ impl Ledger {
         let _ = tokio::task::spawn_blocking(move || me.shutdown()).await;
     }
 
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Runs `f` on the writer thread between two groups (after every append queued before this
+    /// call is committed) and returns its result. Appends wait while `f` runs.
+    pub async fn at_group_boundary<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        self.tx
+            .send(Msg::AtBoundary(job))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?;
+        rx.await.map_err(|_| LedgerError::ShuttingDown)
+    }
+    // --- end ops ------------------------------------------------------------------------------
+
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
         self.store
             .head(chain_id)?
@@ -270,16 +293,19 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut group = Vec::with_capacity(self.max_group);
         let mut stopping = false;
+        let mut at_boundary = None; // ops: backup
         loop {
             match rx.blocking_recv() {
                 Some(Msg::Append(job)) => group.push(job),
                 Some(Msg::Stop) => stopping = true,
+                Some(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
                 None => stopping = true,
             }
-            while group.len() < self.max_group && !stopping {
+            while group.len() < self.max_group && !stopping && at_boundary.is_none() {
                 match rx.try_recv() {
                     Ok(Msg::Append(job)) => group.push(job),
                     Ok(Msg::Stop) => stopping = true,
+                    Ok(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
                     Err(_) => break,
                 }
             }
@@ -298,6 +324,10 @@ impl Writer {
                 return;
             }
             self.commit_group(std::mem::take(&mut group));
+            crate::metrics::queue_depth(rx.len()); // ops: metrics
+            if let Some(f) = at_boundary.take() {
+                f(); // ops: backup, runs between groups
+            }
         }
     }
 
@@ -309,10 +339,12 @@ impl Writer {
         let mut ov = Overlay::default();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
+        let verify_started = std::time::Instant::now(); // ops: metrics
         for job in group {
             outcomes.push(self.check_one(&job.event, now, &mut ov));
             replies.push(job.reply);
         }
+        crate::metrics::group_verified(verify_started.elapsed()); // ops: metrics
         let new_size = self.tree_size + ov.batch.entries.len() as u64;
         let mut checkpoint = None;
         let mut commit_error = None;
@@ -321,12 +353,18 @@ impl Writer {
                 Ok(cp) => checkpoint = Some(cp),
                 Err(e) => commit_error = Some(e.to_string()),
             }
+            let flush_started = std::time::Instant::now(); // ops: metrics
             if commit_error.is_none() {
                 if let Err(e) = self.store.commit(&ov.batch) {
                     commit_error = Some(e.to_string());
                 }
             }
             if commit_error.is_none() {
+                crate::metrics::group_committed(
+                    ov.batch.entries.len(),
+                    flush_started.elapsed(),
+                    new_size,
+                ); // ops: metrics
                 self.tree_size = new_size;
                 self.last_accepted = now;
                 if let Some(reg) = ov.registry.take() {
