@@ -232,6 +232,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("  {vkey}");
         println!("  Keep this file safe: it registers and revokes every signer key.");
     }
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -249,7 +250,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("celltrail metrics on http://{bound}/metrics");
     }
     let info = crate::server::server_info(&opts, &opened);
-    crate::server::run_with(listener, opened.ledger, info, shutdown_signal()).await
+    crate::server::run_with(listener, opened.ledger, info, shutdown).await
 }
 
 async fn backup(a: BackupArgs) -> anyhow::Result<()> {
@@ -279,15 +280,19 @@ fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// first polled), so a signal that arrives right after "serving on" is printed is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        eprintln!("celltrail: shutting down (finishing appends in flight)");
     }
-    eprintln!("celltrail: shutting down (finishing appends in flight)");
 }
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {

@@ -324,7 +324,10 @@ async fn audit_over_grpc(c: &mut Client, log_vkey: &NoteVerifier) -> (u64, usize
         .expect("checkpoint signed by the log key");
     let cp = celltrail::note::Checkpoint::parse(&note.text).unwrap();
     assert_eq!(cp.size, entries.len() as u64);
-    assert_eq!(cp.root, root, "Merkle root of the entries differs from the checkpoint");
+    assert_eq!(
+        cp.root, root,
+        "Merkle root of the entries differs from the checkpoint"
+    );
     (entries.len() as u64, heads.len())
 }
 
@@ -336,7 +339,9 @@ async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy()
     let nurse = signer("nurse.backup");
     register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
     for i in 0..10 {
-        enrol(&mut c, &nurse, &format!("BAG-PRE-{i}")).await.unwrap();
+        enrol(&mut c, &nurse, &format!("BAG-PRE-{i}"))
+            .await
+            .unwrap();
     }
 
     // Four writers keep appending (new chains and second events) while the backup runs.
@@ -368,7 +373,10 @@ async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy()
         written += w.await.unwrap();
     }
     let live = snapshot(&mut c).await;
-    assert!(manifest.tree_size > 11, "backup cut before the load started");
+    assert!(
+        manifest.tree_size > 11,
+        "backup cut before the load started"
+    );
     assert!(
         (manifest.tree_size as usize) < live.len(),
         "appends continued after the cut ({} of {} entries, {written} chains by writers)",
