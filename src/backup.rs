@@ -24,7 +24,7 @@ use crate::merkle;
 use crate::note::{Checkpoint, NoteVerifier};
 use crate::pb::admin_server::Admin;
 use crate::pb::{BackupChunk, BackupHeader, BackupRecord, BackupRequest, EventBody, LogEntry};
-use crate::store::{Store, APPEND_ONLY_TREES};
+use crate::store::{RawRecord, Store, APPEND_ONLY_TREES};
 use anyhow::{bail, Context};
 use prost::Message;
 use std::collections::HashMap;
@@ -353,7 +353,7 @@ pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Au
         if let Some(h) = chunk.header {
             header = Some(h);
         }
-        let mut by_tree: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+        let mut by_tree: HashMap<String, Vec<RawRecord>> = HashMap::new();
         for r in chunk.records {
             count += 1;
             by_tree.entry(r.tree).or_default().push((r.key, r.value));

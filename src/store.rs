@@ -278,6 +278,9 @@ impl Store {
 /// committed: a backup may copy them after the cut by filtering on the log index.
 pub const APPEND_ONLY_TREES: [&str; 4] = ["entries", "chain_events", "by_hash", "nodes"];
 
+/// One raw key/value of a tree.
+pub type RawRecord = (Vec<u8>, Vec<u8>);
+
 impl Store {
     /// Names of every tree in the store, including sled's default tree.
     pub fn raw_tree_names(&self) -> Vec<String> {
@@ -292,7 +295,7 @@ impl Store {
     pub fn raw_scan(
         &self,
         name: &str,
-    ) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>, StoreError> {
+    ) -> Result<impl Iterator<Item = Result<RawRecord, StoreError>>, StoreError> {
         let tree = self.db.open_tree(name)?;
         Ok(tree.iter().map(|item| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -301,7 +304,7 @@ impl Store {
     }
 
     /// Inserts records into tree `name` (restore only: never on a live ledger).
-    pub fn raw_insert(&self, name: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    pub fn raw_insert(&self, name: &str, records: &[RawRecord]) -> Result<(), StoreError> {
         let tree = self.db.open_tree(name)?;
         let mut batch = sled::Batch::default();
         for (k, v) in records {

@@ -33,26 +33,25 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Running {
     let mut child = cmd.spawn().expect("spawn celltrail serve");
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    loop {
+    let addr = loop {
         line.clear();
         if stdout.read_line(&mut line).unwrap() == 0 {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("server exited before serving: {err}");
+            break None;
         }
         if let Some(rest) = line.strip_prefix("celltrail serving on ") {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            return Running {
-                child,
-                addr,
-                stdout,
-            };
+            break Some(rest.split_whitespace().next().unwrap().to_string());
         }
+    };
+    let Some(addr) = addr else {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        let status = child.wait();
+        panic!("server exited ({status:?}) before serving: {err}");
+    };
+    Running {
+        child,
+        addr,
+        stdout,
     }
 }
 
