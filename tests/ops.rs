@@ -362,17 +362,31 @@ async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy()
             n
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Take the backup once the writers are well under way.
+    while snapshot(&mut c).await.len() < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let backup_dir = dir.path().join("backup");
     let (manifest, audit) = celltrail::backup::backup_to(&server.addr.to_string(), &backup_dir)
         .await
         .expect("backup");
+    // Let the writers get past the cut before stopping them, so the copy must be a strict prefix.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snapshot(&mut c).await.len() as u64 <= manifest.tree_size + 4 {
+        assert!(std::time::Instant::now() < deadline, "writers stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut written = 0;
     for w in writers {
         written += w.await.unwrap();
     }
     let live = snapshot(&mut c).await;
+    println!(
+        "backup cut at {} entries; live log {} entries; {written} writer chains",
+        manifest.tree_size,
+        live.len()
+    );
     assert!(
         manifest.tree_size > 11,
         "backup cut before the load started"
