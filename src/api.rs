@@ -36,7 +36,14 @@ impl From<crate::log::LogError> for Status {
 
 impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
-        let code = match &e {
+        Status::new(code_of(&e), e.to_string())
+    }
+}
+
+/// The one gRPC code of each `LedgerError`.
+pub fn code_of(e: &LedgerError) -> Code {
+    {
+        match e {
             LedgerError::Malformed(_) | LedgerError::BadSignature(_) => Code::InvalidArgument,
             LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => {
                 Code::InvalidArgument
@@ -53,8 +60,7 @@ impl From<LedgerError> for Status {
             LedgerError::Storage(_) | LedgerError::Uncertain(_) | LedgerError::ShuttingDown => {
                 Code::Unavailable
             }
-        };
-        Status::new(code, e.to_string())
+        }
     }
 }
 
@@ -138,17 +144,10 @@ impl LedgerRpc for LedgerService {
 
     async fn append(&self, req: Request<SignedEvent>) -> Result<Response<Receipt>, Status> {
         let started = std::time::Instant::now();
-        let result = self.ledger.append(req.into_inner()).await;
-        match &result {
-            Ok(r) => tracing::info!(
-                chain = %r.chain_id, seq = r.seq, index = r.index, duplicate = r.duplicate,
-                latency_us = started.elapsed().as_micros() as u64, "append accepted"
-            ),
-            Err(e) => tracing::info!(
-                result = "rejected", latency_us = started.elapsed().as_micros() as u64,
-                reason = %e, "append rejected"
-            ),
-        }
+        let event = req.into_inner();
+        let about = crate::applog::About::of(&event); // ops: chain, seq, kind only (no PHI)
+        let result = self.ledger.append(event).await;
+        crate::applog::append_answered(&about, &result, started.elapsed()); // ops: log + metrics
         Ok(Response::new(result?))
     }
 

@@ -24,6 +24,24 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// TOML config file (keys as the serve flags: data_dir, listen, metrics_addr, ...);
+    /// precedence: flag > environment > file > default.
+    #[arg(long, global = true, env = "CELLTRAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "CELLTRAIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for Loki, Elasticsearch, Cloud Logging, ...).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,6 +61,32 @@ pub enum Command {
     Export(crate::bundle::cmd::ExportArgs),
     /// Verify an audit bundle, or a copied data directory, offline; exit 0 only if all holds.
     Verify(crate::bundle::cmd::VerifyArgs),
+    /// Take a consistent online snapshot of a running server into a new directory.
+    Backup(BackupArgs),
+    /// Make a new data directory from a backup (the server must not be running on it).
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Directory to write the snapshot to (must not exist or be empty).
+    #[arg(long, env = "CELLTRAIL_BACKUP_TO")]
+    pub to: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Backup directory written by `celltrail backup`.
+    #[arg(long, env = "CELLTRAIL_RESTORE_FROM")]
+    pub from: PathBuf,
+    /// New data directory (must not exist or be empty).
+    #[arg(long, env = "CELLTRAIL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The log's signing key file (log.key of the original data directory; never in backups).
+    #[arg(long, env = "CELLTRAIL_LOG_KEY")]
+    pub log_key: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -71,6 +115,9 @@ pub struct ServeArgs {
     /// Mutual TLS: accept only clients whose certificate chains to this CA (PEM).
     #[arg(long, env = "CELLTRAIL_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090) [default: off].
+    #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +249,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chain(a) => chain(a).await,
         Command::Export(a) => crate::bundle::cmd::export(a).await,
         Command::Verify(a) => crate::bundle::cmd::verify(a),
+        Command::Backup(a) => backup(a).await,
+        Command::Restore(a) => restore(a),
     }
 }
 
@@ -231,6 +280,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -240,23 +290,59 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     } else if tls.is_some() && a.client_ca.is_none() && !addr.ip().is_loopback() {
         eprintln!("note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
     }
+    if let Some(m) = &a.metrics_addr {
+        let bound = crate::metrics::start(m, std::future::pending()).await?;
+        println!("celltrail metrics on http://{bound}/metrics");
+    }
     println!("celltrail log {} ", opened.log_verifier.to_key_string());
     println!(
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
-    crate::server::run_tls(listener, opened.ledger, tls, shutdown_signal()).await
+    let info = crate::server::server_info(&opts, &opened);
+    crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+async fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let (m, audit) = crate::backup::backup_to(&a.server.server, &a.to).await?;
+    println!(
+        "backup of {} written to {}: {} entries, {} chains, root {} (audited: chains link, root matches the signed checkpoint)",
+        m.source,
+        a.to.display(),
+        audit.tree_size,
+        audit.chains,
+        hex::encode(audit.root)
+    );
+    Ok(())
+}
+
+fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    let audit = crate::backup::restore(&a.from, &a.data_dir, &a.log_key)?;
+    println!(
+        "restored {} into {}: {} entries, {} chains, root {}; start it with `celltrail serve --data-dir {}`",
+        a.from.display(),
+        a.data_dir.display(),
+        audit.tree_size,
+        audit.chains,
+        hex::encode(audit.root),
+        a.data_dir.display()
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// first polled), so a signal that arrives right after "serving on" is printed is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        eprintln!("celltrail: shutting down (finishing appends in flight)");
     }
-    eprintln!("celltrail: shutting down (finishing appends in flight)");
 }
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {

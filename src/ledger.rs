@@ -124,6 +124,10 @@ enum Msg {
     Append(Job),
     /// Finish what is queued, then exit.
     Stop,
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Commit the group in progress, then run this on the writer thread before the next group:
+    /// the store is at a group boundary and nothing writes while it runs.
+    AtBoundary(Box<dyn FnOnce() + Send>),
 }
 
 /// The ledger: a handle to the writer thread plus read access to the store.
@@ -248,6 +252,25 @@ impl Ledger {
         let _ = tokio::task::spawn_blocking(move || me.shutdown()).await;
     }
 
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Runs `f` on the writer thread between two groups (after every append queued before this
+    /// call is committed) and returns its result. Appends wait while `f` runs.
+    pub async fn at_group_boundary<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        self.tx
+            .send(Msg::AtBoundary(job))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?;
+        rx.await.map_err(|_| LedgerError::ShuttingDown)
+    }
+    // --- end ops ------------------------------------------------------------------------------
+
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
         self.store
             .head(chain_id)?
@@ -318,7 +341,12 @@ struct Verifier {
     max_group: usize,
 }
 
-type Prepared = (Vec<Job>, Vec<Prep>, i64);
+/// What the verifier hands the writer, in queue order.
+enum Stage {
+    Group(Vec<Job>, Vec<Prep>, i64),
+    /// ops: backup. Run on the writer thread between two groups.
+    AtBoundary(Box<dyn FnOnce() + Send>),
+}
 
 struct Writer {
     store: Arc<Store>,
@@ -354,19 +382,22 @@ struct Overlay {
 }
 
 impl Verifier {
-    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, out: std::sync::mpsc::SyncSender<Prepared>) {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, out: std::sync::mpsc::SyncSender<Stage>) {
         let mut group = Vec::with_capacity(self.max_group);
         let mut stopping = false;
+        let mut at_boundary = None; // ops: backup
         loop {
             match rx.blocking_recv() {
                 Some(Msg::Append(job)) => group.push(job),
                 Some(Msg::Stop) => stopping = true,
+                Some(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
                 None => stopping = true,
             }
-            while group.len() < self.max_group && !stopping {
+            while group.len() < self.max_group && !stopping && at_boundary.is_none() {
                 match rx.try_recv() {
                     Ok(Msg::Append(job)) => group.push(job),
                     Ok(Msg::Stop) => stopping = true,
+                    Ok(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
                     Err(_) => break,
                 }
             }
@@ -385,13 +416,20 @@ impl Verifier {
                 return; // dropping `out` stops the writer once it has committed everything
             }
             self.pass_on(std::mem::take(&mut group), &out);
+            crate::metrics::queue_depth(rx.len()); // ops: metrics
+            if let Some(f) = at_boundary.take() {
+                // ops: backup. Runs on the writer after every group before it is committed.
+                let _ = out.send(Stage::AtBoundary(f));
+            }
         }
     }
 
-    fn pass_on(&self, group: Vec<Job>, out: &std::sync::mpsc::SyncSender<Prepared>) {
+    fn pass_on(&self, group: Vec<Job>, out: &std::sync::mpsc::SyncSender<Stage>) {
         let now = crate::time::now_nanos();
+        let verify_started = std::time::Instant::now(); // ops: metrics
         let prepared = self.prepare_group(&group, now);
-        let _ = out.send((group, prepared, now));
+        crate::metrics::group_verified(verify_started.elapsed()); // ops: metrics
+        let _ = out.send(Stage::Group(group, prepared, now));
     }
 
     /// Stateless checks of every event in the group, then all signatures whose key is already
@@ -477,9 +515,12 @@ impl Verifier {
 }
 
 impl Writer {
-    fn run(&mut self, rx: std::sync::mpsc::Receiver<Prepared>) {
-        while let Ok((group, prepared, now)) = rx.recv() {
-            self.commit_group(group, prepared, now);
+    fn run(&mut self, rx: std::sync::mpsc::Receiver<Stage>) {
+        while let Ok(stage) = rx.recv() {
+            match stage {
+                Stage::Group(group, prepared, now) => self.commit_group(group, prepared, now),
+                Stage::AtBoundary(f) => f(),
+            }
         }
     }
 
@@ -533,8 +574,16 @@ impl Writer {
             }
             let mut applied = false;
             if commit_error.is_none() {
+                let flush_started = std::time::Instant::now(); // ops: metrics
                 match self.store.commit(&ov.batch) {
-                    Ok(()) => applied = true,
+                    Ok(()) => {
+                        applied = true;
+                        crate::metrics::group_committed(
+                            ov.batch.entries.len(),
+                            flush_started.elapsed(),
+                            new_size,
+                        ); // ops: metrics
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "group commit failed");
                         // The transaction may have been applied even though `commit` failed (a

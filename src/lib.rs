@@ -13,15 +13,19 @@ pub mod pb {
 }
 
 pub mod api;
+pub mod applog;
+pub mod backup;
 pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod codes;
+pub mod config;
 pub mod crypto;
 pub mod keys;
 pub mod ledger;
 pub mod log;
 pub mod merkle;
+pub mod metrics;
 pub mod note;
 pub mod policy;
 pub mod registry;

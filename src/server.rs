@@ -135,7 +135,14 @@ pub async fn run(
     ledger: Arc<Ledger>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    run_tls(listener, ledger, None, shutdown).await
+    run_with(
+        listener,
+        ledger,
+        crate::backup::ServerInfo::default(),
+        None,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] with optional TLS (mutual TLS when the config has a client CA root).
@@ -145,9 +152,60 @@ pub async fn run_tls(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let service =
-        crate::pb::ledger_server::LedgerServer::new(crate::api::LedgerService::new(ledger.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    run_with(
+        listener,
+        ledger,
+        crate::backup::ServerInfo::default(),
+        tls,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with the public facts the admin service reports (log verifier key, trust anchors).
+///
+/// Besides `celltrail.v1.Ledger` it serves `celltrail.v1.Admin` (online backup),
+/// `grpc.health.v1.Health` and server reflection (v1). Health reports NOT_SERVING until the
+/// store is open and recovered (it is, by the time `run` is called: `open` recovers), SERVING
+/// while serving, and NOT_SERVING again as soon as `shutdown` resolves.
+pub async fn run_with(
+    listener: tokio::net::TcpListener,
+    ledger: Arc<Ledger>,
+    info: crate::backup::ServerInfo,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    type LedgerSvc = crate::pb::ledger_server::LedgerServer<crate::api::LedgerService>;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health.set_not_serving::<LedgerSvc>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    let service = LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let admin = crate::pb::admin_server::AdminServer::new(crate::backup::AdminService::new(
+        ledger.clone(),
+        info,
+    ));
+    crate::metrics::tree_size(ledger.store().tree_size().unwrap_or(0));
+    // The store is open and recovered (`open` did that): ready.
+    health.set_serving::<LedgerSvc>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reporter = health.clone();
+    let shutdown = async move {
+        shutdown.await;
+        reporter.set_not_serving::<LedgerSvc>().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    };
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let mut builder = tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -158,10 +216,25 @@ pub async fn run_tls(
             .context("invalid TLS configuration (certificate or key)")?;
     }
     builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(admin)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server failed")?;
     ledger.shutdown_async().await;
     Ok(())
+}
+
+/// The public facts about a data directory that a backup carries.
+pub fn server_info(opts: &ServeOptions, opened: &Opened) -> crate::backup::ServerInfo {
+    let anchors = opts
+        .trust_anchors
+        .clone()
+        .unwrap_or_else(|| opts.data_dir.join("trust-anchors.txt"));
+    crate::backup::ServerInfo {
+        log_vkey: opened.log_verifier.to_key_string(),
+        trust_anchors: std::fs::read_to_string(anchors).unwrap_or_default(),
+    }
 }

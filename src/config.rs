@@ -1,0 +1,226 @@
+//! Configuration: command-line flags, `CELLTRAIL_*` environment variables and an optional TOML
+//! file (`--config FILE` / `CELLTRAIL_CONFIG`), merged with the precedence
+//! **flag > environment > file > built-in default**.
+//!
+//! clap already merges flags, environment and defaults; this module asks clap where each value
+//! came from and lets the file override only values that came from a default (or nowhere).
+//! Relative paths in the file are relative to the file's directory. Unknown keys are an error,
+//! so a typo is not silently ignored.
+
+use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The TOML configuration file. Every key is optional; names match the `serve` flags.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub trust_anchors: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub origin: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing `EnvFilter` syntax); `CELLTRAIL_LOG` overrides it.
+    pub log: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads and parses `path`; relative paths inside are resolved against its directory.
+    pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut file.data_dir,
+            &mut file.trust_anchors,
+            &mut file.policy,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// What the process needs before running a subcommand (logging setup).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    /// Log filter from `CELLTRAIL_LOG`, else the file's `log`, else `info`.
+    pub log_filter: String,
+}
+
+/// True when `id` was neither given as a flag nor read from the environment.
+fn defaulted(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.try_get_raw(id).ok().and_then(|_| m.value_source(id)),
+        None | Some(ValueSource::DefaultValue)
+    )
+}
+
+/// Applies the file under the flags and environment of `serve`.
+pub fn apply_to_serve(a: &mut ServeArgs, m: &ArgMatches, file: &ConfigFile) {
+    if defaulted(m, "data_dir") {
+        if let Some(v) = &file.data_dir {
+            a.data_dir = v.clone();
+        }
+    }
+    if defaulted(m, "listen") {
+        if let Some(v) = &file.listen {
+            a.listen = v.clone();
+        }
+    }
+    if defaulted(m, "trust_anchors") && file.trust_anchors.is_some() {
+        a.trust_anchors = file.trust_anchors.clone();
+    }
+    if defaulted(m, "policy") && file.policy.is_some() {
+        a.policy = file.policy.clone();
+    }
+    if defaulted(m, "origin") && file.origin.is_some() {
+        a.origin = file.origin.clone();
+    }
+    if defaulted(m, "metrics_addr") && file.metrics_addr.is_some() {
+        a.metrics_addr = file.metrics_addr.clone();
+    }
+}
+
+/// Parses `args` (the process arguments) into a [`Cli`] with the config file merged in.
+pub fn parse_from<I, T>(args: I) -> anyhow::Result<(Cli, Settings)>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    resolve(&matches)
+}
+
+/// [`parse_from`] over already parsed matches.
+pub fn resolve(matches: &ArgMatches) -> anyhow::Result<(Cli, Settings)> {
+    let mut cli = Cli::from_arg_matches(matches).unwrap_or_else(|e| e.exit());
+    let file = match &cli.config {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let format_defaulted =
+        defaulted(matches, "log_format") && sub.is_none_or(|m| defaulted(m, "log_format"));
+    if format_defaulted {
+        if let Some(f) = file.log_format {
+            cli.log_format = f;
+        }
+    }
+    if let (Command::Serve(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("serve")) {
+        apply_to_serve(a, m, &file);
+    }
+    let log_filter = std::env::var("CELLTRAIL_LOG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or(file.log.clone())
+        .unwrap_or_else(|| "info".to_string());
+    let settings = Settings {
+        log_format: cli.log_format,
+        log_filter,
+    };
+    Ok((cli, settings))
+}
+
+/// Installs the global tracing subscriber: text or JSON lines on stderr.
+pub fn init_logging(s: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match s.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let m = Cli::command().try_get_matches_from(args).unwrap();
+        resolve(&m).unwrap().0
+    }
+
+    fn serve(cli: Cli) -> ServeArgs {
+        match cli.command {
+            Command::Serve(a) => a,
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn file_overrides_defaults_but_not_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"data\"\nlisten = \"0.0.0.0:6000\"\nmetrics_addr = \"127.0.0.1:9000\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let cli = parse(&[
+            "celltrail",
+            "--config",
+            c,
+            "serve",
+            "--listen",
+            "127.0.0.1:7000",
+        ]);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let a = serve(cli);
+        assert_eq!(a.listen, "127.0.0.1:7000", "flag beats file");
+        assert_eq!(
+            a.data_dir,
+            dir.path().join("data"),
+            "file beats default, relative to file"
+        );
+        assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    #[test]
+    fn flag_after_subcommand_beats_file_for_global_log_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "log_format = \"json\"\n").unwrap();
+        let cli = parse(&[
+            "celltrail",
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log-format",
+            "text",
+        ]);
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_key_in_config_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, "listn = \"x\"\n").unwrap();
+        let err = ConfigFile::load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+}

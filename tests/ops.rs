@@ -1,0 +1,422 @@
+//! Operations end to end: gRPC health and reflection through real clients, the Prometheus
+//! endpoint scraped over HTTP, and an online backup taken under concurrent appends, restored into
+//! a new directory and served again.
+
+mod common;
+
+use celltrail::client::{self, Client, Draft};
+use celltrail::note::{NoteSigner, NoteVerifier};
+use celltrail::pb::{event_body::Detail, Collected, Enrolled, SignatureMeaning::Performed};
+use celltrail::server::{open, run_with, server_info, ServeOptions};
+use common::{base_time, register, signer, snapshot};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+struct OpsServer {
+    addr: SocketAddr,
+    admin: NoteSigner,
+    log_vkey: NoteVerifier,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl OpsServer {
+    async fn start(data_dir: &Path) -> OpsServer {
+        Self::start_with_admin(data_dir, None).await
+    }
+
+    /// Starts on `data_dir`; `admin` when the directory has no admin.key (a restored copy).
+    async fn start_with_admin(data_dir: &Path, admin: Option<NoteSigner>) -> OpsServer {
+        let opts = ServeOptions::new(data_dir);
+        let opened = open(&opts).expect("open data dir");
+        let admin = admin.unwrap_or_else(|| {
+            celltrail::keys::read_key_file(&data_dir.join("admin.key")).expect("admin key")
+        });
+        let info = server_info(&opts, &opened);
+        let log_vkey = opened.log_verifier.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_with(listener, opened.ledger, info, None, async {
+            let _ = rx.await;
+        }));
+        OpsServer {
+            addr,
+            admin,
+            log_vkey,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        client::connect(&self.addr.to_string()).await.unwrap()
+    }
+
+    async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    async fn stop(mut self) {
+        self.begin_shutdown();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn check(h: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    let r = h
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ServingStatus::try_from(r.status).unwrap()
+}
+
+#[tokio::test]
+async fn health_is_serving_once_open_and_not_serving_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = OpsServer::start(dir.path()).await;
+    let mut h = HealthClient::new(server.channel().await);
+    assert_eq!(check(&mut h, "").await, ServingStatus::Serving);
+    assert_eq!(
+        check(&mut h, "celltrail.v1.Ledger").await,
+        ServingStatus::Serving
+    );
+    let unknown = h
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // A watcher sees the switch to NOT_SERVING as soon as shutdown begins.
+    let mut watch = h
+        .watch(HealthCheckRequest {
+            service: "celltrail.v1.Ledger".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    server.begin_shutdown();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+        .await
+        .expect("health update within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    drop(h);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_ledger_admin_health_and_reflection_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = OpsServer::start(dir.path()).await;
+    let mut r = ServerReflectionClient::new(server.channel().await);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "celltrail.v1.Ledger".into(),
+            )),
+        },
+    ];
+    let mut responses = r
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "celltrail.v1.Ledger",
+        "celltrail.v1.Admin",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let files = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(fd)) = files.message_response else {
+        panic!("expected file descriptors, got {files:?}");
+    };
+    // The Ledger file and its imports (events.proto, google/protobuf/...) are served.
+    assert!(!fd.file_descriptor_proto.is_empty());
+    drop(responses);
+    server.stop().await;
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+/// Sum of every sample of `name` whose label set contains all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_appends_by_result_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = celltrail::metrics::start("127.0.0.1:0", std::future::pending())
+        .await
+        .unwrap();
+    let server = OpsServer::start(dir.path()).await;
+    let mut c = server.client().await;
+    let before = scrape(metrics_addr).await;
+    let nurse = signer("nurse.metrics");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    enrol(&mut c, &nurse, "BAG-M-1").await.unwrap();
+    // A second seq 0 on the same chain is a fork: ALREADY_EXISTS.
+    let fork = client::sign_draft(
+        draft("BAG-M-1", Detail::Enrolled(enrolled("MFG-2"))),
+        &[(&nurse, Performed)],
+        base_time(),
+    );
+    let err = c.append(fork).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let after = scrape(metrics_addr).await;
+
+    let ok = ["result=\"accepted\"", "code=\"OK\""];
+    let fork = ["result=\"rejected\"", "code=\"ALREADY_EXISTS\""];
+    let d = |labels: &[&str]| {
+        sample(&after, "celltrail_appends_total", labels)
+            - sample(&before, "celltrail_appends_total", labels)
+    };
+    // The recorder is process-wide; other tests may append at the same time, hence >=.
+    assert!(d(&ok) >= 2.0, "accepted appends did not move:\n{after}");
+    assert!(d(&fork) >= 1.0, "rejected append not counted:\n{after}");
+    assert!(sample(&after, "celltrail_group_size_count", &[]) >= 2.0);
+    assert!(sample(&after, "celltrail_flush_seconds_count", &[]) >= 2.0);
+    assert!(sample(&after, "celltrail_verify_seconds_count", &[]) >= 2.0);
+    assert!(after.contains("celltrail_tree_size "), "{after}");
+    assert!(after.contains("celltrail_queue_depth "), "{after}");
+    server.stop().await;
+}
+
+fn enrolled(site: &str) -> Enrolled {
+    Enrolled {
+        coi_ref: "COI-TEST-0001".into(),
+        therapy: "CAR-T anti-CD19".into(),
+        manufacturing_site: site.into(),
+    }
+}
+
+fn draft(chain: &str, detail: Detail) -> Draft {
+    Draft {
+        chain_id: chain.into(),
+        seq: 0,
+        prev_hash: vec![0; 32],
+        occurred_at: base_time(),
+        site: "HOSP-A".into(),
+        comment: String::new(),
+        detail,
+    }
+}
+
+async fn enrol(c: &mut Client, nurse: &NoteSigner, chain: &str) -> anyhow::Result<()> {
+    let d = draft(chain, Detail::Enrolled(enrolled("MFG-1")));
+    client::append_draft(c, d, &[(nurse, Performed)]).await?;
+    Ok(())
+}
+
+async fn collect(c: &mut Client, nurse: &NoteSigner, chain: &str) -> anyhow::Result<()> {
+    let mut d = draft(
+        chain,
+        Detail::Collected(Collected {
+            din: "A999926123456".into(),
+            product_code: "S1234000".into(),
+            volume_ml: 250,
+            collection_end_unix_nanos: base_time() + 3_600_000_000_000,
+        }),
+    );
+    d.occurred_at = base_time() + 3_600_000_000_000;
+    client::append_draft(c, d, &[(nurse, Performed)]).await?;
+    Ok(())
+}
+
+/// Every chain links and the Merkle root of all entries equals the signed checkpoint's root.
+async fn audit_over_grpc(c: &mut Client, log_vkey: &NoteVerifier) -> (u64, usize) {
+    use celltrail::pb::{EventBody, LogEntry, SignedEvent};
+    use prost::Message;
+    let entries = snapshot(c).await;
+    let mut heads: HashMap<String, (u64, [u8; 32])> = HashMap::new();
+    for (i, bytes) in entries.iter().enumerate() {
+        let e = LogEntry::decode(bytes.as_slice()).unwrap();
+        assert_eq!(e.index, i as u64);
+        let body = EventBody::decode(e.body.as_slice()).unwrap();
+        let hash = celltrail::crypto::EventHash::of_body(&e.body).0;
+        match heads.get(&body.chain_id) {
+            None => {
+                assert_eq!(body.seq, 0, "entry {i}");
+                assert_eq!(body.prev_hash, vec![0u8; 32], "entry {i}");
+            }
+            Some((seq, prev)) => {
+                assert_eq!(body.seq, seq + 1, "entry {i}");
+                assert_eq!(body.prev_hash, prev.to_vec(), "entry {i}");
+            }
+        }
+        heads.insert(body.chain_id, (body.seq, hash));
+    }
+    let leaves: Vec<_> = entries
+        .iter()
+        .map(|e| celltrail::merkle::leaf_hash(e))
+        .collect();
+    let root = celltrail::merkle::root(&leaves);
+    // The stored checkpoint: resubmitting an entry returns its receipt with the current one.
+    let last = LogEntry::decode(entries.last().expect("entries").as_slice()).unwrap();
+    let receipt = c
+        .append(SignedEvent {
+            body: last.body,
+            signatures: last.signatures,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.duplicate);
+    let note = celltrail::note::open_note(&receipt.checkpoint, std::slice::from_ref(log_vkey))
+        .expect("checkpoint signed by the log key");
+    let cp = celltrail::note::Checkpoint::parse(&note.text).unwrap();
+    assert_eq!(cp.size, entries.len() as u64);
+    assert_eq!(
+        cp.root, root,
+        "Merkle root of the entries differs from the checkpoint"
+    );
+    (entries.len() as u64, heads.len())
+}
+
+#[tokio::test]
+async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OpsServer::start(&dir.path().join("live")).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.backup");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    for i in 0..10 {
+        enrol(&mut c, &nurse, &format!("BAG-PRE-{i}"))
+            .await
+            .unwrap();
+    }
+
+    // Four writers keep appending (new chains and second events) while the backup runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut c = server.client().await;
+        let nurse = nurse.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 20 {
+                let chain = format!("BAG-W{w}-{n}");
+                enrol(&mut c, &nurse, &chain).await.unwrap();
+                collect(&mut c, &nurse, &chain).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    // Take the backup once the writers are well under way.
+    while snapshot(&mut c).await.len() < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let backup_dir = dir.path().join("backup");
+    let (manifest, audit) = celltrail::backup::backup_to(&server.addr.to_string(), &backup_dir)
+        .await
+        .expect("backup");
+    // Let the writers get past the cut before stopping them, so the copy must be a strict prefix.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while snapshot(&mut c).await.len() as u64 <= manifest.tree_size + 4 {
+        assert!(std::time::Instant::now() < deadline, "writers stalled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let live = snapshot(&mut c).await;
+    println!(
+        "backup cut at {} entries; live log {} entries; {written} writer chains",
+        manifest.tree_size,
+        live.len()
+    );
+    assert!(
+        manifest.tree_size > 11,
+        "backup cut before the load started"
+    );
+    assert!(
+        (manifest.tree_size as usize) < live.len(),
+        "appends continued after the cut ({} of {} entries, {written} chains by writers)",
+        manifest.tree_size,
+        live.len()
+    );
+    assert_eq!(audit.tree_size, manifest.tree_size);
+
+    // Restore into a new data directory and serve it.
+    let restored = dir.path().join("restored");
+    let log_key = dir.path().join("live").join("log.key");
+    let r = celltrail::backup::restore(&backup_dir, &restored, &log_key).expect("restore");
+    assert_eq!(r, audit);
+    let admin = server.admin.clone();
+    server.stop().await;
+
+    let copy = OpsServer::start_with_admin(&restored, Some(admin)).await;
+    let mut cc = copy.client().await;
+    let entries = snapshot(&mut cc).await;
+    // The copy is exactly the live log's first N entries: a cut at a group boundary.
+    assert_eq!(entries.len() as u64, manifest.tree_size);
+    assert_eq!(entries[..], live[..entries.len()]);
+    let (size, chains) = audit_over_grpc(&mut cc, &copy.log_vkey).await;
+    assert_eq!(size, manifest.tree_size);
+    assert_eq!(chains, audit.chains);
+    // The restored server keeps accepting appends on top of the snapshot.
+    enrol(&mut cc, &nurse, "BAG-AFTER-RESTORE").await.unwrap();
+    copy.stop().await;
+}
