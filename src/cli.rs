@@ -39,6 +39,8 @@ pub enum Command {
     Event(EventArgs),
     /// Print a bag's chain as a table.
     Chain(ChainArgs),
+    /// Scanning station: scan codes, sign, submit; queues offline; bedside MATCH/MISMATCH.
+    Scan(crate::station::ScanArgs),
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(k) => key(k).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,
+        Command::Scan(a) => crate::station::run(a).await,
     }
 }
 

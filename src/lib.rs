@@ -24,5 +24,6 @@ pub mod note;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod station;
 pub mod store;
 pub mod time;
