@@ -27,7 +27,11 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
         key_file(dir.path(), &courier),
         key_file(dir.path(), &mfg),
     );
-    let (nk, ck, mk) = (nk.to_str().unwrap(), ck.to_str().unwrap(), mk.to_str().unwrap());
+    let (nk, ck, mk) = (
+        nk.to_str().unwrap(),
+        ck.to_str().unwrap(),
+        mk.to_str().unwrap(),
+    );
     let queue = dir.path().join("station");
     let (bag, chain) = din(42);
     let (wrist, coi_ref) = coi("PAT042");
@@ -41,15 +45,36 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
             scan(addr, &queue, &args).await
         }
     };
-    let enrol = ["--event", "enrolled", "--scan", &wrist, "--set", "manufacturing_site=MFG-1"];
+    let enrol = [
+        "--event",
+        "enrolled",
+        "--scan",
+        &wrist,
+        "--set",
+        "manufacturing_site=MFG-1",
+    ];
     expect(&run(&enrol, &at_hosp).await, 0, "ACCEPTED");
-    let collect = ["--event", "collected", "--scan", PRODUCT, "--set", "volume_ml=250"];
+    let collect = [
+        "--event",
+        "collected",
+        "--scan",
+        PRODUCT,
+        "--set",
+        "volume_ml=250",
+    ];
     expect(&run(&collect, &at_hosp).await, 0, "ACCEPTED");
     let pack = ["--event", "packed", "--scan", SHIPPER];
     expect(&run(&pack, &at_hosp).await, 0, "ACCEPTED");
 
     // Hand-off needs the courier's RECEIVED signature: without it the station refuses to sign.
-    let ship = ["--event", "shipped", "--scan", SHIPPER, "--set", "to_site=MFG-1"];
+    let ship = [
+        "--event",
+        "shipped",
+        "--scan",
+        SHIPPER,
+        "--set",
+        "to_site=MFG-1",
+    ];
     let refused = expect(&run(&ship, &at_hosp).await, 1, "second person");
     assert!(refused.contains("REJECTED"), "{refused}");
     let ship_cosigned = [&ship[..], &["--cosign-key", ck]].concat();
@@ -163,32 +188,138 @@ async fn dispensed_chain() -> Ward {
     let (_, coi_ref) = coi("PAT500");
     let now = celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000;
     let thawed = celltrail::time::rfc3339(now - 15 * MIN);
-    type Plan<'a> = (i64, &'a str, &'a str, Vec<String>, Vec<(&'a NoteSigner, SignatureMeaning)>);
+    type Plan<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        Vec<String>,
+        Vec<(&'a NoteSigner, SignatureMeaning)>,
+    );
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     use SignatureMeaning::{Performed as P, Received as R};
     let mut plan: Vec<Plan> = vec![
-        (0, "HOSP-A", "enrolled", s(&[&format!("coi_ref={coi_ref}"), "manufacturing_site=MFG-1"]), vec![(&aph, P)]),
-        (HOUR, "HOSP-A", "collected", s(&[&format!("din={chain}"), "volume_ml=200"]), vec![(&aph, P)]),
-        (HOUR, "HOSP-A", "packed", s(&["shipper_id=S1"]), vec![(&aph, P)]),
-        (HOUR, "HOSP-A", "shipped", s(&["from_site=HOSP-A", "to_site=MFG-1", "shipper_id=S1"]), vec![(&aph, P), (&courier, R)]),
-        (20 * HOUR, "MFG-1", "received", s(&["from_site=HOSP-A", "seal_intact=yes", "temp_min_c=3.5", "temp_max_c=6", "elapsed_seconds=1200", "shipper_id=S1"]), vec![(&mfg, P)]),
-        (4 * HOUR, "MFG-1", "manufacturing_step", s(&["step=activation"]), vec![(&mfg, P)]),
-        (10 * DAY, "MFG-1", "manufacturing_step", s(&["step=cryopreservation", &format!("product_bag_ids={}", product_bag.1)]), vec![(&mfg, P)]),
+        (
+            0,
+            "HOSP-A",
+            "enrolled",
+            s(&[&format!("coi_ref={coi_ref}"), "manufacturing_site=MFG-1"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "collected",
+            s(&[&format!("din={chain}"), "volume_ml=200"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "packed",
+            s(&["shipper_id=S1"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "shipped",
+            s(&["from_site=HOSP-A", "to_site=MFG-1", "shipper_id=S1"]),
+            vec![(&aph, P), (&courier, R)],
+        ),
+        (
+            20 * HOUR,
+            "MFG-1",
+            "received",
+            s(&[
+                "from_site=HOSP-A",
+                "seal_intact=yes",
+                "temp_min_c=3.5",
+                "temp_max_c=6",
+                "elapsed_seconds=1200",
+                "shipper_id=S1",
+            ]),
+            vec![(&mfg, P)],
+        ),
+        (
+            4 * HOUR,
+            "MFG-1",
+            "manufacturing_step",
+            s(&["step=activation"]),
+            vec![(&mfg, P)],
+        ),
+        (
+            10 * DAY,
+            "MFG-1",
+            "manufacturing_step",
+            s(&[
+                "step=cryopreservation",
+                &format!("product_bag_ids={}", product_bag.1),
+            ]),
+            vec![(&mfg, P)],
+        ),
     ];
-    for t in ["sterility", "endotoxin", "mycoplasma", "viability", "identity", "potency", "vcn"] {
-        plan.push((HOUR, "MFG-1", "qc_result", s(&[&format!("test={t}"), "passed=yes"]), vec![(&qc, P)]));
+    for t in [
+        "sterility",
+        "endotoxin",
+        "mycoplasma",
+        "viability",
+        "identity",
+        "potency",
+        "vcn",
+    ] {
+        plan.push((
+            HOUR,
+            "MFG-1",
+            "qc_result",
+            s(&[&format!("test={t}"), "passed=yes"]),
+            vec![(&qc, P)],
+        ));
     }
     plan.extend([
         (DAY, "MFG-1", "released", vec![], vec![(&qa, P)]),
-        (HOUR, "MFG-1", "packed", s(&["shipper_id=LN2-9"]), vec![(&mfg, P)]),
-        (HOUR, "MFG-1", "shipped", s(&["from_site=MFG-1", "to_site=CLINIC-1", "shipper_id=LN2-9"]), vec![(&mfg, P), (&courier, R)]),
-        (DAY, "CLINIC-1", "received", s(&["from_site=MFG-1", "seal_intact=yes", "temp_min_c=-190", "temp_max_c=-176", "shipper_id=LN2-9"]), vec![(&pharm, P)]),
-        (HOUR, "CLINIC-1", "stored", s(&["location=LN2-FREEZER-2", "temp_c=-185"]), vec![(&pharm, P)]),
+        (
+            HOUR,
+            "MFG-1",
+            "packed",
+            s(&["shipper_id=LN2-9"]),
+            vec![(&mfg, P)],
+        ),
+        (
+            HOUR,
+            "MFG-1",
+            "shipped",
+            s(&["from_site=MFG-1", "to_site=CLINIC-1", "shipper_id=LN2-9"]),
+            vec![(&mfg, P), (&courier, R)],
+        ),
+        (
+            DAY,
+            "CLINIC-1",
+            "received",
+            s(&[
+                "from_site=MFG-1",
+                "seal_intact=yes",
+                "temp_min_c=-190",
+                "temp_max_c=-176",
+                "shipper_id=LN2-9",
+            ]),
+            vec![(&pharm, P)],
+        ),
+        (
+            HOUR,
+            "CLINIC-1",
+            "stored",
+            s(&["location=LN2-FREEZER-2", "temp_c=-185"]),
+            vec![(&pharm, P)],
+        ),
     ]);
     let mut t = now - 20 * DAY;
     let mut prev = vec![0u8; 32];
     let mut seq = 0;
-    let mut append = |at: i64, site: &str, kind: &str, set: Vec<String>, signers: Vec<(&NoteSigner, SignatureMeaning)>| {
+    let mut append = |at: i64,
+                      site: &str,
+                      kind: &str,
+                      set: Vec<String>,
+                      signers: Vec<(&NoteSigner, SignatureMeaning)>| {
         let detail = detail_from_fields(kind, Fields::parse(&set).unwrap()).unwrap();
         let ev = signed_at_link(&chain, seq, prev.clone(), at, site, detail, &signers);
         prev = EventHash::of_body(&ev.body).0.to_vec();
@@ -204,7 +335,10 @@ async fn dispensed_chain() -> Ward {
         now - 10 * MIN,
         "CLINIC-1",
         "dispensed",
-        s(&[&format!("product_bag_id={}", product_bag.1), &format!("thawed_at={thawed}")]),
+        s(&[
+            &format!("product_bag_id={}", product_bag.1),
+            &format!("thawed_at={thawed}"),
+        ]),
         vec![(&pharm, P)],
     ));
     for ev in events {
@@ -229,8 +363,20 @@ async fn bedside(w: &Ward, wristband: &str, bag: &str) -> std::process::Output {
         w.server.addr,
         &w.queue,
         &[
-            "--bedside", "--key", &w.nurse1, "--cosign-key", &w.nurse2, "--site", "CLINIC-1",
-            "--chain", &w.chain, "--scan", wristband, "--scan", bag, "--yes",
+            "--bedside",
+            "--key",
+            &w.nurse1,
+            "--cosign-key",
+            &w.nurse2,
+            "--site",
+            "CLINIC-1",
+            "--chain",
+            &w.chain,
+            "--scan",
+            wristband,
+            "--scan",
+            bag,
+            "--yes",
         ],
     )
     .await
@@ -243,10 +389,17 @@ async fn bedside_check_shows_mismatch_for_other_patients_wristband_and_appends_n
     let before = snapshot(&mut c).await;
 
     let (other_wrist, _) = coi("PAT999");
-    let out = expect(&bedside(&w, &other_wrist, &w.product_bag.0).await, 2, "MISMATCH");
+    let out = expect(
+        &bedside(&w, &other_wrist, &w.product_bag.0).await,
+        2,
+        "MISMATCH",
+    );
     assert!(out.contains("WRONG PATIENT"), "{out}");
     assert!(out.contains("NOTHING WAS SIGNED"), "{out}");
-    assert!(!out.contains("ACCEPTED") && !out.contains("QUEUED"), "{out}");
+    assert!(
+        !out.contains("ACCEPTED") && !out.contains("QUEUED"),
+        "{out}"
+    );
 
     let (wrist, _) = coi("PAT500");
     let (other_bag, _) = din(777);

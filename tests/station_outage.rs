@@ -35,8 +35,19 @@ async fn queue_twenty_while_offline() -> Offline {
             addr,
             &queue,
             &[
-                "--key", &nurse, "--site", "HOSP-A", "--event", "enrolled", "--scan", &bag,
-                "--scan", &wrist, "--set", "manufacturing_site=MFG-1", "--yes",
+                "--key",
+                &nurse,
+                "--site",
+                "HOSP-A",
+                "--event",
+                "enrolled",
+                "--scan",
+                &bag,
+                "--scan",
+                &wrist,
+                "--set",
+                "manufacturing_site=MFG-1",
+                "--yes",
             ],
         )
         .await;
@@ -78,8 +89,7 @@ async fn queue_twenty_while_offline() -> Offline {
         expect(&o, 3, &format!("QUEUED ({} waiting)", n + 1));
         queued[k].push(canon);
     }
-    site.server =
-        TestServer::start_on(celltrail::server::ServeOptions::new(&data_dir), addr).await;
+    site.server = TestServer::start_on(celltrail::server::ServeOptions::new(&data_dir), addr).await;
     Offline {
         site,
         queue,
@@ -95,7 +105,12 @@ async fn assert_exactly_once(o: &Offline) {
     for k in 0..2 {
         let events = chain_events(&mut c, &o.chains[k]).await;
         assert_eq!(kinds(&events)[0], "enrolled");
-        assert_eq!(collected_dins(&events), o.queued[k], "chain {}", o.chains[k]);
+        assert_eq!(
+            collected_dins(&events),
+            o.queued[k],
+            "chain {}",
+            o.chains[k]
+        );
         for (i, (b, _)) in events.iter().enumerate() {
             assert_eq!(b.seq, i as u64);
         }
@@ -234,14 +249,21 @@ async fn chain_moved_while_offline_is_shown_as_conflict_and_kept_not_rebased() {
             "volume_ml=10".into(),
         ]
     };
-    let args1: Vec<String> = base.iter().map(|s| s.to_string()).chain(collect(8)).collect();
+    let args1: Vec<String> = base
+        .iter()
+        .map(|s| s.to_string())
+        .chain(collect(8))
+        .collect();
     let args1: Vec<&str> = args1.iter().map(String::as_str).collect();
     expect(&scan(addr, &queue, &args1).await, 3, "QUEUED (1 waiting)");
 
     // Meanwhile another station records seq 1 on the same chain.
-    site.server =
-        TestServer::start_on(celltrail::server::ServeOptions::new(&data_dir), addr).await;
-    let args2: Vec<String> = base.iter().map(|s| s.to_string()).chain(collect(9)).collect();
+    site.server = TestServer::start_on(celltrail::server::ServeOptions::new(&data_dir), addr).await;
+    let args2: Vec<String> = base
+        .iter()
+        .map(|s| s.to_string())
+        .chain(collect(9))
+        .collect();
     let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
     expect(&scan(addr, &other_queue, &args2).await, 0, "ACCEPTED");
     let mut c = site.server.client().await;
@@ -250,12 +272,20 @@ async fn chain_moved_while_offline_is_shown_as_conflict_and_kept_not_rebased() {
     let out = scan(addr, &queue, &["--drain"]).await;
     let text = expect(&out, 1, "CONFLICT");
     assert!(text.contains("NEED ATTENTION"), "{text}");
-    assert_eq!(snapshot(&mut c).await, before, "nothing rebased or appended");
+    assert_eq!(
+        snapshot(&mut c).await,
+        before,
+        "nothing rebased or appended"
+    );
     let (_, d9) = din(9);
     assert_eq!(collected_dins(&chain_events(&mut c, &chain).await), [d9]);
 
     // The station refuses to sign more on that chain until the conflict is dealt with.
-    let args3: Vec<String> = base.iter().map(|s| s.to_string()).chain(collect(10)).collect();
+    let args3: Vec<String> = base
+        .iter()
+        .map(|s| s.to_string())
+        .chain(collect(10))
+        .collect();
     let args3: Vec<&str> = args3.iter().map(String::as_str).collect();
     let text = expect(&scan(addr, &queue, &args3).await, 1, "REJECTED");
     assert!(text.contains("refused"), "{text}");
