@@ -128,10 +128,7 @@ impl Fields {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| format!("event {kind} needs --set {k}=..."))
     }
-    fn num<T: std::str::FromStr>(&mut self, k: &str) -> Result<T, String>
-    where
-        T: Default,
-    {
+    fn num<T: std::str::FromStr + Default>(&mut self, k: &str) -> Result<T, String> {
         match self.map.remove(k) {
             None => Ok(T::default()),
             Some(v) => v
