@@ -291,3 +291,37 @@ async fn chain_moved_while_offline_is_shown_as_conflict_and_kept_not_rebased() {
     assert!(text.contains("refused"), "{text}");
     assert_eq!(snapshot(&mut c).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_check_while_offline_signs_and_queues_nothing() {
+    let site = site_with_nurse().await;
+    let addr = site.server.addr;
+    let queue = site.dir.path().join("q");
+    let nurse = site.nurse.to_str().unwrap().to_string();
+    site.server.stop().await;
+    let (bag, _) = din(11);
+    let (wrist, _) = coi("PAT011");
+    let out = scan(
+        addr,
+        &queue,
+        &[
+            "--bedside",
+            "--key",
+            &nurse,
+            "--site",
+            "HOSP-A",
+            "--scan",
+            &wrist,
+            "--scan",
+            &bag,
+            "--cosign-key",
+            &nurse,
+            "--yes",
+        ],
+    )
+    .await;
+    let text = expect(&out, 2, "CANNOT CHECK");
+    assert!(text.contains("NOTHING WAS SIGNED"), "{text}");
+    let q = celltrail::station::Queue::open(&queue).unwrap();
+    assert_eq!(q.counts().unwrap(), (0, 0), "nothing queued");
+}
