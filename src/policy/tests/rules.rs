@@ -320,10 +320,7 @@ fn accepts_optional_signature_declared_in_table() {
     assert_violation(
         r,
         "signatures",
-        &[
-            "cannot fill every requirement with a different key",
-            "aph.nurse.bo (apheresis_nurse @ APH-0001) PERFORMED",
-        ],
+        &["cannot fill every requirement with a different key", "aph.nurse.bo (apheresis_nurse @ APH-0001) PERFORMED"],
     );
 }
 
@@ -687,17 +684,9 @@ fn several_excursions_are_all_named_in_one_hold() {
 #[test]
 fn missing_logger_reading_counts_as_excursion() {
     let mut c = Chain::upto(RECEIVE);
-    let s = c.ok(plan(
-        20 * HOUR,
-        MFG,
-        MFG_OP,
-        received(APH, "GRAI-SHIPPER-1", f64::NAN, 5.0, 0),
-    ));
+    let s = c.ok(plan(20 * HOUR, MFG, MFG_OP, received(APH, "GRAI-SHIPPER-1", f64::NAN, 5.0, 0)));
     let reasons = &s.hold.as_ref().expect("NaN reading opens a hold").reasons;
-    assert_eq!(
-        reasons,
-        &["temperature_range: logger recorded NaN..5.0 C at MFG-0001, allowed 2.0..8.0 C"]
-    );
+    assert_eq!(reasons, &["temperature_range: logger recorded NaN..5.0 C at MFG-0001, allowed 2.0..8.0 C"]);
 }
 
 // ---- on_hold, hold_open --------------------------------------------------------------------
