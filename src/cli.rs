@@ -50,6 +50,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make an ed25519 key file (0600) and print its verifier key.
     Keygen(KeygenArgs),
+    /// Scanning station: scan codes, sign, submit; queues offline; bedside MATCH/MISMATCH.
+    Scan(crate::station::ScanArgs),
     /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -244,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Keygen(a) => keygen(a),
+        Command::Scan(a) => crate::station::run(a).await,
         Command::Key(k) => key(k).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,

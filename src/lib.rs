@@ -30,6 +30,7 @@ pub mod note;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod station;
 pub mod store;
 pub mod time;
 pub mod tls;

@@ -170,3 +170,28 @@ pub async fn snapshot(c: &mut Client) -> Vec<Vec<u8>> {
         start = page.next;
     }
 }
+
+impl TestServer {
+    /// Like [`TestServer::start_with`] but listening on `addr` (e.g. the port of a stopped
+    /// server, so clients configured with that address reconnect after a restart).
+    pub async fn start_on(opts: ServeOptions, addr: SocketAddr) -> TestServer {
+        let opened = open(&opts).expect("open data dir");
+        let admin =
+            celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the old address");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, opened.ledger, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            data_dir: opts.data_dir.clone(),
+            admin,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! The scanning station end to end in scripted mode: the real `celltrail scan` binary against
+//! a real server and sled directories. Collection to receipt at manufacturing, and the bedside
+//! identity check that must refuse another patient's wristband before anything is signed.
+
+mod common;
+mod station_support;
+
+use celltrail::client::{detail_from_fields, Fields};
+use celltrail::crypto::EventHash;
+use celltrail::note::NoteSigner;
+use celltrail::pb::{event_body::Detail, SignatureMeaning};
+use common::*;
+use station_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let addr = server.addr;
+    let mut c = server.client().await;
+    let (nurse, courier, mfg) = (signer("nurse.ada"), signer("courier.bo"), signer("mfg.cy"));
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    register(&mut c, &server.admin, &courier, "courier", "COURIER-1").await;
+    register(&mut c, &server.admin, &mfg, "manufacturing", "MFG-1").await;
+    let (nk, ck, mk) = (
+        key_file(dir.path(), &nurse),
+        key_file(dir.path(), &courier),
+        key_file(dir.path(), &mfg),
+    );
+    let (nk, ck, mk) = (
+        nk.to_str().unwrap(),
+        ck.to_str().unwrap(),
+        mk.to_str().unwrap(),
+    );
+    let queue = dir.path().join("station");
+    let (bag, chain) = din(42);
+    let (wrist, coi_ref) = coi("PAT042");
+    let at_hosp = ["--key", nk, "--site", "HOSP-A", "--yes", "--scan", &bag];
+
+    let run = |extra: &[&str], base: &[&str]| {
+        let args: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
+        let queue = queue.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            scan(addr, &queue, &args).await
+        }
+    };
+    let enrol = [
+        "--event",
+        "enrolled",
+        "--scan",
+        &wrist,
+        "--set",
+        "manufacturing_site=MFG-1",
+    ];
+    expect(&run(&enrol, &at_hosp).await, 0, "ACCEPTED");
+    let collect = [
+        "--event",
+        "collected",
+        "--scan",
+        PRODUCT,
+        "--set",
+        "volume_ml=250",
+    ];
+    expect(&run(&collect, &at_hosp).await, 0, "ACCEPTED");
+    let pack = ["--event", "packed", "--scan", SHIPPER];
+    expect(&run(&pack, &at_hosp).await, 0, "ACCEPTED");
+
+    // Hand-off needs the courier's RECEIVED signature: without it the station refuses to sign.
+    let ship = [
+        "--event",
+        "shipped",
+        "--scan",
+        SHIPPER,
+        "--set",
+        "to_site=MFG-1",
+    ];
+    let refused = expect(&run(&ship, &at_hosp).await, 1, "second person");
+    assert!(refused.contains("REJECTED"), "{refused}");
+    let ship_cosigned = [&ship[..], &["--cosign-key", ck]].concat();
+    expect(&run(&ship_cosigned, &at_hosp).await, 0, "ACCEPTED");
+
+    // Receipt at manufacturing: a "No" answer needs a comment, checked before signing.
+    let at_mfg = ["--key", mk, "--site", "MFG-1", "--yes", "--scan", &bag];
+    let receive = [
+        "--event",
+        "received",
+        "--scan",
+        SHIPPER,
+        "--set",
+        "from_site=HOSP-A",
+        "--set",
+        "temp_min_c=3.5",
+        "--set",
+        "temp_max_c=6",
+        "--set",
+        "elapsed_seconds=600",
+    ];
+    let seal_no = [&receive[..], &["--set", "seal_intact=no"]].concat();
+    expect(&run(&seal_no, &at_mfg).await, 1, "a comment is required");
+    let seal_yes = [&receive[..], &["--set", "seal_intact=yes"]].concat();
+    expect(&run(&seal_yes, &at_mfg).await, 0, "ACCEPTED");
+
+    let events = chain_events(&mut c, &chain).await;
+    assert_eq!(
+        kinds(&events),
+        ["enrolled", "collected", "packed", "shipped", "received"]
+    );
+    let (enrolled, _) = &events[0];
+    match &enrolled.detail {
+        Some(Detail::Enrolled(e)) => assert_eq!(e.coi_ref, coi_ref),
+        d => panic!("{d:?}"),
+    }
+    match &events[1].0.detail {
+        Some(Detail::Collected(col)) => {
+            assert_eq!((col.din.as_str(), col.volume_ml), (chain.as_str(), 250));
+            assert_eq!(col.product_code, "S12954A0");
+        }
+        d => panic!("{d:?}"),
+    }
+    match &events[3].0.detail {
+        Some(Detail::Shipped(s)) => {
+            assert_eq!(s.shipper_id, SHIPPER_ID);
+            assert_eq!(s.from_site, "HOSP-A", "inferred from the station's site");
+            assert_eq!(s.courier, "courier.bo", "inferred from the second signer");
+        }
+        d => panic!("{d:?}"),
+    }
+    let meanings: Vec<(String, i32)> = events[3]
+        .1
+        .signatures
+        .iter()
+        .map(|s| (s.key_id.clone(), s.meaning))
+        .collect();
+    assert_eq!(
+        meanings,
+        [
+            ("nurse.ada".to_string(), SignatureMeaning::Performed as i32),
+            ("courier.bo".to_string(), SignatureMeaning::Received as i32)
+        ]
+    );
+    assert_eq!(events[4].0.site, "MFG-1");
+}
+
+const MIN: i64 = 60 * 1_000_000_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+struct Ward {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    chain: String,
+    coi_ref: String,
+    product_bag: (String, String),
+    nurse1: String,
+    nurse2: String,
+    queue: std::path::PathBuf,
+}
+
+/// A chain taken through manufacturing, release and shipment to CLINIC-1, dispensed (thawed
+/// 15 minutes ago): ready for the bedside check.
+async fn dispensed_chain() -> Ward {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let aph = signer("aph.ana");
+    let courier = signer("courier.kim");
+    let mfg = signer("mfg.moe");
+    let qc = signer("qc.quinn");
+    let qa = signer("qa.rosa");
+    let pharm = signer("pharm.pat");
+    let n1 = signer("nurse.ada");
+    let n2 = signer("nurse.ben");
+    for (k, role, site) in [
+        (&aph, "apheresis_nurse", "HOSP-A"),
+        (&courier, "courier", "COURIER-1"),
+        (&mfg, "manufacturing", "MFG-1"),
+        (&qc, "qc", "MFG-1"),
+        (&qa, "qa", "MFG-1"),
+        (&pharm, "pharmacist", "CLINIC-1"),
+        (&n1, "nurse", "CLINIC-1"),
+        (&n2, "nurse", "CLINIC-1"),
+    ] {
+        register(&mut c, &server.admin, k, role, site).await;
+    }
+    let (_, chain) = din(500);
+    let product_bag = din(501);
+    let (_, coi_ref) = coi("PAT500");
+    let now = celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000;
+    let thawed = celltrail::time::rfc3339(now - 15 * MIN);
+    type Plan<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        Vec<String>,
+        Vec<(&'a NoteSigner, SignatureMeaning)>,
+    );
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    use SignatureMeaning::{Performed as P, Received as R};
+    let mut plan: Vec<Plan> = vec![
+        (
+            0,
+            "HOSP-A",
+            "enrolled",
+            s(&[&format!("coi_ref={coi_ref}"), "manufacturing_site=MFG-1"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "collected",
+            s(&[&format!("din={chain}"), "volume_ml=200"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "packed",
+            s(&["shipper_id=S1"]),
+            vec![(&aph, P)],
+        ),
+        (
+            HOUR,
+            "HOSP-A",
+            "shipped",
+            s(&["from_site=HOSP-A", "to_site=MFG-1", "shipper_id=S1"]),
+            vec![(&aph, P), (&courier, R)],
+        ),
+        (
+            20 * HOUR,
+            "MFG-1",
+            "received",
+            s(&[
+                "from_site=HOSP-A",
+                "seal_intact=yes",
+                "temp_min_c=3.5",
+                "temp_max_c=6",
+                "elapsed_seconds=1200",
+                "shipper_id=S1",
+            ]),
+            vec![(&mfg, P)],
+        ),
+        (
+            4 * HOUR,
+            "MFG-1",
+            "manufacturing_step",
+            s(&["step=activation"]),
+            vec![(&mfg, P)],
+        ),
+        (
+            10 * DAY,
+            "MFG-1",
+            "manufacturing_step",
+            s(&[
+                "step=cryopreservation",
+                &format!("product_bag_ids={}", product_bag.1),
+            ]),
+            vec![(&mfg, P)],
+        ),
+    ];
+    for t in [
+        "sterility",
+        "endotoxin",
+        "mycoplasma",
+        "viability",
+        "identity",
+        "potency",
+        "vcn",
+    ] {
+        plan.push((
+            HOUR,
+            "MFG-1",
+            "qc_result",
+            s(&[&format!("test={t}"), "passed=yes"]),
+            vec![(&qc, P)],
+        ));
+    }
+    plan.extend([
+        (DAY, "MFG-1", "released", vec![], vec![(&qa, P)]),
+        (
+            HOUR,
+            "MFG-1",
+            "packed",
+            s(&["shipper_id=LN2-9"]),
+            vec![(&mfg, P)],
+        ),
+        (
+            HOUR,
+            "MFG-1",
+            "shipped",
+            s(&["from_site=MFG-1", "to_site=CLINIC-1", "shipper_id=LN2-9"]),
+            vec![(&mfg, P), (&courier, R)],
+        ),
+        (
+            DAY,
+            "CLINIC-1",
+            "received",
+            s(&[
+                "from_site=MFG-1",
+                "seal_intact=yes",
+                "temp_min_c=-190",
+                "temp_max_c=-176",
+                "shipper_id=LN2-9",
+            ]),
+            vec![(&pharm, P)],
+        ),
+        (
+            HOUR,
+            "CLINIC-1",
+            "stored",
+            s(&["location=LN2-FREEZER-2", "temp_c=-185"]),
+            vec![(&pharm, P)],
+        ),
+    ]);
+    let mut t = now - 20 * DAY;
+    let mut prev = vec![0u8; 32];
+    let mut seq = 0;
+    let mut append = |at: i64,
+                      site: &str,
+                      kind: &str,
+                      set: Vec<String>,
+                      signers: Vec<(&NoteSigner, SignatureMeaning)>| {
+        let detail = detail_from_fields(kind, Fields::parse(&set).unwrap()).unwrap();
+        let ev = signed_at_link(&chain, seq, prev.clone(), at, site, detail, &signers);
+        prev = EventHash::of_body(&ev.body).0.to_vec();
+        seq += 1;
+        ev
+    };
+    let mut events = Vec::new();
+    for (after, site, kind, set, signers) in plan {
+        t += after;
+        events.push(append(t, site, kind, set, signers));
+    }
+    events.push(append(
+        now - 10 * MIN,
+        "CLINIC-1",
+        "dispensed",
+        s(&[
+            &format!("product_bag_id={}", product_bag.1),
+            &format!("thawed_at={thawed}"),
+        ]),
+        vec![(&pharm, P)],
+    ));
+    for ev in events {
+        c.append(ev).await.unwrap_or_else(|s| panic!("{s:?}"));
+    }
+    let head = chain_events(&mut c, &chain).await;
+    assert_eq!(head.len(), 20);
+    Ward {
+        nurse1: key_file(dir.path(), &n1).to_str().unwrap().into(),
+        nurse2: key_file(dir.path(), &n2).to_str().unwrap().into(),
+        queue: dir.path().join("bedside-station"),
+        _dir: dir,
+        server,
+        chain,
+        coi_ref,
+        product_bag,
+    }
+}
+
+async fn bedside(w: &Ward, wristband: &str, bag: &str) -> std::process::Output {
+    scan(
+        w.server.addr,
+        &w.queue,
+        &[
+            "--bedside",
+            "--key",
+            &w.nurse1,
+            "--cosign-key",
+            &w.nurse2,
+            "--site",
+            "CLINIC-1",
+            "--chain",
+            &w.chain,
+            "--scan",
+            wristband,
+            "--scan",
+            bag,
+            "--yes",
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_check_shows_mismatch_for_other_patients_wristband_and_appends_nothing() {
+    let w = dispensed_chain().await;
+    let mut c = w.server.client().await;
+    let before = snapshot(&mut c).await;
+
+    let (other_wrist, _) = coi("PAT999");
+    let out = expect(
+        &bedside(&w, &other_wrist, &w.product_bag.0).await,
+        2,
+        "MISMATCH",
+    );
+    assert!(out.contains("WRONG PATIENT"), "{out}");
+    assert!(out.contains("NOTHING WAS SIGNED"), "{out}");
+    assert!(
+        !out.contains("ACCEPTED") && !out.contains("QUEUED"),
+        "{out}"
+    );
+
+    let (wrist, _) = coi("PAT500");
+    let (other_bag, _) = din(777);
+    let out = expect(&bedside(&w, &wrist, &other_bag).await, 2, "MISMATCH");
+    assert!(out.contains("WRONG BAG"), "{out}");
+
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+    let (waiting, _) = celltrail::station::Queue::open(&w.queue)
+        .unwrap()
+        .counts()
+        .unwrap();
+    assert_eq!(waiting, 0, "nothing queued either");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_check_match_is_signed_by_two_nurses_and_accepted() {
+    let w = dispensed_chain().await;
+    let mut c = w.server.client().await;
+    let (wrist, canon) = coi("PAT500");
+    assert_eq!(canon, w.coi_ref);
+    let out = expect(&bedside(&w, &wrist, &w.product_bag.0).await, 0, "ACCEPTED");
+    let m = out.find("MATCH").expect("MATCH shown");
+    let s = out.find("SUMMARY").expect("summary shown");
+    assert!(m < s, "MATCH is shown before anything is signed:\n{out}");
+    let events = chain_events(&mut c, &w.chain).await;
+    let (body, entry) = events.last().unwrap();
+    match &body.detail {
+        Some(Detail::BedsideCheck(b)) => {
+            assert_eq!(b.wristband_coi_ref, w.coi_ref);
+            assert_eq!(b.product_bag_id, w.product_bag.1);
+        }
+        d => panic!("{d:?}"),
+    }
+    let signers: Vec<(&str, i32)> = entry
+        .signatures
+        .iter()
+        .map(|s| (s.key_id.as_str(), s.meaning))
+        .collect();
+    assert_eq!(
+        signers,
+        [
+            ("nurse.ada", SignatureMeaning::Performed as i32),
+            ("nurse.ben", SignatureMeaning::Verified as i32)
+        ]
+    );
+}

@@ -1,0 +1,78 @@
+//! The interactive station driven through a real pseudo-terminal, as a keyboard-wedge scanner
+//! and a person would: scan lines, an empty line, the event, the questions, YES, ACCEPTED.
+
+mod common;
+mod station_support;
+
+use celltrail::pb::event_body::Detail;
+use common::*;
+use station_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_station_through_a_pty_records_an_enrolment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.ada");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let key = key_file(dir.path(), &nurse);
+    let (bag, chain) = din(321);
+    let (wrist, coi_ref) = coi("PAT321");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--queue")
+        .arg(dir.path().join("station"))
+        .arg("--key")
+        .arg(&key)
+        .arg("--site")
+        .arg("HOSP-A")
+        .env("CELLTRAIL_LOG", "warn");
+
+    let transcript = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        step(&mut p, "scan >", Some("gibberish"));
+        step(&mut p, "NOT A CODE THIS STATION KNOWS", None);
+        step(&mut p, "scan >", Some(&bag));
+        step(&mut p, "BAG (DIN)", None);
+        step(&mut p, "scan >", Some(&wrist));
+        step(&mut p, "CHAIN OF IDENTITY", None);
+        step(&mut p, "scan >", Some(""));
+        step(&mut p, "event >", Some("enrolled"));
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some(""));
+        step(&mut p, "SUMMARY", None);
+        step(&mut p, "type YES to sign (PERFORMED) >", Some("YES"));
+        step(&mut p, "ACCEPTED", None);
+        step(&mut p, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(transcript.contains("ACCEPTED"));
+
+    let events = chain_events(&mut c, &chain).await;
+    assert_eq!(kinds(&events), ["enrolled"]);
+    match &events[0].0.detail {
+        Some(Detail::Enrolled(e)) => {
+            assert_eq!(e.coi_ref, coi_ref);
+            assert_eq!(e.manufacturing_site, "MFG-1");
+            assert_eq!(e.therapy, "");
+        }
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(events[0].1.signatures[0].key_id, "nurse.ada");
+}

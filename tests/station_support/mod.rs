@@ -1,0 +1,143 @@
+//! Helpers for the scanning-station tests: key files on disk, running the real `celltrail scan`
+//! binary against a test server, codes to scan, reading a chain back.
+#![allow(dead_code)] // each test file uses a different part
+
+use crate::common::*;
+use celltrail::client::Client;
+use celltrail::codes::{CoiId, Din, Flags};
+use celltrail::note::NoteSigner;
+use celltrail::pb::{event_body::Detail, EventBody, GetChainRequest, LogEntry};
+use prost::Message;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
+
+/// Writes `who`'s key file into `dir`.
+pub fn key_file(dir: &Path, who: &NoteSigner) -> PathBuf {
+    let p = dir.join(format!("{}.key", who.name));
+    celltrail::keys::write_key_file(&p, who).unwrap();
+    p
+}
+
+/// The bar code of DIN `A9999 26 nnnnnn` and its canonical 13 characters.
+pub fn din(n: u32) -> (String, String) {
+    let d = Din::new("A9999", 26, n).unwrap();
+    (d.to_barcode(Flags::NONE), d.to_string())
+}
+
+/// A wristband bar code and its canonical CoI.
+pub fn coi(seq: &str) -> (String, String) {
+    let c = CoiId::new("A9999", 26, seq).unwrap();
+    (c.to_barcode(), c.to_string())
+}
+
+pub const PRODUCT: &str = "=<S12954A0";
+pub const SHIPPER: &str = "(8003)09506000134352SHIP1";
+pub const SHIPPER_ID: &str = "09506000134352SHIP1";
+
+/// Runs `celltrail scan --server ADDR --queue QUEUE ARGS...` and returns its output.
+pub async fn scan(addr: SocketAddr, queue: &Path, args: &[&str]) -> Output {
+    scan_env(addr, queue, args, &[]).await
+}
+
+pub async fn scan_env(
+    addr: SocketAddr,
+    queue: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(addr.to_string())
+        .arg("--queue")
+        .arg(queue)
+        .args(args)
+        .env_remove("CELLTRAIL_KEY")
+        .env("CELLTRAIL_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run celltrail scan")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts the exit code and that stdout contains `word`; returns stdout.
+pub fn expect(o: &Output, code: i32, word: &str) -> String {
+    let out = stdout(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(word),
+        "stdout should contain {word:?}:\n{out}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// A chain's events: (seq, body, signature meanings).
+pub async fn chain_events(c: &mut Client, chain: &str) -> Vec<(EventBody, LogEntry)> {
+    let resp = match c
+        .get_chain(GetChainRequest {
+            chain_id: chain.into(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => return vec![],
+        Err(s) => panic!("get chain: {s:?}"),
+    };
+    resp.entries
+        .iter()
+        .map(|e| {
+            let entry = LogEntry::decode(e.entry.as_slice()).unwrap();
+            (EventBody::decode(entry.body.as_slice()).unwrap(), entry)
+        })
+        .collect()
+}
+
+pub fn kinds(events: &[(EventBody, LogEntry)]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|(b, _)| celltrail::client::kind_name(b.detail.as_ref().unwrap()))
+        .collect()
+}
+
+/// The `din` of each Collected event, in chain order.
+pub fn collected_dins(events: &[(EventBody, LogEntry)]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|(b, _)| match &b.detail {
+            Some(Detail::Collected(c)) => Some(c.din.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Starts a server on a fresh data dir with an apheresis nurse's key file in `keys`.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub server: TestServer,
+    pub nurse: PathBuf,
+}
+
+pub async fn site_with_nurse() -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.ada");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let nurse = key_file(dir.path(), &nurse);
+    Site { dir, server, nurse }
+}
