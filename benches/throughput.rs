@@ -308,6 +308,28 @@ async fn grpc_stream(
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `verify --data-dir` over the in-process run's store: events/s of the full offline audit
+/// (signatures, registry, links, policy replay, Merkle root).
+fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
+    env.ledger.shutdown();
+    let Env { _dir: dir, ledger } = env;
+    drop(ledger);
+    let store = celltrail::store::Store::open(&dir.path().join("data").join("db")).expect("reopen store");
+    let log_key = celltrail::keys::read_key_file(&dir.path().join("data").join("log.key")).unwrap().verifier();
+    let data_keys = celltrail::bundle::audit::DataDirKeys {
+        log_key,
+        log_key_source: "bench".into(),
+        admins: vec![keys.admin.verifier()],
+    };
+    let policy = celltrail::policy::Policy::from_toml(&two_signature_policy()).unwrap();
+    let n = store.tree_size().unwrap();
+    let start = Instant::now();
+    let report = celltrail::bundle::audit::verify_store(&store, &data_keys, &policy, None);
+    let secs = start.elapsed().as_secs_f64();
+    assert!(report.ok, "offline audit of the bench store failed: {:?}", report.failure);
+    n as f64 / secs
+}
+
 /// Strict ed25519 verifications per second on one core, over the benchmark's own signatures.
 fn raw_verify_rate(work: &[Vec<SignedEvent>], keys: &Keys) -> f64 {
     let by_name: std::collections::HashMap<String, ed25519_dalek::VerifyingKey> =
@@ -399,6 +421,8 @@ fn main() {
         s_rate / c_rate
     );
     let raw = raw_verify_rate(&work, &keys);
+    let v_rate = offline_verify_rate(c_env, &keys);
+    println!("V  verify --data-dir (offline audit): {v_rate:>10.0} events/s  vs raw verify {:.0} events/s on 1 core: V/raw {:.2}", raw / 2.0, v_rate / (raw / 2.0));
     println!("   raw strict ed25519 verify, 1 core: {raw:>10.0} signatures/s  (= {:.0} events/s at 2 signatures; x{cores} cores = {:.0})", raw / 2.0, raw / 2.0 * cores as f64);
     println!(
         "   C / (raw verify bound on {cores} cores): {:.2}",
