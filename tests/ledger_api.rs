@@ -581,3 +581,98 @@ async fn append_stream_answers_in_order_and_a_bad_event_does_not_end_it() {
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
     assert_eq!(snapshot(&mut f.c).await.len(), before + 5);
 }
+
+#[tokio::test]
+async fn full_queue_answers_resource_exhausted_and_loses_nothing_accepted() {
+    use celltrail::ledger::LedgerOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = celltrail::server::ServeOptions::new(dir.path());
+    opts.ledger = LedgerOptions {
+        queue_capacity: 1,
+        max_group: 1,
+    };
+    let opened = celltrail::server::open(&opts).unwrap();
+    let ledger = opened.ledger;
+    let admin = celltrail::keys::read_key_file(&dir.path().join("admin.key")).unwrap();
+    let nurse = signer("nurse.flood");
+    let reg = celltrail::client::sign_draft(
+        celltrail::client::Draft {
+            chain_id: "keys".into(),
+            seq: 0,
+            prev_hash: vec![0; 32],
+            occurred_at: base_time(),
+            site: String::new(),
+            comment: String::new(),
+            detail: Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+                key_id: nurse.name.clone(),
+                public_key: nurse.key.verifying_key().as_bytes().to_vec(),
+                printed_name: "N".into(),
+                role: "apheresis_nurse".into(),
+                site: "HOSP-A".into(),
+                valid_from_unix_nanos: base_time() - HOUR,
+                valid_until_unix_nanos: 0,
+            }),
+        },
+        &[(&admin, Performed)],
+        base_time(),
+    );
+    ledger.append_wait(reg).await.unwrap();
+    // Hold the writer for a second: the pipeline fills, then the bounded queue.
+    let blocker = {
+        let l = ledger.clone();
+        tokio::spawn(async move {
+            l.at_group_boundary(|| std::thread::sleep(std::time::Duration::from_secs(1)))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let enrol = |i: usize| {
+        let detail = Detail::Enrolled(Enrolled {
+            coi_ref: format!("COI-{i:04}"),
+            therapy: String::new(),
+            manufacturing_site: "MFG-1".into(),
+        });
+        signed_at_link(
+            &format!("FLOOD-{i}"),
+            0,
+            vec![0; 32],
+            base_time(),
+            "HOSP-A",
+            detail,
+            &[(&nurse, Performed)],
+        )
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let l = ledger.clone();
+        let ev = enrol(i);
+        tasks.push(tokio::spawn(async move { l.append(ev).await }));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (mut accepted, mut busy) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                assert_eq!(
+                    status.code(),
+                    Code::ResourceExhausted,
+                    "{}",
+                    status.message()
+                );
+                assert!(status.message().contains("busy"), "{}", status.message());
+                busy += 1;
+            }
+        }
+    }
+    blocker.await.unwrap().unwrap();
+    assert!(busy > 0, "a full queue must refuse with RESOURCE_EXHAUSTED");
+    assert!(accepted > 0);
+    assert_eq!(
+        ledger.store().tree_size().unwrap(),
+        1 + accepted as u64,
+        "every accepted event stored, no refused one"
+    );
+    ledger.shutdown_async().await;
+}
