@@ -314,8 +314,11 @@ fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
     env.ledger.shutdown();
     let Env { _dir: dir, ledger } = env;
     drop(ledger);
-    let store = celltrail::store::Store::open(&dir.path().join("data").join("db")).expect("reopen store");
-    let log_key = celltrail::keys::read_key_file(&dir.path().join("data").join("log.key")).unwrap().verifier();
+    let store =
+        celltrail::store::Store::open(&dir.path().join("data").join("db")).expect("reopen store");
+    let log_key = celltrail::keys::read_key_file(&dir.path().join("data").join("log.key"))
+        .unwrap()
+        .verifier();
     let data_keys = celltrail::bundle::audit::DataDirKeys {
         log_key,
         log_key_source: "bench".into(),
@@ -326,7 +329,11 @@ fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
     let start = Instant::now();
     let report = celltrail::bundle::audit::verify_store(&store, &data_keys, &policy, None);
     let secs = start.elapsed().as_secs_f64();
-    assert!(report.ok, "offline audit of the bench store failed: {:?}", report.failure);
+    assert!(
+        report.ok,
+        "offline audit of the bench store failed: {:?}",
+        report.failure
+    );
     n as f64 / secs
 }
 
