@@ -270,6 +270,8 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The restored directory carries what `verify --data-dir` needs (log.vkey, trust anchors).
+    common::assert_data_dir_verifies(&restored, 1);
     // A wrong log key is refused.
     let other = dir.path().join("other.key");
     celltrail::keys::write_key_file(&other, &signer("x")).unwrap();
