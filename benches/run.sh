@@ -23,4 +23,7 @@ if [ -n "$PGBIN" ]; then
 else
   echo "PostgreSQL not available: baseline B will be skipped" >&2
 fi
+if [ "${CELLTRAIL_BENCH_MILLION:-}" = 1 ]; then
+  cargo build --release --bin celltrail   # the 1 M-entry run starts the release server process
+fi
 cargo bench --bench throughput

@@ -206,7 +206,8 @@ pub async fn run_with(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // TCP_NODELAY: a receipt is one small frame; Nagle plus delayed ACK would add ~40 ms to it.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION);
