@@ -229,13 +229,18 @@ pub async fn run_with(
 }
 
 /// The public facts about a data directory that a backup carries.
-pub fn server_info(opts: &ServeOptions, opened: &Opened) -> crate::backup::ServerInfo {
-    let anchors = opts
-        .trust_anchors
-        .clone()
-        .unwrap_or_else(|| opts.data_dir.join("trust-anchors.txt"));
+/// Built from the admin keys the server loaded at start (never re-read from disk, so a backup
+/// cannot silently carry empty anchors).
+pub fn server_info(_opts: &ServeOptions, opened: &Opened) -> crate::backup::ServerInfo {
+    let mut trust_anchors = String::from(
+        "# celltrail trust anchors: operator admin keys that may sign the key registry\n",
+    );
+    for admin in &opened.admins {
+        trust_anchors.push_str(&admin.to_key_string());
+        trust_anchors.push('\n');
+    }
     crate::backup::ServerInfo {
         log_vkey: opened.log_verifier.to_key_string(),
-        trust_anchors: std::fs::read_to_string(anchors).unwrap_or_default(),
+        trust_anchors,
     }
 }
