@@ -522,12 +522,9 @@ fn detects_entry_resigned_by_a_revoked_key() {
     let fx = fixture();
     let bundle = load(&fx.bundle);
     let path = tampered("revoked", |b| {
-        resign(
-            b,
-            2,
-            &fx.revoked,
-            celltrail::time::now_nanos() - 1_000_000_000,
-        );
+        // Signed now: after the revocation, which the fixture recorded before building the
+        // bundle (an earlier time could precede a freshly built fixture's revocation).
+        resign(b, 2, &fx.revoked, celltrail::time::now_nanos());
     });
     let index = bundle.chains[0].entries[2].index;
     assert_fails(
