@@ -99,6 +99,8 @@ pub struct Store {
 }
 
 const META_TREE_SIZE: &[u8] = b"tree_size";
+/// How long `open` waits for a previous owner of the store to release sled's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// sled's page cache (its default is 1 GiB). Reads are mostly of recent entries and heads, so a
 /// small cache keeps the server's memory flat as the log grows.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -128,15 +130,32 @@ fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 
 impl Store {
     /// Opens (or creates) the store in `path`. sled recovers its log on open.
+    ///
+    /// sled holds an exclusive file lock while any handle (including its background flusher)
+    /// lives; a previous owner that is just closing, in this process or another, releases it
+    /// moments later, so a busy lock is retried for up to `LOCK_WAIT`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open();
+            match opened {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => {
+                    break other.map_err(|source| StoreError::Open {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+            }
+        };
         let t = |name: &str| db.open_tree(name);
         Ok(Store {
             fault: std::sync::atomic::AtomicU8::new(Fault::None as u8),
