@@ -191,6 +191,31 @@ impl Ward {
         )
         .await
     }
+
+    /// Through receipt, one cryopreservation step making BAG-A, and every QC test, each passing
+    /// except `failing` (empty: none fails).
+    async fn through_qc(&mut self, failing: &str) {
+        use SignatureMeaning::*;
+        self.through_receipt_at_manufacturing(6.0).await;
+        self.ok(
+            HOUR,
+            MFG,
+            &[("mfg.op.moe", Performed)],
+            step("cryopreservation", &["BAG-A"]),
+        )
+        .await;
+        for t in QC_TESTS {
+            self.ok(HOUR, MFG, &[("qc.quinn", Performed)], qc(t, *t != failing))
+                .await;
+        }
+    }
+}
+
+fn released() -> Detail {
+    Detail::Released(pb::Released {
+        exceptional: false,
+        deviation_id: String::new(),
+    })
 }
 
 fn enrolled() -> Detail {
@@ -472,28 +497,8 @@ async fn rejects_wrong_site_acting_and_names_the_custodian() {
 async fn bedside_check_rejects_other_patients_wristband() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-BED").await;
-    w.through_receipt_at_manufacturing(6.0).await;
-    w.ok(
-        HOUR,
-        MFG,
-        &[("mfg.op.moe", Performed)],
-        step("cryopreservation", &["BAG-A"]),
-    )
-    .await;
-    for t in QC_TESTS {
-        w.ok(HOUR, MFG, &[("qc.quinn", Performed)], qc(t, true))
-            .await;
-    }
-    w.ok(
-        HOUR,
-        MFG,
-        &[("qa.rosa", Performed)],
-        Detail::Released(pb::Released {
-            exceptional: false,
-            deviation_id: String::new(),
-        }),
-    )
-    .await;
+    w.through_qc("").await;
+    w.ok(HOUR, MFG, &[("qa.rosa", Performed)], released()).await;
     w.ok(
         HOUR,
         MFG,
@@ -561,31 +566,12 @@ async fn bedside_check_rejects_other_patients_wristband() {
 async fn rejects_release_when_sterility_failed() {
     use SignatureMeaning::*;
     let mut w = Ward::new("BAG-QC").await;
-    w.through_receipt_at_manufacturing(6.0).await;
-    w.ok(
-        HOUR,
-        MFG,
-        &[("mfg.op.moe", Performed)],
-        step("cryopreservation", &["BAG-A"]),
-    )
-    .await;
-    for t in QC_TESTS {
-        w.ok(
-            HOUR,
-            MFG,
-            &[("qc.quinn", Performed)],
-            qc(t, *t != "sterility"),
-        )
-        .await;
-    }
+    w.through_qc("sterility").await;
     w.refused(
         HOUR,
         MFG,
         &[("qa.rosa", Performed)],
-        Detail::Released(pb::Released {
-            exceptional: false,
-            deviation_id: String::new(),
-        }),
+        released(),
         Code::FailedPrecondition,
         &["qc_all_passed", "sterility"],
     )
