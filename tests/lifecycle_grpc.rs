@@ -308,16 +308,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
         );
     }
     assert_eq!(
-        w.ok(
-            DAY,
-            MFG,
-            &[("qa.rosa", Performed)],
-            Detail::Released(pb::Released {
-                exceptional: false,
-                deviation_id: String::new()
-            })
-        )
-        .await,
+        w.ok(DAY, MFG, &[("qa.rosa", Performed)], released()).await,
         "Released"
     );
     w.ok(
