@@ -369,7 +369,7 @@ struct Writer {
 }
 
 /// Chains whose committed head the writer keeps in memory before it starts over.
-const HEAD_CACHE_CHAINS: usize = 100_000;
+const HEAD_CACHE_CHAINS: usize = 20_000;
 
 /// What one group has changed so far, on top of the store.
 #[derive(Default)]
@@ -684,6 +684,48 @@ impl Writer {
         Ok(note)
     }
 
+    /// The policy state of a committed chain, replayed from its entries (heads on disk carry
+    /// only seq, hash and state name). Keys never change role or site once registered, so the
+    /// signers are what they were when each entry was accepted.
+    fn rebuild_state(&self, chain_id: &str) -> Result<ChainState, LedgerError> {
+        let broken = |why: String| {
+            LedgerError::Storage(format!(
+                "cannot rebuild the custody state of chain {chain_id}: {why}"
+            ))
+        };
+        let mut state: Option<ChainState> = None;
+        for index in self.store.chain_indices(chain_id)? {
+            let bytes = self
+                .store
+                .entry(index)?
+                .ok_or_else(|| broken(format!("entry {index} is missing")))?;
+            let entry = LogEntry::decode(bytes.as_slice())
+                .map_err(|e| broken(format!("entry {index}: {e}")))?;
+            let body = EventBody::decode(entry.body.as_slice())
+                .map_err(|e| broken(format!("entry {index}: {e}")))?;
+            let mut signers = Vec::with_capacity(entry.signatures.len());
+            for sig in &entry.signatures {
+                let rec = self.registry.get(&sig.key_id).ok_or_else(|| {
+                    broken(format!(
+                        "entry {index}: signer {} is not registered",
+                        sig.key_id
+                    ))
+                })?;
+                signers.push(signer_of(rec, sig));
+            }
+            state = Some(
+                self.policy
+                    .apply(state.as_ref(), &body, &signers)
+                    .map_err(|v| {
+                        broken(format!(
+                            "entry {index} no longer passes the custody policy: {v}"
+                        ))
+                    })?,
+            );
+        }
+        state.ok_or_else(|| broken("the chain has no entries".into()))
+    }
+
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
     /// was registered earlier in this same group.
     fn signature_ok(
@@ -749,14 +791,7 @@ impl Writer {
             }
             for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(&sig_ok) {
                 Self::signature_ok(*ok, &rec.public_key, &hash, sig)?;
-                signers.push(Signer {
-                    key_id: rec.key_id.clone(),
-                    role: rec.role.clone(),
-                    site: rec.site.clone(),
-                    meaning: SignatureMeaning::try_from(sig.meaning)
-                        .unwrap_or(SignatureMeaning::Unspecified),
-                    signed_at_unix_nanos: sig.signed_at_unix_nanos,
-                });
+                signers.push(signer_of(rec, sig));
             }
             signers
         };
@@ -796,13 +831,13 @@ impl Writer {
                     body.chain_id
                 )));
             }
+            let rebuilt;
             let prior: Option<&ChainState> = match &head {
-                Some(h) => Some(h.state.as_ref().ok_or_else(|| {
-                    LedgerError::Storage(format!(
-                        "chain {} has no stored policy state",
-                        body.chain_id
-                    ))
-                })?),
+                Some(Head { state: Some(s), .. }) => Some(s),
+                Some(_) => {
+                    rebuilt = self.rebuild_state(&body.chain_id)?;
+                    Some(&rebuilt)
+                }
                 None => None,
             };
             let next = self.policy.apply(prior, &body, &signers).map_err(|v| {
@@ -851,6 +886,17 @@ impl Writer {
             chain_id: body.chain_id,
             seq: body.seq,
         }))
+    }
+}
+
+/// What the custody policy knows of one verified signature.
+fn signer_of(rec: &crate::registry::KeyRecord, sig: &crate::pb::Signature) -> Signer {
+    Signer {
+        key_id: rec.key_id.clone(),
+        role: rec.role.clone(),
+        site: rec.site.clone(),
+        meaning: SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified),
+        signed_at_unix_nanos: sig.signed_at_unix_nanos,
     }
 }
 

@@ -32,8 +32,10 @@ pub struct Head {
     pub hash: [u8; 32],
     /// Name of the custody state after the head event.
     pub state_name: String,
-    /// Policy state after the head event; `None` for chains the policy does not govern (keys).
-    #[serde(default)]
+    /// Policy state after the head event, as the writer holds it in memory. Never stored: it
+    /// is rebuilt from the chain's entries when needed (`None` after a read from disk, and for
+    /// chains the policy does not govern), so each append rewrites only a small head record.
+    #[serde(skip)]
     pub state: Option<crate::policy::ChainState>,
 }
 

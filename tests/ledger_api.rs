@@ -224,6 +224,51 @@ async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_rest
         .unwrap()
         .into_inner();
     assert_eq!(head.seq, 4);
+    // The custody state is rebuilt from the stored chain: the policy still knows where the
+    // bag is (only the manufacturing site may act) and what it may do next.
+    let at = base_time() + 21 * HOUR;
+    let packed = Detail::Packed(Packed {
+        shipper_id: "S".into(),
+        logger_id: "L".into(),
+        seal_id: "X".into(),
+    });
+    let wrong_site = signed_at_link(
+        "BAG-1",
+        5,
+        head.event_hash.clone(),
+        at,
+        "HOSP-A",
+        packed,
+        &[(&f.nurse, Performed)],
+    );
+    let err = c.append(wrong_site).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("AtManufacturing"),
+        "{}",
+        err.message()
+    );
+    let hold = Detail::Hold(celltrail::pb::Hold {
+        reason: "label check".into(),
+    });
+    let hold = signed_at_link(
+        "BAG-1",
+        5,
+        head.event_hash,
+        at,
+        "MFG-1",
+        hold,
+        &[(&f.mfg, Performed)],
+    );
+    c.append(hold).await.unwrap();
+    let after = c
+        .get_head(GetHeadRequest {
+            chain_id: "BAG-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((after.seq, after.state.as_str()), (5, "AtManufacturing"));
     server.stop().await;
 }
 
