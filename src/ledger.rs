@@ -1,11 +1,14 @@
 //! The append pipeline: decode → check link and signers → policy → store → ack.
 //!
-//! One writer thread owns every write. It takes what is queued (group commit), checks each event
-//! in order against the chain heads and key registry as updated by the events before it in the
-//! same group, writes the whole group and the new Merkle nodes and signed checkpoint in one sled
-//! transaction, flushes (fsync) once, and only then answers every caller with its receipt.
-//! Callers wait on a bounded queue: when it is full they get `Overloaded` at once instead of
-//! growing memory. Reads go straight to the store.
+//! Two threads, one after the other. The verifier takes what is queued (a group), decodes each
+//! event, runs the stateless checks and verifies the signatures of already-known keys strictly,
+//! in parallel. The writer, which owns every write, then checks each event in order against the
+//! chain heads and key registry as updated by the events before it in the same group, writes the
+//! whole group, the new Merkle nodes and the signed checkpoint in one sled transaction, flushes
+//! (fsync) once, and only then answers every caller with its receipt. While the writer commits
+//! group N the verifier prepares group N+1. Callers wait on a bounded queue: when it is full a
+//! unary append gets `Overloaded` at once instead of growing memory (streams wait for room).
+//! Reads go straight to the store.
 
 use crate::crypto::{verify_signature, EventHash, SigError};
 use crate::merkle;
@@ -130,7 +133,7 @@ enum Msg {
     AtBoundary(Box<dyn FnOnce() + Send>),
 }
 
-/// The ledger: a handle to the writer thread plus read access to the store.
+/// The ledger: a handle to the verifier and writer threads plus read access to the store.
 pub struct Ledger {
     store: Arc<Store>,
     tx: mpsc::Sender<Msg>,
@@ -140,7 +143,8 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger over `store`: replays the key registry and starts the writer thread.
+    /// Opens the ledger over `store`: replays the key registry and starts the verifier and
+    /// writer threads.
     pub fn start(
         store: Arc<Store>,
         admins: &[crate::note::NoteVerifier],
