@@ -105,7 +105,7 @@ const META_TREE_SIZE: &[u8] = b"tree_size";
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// sled's page cache (its default is 1 GiB). Reads are mostly of recent entries and heads, so a
 /// small cache keeps the server's memory flat as the log grows.
-const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const META_CHECKPOINT: &[u8] = b"checkpoint";
 
 fn chain_event_key(chain_id: &str, seq: u64) -> Vec<u8> {
