@@ -314,8 +314,8 @@ fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
     env.ledger.shutdown();
     let Env { _dir: dir, ledger } = env;
     drop(ledger);
-    let store =
-        celltrail::store::Store::open(&dir.path().join("data").join("db")).expect("reopen store");
+    let store = celltrail::store::Store::open_for_audit(&dir.path().join("data").join("db"))
+        .expect("reopen store");
     let log_key = celltrail::keys::read_key_file(&dir.path().join("data").join("log.key"))
         .unwrap()
         .verifier();

@@ -101,6 +101,8 @@ pub struct Store {
 }
 
 const META_TREE_SIZE: &[u8] = b"tree_size";
+/// Page cache of the offline audit (`verify --data-dir`).
+const AUDIT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// How long `open` waits for a previous owner of the store to release sled's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// sled's page cache (its default is 1 GiB). Reads are mostly of recent entries and heads, so a
@@ -137,11 +139,21 @@ impl Store {
     /// lives; a previous owner that is just closing, in this process or another, releases it
     /// moments later, so a busy lock is retried for up to `LOCK_WAIT`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with another page-cache size: the offline audit reads every entry and
+    /// every leaf once, and on an auditor's laptop memory is not the constraint.
+    pub fn open_for_audit(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_cache(path, AUDIT_CACHE_BYTES)
+    }
+
+    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
         let db = loop {
             let opened = sled::Config::new()
                 .path(path)
-                .cache_capacity(CACHE_BYTES)
+                .cache_capacity(cache_bytes)
                 .open();
             match opened {
                 Err(sled::Error::Io(e))

@@ -158,7 +158,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 Some(a) => a,
                 None => crate::keys::read_trust_anchors(&dir.join("trust-anchors.txt"))?,
             };
-            let store = crate::store::Store::open(&dir.join("db"))
+            let store = crate::store::Store::open_for_audit(&dir.join("db"))
                 .context("audit a copy of the data directory, not the live one")?;
             let keys = crate::bundle::audit::DataDirKeys {
                 log_key,
