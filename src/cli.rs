@@ -302,7 +302,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
-    let info = crate::server::server_info(&opts, &opened);
+    let info = crate::server::server_info(&opened);
     crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await
 }
 

@@ -231,7 +231,7 @@ pub async fn run_with(
 /// The public facts about a data directory that a backup carries.
 /// Built from the admin keys the server loaded at start (never re-read from disk, so a backup
 /// cannot silently carry empty anchors).
-pub fn server_info(_opts: &ServeOptions, opened: &Opened) -> crate::backup::ServerInfo {
+pub fn server_info(opened: &Opened) -> crate::backup::ServerInfo {
     let mut trust_anchors = String::from(
         "# celltrail trust anchors: operator admin keys that may sign the key registry\n",
     );

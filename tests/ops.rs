@@ -37,7 +37,7 @@ impl OpsServer {
         let admin = admin.unwrap_or_else(|| {
             celltrail::keys::read_key_file(&data_dir.join("admin.key")).expect("admin key")
         });
-        let info = server_info(&opts, &opened);
+        let info = server_info(&opened);
         let log_vkey = opened.log_verifier.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

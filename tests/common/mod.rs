@@ -23,23 +23,9 @@ impl TestServer {
         Self::start_with(ServeOptions::new(data_dir)).await
     }
 
+    /// Starts a server with `opts` on a free loopback port.
     pub async fn start_with(opts: ServeOptions) -> TestServer {
-        let opened = open(&opts).expect("open data dir");
-        let admin =
-            celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, opened.ledger, async {
-            let _ = rx.await;
-        }));
-        TestServer {
-            addr,
-            data_dir: opts.data_dir.clone(),
-            admin,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self::start_on(opts, "127.0.0.1:0".parse().unwrap()).await
     }
 
     pub async fn client(&self) -> Client {
@@ -180,7 +166,7 @@ impl TestServer {
             celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind the old address");
+            .expect("bind the test server's address");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, opened.ledger, async {
