@@ -51,6 +51,23 @@ pub async fn connect_with(server: &str, tls: &crate::tls::TlsOptions) -> anyhow:
     Ok(LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE))
 }
 
+/// True when a call failed in the transport rather than with an answer from the server:
+/// connection refused or reset, a GOAWAY while the server restarts, a deadline or a cancel.
+/// The outcome of an append is then unknown, so it must be resent with the same bytes
+/// (appends are idempotent) and never be reported as refused.
+///
+/// tonic builds such statuses locally and keeps the transport error as their `source`; a
+/// status the server sent in its trailers has none. A stream cut by the server's graceful
+/// shutdown arrives as `INTERNAL: h2 protocol error` with an h2 source, which is why the code
+/// alone is not enough.
+pub fn is_transport_failure(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
+    ) || std::error::Error::source(s).is_some()
+}
+
 /// Parses a meaning name (`performed`, `verified`, ...).
 pub fn parse_meaning(s: &str) -> Result<SignatureMeaning, String> {
     SignatureMeaning::from_str_name(&s.trim().to_ascii_uppercase())
@@ -389,4 +406,37 @@ pub async fn append_draft(
 /// A gRPC status as an error a person can read.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+#[cfg(test)]
+mod transport_failure_tests {
+    use super::is_transport_failure;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn a_stream_cut_by_the_transport_is_a_transport_failure() {
+        // What a client sees when the server's GOAWAY or RST_STREAM(NO_ERROR) ends a call.
+        let cut = Status::from_error(Box::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert_eq!(cut.code(), Code::Internal);
+        assert!(is_transport_failure(&cut), "{cut:?}");
+        let refused = Status::from_error(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(is_transport_failure(&refused), "{refused:?}");
+        assert!(is_transport_failure(&Status::unavailable(
+            "connection refused"
+        )));
+        assert!(is_transport_failure(&Status::deadline_exceeded("timeout")));
+    }
+
+    #[test]
+    fn an_answer_from_the_server_is_not_a_transport_failure() {
+        for s in [
+            Status::internal("the store could not write the group: No space left on device"),
+            Status::failed_precondition("stale prev_hash: the chain head is seq 4"),
+            Status::already_exists("seq 3 is taken by another event"),
+            Status::invalid_argument("signature 1 does not verify"),
+            Status::resource_exhausted("the append queue is full"),
+        ] {
+            assert!(!is_transport_failure(&s), "{s:?}");
+        }
+    }
 }

@@ -105,15 +105,9 @@ async fn try_connect(server: &str) -> Option<Client> {
     Some(LedgerClient::new(ch).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE))
 }
 
-/// The server could not be reached (as opposed to: it answered no).
+/// The server could not be reached or the answer was lost (as opposed to: it answered no).
 fn is_offline(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        GrpcCode::Unavailable
-            | GrpcCode::Unknown
-            | GrpcCode::DeadlineExceeded
-            | GrpcCode::Cancelled
-    )
+    crate::client::is_transport_failure(s)
 }
 
 /// The chain moved on the server since the event was signed (needs a rebase and re-signature).

@@ -197,15 +197,12 @@ impl Appender {
                     prev = hash.to_vec();
                 }
                 Err(s) => {
-                    // Overloaded or shutting down: stop this round; anything else is a bug.
+                    // Overloaded, or the connection went away (kill, or a graceful shutdown's
+                    // GOAWAY racing this call): stop this round. An answer from the server that
+                    // refuses a well-formed event is a bug.
                     assert!(
-                        matches!(
-                            s.code(),
-                            tonic::Code::Unavailable
-                                | tonic::Code::Unknown
-                                | tonic::Code::Cancelled
-                                | tonic::Code::ResourceExhausted
-                        ),
+                        s.code() == tonic::Code::ResourceExhausted
+                            || client::is_transport_failure(&s),
                         "chain {} seq {seq}: unexpected {:?}: {}",
                         self.chain,
                         s.code(),
