@@ -72,6 +72,9 @@ fn in_cut(tree: &str, key: &[u8], value: &[u8], n: u64) -> bool {
     match tree {
         "entries" => be_u64(key).is_some_and(|i| i < n),
         "chain_events" | "by_hash" => be_u64(value).is_some_and(|i| i < n),
+        // A leaf block b holds the leaves of entries [b·LEAF_BLOCK, (b+1)·LEAF_BLOCK).
+        "leaves" => be_u64(key)
+            .is_some_and(|b| (b as u128 + 1) * crate::store::LEAF_BLOCK as u128 <= n as u128),
         "nodes" => {
             if key.len() != 9 {
                 return false;
@@ -474,6 +477,9 @@ mod tests {
         assert!(!in_cut("nodes", &key(0, 5), b"", 5));
         assert!(in_cut("nodes", &key(2, 0), b"", 4)); // leaves 0..4
         assert!(!in_cut("nodes", &key(2, 1), b"", 7)); // leaves 4..8
+                                                       // Leaf block 1 holds the leaves of entries 16..32.
+        assert!(in_cut("leaves", &1u64.to_be_bytes(), b"", 32));
+        assert!(!in_cut("leaves", &1u64.to_be_bytes(), b"", 31));
         assert!(in_cut("entries", &6u64.to_be_bytes(), b"", 7));
         assert!(!in_cut("by_hash", b"h", &7u64.to_be_bytes(), 7));
     }

@@ -762,8 +762,12 @@ impl Writer {
         if let Some(index) = ov.hashes.get(&hash) {
             return Ok(Outcome::Duplicate(*index));
         }
-        if let Some(index) = self.store.index_of_hash(&hash)? {
-            return Ok(Outcome::Duplicate(index));
+        // A resubmission names a (chain, seq) already taken; the event there tells whether it
+        // is the same one (same hash: the same receipt again) or another (a fork, below).
+        if let Some(index) = self.store.chain_event(&body.chain_id, body.seq)? {
+            if stored_event_hash(&self.store, index)? == hash {
+                return Ok(Outcome::Duplicate(index));
+            }
         }
 
         // Chain link [R2, R3].
@@ -867,6 +871,18 @@ impl Writer {
             merkle::nodes_completed_by_append(index, leaf, |l, i| node(store, nodes, l, i))?
         };
         ov.nodes.extend(completed);
+        if (index + 1).is_multiple_of(crate::store::LEAF_BLOCK) {
+            // A block of leaves is complete: record its leaf hashes (the store keeps no
+            // per-entry node below `STORED_NODE_MIN_LEVEL`).
+            let first = index + 1 - crate::store::LEAF_BLOCK;
+            let nodes = &ov.nodes;
+            let leaves = (first..=index)
+                .map(|j| node(store, nodes, 0, j))
+                .collect::<Result<Vec<_>, _>>()?;
+            ov.batch
+                .leaf_blocks
+                .push((first / crate::store::LEAF_BLOCK, leaves));
+        }
         ov.hashes.insert(hash, index);
         ov.heads.insert(
             body.chain_id.clone(),
@@ -1028,6 +1044,16 @@ pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerErr
 }
 
 /// The receipt of an event already in the log (idempotent resubmission).
+/// Event hash of the stored entry at `index`.
+fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError> {
+    let bytes = store
+        .entry(index)?
+        .ok_or_else(|| LedgerError::Storage(format!("entry {index} is missing")))?;
+    let entry = LogEntry::decode(bytes.as_slice())
+        .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
+    Ok(EventHash::of_body(&entry.body))
+}
+
 pub fn receipt_for_index(
     store: &Store,
     index: u64,

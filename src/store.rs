@@ -1,12 +1,24 @@
 //! The sled store: the only module that touches the ledger's data on disk.
 //!
 //! Trees (DESIGN §5): `entries` (global index → exact entry bytes), `chains` (chain id → head),
-//! `chain_events` (chain id ‖ 0x00 ‖ seq → global index, for reading a chain in order),
-//! `by_hash` (event hash → global index; makes resubmission idempotent), `nodes` (perfect
-//! Merkle subtree hashes by level and index, for roots and proofs), `meta` (tree size, latest
-//! checkpoint). One commit writes all trees in one sled transaction and then flushes (fsync)
-//! before returning, so an acknowledged event survives a crash and a half-written group never
-//! becomes visible.
+//! `chain_events` (chain id ‖ 0x00 ‖ seq → global index, for reading a chain in order and for
+//! recognising a resubmission), `by_hash` (event hash → global index, for lookups by hash),
+//! `nodes` and `leaves` (Merkle subtree and leaf hashes, for roots and proofs), `meta` (tree
+//! size, latest checkpoint, store format). One commit writes all trees in one sled transaction
+//! and then flushes (fsync) before returning, so an acknowledged event survives a crash and a
+//! half-written group never becomes visible.
+//!
+//! Two layouts keep sled's space and memory small (BENCHMARKS.md, "M"):
+//! - `by_hash` keys are `run ‖ hash` with `run = index >> HASH_RUN_BITS`. Keyed by the bare
+//!   hash, a group's inserts land all over the B-tree, and sled rewrites (and keeps garbage
+//!   of) every page they touch; grouped by run, they land in the newest run's few pages. A
+//!   lookup probes each run (`tree_size / 1024` point reads); the writer's hot path never
+//!   looks up by hash (a resubmission is found through `chain_events`).
+//! - `nodes` holds perfect subtrees of level `STORED_NODE_MIN_LEVEL` and above only. The leaf
+//!   hashes are kept in `leaves`, one record per completed block of `LEAF_BLOCK` entries
+//!   (block number → their 32-byte leaf hashes in order), and the levels in between are
+//!   recomputed from a block (or, in the unfinished last block, from the entries). This turns
+//!   1.9 sled items per entry into 0.13.
 
 use crate::crypto::EventHash;
 use serde::{Deserialize, Serialize};
@@ -73,6 +85,8 @@ pub struct CommitBatch {
     pub entries: Vec<NewEntry>,
     pub heads: Vec<(String, Head)>,
     pub nodes: Vec<((u32, u64), [u8; 32])>,
+    /// Completed leaf blocks: (block number, the `LEAF_BLOCK` leaf hashes in order).
+    pub leaf_blocks: Vec<(u64, Vec<[u8; 32]>)>,
     pub tree_size: u64,
     pub checkpoint: Option<String>,
 }
@@ -97,6 +111,7 @@ pub struct Store {
     chain_events: sled::Tree,
     by_hash: sled::Tree,
     nodes: sled::Tree,
+    leaves: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -109,6 +124,26 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// small cache keeps the server's memory flat as the log grows.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const META_CHECKPOINT: &[u8] = b"checkpoint";
+/// The layout this code writes (see the module doc); stores without the key are format 1.
+const META_FORMAT: &[u8] = b"format";
+const FORMAT: u64 = 2;
+/// `by_hash` groups its keys in runs of 2^HASH_RUN_BITS consecutive log entries.
+pub const HASH_RUN_BITS: u32 = 10;
+/// Merkle subtrees below this level are not stored but recomputed from the leaf hashes.
+pub const STORED_NODE_MIN_LEVEL: u32 = 4;
+/// Entries per record of the `leaves` tree (the width of a subtree at `STORED_NODE_MIN_LEVEL`).
+pub const LEAF_BLOCK: u64 = 1 << STORED_NODE_MIN_LEVEL;
+
+fn hash_key(index: u64, hash: &EventHash) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..4].copy_from_slice(&hash_run(index).to_be_bytes());
+    k[4..].copy_from_slice(&hash.0);
+    k
+}
+
+fn hash_run(index: u64) -> u32 {
+    u32::try_from(index >> HASH_RUN_BITS).expect("fewer than 2^42 log entries")
+}
 
 fn chain_event_key(chain_id: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(chain_id.len() + 9);
@@ -139,13 +174,104 @@ impl Store {
     /// lives; a previous owner that is just closing, in this process or another, releases it
     /// moments later, so a busy lock is retried for up to `LOCK_WAIT`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with_cache(path, CACHE_BYTES)
+        let store = Self::open_with_cache(path, CACHE_BYTES)?;
+        store.upgrade()?;
+        Ok(store)
     }
 
     /// [`Store::open`] with another page-cache size: the offline audit reads every entry and
     /// every leaf once, and on an auditor's laptop memory is not the constraint.
+    ///
+    /// Never writes: an auditor's copy stays as it was handed over (an older format is read as
+    /// it is; the audit needs only entries, stored subtrees and the checkpoint).
     pub fn open_for_audit(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with_cache(path, AUDIT_CACHE_BYTES)
+        let store = Self::open_with_cache(path, AUDIT_CACHE_BYTES)?;
+        store.format()?;
+        Ok(store)
+    }
+
+    /// The store's layout version; an error for one newer than this code.
+    fn format(&self) -> Result<u64, StoreError> {
+        let format = match self.meta.get(META_FORMAT)? {
+            Some(v) => be_u64(&v, "meta format")?,
+            None if self.tree_size()? == 0 && self.by_hash.is_empty() => FORMAT,
+            None => 1,
+        };
+        if format > FORMAT {
+            return Err(StoreError::Corrupt(format!(
+                "the store has format {format}, written by a newer celltrail; this one reads up to {FORMAT}"
+            )));
+        }
+        Ok(format)
+    }
+
+    /// Brings a store of an older format to this one, once, before anything else uses it:
+    /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks and drops the
+    /// stored subtrees below `STORED_NODE_MIN_LEVEL`. Idempotent if interrupted.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        let format = self.format()?;
+        if format == FORMAT {
+            if self.meta.get(META_FORMAT)?.is_none() {
+                self.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
+            }
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let size = self.tree_size()?;
+        tracing::info!(
+            entries = size,
+            "upgrading the store from format {format} to {FORMAT} (once)"
+        );
+        let mut rekeyed = 0u64;
+        let mut batch = sled::Batch::default();
+        for item in self.by_hash.iter() {
+            let (k, v) = item?;
+            if k.len() != 32 {
+                continue;
+            }
+            let index = be_u64(&v, "by_hash value")?;
+            let hash = EventHash(k.as_ref().try_into().expect("32-byte key"));
+            batch.remove(k);
+            batch.insert(&hash_key(index, &hash)[..], &index.to_be_bytes());
+            rekeyed += 1;
+            if rekeyed.is_multiple_of(50_000) {
+                self.by_hash.apply_batch(std::mem::take(&mut batch))?;
+                tracing::info!(rekeyed, of = size, "upgrading the hash index");
+            }
+        }
+        self.by_hash.apply_batch(batch)?;
+        let mut blocks = sled::Batch::default();
+        for block in 0..size / LEAF_BLOCK {
+            let mut hashes = Vec::with_capacity(32 * LEAF_BLOCK as usize);
+            for i in block * LEAF_BLOCK..(block + 1) * LEAF_BLOCK {
+                let leaf = self.stored_node(0, i)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "format {format} store lacks the leaf hash of entry {i}"
+                    ))
+                })?;
+                hashes.extend_from_slice(&leaf);
+            }
+            blocks.insert(&block.to_be_bytes(), hashes);
+        }
+        self.leaves.apply_batch(blocks)?;
+        let mut low = sled::Batch::default();
+        for item in self.nodes.iter() {
+            let (k, _) = item?;
+            if k.first()
+                .is_some_and(|l| u32::from(*l) < STORED_NODE_MIN_LEVEL)
+            {
+                low.remove(k);
+            }
+        }
+        self.nodes.apply_batch(low)?;
+        self.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!(
+            rekeyed,
+            secs = started.elapsed().as_secs_f64(),
+            "store upgraded to format {FORMAT}"
+        );
+        Ok(())
     }
 
     fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
@@ -178,6 +304,7 @@ impl Store {
             chain_events: t("chain_events")?,
             by_hash: t("by_hash")?,
             nodes: t("nodes")?,
+            leaves: t("leaves")?,
             meta: t("meta")?,
             db,
         })
@@ -209,9 +336,27 @@ impl Store {
         }
     }
 
+    /// Global index of the event with this hash: probes each run of `by_hash`, newest first.
     pub fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StoreError> {
-        match self.by_hash.get(hash.0)? {
-            Some(v) => be_u64(&v, "by_hash value").map(Some),
+        let size = self.tree_size()?;
+        if size == 0 {
+            return Ok(None);
+        }
+        for run in (0..=hash_run(size - 1)).rev() {
+            if let Some(v) = self
+                .by_hash
+                .get(hash_key(u64::from(run) << HASH_RUN_BITS, hash))?
+            {
+                return be_u64(&v, "by_hash value").map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Global index of a chain's event at `seq`, if there is one.
+    pub fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StoreError> {
+        match self.chain_events.get(chain_event_key(chain_id, seq))? {
+            Some(v) => be_u64(&v, "chain_events value").map(Some),
             None => Ok(None),
         }
     }
@@ -259,8 +404,71 @@ impl Store {
         Ok(out)
     }
 
-    /// Hash of the perfect Merkle subtree (level, index), if stored.
+    /// Hash of the perfect Merkle subtree (level, index) over leaves
+    /// `[index·2^level, (index+1)·2^level)`: read from `nodes`, or below
+    /// `STORED_NODE_MIN_LEVEL` recomputed from the leaf hashes. `None` if not all exist.
     pub fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        if level >= STORED_NODE_MIN_LEVEL {
+            return self.stored_node(level, index);
+        }
+        let width = 1u64 << level;
+        let Some(first) = index.checked_mul(width) else {
+            return Ok(None);
+        };
+        let leaves = match self.leaf_block(first / LEAF_BLOCK)? {
+            Some(block) => {
+                let at = (first % LEAF_BLOCK) as usize;
+                block[at..at + width as usize].to_vec()
+            }
+            None => {
+                // The unfinished last block: hash the entries themselves.
+                let entries = self.entries_from(first, width as usize)?;
+                if entries.len() as u64 != width
+                    || entries.last().map(|(i, _)| *i) != Some(first + width - 1)
+                {
+                    return Ok(None);
+                }
+                entries
+                    .iter()
+                    .map(|(_, bytes)| crate::merkle::leaf_hash(bytes))
+                    .collect()
+            }
+        };
+        Ok(Some(crate::merkle::root(&leaves)))
+    }
+
+    /// The leaf hashes of block `block` (entries `[block·LEAF_BLOCK, (block+1)·LEAF_BLOCK)`), if
+    /// the block is complete.
+    fn leaf_block(&self, block: u64) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
+        let Some(v) = self.leaves.get(block.to_be_bytes())? else {
+            return Ok(None);
+        };
+        if v.len() != 32 * LEAF_BLOCK as usize {
+            return Err(StoreError::Corrupt(format!(
+                "leaf block {block} is {} bytes, expected {}",
+                v.len(),
+                32 * LEAF_BLOCK
+            )));
+        }
+        Ok(Some(
+            v.chunks_exact(32)
+                .map(|c| c.try_into().expect("32-byte chunk"))
+                .collect(),
+        ))
+    }
+
+    /// The leaf hash recorded for entry `index` when it was appended (complete blocks only;
+    /// a format-1 store kept every leaf in `nodes`). The audit compares it with the entry.
+    pub fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        if let Some(block) = self.leaf_block(index / LEAF_BLOCK)? {
+            return Ok(Some(block[(index % LEAF_BLOCK) as usize]));
+        }
+        self.stored_node(0, index)
+    }
+
+    /// The subtree hash recorded in `nodes` when the subtree was completed (level
+    /// `STORED_NODE_MIN_LEVEL` and above; below that only in a format-1 store).
+    fn stored_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
         match self.nodes.get(node_key(level, index))? {
             Some(v) => v.as_ref().try_into().map(Some).map_err(|_| {
                 StoreError::Corrupt(format!("node ({level},{index}) is not 32 bytes"))
@@ -313,7 +521,10 @@ impl Store {
         for e in &batch.entries {
             entries.insert(&e.index.to_be_bytes(), e.bytes.as_slice());
             chain_events.insert(chain_event_key(&e.chain_id, e.seq), &e.index.to_be_bytes());
-            by_hash.insert(&e.event_hash.0, &e.index.to_be_bytes());
+            by_hash.insert(
+                &hash_key(e.index, &e.event_hash)[..],
+                &e.index.to_be_bytes(),
+            );
         }
         let mut chains = sled::Batch::default();
         for (id, head) in &batch.heads {
@@ -322,7 +533,14 @@ impl Store {
         }
         let mut nodes = sled::Batch::default();
         for ((level, index), hash) in &batch.nodes {
-            nodes.insert(&node_key(*level, *index), hash);
+            if *level >= STORED_NODE_MIN_LEVEL {
+                nodes.insert(&node_key(*level, *index), hash);
+            }
+        }
+        let mut leaves = sled::Batch::default();
+        for (block, hashes) in &batch.leaf_blocks {
+            debug_assert_eq!(hashes.len() as u64, LEAF_BLOCK);
+            leaves.insert(&block.to_be_bytes(), hashes.concat());
         }
         let mut meta = sled::Batch::default();
         meta.insert(META_TREE_SIZE, &batch.tree_size.to_be_bytes());
@@ -336,15 +554,17 @@ impl Store {
             &self.by_hash,
             &self.chains,
             &self.nodes,
+            &self.leaves,
             &self.meta,
         );
         trees
-            .transaction(|(te, tc, tb, th, tn, tm)| {
+            .transaction(|(te, tc, tb, th, tn, tl, tm)| {
                 te.apply_batch(&entries)?;
                 tc.apply_batch(&chain_events)?;
                 tb.apply_batch(&by_hash)?;
                 th.apply_batch(&chains)?;
                 tn.apply_batch(&nodes)?;
+                tl.apply_batch(&leaves)?;
                 tm.apply_batch(&meta)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -372,7 +592,7 @@ impl Store {
 // --- ops: raw tree access for online backup and restore (src/backup.rs) -----------------------
 /// Names of the trees that only ever gain keys (never change or lose one) once a group
 /// committed: a backup may copy them after the cut by filtering on the log index.
-pub const APPEND_ONLY_TREES: [&str; 4] = ["entries", "chain_events", "by_hash", "nodes"];
+pub const APPEND_ONLY_TREES: [&str; 5] = ["entries", "chain_events", "by_hash", "nodes", "leaves"];
 
 /// One raw key/value of a tree.
 pub type RawRecord = (Vec<u8>, Vec<u8>);
@@ -456,6 +676,7 @@ mod tests {
                 ],
                 heads: vec![("A".into(), head(1))],
                 nodes: vec![((0, 0), [9; 32])],
+                leaf_blocks: vec![],
                 tree_size: 2,
                 checkpoint: Some("cp\n".into()),
             };
@@ -467,7 +688,11 @@ mod tests {
         assert_eq!(s.head("A").unwrap().unwrap(), head(1));
         assert_eq!(s.chain_indices("A").unwrap(), vec![0, 1]);
         assert_eq!(s.index_of_hash(&EventHash([2; 32])).unwrap(), Some(1));
-        assert_eq!(s.node(0, 0).unwrap(), Some([9; 32]));
+        // Low subtrees are recomputed from the entries, not read back.
+        assert_eq!(s.node(0, 0).unwrap(), Some(crate::merkle::leaf_hash(b"e0")));
+        assert_eq!(s.node(0, 2).unwrap(), None);
+        assert_eq!(s.stored_node(0, 0).unwrap(), None);
+        assert_eq!(s.recorded_leaf(0).unwrap(), None, "block 0 is not complete");
         assert_eq!(s.checkpoint().unwrap().as_deref(), Some("cp\n"));
         assert_eq!(s.entries_from(1, 10).unwrap(), vec![(1, b"e1".to_vec())]);
         assert_eq!(s.chain_ids().unwrap(), vec!["A".to_string()]);
@@ -500,5 +725,82 @@ mod tests {
         s.commit(&batch).unwrap();
         assert_eq!(s.chain_indices("A").unwrap(), vec![0]);
         assert_eq!(s.chain_indices("AB").unwrap(), vec![1]);
+    }
+
+    /// Writes a store in format 1 (by_hash keyed by the bare hash, every node level stored),
+    /// as celltrail wrote before format 2.
+    fn write_format_1(path: &Path, n: u64) -> Vec<(Vec<u8>, EventHash)> {
+        let db = sled::open(path).unwrap();
+        let (entries, by_hash, nodes, meta) = (
+            db.open_tree("entries").unwrap(),
+            db.open_tree("by_hash").unwrap(),
+            db.open_tree("nodes").unwrap(),
+            db.open_tree("meta").unwrap(),
+        );
+        let mut all = Vec::new();
+        let mut done = std::collections::HashMap::new();
+        for i in 0..n {
+            let bytes = format!("entry {i}").into_bytes();
+            let hash = EventHash([i as u8 + 1; 32]);
+            entries.insert(i.to_be_bytes(), bytes.clone()).unwrap();
+            by_hash.insert(hash.0, &i.to_be_bytes()).unwrap();
+            let leaf = crate::merkle::leaf_hash(&bytes);
+            for ((l, j), h) in
+                crate::merkle::nodes_completed_by_append(i, leaf, |l, j| Ok::<_, ()>(done[&(l, j)]))
+                    .unwrap()
+            {
+                nodes.insert(node_key(l, j), &h).unwrap();
+                done.insert((l, j), h);
+            }
+            all.push((bytes, hash));
+        }
+        meta.insert(META_TREE_SIZE, &n.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        all
+    }
+
+    #[test]
+    fn a_format_1_store_is_upgraded_once_on_open_and_read_as_is_by_the_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = write_format_1(dir.path(), 37);
+        let leaves: Vec<_> = all
+            .iter()
+            .map(|(b, _)| crate::merkle::leaf_hash(b))
+            .collect();
+        {
+            // The audit never writes: the copy stays format 1 and its leaves are still read.
+            let s = Store::open_for_audit(dir.path()).unwrap();
+            assert_eq!(s.format().unwrap(), 1);
+            assert_eq!(s.recorded_leaf(20).unwrap(), Some(leaves[20]));
+        }
+        for _ in 0..2 {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.format().unwrap(), FORMAT);
+            for (i, (_, hash)) in all.iter().enumerate() {
+                assert_eq!(s.index_of_hash(hash).unwrap(), Some(i as u64), "entry {i}");
+            }
+            assert_eq!(s.index_of_hash(&EventHash([0; 32])).unwrap(), None);
+            // Blocks 0 and 1 are complete (32 of 37 entries): their leaves were packed.
+            assert_eq!(s.recorded_leaf(5).unwrap(), Some(leaves[5]));
+            assert_eq!(s.recorded_leaf(31).unwrap(), Some(leaves[31]));
+            assert_eq!(s.recorded_leaf(33).unwrap(), None);
+            assert_eq!(s.stored_node(0, 5).unwrap(), None, "low levels dropped");
+            assert_eq!(
+                crate::merkle::root_at(37, |l, i| s.node(l, i).map(|h| h.unwrap())).unwrap(),
+                crate::merkle::root(&leaves)
+            );
+        }
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.meta.insert(META_FORMAT, &9u64.to_be_bytes()).unwrap();
+            s.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("format 9"), "{err}");
     }
 }

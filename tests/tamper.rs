@@ -612,12 +612,6 @@ fn tampered_dir(name: &str, from: &Path, f: impl FnOnce(&sled::Db)) -> PathBuf {
     dir
 }
 
-fn node_key(level: u8, index: u64) -> Vec<u8> {
-    let mut k = vec![level];
-    k.extend_from_slice(&index.to_be_bytes());
-    k
-}
-
 #[test]
 fn data_dir_detects_one_byte_flipped_in_a_stored_entry() {
     let fx = fixture();
@@ -646,10 +640,11 @@ fn data_dir_detects_rewritten_entry_even_with_its_leaf_node_rewritten() {
         let bytes = e.encode_to_vec();
         let leaf = celltrail::merkle::leaf_hash(&bytes);
         t.insert(22u64.to_be_bytes(), bytes).unwrap();
-        db.open_tree("nodes")
-            .unwrap()
-            .insert(node_key(0, 22), &leaf)
-            .unwrap();
+        // The leaf recorded for entry 22: block 22 / 16, slot 22 % 16.
+        let leaves = db.open_tree("leaves").unwrap();
+        let mut block = leaves.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        block[6 * 32..7 * 32].copy_from_slice(&leaf);
+        leaves.insert(1u64.to_be_bytes(), block).unwrap();
     });
     let seq = 22 - 10; // 10 key events come first
     assert_fails(

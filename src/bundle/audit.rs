@@ -77,7 +77,7 @@ pub fn verify_store(
             Err(e) => return report.fail(at(e.to_string())),
         };
         let leaf = merkle::leaf_hash(&bytes);
-        if let Ok(Some(stored)) = store.node(0, index) {
+        if let Ok(Some(stored)) = store.recorded_leaf(index) {
             if stored != leaf {
                 return report.fail(at(format!(
                     "stored bytes hash to leaf {}, but the leaf recorded when it was appended is {}",
