@@ -53,7 +53,7 @@ pub enum Command {
     /// Scanning station: scan codes, sign, submit; queues offline; bedside MATCH/MISMATCH.
     Scan(crate::station::ScanArgs),
     /// The station's offline queue: list what is waiting or refused, discard what was refused.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::station::QUEUE_EXIT_CODES)]
     Queue(crate::station::QueueCommand),
     /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
     #[command(subcommand)]

@@ -18,7 +18,7 @@ mod ui;
 pub use bedside::{check as bedside_check, Verdict};
 pub use form::{apply_scans, comment_required, Code};
 pub use queue::{DiscardError, Discarded, Link, Queue, Queued, Status};
-pub use queue_cmd::{run as run_queue_command, QueueCommand};
+pub use queue_cmd::{run as run_queue_command, QueueCommand, EXIT_CODES as QUEUE_EXIT_CODES};
 
 use crate::client::{self, Client, Draft, Fields, KINDS};
 use crate::keys::read_key_file;
@@ -206,7 +206,10 @@ impl Station {
                         "list them: `celltrail queue list{}`",
                         queue_cmd::queue_flag(&self.a.queue)
                     ),
-                    "then `celltrail queue discard ID --reason TEXT` and record them again".into(),
+                    format!(
+                        "then `celltrail queue discard ID --reason TEXT{}` and record them again",
+                        queue_cmd::queue_flag(&self.a.queue)
+                    ),
                 ],
             );
             return Ok(EXIT_REJECTED);
@@ -352,12 +355,12 @@ impl Station {
                             format!("{:?}: {}", s.code(), s.message()),
                             "It stays in the queue, marked. It is NOT rebased: a rebase needs"
                                 .into(),
-                            "the signers to sign again. Take it out with `celltrail queue".into(),
+                            "the signers to sign again. Take it out with".into(),
                             format!(
-                                "discard {id} --reason TEXT{}` and record it again on the",
+                                "`celltrail queue discard {id} --reason TEXT{}`",
                                 queue_cmd::queue_flag(&self.a.queue)
                             ),
-                            "current chain.".into(),
+                            "and record it again on the current chain.".into(),
                         ],
                     );
                     self.queue.set_status(id, status)?;

@@ -13,18 +13,26 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-const EXIT_CODES: &str = "Exit codes: 0 done (also: the queue is empty), 1 error or refused \
+pub const EXIT_CODES: &str = "Exit codes: 0 done (also: the queue is empty), 1 error or refused \
 (unknown id, a WAITING entry, an empty --reason, no queue at --queue DIR, the queue is in use \
 by a running station), 2 bad command line.";
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
-    /// List every queued event: id, chain, seq, event, signed at, signers, status and the
-    /// server's reason for a CONFLICT or REJECTED.
+    /// List queued events, their status and why the server refused them.
+    ///
+    /// One line per queued event: id, status (WAITING, CONFLICT, REJECTED), chain, seq, event,
+    /// when it was signed (UTC) and by whom, then the server's reason for a CONFLICT or
+    /// REJECTED, and a summary line. Never creates the queue directory; never contacts the
+    /// server.
     #[command(after_help = EXIT_CODES)]
     List(ListArgs),
-    /// Take a CONFLICT or REJECTED event out of the queue. It is kept, with your reason, the
-    /// time and its exact signed bytes, under `queue list --discarded`; it is never sent.
+    /// Take a CONFLICT or REJECTED event out of the queue, with a reason.
+    ///
+    /// The event is moved, not deleted: it is kept with your reason, the time, the OS user and
+    /// its exact signed bytes, and shown by `celltrail queue list --discarded`. It is never
+    /// sent. A WAITING event cannot be discarded (nobody refused it). Run it while no station
+    /// is running on the queue.
     #[command(after_help = EXIT_CODES)]
     Discard(DiscardArgs),
     /// Print one queued (or discarded) event decoded: fields, signers, hashes.
@@ -143,9 +151,11 @@ fn discard(a: DiscardArgs) -> anyhow::Result<()> {
     let waiting = later.len() - refused.len();
     if !refused.is_empty() {
         println!(
-            "Chain {} still has refused entries {} signed after it: discard them too before recording on this chain again.",
+            "Chain {} still has refused {} {} signed after it: discard {} too before recording on this chain again.",
             e.chain_id,
-            refused.join(", ")
+            if refused.len() == 1 { "entry" } else { "entries" },
+            refused.join(", "),
+            if refused.len() == 1 { "it" } else { "them" },
         );
     }
     if waiting > 0 {
@@ -311,16 +321,25 @@ pub fn render_list(dir: &str, views: &[EntryView]) -> String {
         );
     } else {
         let _ = writeln!(s, "Station queue {dir}:");
+        let ids: Vec<String> = views.iter().map(|v| format!("#{}", v.id)).collect();
+        let wid = ids.iter().map(String::len).max().unwrap_or(0).max(2);
+        let wch = views
+            .iter()
+            .map(|v| v.chain_id.len())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let wev = views.iter().map(|v| v.kind.len()).max().unwrap_or(0).max(5);
         let _ = writeln!(
             s,
-            "{:<6} {:<9} {:<16} {:>4}  {:<16} {:<21} SIGNERS",
+            "{:<wid$}  {:<8}  {:<wch$}  {:>4}  {:<wev$}  {:<20}  SIGNERS",
             "ID", "STATUS", "CHAIN", "SEQ", "EVENT", "SIGNED AT (UTC)"
         );
-        for v in views {
+        for (v, id) in views.iter().zip(&ids) {
             let _ = writeln!(
                 s,
-                "{:<6} {:<9} {:<16} {:>4}  {:<16} {:<21} {}",
-                format!("#{}", v.id),
+                "{:<wid$}  {:<8}  {:<wch$}  {:>4}  {:<wev$}  {:<20}  {}",
+                id,
                 v.status.word(),
                 v.chain_id,
                 v.seq,
@@ -329,7 +348,7 @@ pub fn render_list(dir: &str, views: &[EntryView]) -> String {
                 v.signers_text()
             );
             if let Some(reason) = v.status.reason() {
-                let _ = writeln!(s, "       reason: {reason}");
+                let _ = writeln!(s, "{:wid$}  reason: {reason}", "");
             }
         }
     }
