@@ -316,6 +316,14 @@ async fn queue_commands_refuse_bad_input_with_a_precise_message() {
     assert_eq!(listed["entries"][0]["reason"], Value::Null);
     let id_s = id.to_string();
 
+    let text = expect(
+        &queue_cli(&["show", &format!("#{id}"), "--queue", &qdir]).await,
+        0,
+        &format!("Queue entry #{id}: QUEUED, WAITING"),
+    );
+    assert!(text.contains("manufacturing_site: \"MFG-1\""), "{text}");
+    assert!(text.contains("nurse.ada PERFORMED at "), "{text}");
+
     // A WAITING entry was refused by nobody: it cannot be discarded.
     let o = queue_cli(&["discard", &id_s, "--reason", "not needed", "--queue", &qdir]).await;
     expect_err(&o, 1, &format!("queue entry #{id} ("));
@@ -404,4 +412,83 @@ async fn empty_queue_is_listed_plainly() {
         listed["summary"],
         serde_json::json!({"waiting": 0, "conflicted": 0, "rejected": 0})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_event_is_listed_with_the_servers_reason_and_can_be_discarded() {
+    let site = site_with_nurse().await;
+    let queue = site.dir.path().join("q");
+    let qdir = s(&queue);
+    // A key the server never registered signs an enrolment offline.
+    let eve = key_file(site.dir.path(), &signer("nurse.eve"));
+    let (bag, chain) = din(31);
+    let (wrist, _) = coi("PAT031");
+    let o = scan(
+        nobody_listening().await,
+        &queue,
+        &[
+            "--key",
+            &s(&eve),
+            "--site",
+            "HOSP-A",
+            "--yes",
+            "--event",
+            "enrolled",
+            "--scan",
+            &bag,
+            "--scan",
+            &wrist,
+            "--set",
+            "manufacturing_site=MFG-1",
+        ],
+    )
+    .await;
+    expect(&o, 3, "QUEUED (1 waiting)");
+    let mut c = site.server.client().await;
+    let before = snapshot(&mut c).await;
+    let drained = scan(site.server.addr, &queue, &["--drain"]).await;
+    expect(&drained, 1, "REJECTED");
+
+    let listed = json(&queue_cli(&["list", "--queue", &qdir, "--json"]).await);
+    assert_eq!(
+        listed["summary"],
+        serde_json::json!({"waiting": 0, "conflicted": 0, "rejected": 1})
+    );
+    let e = &listed["entries"][0];
+    assert_eq!(e["status"], "rejected");
+    assert_eq!(e["chain_id"], chain.as_str());
+    assert_eq!(e["signers"][0]["key_id"], "nurse.eve");
+    let why = e["reason"].as_str().unwrap();
+    assert!(why.contains("nurse.eve"), "the server names the key: {why}");
+    let text = expect(
+        &queue_cli(&["list", "--queue", &qdir]).await,
+        0,
+        "0 waiting, 0 conflicted, 1 rejected",
+    );
+    assert!(text.contains(why), "{text}");
+
+    let id = e["id"].as_u64().unwrap().to_string();
+    let out = queue_cli(&[
+        "discard",
+        &id,
+        "--reason",
+        "signed with an unregistered key; re-recorded by nurse.ada",
+        "--queue",
+        &qdir,
+    ])
+    .await;
+    expect(&out, 0, "was REJECTED");
+    let text = expect(
+        &queue_cli(&["list", "--discarded", "--queue", &qdir]).await,
+        0,
+        "was REJECTED: ",
+    );
+    assert!(text.contains("re-recorded by nurse.ada"), "{text}");
+    let text = expect(
+        &scan(site.server.addr, &queue, &["--drain"]).await,
+        0,
+        "QUEUE EMPTY",
+    );
+    assert!(!text.contains("SENT"), "{text}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing recorded");
 }

@@ -494,7 +494,11 @@ pub fn render_show(id: u64, q: &Queued, discarded: Option<&Discarded>) -> anyhow
             hex::encode(&sig.signature)
         );
     }
-    let _ = writeln!(s, "  signed bytes {} bytes", q.event.len() / 2);
+    let _ = writeln!(
+        s,
+        "  signed event {} bytes (kept exactly as signed)",
+        q.event.len() / 2
+    );
     Ok(s)
 }
 
@@ -510,10 +514,16 @@ fn detail_text(d: &crate::pb::event_body::Detail) -> String {
 
 /// The queue directory as the operator should pass it back (`--queue DIR` unless default).
 pub fn queue_flag(dir: &Path) -> String {
+    let shown = dir.display().to_string();
     if dir == Path::new("./celltrail-station") {
         String::new()
+    } else if shown
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c))
+    {
+        format!(" --queue {shown}")
     } else {
-        format!(" --queue {}", dir.display())
+        format!(" --queue '{}'", shown.replace('\'', r"'\''"))
     }
 }
 
@@ -529,5 +539,15 @@ mod tests {
             .unwrap_err()
             .contains("not a queue entry id"));
         assert!(parse_id("").is_err());
+    }
+
+    #[test]
+    fn queue_flag_is_pasteable_into_a_shell() {
+        assert_eq!(queue_flag(Path::new("./celltrail-station")), "");
+        assert_eq!(queue_flag(Path::new("/var/q-1")), " --queue /var/q-1");
+        assert_eq!(
+            queue_flag(Path::new("/mnt/pharmacy station/it's")),
+            r" --queue '/mnt/pharmacy station/it'\''s'"
+        );
     }
 }
