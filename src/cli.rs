@@ -52,6 +52,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Scanning station: scan codes, sign, submit; queues offline; bedside MATCH/MISMATCH.
     Scan(crate::station::ScanArgs),
+    /// The station's offline queue: list what is waiting or refused, discard what was refused.
+    #[command(subcommand, after_help = crate::station::QUEUE_EXIT_CODES)]
+    Queue(crate::station::QueueCommand),
     /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -247,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => serve(a).await,
         Command::Keygen(a) => keygen(a),
         Command::Scan(a) => crate::station::run(a).await,
+        Command::Queue(c) => crate::station::run_queue_command(c),
         Command::Key(k) => key(k).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,

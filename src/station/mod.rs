@@ -12,11 +12,13 @@
 mod bedside;
 mod form;
 mod queue;
+mod queue_cmd;
 mod ui;
 
 pub use bedside::{check as bedside_check, Verdict};
 pub use form::{apply_scans, comment_required, Code};
-pub use queue::{Link, Queue, Queued, Status};
+pub use queue::{DiscardError, Discarded, Link, Queue, Queued, Status};
+pub use queue_cmd::{run as run_queue_command, QueueCommand, EXIT_CODES as QUEUE_EXIT_CODES};
 
 use crate::client::{self, Client, Draft, Fields, KINDS};
 use crate::keys::read_key_file;
@@ -161,7 +163,11 @@ impl Station {
     fn queue_line(&self) -> anyhow::Result<String> {
         let (waiting, attention) = self.queue.counts()?;
         Ok(if attention > 0 {
-            format!("queue: {waiting} waiting, {attention} NEED ATTENTION (refused by the server)")
+            format!(
+                "queue: {waiting} waiting, {attention} NEED ATTENTION (refused by the server; \
+                 see `celltrail queue list{}`)",
+                queue_cmd::queue_flag(&self.a.queue)
+            )
         } else {
             format!("queue: {waiting} waiting")
         })
@@ -194,9 +200,17 @@ impl Station {
             }
             big(
                 "ATTENTION",
-                &[format!(
-                    "{attention} queued event(s) were refused by the server; see above"
-                )],
+                &[
+                    format!("{attention} queued event(s) were refused by the server; see above"),
+                    format!(
+                        "list them: `celltrail queue list{}`",
+                        queue_cmd::queue_flag(&self.a.queue)
+                    ),
+                    format!(
+                        "then `celltrail queue discard ID --reason TEXT{}` and record them again",
+                        queue_cmd::queue_flag(&self.a.queue)
+                    ),
+                ],
             );
             return Ok(EXIT_REJECTED);
         }
@@ -341,8 +355,12 @@ impl Station {
                             format!("{:?}: {}", s.code(), s.message()),
                             "It stays in the queue, marked. It is NOT rebased: a rebase needs"
                                 .into(),
-                            "the signers to sign again. Record it again on the current chain."
-                                .into(),
+                            "the signers to sign again. Take it out with".into(),
+                            format!(
+                                "`celltrail queue discard {id} --reason TEXT{}`",
+                                queue_cmd::queue_flag(&self.a.queue)
+                            ),
+                            "and record it again on the current chain.".into(),
                         ],
                     );
                     self.queue.set_status(id, status)?;
@@ -690,8 +708,11 @@ impl Station {
         {
             return Ok(Err(format!(
                 "chain {chain} has queued event #{id} (seq {}, {}) that the server refused; \
-                 deal with it first (see `celltrail scan --drain`)",
-                q.seq, q.kind
+                 deal with it first: `celltrail queue list{}`, then `celltrail queue discard \
+                 {id} --reason TEXT`",
+                q.seq,
+                q.kind,
+                queue_cmd::queue_flag(&self.a.queue)
             )));
         }
         if let Some(q) = self.queue.last_for_chain(chain)? {

@@ -3,7 +3,8 @@
 //! Also remembers each chain's head as last seen from the server, so events signed while
 //! offline chain to it. Every write is flushed before the station reports it. An event leaves
 //! the queue only after the server answered with a receipt; events the server refused stay,
-//! marked, until someone deals with them.
+//! marked, until someone deals with them: `discard` moves a refused event, with the reason,
+//! the time and its exact signed bytes, into a separate `discarded` tree that is never emptied.
 
 use crate::crypto::EventHash;
 use crate::pb::{EventBody, SignedEvent};
@@ -63,6 +64,61 @@ impl Queued {
     }
 }
 
+impl Status {
+    /// The word an operator reads: WAITING, CONFLICT or REJECTED.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Waiting => "WAITING",
+            Status::Conflict(_) => "CONFLICT",
+            Status::Rejected(_) => "REJECTED",
+        }
+    }
+
+    /// The server's (or the station's) reason for a CONFLICT or REJECTED.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Waiting => None,
+            Status::Conflict(r) | Status::Rejected(r) => Some(r),
+        }
+    }
+}
+
+/// A refused event an operator took out of the queue. Kept for good: the exact signed bytes
+/// (in `queued.event`), the refusal (`queued.status`), why it was discarded, when and by whom.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Discarded {
+    /// The event's queue id (`#ID` in `celltrail queue list`).
+    pub id: u64,
+    pub queued: Queued,
+    pub reason: String,
+    pub discarded_at: i64,
+    /// The operating-system user who ran `celltrail queue discard`, if known.
+    pub discarded_by: Option<String>,
+}
+
+/// Why `Queue::discard` did not discard.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscardError {
+    #[error("--reason is empty: say why the event is discarded (it is kept with the event)")]
+    EmptyReason,
+    #[error("queue entry #{id} was already discarded at {at}: see `celltrail queue list --discarded`", at = crate::time::rfc3339(*.discarded_at))]
+    AlreadyDiscarded { id: u64, discarded_at: i64 },
+    #[error("no queue entry #{0} in this queue: see `celltrail queue list` for the ids")]
+    UnknownId(u64),
+    #[error(
+        "queue entry #{id} ({chain} seq {seq} {kind}) is WAITING: the server has not refused it, \
+         so there is nothing to discard; it is sent by `celltrail scan --drain`"
+    )]
+    StillWaiting {
+        id: u64,
+        chain: String,
+        seq: u64,
+        kind: String,
+    },
+    #[error("station queue: {0:#}")]
+    Store(#[from] anyhow::Error),
+}
+
 /// Where the next event of a chain goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
@@ -75,7 +131,11 @@ pub struct Queue {
     db: sled::Db,
     events: sled::Tree,
     heads: sled::Tree,
+    discarded: sled::Tree,
 }
+
+/// The file sled keeps its data in; a directory without it is not a station queue.
+const SLED_DATA_FILE: &str = "db";
 
 impl Queue {
     pub fn open(dir: &Path) -> anyhow::Result<Queue> {
@@ -88,8 +148,29 @@ impl Queue {
         Ok(Queue {
             events: db.open_tree("events")?,
             heads: db.open_tree("heads")?,
+            discarded: db.open_tree("discarded")?,
             db,
         })
+    }
+
+    /// Opens a queue that must already exist; never creates a directory (for the commands that
+    /// only look at or tidy a station's queue).
+    pub fn open_existing(dir: &Path) -> anyhow::Result<Queue> {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "no station queue at {}: the directory does not exist (check --queue or \
+                 CELLTRAIL_QUEUE; a station creates it the first time it runs)",
+                dir.display()
+            );
+        }
+        if !dir.join(SLED_DATA_FILE).is_file() {
+            anyhow::bail!(
+                "{} is not a station queue: it holds no sled database (check --queue or \
+                 CELLTRAIL_QUEUE)",
+                dir.display()
+            );
+        }
+        Queue::open(dir)
     }
 
     /// Appends a signed event at the end of the queue and flushes it to disk.
@@ -137,6 +218,116 @@ impl Queue {
             self.db.flush().context("flush the station queue")?;
         }
         Ok(())
+    }
+
+    /// The queued event `id`, if it is still in the queue.
+    pub fn get(&self, id: u64) -> anyhow::Result<Option<Queued>> {
+        match self.events.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v).context("queue record")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// (waiting, conflicted, rejected).
+    pub fn counts_by_status(&self) -> anyhow::Result<(usize, usize, usize)> {
+        let mut n = (0, 0, 0);
+        for (_, q) in self.all()? {
+            match q.status {
+                Status::Waiting => n.0 += 1,
+                Status::Conflict(_) => n.1 += 1,
+                Status::Rejected(_) => n.2 += 1,
+            }
+        }
+        Ok(n)
+    }
+
+    /// Moves the refused event `id` out of the queue into the `discarded` tree, with `reason`,
+    /// in one sled transaction, and flushes. Only a CONFLICT or REJECTED event can go: a
+    /// WAITING one has not been refused by anyone.
+    pub fn discard(
+        &self,
+        id: u64,
+        reason: &str,
+        by: Option<String>,
+    ) -> Result<Discarded, DiscardError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(DiscardError::EmptyReason);
+        }
+        let key = id.to_be_bytes();
+        let Some(queued) = self.get(id)? else {
+            if let Some(d) = self.discarded_one(id)? {
+                return Err(DiscardError::AlreadyDiscarded {
+                    id,
+                    discarded_at: d.discarded_at,
+                });
+            }
+            return Err(DiscardError::UnknownId(id));
+        };
+        if queued.status == Status::Waiting {
+            return Err(DiscardError::StillWaiting {
+                id,
+                chain: queued.chain_id,
+                seq: queued.seq,
+                kind: queued.kind,
+            });
+        }
+        let record = Discarded {
+            id,
+            queued,
+            reason: reason.to_string(),
+            discarded_at: crate::time::now_nanos(),
+            discarded_by: by,
+        };
+        let bytes = serde_json::to_vec(&record).context("encode the discarded record")?;
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let moved: Result<bool, TransactionError<()>> = (&self.events, &self.discarded)
+            .transaction(|(events, discarded)| {
+                // Re-checked inside the transaction: the entry must still be the refused one.
+                let Some(now) = events.get(key)? else {
+                    return Ok(false);
+                };
+                let now: Queued = serde_json::from_slice(&now)
+                    .map_err(|_| ConflictableTransactionError::Abort(()))?;
+                if now.status == Status::Waiting {
+                    return Ok(false);
+                }
+                events.remove(&key[..])?;
+                discarded.insert(&key[..], bytes.as_slice())?;
+                Ok(true)
+            });
+        match moved {
+            Ok(true) => {}
+            Ok(false) => return Err(DiscardError::UnknownId(id)),
+            Err(TransactionError::Abort(())) => {
+                return Err(anyhow::anyhow!("queue entry #{id} does not decode").into())
+            }
+            Err(TransactionError::Storage(e)) => {
+                return Err(anyhow::Error::new(e).context("move to discarded").into())
+            }
+        }
+        self.db.flush().context("flush the station queue")?;
+        Ok(record)
+    }
+
+    /// Every discarded event, oldest queue id first.
+    pub fn discarded(&self) -> anyhow::Result<Vec<Discarded>> {
+        let mut out = Vec::new();
+        for kv in self.discarded.iter() {
+            let (_, v) = kv?;
+            out.push(serde_json::from_slice(&v).context("discarded record")?);
+        }
+        Ok(out)
+    }
+
+    /// The discarded event `id`, if there is one.
+    pub fn discarded_one(&self, id: u64) -> anyhow::Result<Option<Discarded>> {
+        match self.discarded.get(id.to_be_bytes())? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).context("discarded record")?,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// The last queued event of `chain`, if any.
@@ -227,5 +418,127 @@ mod tests {
             ev("A", 1),
             "the exact signed bytes come back"
         );
+    }
+
+    #[test]
+    fn discard_moves_a_refused_event_with_its_reason_and_exact_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conflicted, rejected, waiting) = {
+            let q = Queue::open(dir.path()).unwrap();
+            let a = q
+                .push(&Queued::new(&ev("A", 1), "collected").unwrap())
+                .unwrap();
+            let b = q
+                .push(&Queued::new(&ev("B", 2), "stored").unwrap())
+                .unwrap();
+            let c = q
+                .push(&Queued::new(&ev("C", 3), "received").unwrap())
+                .unwrap();
+            q.set_status(a, Status::Conflict("stale prev_hash: head is seq 1".into()))
+                .unwrap();
+            q.set_status(b, Status::Rejected("policy: not the custodian".into()))
+                .unwrap();
+            assert_eq!(q.counts_by_status().unwrap(), (1, 1, 1));
+            let d = q
+                .discard(
+                    a,
+                    "  recorded again on the current chain  ",
+                    Some("pharm".into()),
+                )
+                .unwrap();
+            assert_eq!(d.reason, "recorded again on the current chain", "trimmed");
+            q.discard(b, "QA: event not needed", None).unwrap();
+            (a, b, c)
+        };
+        // Both survive a reopen, in the discarded tree only.
+        let q = Queue::open(dir.path()).unwrap();
+        let left: Vec<u64> = q.all().unwrap().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(left, [waiting]);
+        assert_eq!(q.counts_by_status().unwrap(), (1, 0, 0));
+        let gone = q.discarded().unwrap();
+        assert_eq!(
+            gone.iter().map(|d| d.id).collect::<Vec<_>>(),
+            [conflicted, rejected]
+        );
+        assert_eq!(gone[0].queued.signed_event().unwrap(), ev("A", 1));
+        assert_eq!(
+            gone[0].queued.status,
+            Status::Conflict("stale prev_hash: head is seq 1".into()),
+            "the server's refusal is kept"
+        );
+        assert_eq!(gone[0].discarded_by.as_deref(), Some("pharm"));
+        assert!(gone[0].discarded_at > 0);
+        assert_eq!(gone[1].reason, "QA: event not needed");
+        assert_eq!(gone[1].queued.status.word(), "REJECTED");
+        assert_eq!(q.discarded_one(rejected).unwrap().unwrap().queued.seq, 2);
+        assert!(q.discarded_one(waiting).unwrap().is_none());
+    }
+
+    #[test]
+    fn discard_refuses_waiting_unknown_twice_and_without_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        let w = q
+            .push(&Queued::new(&ev("A", 1), "collected").unwrap())
+            .unwrap();
+        let c = q
+            .push(&Queued::new(&ev("B", 1), "collected").unwrap())
+            .unwrap();
+        q.set_status(c, Status::Conflict("moved".into())).unwrap();
+
+        let e = q.discard(w, "why not", None).unwrap_err();
+        assert!(
+            matches!(e, DiscardError::StillWaiting { id, .. } if id == w),
+            "{e}"
+        );
+        assert!(e.to_string().contains("is WAITING"), "{e}");
+        let e = q.discard(c, " \t ", None).unwrap_err();
+        assert!(matches!(e, DiscardError::EmptyReason), "{e}");
+        let e = q.discard(9_999_999, "x", None).unwrap_err();
+        assert!(matches!(e, DiscardError::UnknownId(9_999_999)), "{e}");
+        assert!(e.to_string().starts_with("no queue entry #9999999"), "{e}");
+
+        q.discard(c, "done", None).unwrap();
+        let e = q.discard(c, "again", None).unwrap_err();
+        assert!(
+            matches!(e, DiscardError::AlreadyDiscarded { id, .. } if id == c),
+            "{e}"
+        );
+        assert_eq!(q.discarded().unwrap().len(), 1, "discarded once");
+        assert_eq!(
+            q.discarded().unwrap()[0].reason,
+            "done",
+            "first reason kept"
+        );
+        assert_eq!(q.all().unwrap().len(), 1, "the waiting event stays");
+    }
+
+    #[test]
+    fn open_existing_never_creates_a_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-queue");
+        let e = Queue::open_existing(&missing).err().expect("missing dir");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(
+            !missing.exists(),
+            "open_existing must not create the directory"
+        );
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = Queue::open_existing(&empty).err().expect("not a queue");
+        assert!(e.to_string().contains("is not a station queue"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&empty).unwrap().count(),
+            0,
+            "nothing written"
+        );
+
+        let real = dir.path().join("q");
+        Queue::open(&real)
+            .unwrap()
+            .push(&Queued::new(&ev("A", 0), "enrolled").unwrap())
+            .unwrap();
+        assert_eq!(Queue::open_existing(&real).unwrap().all().unwrap().len(), 1);
     }
 }

@@ -141,3 +141,34 @@ pub async fn site_with_nurse() -> Site {
     let nurse = key_file(dir.path(), &nurse);
     Site { dir, server, nurse }
 }
+
+/// Runs `celltrail queue ARGS...` (the real binary) and returns its output.
+pub async fn queue_cli(args: &[&str]) -> Output {
+    tokio::process::Command::new(BIN)
+        .arg("queue")
+        .args(args)
+        .env_remove("CELLTRAIL_QUEUE")
+        .env("CELLTRAIL_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run celltrail queue")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failed run: exit `code` and `msg` on stderr; returns stderr.
+pub fn expect_err(o: &Output, code: i32, msg: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout:\n{}\nstderr:\n{err}",
+        o.status,
+        stdout(o)
+    );
+    assert!(err.contains(msg), "stderr should contain {msg:?}:\n{err}");
+    err
+}
