@@ -12,7 +12,8 @@
 //!
 //! Sizes: CELLTRAIL_BENCH_CHAINS (default 64) x CELLTRAIL_BENCH_EVENTS (per chain, default 300).
 //! CELLTRAIL_BENCH_MILLION=1 adds the 1 M-entry run (disk, RSS, restart) against the release
-//! binary.
+//! binary; CELLTRAIL_BENCH_ONLY=M runs only that (build the binary first: `cargo build --release`),
+//! CELLTRAIL_BENCH_ONLY=C only the in-process ceiling.
 
 use celltrail::client::{sign_draft, Draft};
 use celltrail::crypto::EventHash;
@@ -394,6 +395,11 @@ fn main() {
     let policy_path = policy_dir.path().join("bench-policy.toml");
     std::fs::write(&policy_path, two_signature_policy()).unwrap();
     let regs = registrations(&keys, t0);
+    if std::env::var("CELLTRAIL_BENCH_ONLY").is_ok_and(|v| v == "M") {
+        // Only the 1 M-entry run (disk, RSS, restart): storage work needs nothing else.
+        rt.block_on(million::run(&keys, &regs, t0, &policy_path));
+        return;
+    }
     let sign_start = Instant::now();
     let work = workload(&keys, "BAG", chains, per_chain, t0);
     let n = count(&work);
