@@ -795,7 +795,7 @@ impl Writer {
             let mut signers = Vec::with_capacity(ev.signatures.len());
             let mut records = Vec::with_capacity(ev.signatures.len());
             for sig in &ev.signatures {
-                records.push(registry.signer_at(&sig.key_id, sig.signed_at_unix_nanos)?);
+                records.push(registry.signer_at(&sig.key_id, sig.signed_at_unix_nanos, now)?);
             }
             for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(&sig_ok) {
                 Self::signature_ok(*ok, &rec.public_key, &hash, sig)?;

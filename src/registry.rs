@@ -40,6 +40,17 @@ pub enum KeyError {
         signed_at: String,
     },
     #[error(
+        "key {key_id} was revoked at {revoked_at} ({reason}); nothing it signs is accepted after \
+         that, even a signature dated earlier (this one: {signed_at}); have another authorised \
+         person sign"
+    )]
+    RevokedBeforeAcceptance {
+        key_id: String,
+        revoked_at: String,
+        reason: String,
+        signed_at: String,
+    },
+    #[error(
         "key {key_id} is valid from {from} until {until}; signature made at {signed_at} is outside"
     )]
     OutsideValidity {
@@ -102,7 +113,19 @@ impl Registry {
     }
 
     /// The record of `key_id` if it may sign at `signed_at`.
-    pub fn signer_at(&self, key_id: &str, signed_at: i64) -> Result<&KeyRecord, KeyError> {
+    /// The record of a key that may sign at `signed_at` in an event the log accepts at
+    /// `accepted_at` (server time; offline, the entry's `accepted_at`).
+    ///
+    /// A revoked key signs nothing dated at or after its revocation time, and once that time
+    /// has passed the log accepts nothing from it at all: the signature time is the signer's
+    /// claim, so a stolen key could otherwise date a signature before the revocation
+    /// (SECURITY.md, "Stolen station or staff key").
+    pub fn signer_at(
+        &self,
+        key_id: &str,
+        signed_at: i64,
+        accepted_at: i64,
+    ) -> Result<&KeyRecord, KeyError> {
         let rec = self
             .keys
             .get(key_id)
@@ -110,6 +133,14 @@ impl Registry {
         if let Some(revoked_at) = rec.revoked_at {
             if signed_at >= revoked_at {
                 return Err(KeyError::Revoked {
+                    key_id: key_id.to_string(),
+                    revoked_at: fmt_time(revoked_at),
+                    reason: rec.revoke_reason.clone(),
+                    signed_at: fmt_time(signed_at),
+                });
+            }
+            if accepted_at >= revoked_at {
+                return Err(KeyError::RevokedBeforeAcceptance {
                     key_id: key_id.to_string(),
                     revoked_at: fmt_time(revoked_at),
                     reason: rec.revoke_reason.clone(),

@@ -360,6 +360,81 @@ async fn rejects_signature_by_revoked_key() {
     assert!(err.to_string().contains("already revoked"), "{err}");
 }
 
+/// SECURITY.md, stolen key: a signature dated before the revocation but arriving after it is
+/// refused (the date is the signer's claim); a revocation planned for later does not stop the
+/// key before its time.
+#[tokio::test]
+async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
+    let mut f = fixture().await;
+    // The enrolment below is signed at base_time(); the revocation takes effect an hour later
+    // (40 days ago), so by the signature's own date the key was still valid.
+    admin_event(
+        &mut f.c,
+        &f.server.admin.clone(),
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "nurse.ada".into(),
+            revoked_at_unix_nanos: base_time() + HOUR,
+            reason: "badge stolen".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let ev = event_at(&f, "BAG-6", 0, vec![0; 32], 0);
+    let msg = expect_rejected(&mut f, ev, Code::PermissionDenied, "was revoked").await;
+    assert!(
+        msg.contains("nothing it signs is accepted after that, even a signature dated earlier")
+            && msg.contains("badge stolen"),
+        "{msg}"
+    );
+
+    // Revoking again is refused. Positive control: a key retired from tomorrow signs today.
+    admin_event(
+        &mut f.c,
+        &f.server.admin.clone(),
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "nurse.ada".into(),
+            revoked_at_unix_nanos: base_time() + HOUR,
+            reason: "again".into(),
+        }),
+    )
+    .await
+    .expect_err("already revoked");
+    let tomorrow = celltrail::time::now_nanos() + 24 * HOUR;
+    let nurse2 = signer("nurse.eve");
+    register(
+        &mut f.c,
+        &f.server.admin,
+        &nurse2,
+        "apheresis_nurse",
+        "HOSP-A",
+    )
+    .await;
+    admin_event(
+        &mut f.c,
+        &f.server.admin.clone(),
+        Detail::KeyRevoked(KeyRevoked {
+            key_id: "nurse.eve".into(),
+            revoked_at_unix_nanos: tomorrow,
+            reason: "leaves the unit tomorrow".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let ev = signed_at_link(
+        "BAG-7",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail,
+        &[(&nurse2, celltrail::pb::SignatureMeaning::Performed)],
+    );
+    f.c.append(ev)
+        .await
+        .expect("a key retired tomorrow signs today");
+}
+
 #[tokio::test]
 async fn rejects_signature_outside_key_validity() {
     let mut f = fixture().await;

@@ -537,6 +537,27 @@ fn detects_entry_resigned_by_a_revoked_key() {
     );
 }
 
+/// A stolen, revoked key dating its signature before the revocation: the entry was accepted
+/// after the revocation, so the offline replay refuses it exactly as the server does.
+#[test]
+fn detects_entry_resigned_by_a_revoked_key_dated_before_the_revocation() {
+    let fx = fixture();
+    let bundle = load(&fx.bundle);
+    let path = tampered("revoked-backdated", |b| {
+        let (_, e) = entry_of(b, 2);
+        resign(b, 2, &fx.revoked, e.signatures[0].signed_at_unix_nanos);
+    });
+    let index = bundle.chains[0].entries[2].index;
+    assert_fails(
+        &verify(&[p(&path)]),
+        &[
+            &format!("entry {index} (chain BAG-1 seq 2)"),
+            "key aph.nurse.rev was revoked",
+            "nothing it signs is accepted after that, even a signature dated earlier",
+        ],
+    );
+}
+
 #[test]
 fn detects_checkpoint_signed_by_another_key_of_the_same_name() {
     let fx = fixture();

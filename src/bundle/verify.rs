@@ -392,7 +392,11 @@ impl Ctx<'_> {
         let mut rows = Vec::new();
         for sig in &d.entry.signatures {
             let rec = reg
-                .signer_at(&sig.key_id, sig.signed_at_unix_nanos)
+                .signer_at(
+                    &sig.key_id,
+                    sig.signed_at_unix_nanos,
+                    d.entry.accepted_at_unix_nanos,
+                )
                 .map_err(|e| at(format!("signer rejected: {e}")))?;
             verify_signature(&rec.public_key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
             let meaning =
