@@ -5,8 +5,9 @@ use crate::crypto::EventHash;
 use crate::ledger::{Ledger, LedgerError};
 use crate::pb::ledger_server::Ledger as LedgerRpc;
 use crate::pb::{
-    AppendResult, ChainHead, GetChainRequest, GetChainResponse, GetEntriesRequest,
-    GetEntriesResponse, GetHeadRequest, LogEntry, Receipt, SignedEvent, StoredEntry,
+    AppendResult, ChainHead, FindChainsByBagRequest, FindChainsByBagResponse, GetChainRequest,
+    GetChainResponse, GetEntriesRequest, GetEntriesResponse, GetHeadRequest, LogEntry, Receipt,
+    SignedEvent, StoredEntry,
 };
 use crate::store::Head;
 use futures_util::{Stream, StreamExt};
@@ -18,6 +19,8 @@ use tonic::{Code, Request, Response, Status};
 /// Default and largest page of `GetEntries`.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
+/// Longest bag id `FindChainsByBag` looks up (a DIN is 13 characters; GS1 SSCCs are 18).
+pub const MAX_BAG_ID: usize = 64;
 /// Largest `GetEntries` page in bytes (a page holds at least one entry).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Events of one `AppendStream` in flight at once (they share group commits).
@@ -155,6 +158,35 @@ impl LedgerRpc for LedgerService {
         let id = req.into_inner().chain_id;
         let head = self.ledger.head(&id)?;
         Ok(Response::new(chain_head(&id, &head)))
+    }
+
+    async fn find_chains_by_bag(
+        &self,
+        req: Request<FindChainsByBagRequest>,
+    ) -> Result<Response<FindChainsByBagResponse>, Status> {
+        let din = req.into_inner().din;
+        if din.is_empty() || din.len() > MAX_BAG_ID {
+            return Err(Status::invalid_argument(format!(
+                "bag DIN must be 1-{MAX_BAG_ID} characters (got {}); scan the bag's ISBT 128 DIN",
+                din.len()
+            )));
+        }
+        let ids = self
+            .ledger
+            .store()
+            .chains_of_bag(&din)
+            .map_err(LedgerError::from)?;
+        if ids.is_empty() {
+            return Err(Status::not_found(format!(
+                "no chain names bag {din}: it was never collected or produced in this ledger"
+            )));
+        }
+        let mut chains = Vec::with_capacity(ids.len());
+        for id in ids {
+            let head = self.ledger.head(&id)?;
+            chains.push(chain_head(&id, &head));
+        }
+        Ok(Response::new(FindChainsByBagResponse { chains }))
     }
 
     async fn get_chain(

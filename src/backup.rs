@@ -71,7 +71,7 @@ fn be_u64(b: &[u8]) -> Option<u64> {
 fn in_cut(tree: &str, key: &[u8], value: &[u8], n: u64) -> bool {
     match tree {
         "entries" => be_u64(key).is_some_and(|i| i < n),
-        "chain_events" | "by_hash" => be_u64(value).is_some_and(|i| i < n),
+        "chain_events" | "by_hash" | "bags" => be_u64(value).is_some_and(|i| i < n),
         // A leaf block b holds the leaves of entries [b·LEAF_BLOCK, (b+1)·LEAF_BLOCK).
         "leaves" => be_u64(key)
             .is_some_and(|b| (b as u128 + 1) * crate::store::LEAF_BLOCK as u128 <= n as u128),

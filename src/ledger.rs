@@ -884,6 +884,18 @@ impl Writer {
                 .push((first / crate::store::LEAF_BLOCK, leaves));
         }
         ov.hashes.insert(hash, index);
+        for din in bags_named(&body) {
+            let named = ov
+                .batch
+                .bags
+                .iter()
+                .any(|(d, c, _)| d == din && *c == body.chain_id);
+            if !named && !self.store.bag_in_chain(din, &body.chain_id)? {
+                ov.batch
+                    .bags
+                    .push((din.to_string(), body.chain_id.clone(), index));
+            }
+        }
         ov.heads.insert(
             body.chain_id.clone(),
             Head {
@@ -1044,6 +1056,21 @@ pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerErr
 }
 
 /// The receipt of an event already in the log (idempotent resubmission).
+/// The bags an event names: the apheresis bag of a collection, the product bags of a
+/// manufacturing step. The `bags` index maps each to its chain (`FindChainsByBag`).
+pub fn bags_named(body: &EventBody) -> Vec<&str> {
+    match &body.detail {
+        Some(Detail::Collected(c)) => vec![c.din.as_str()],
+        Some(Detail::ManufacturingStep(m)) => {
+            m.product_bag_ids.iter().map(String::as_str).collect()
+        }
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|d| !d.is_empty())
+    .collect()
+}
+
 /// Event hash of the stored entry at `index`.
 fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError> {
     let bytes = store

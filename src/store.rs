@@ -3,8 +3,10 @@
 //! Trees (DESIGN §5): `entries` (global index → exact entry bytes), `chains` (chain id → head),
 //! `chain_events` (chain id ‖ 0x00 ‖ seq → global index, for reading a chain in order and for
 //! recognising a resubmission), `by_hash` (event hash → global index, for lookups by hash),
-//! `nodes` and `leaves` (Merkle subtree and leaf hashes, for roots and proofs), `meta` (tree
-//! size, latest checkpoint, store format). One commit writes all trees in one sled transaction
+//! `nodes` and `leaves` (Merkle subtree and leaf hashes, for roots and proofs), `bags` (bag
+//! DIN ‖ 0x00 ‖ chain id → index of the first entry naming that bag in that chain: how a
+//! bedside station finds a product bag's chain), `meta` (tree size, latest checkpoint, store
+//! format). One commit writes all trees in one sled transaction
 //! and then flushes (fsync) before returning, so an acknowledged event survives a crash and a
 //! half-written group never becomes visible.
 //!
@@ -21,6 +23,7 @@
 //!   1.9 sled items per entry into 0.13.
 
 use crate::crypto::EventHash;
+use prost::Message;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -87,6 +90,8 @@ pub struct CommitBatch {
     pub nodes: Vec<((u32, u64), [u8; 32])>,
     /// Completed leaf blocks: (block number, the `LEAF_BLOCK` leaf hashes in order).
     pub leaf_blocks: Vec<(u64, Vec<[u8; 32]>)>,
+    /// Bags named for the first time by a chain: (bag DIN, chain id, index of the entry).
+    pub bags: Vec<(String, String, u64)>,
     pub tree_size: u64,
     pub checkpoint: Option<String>,
 }
@@ -112,6 +117,7 @@ pub struct Store {
     by_hash: sled::Tree,
     nodes: sled::Tree,
     leaves: sled::Tree,
+    bags: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -150,6 +156,14 @@ fn chain_event_key(chain_id: &str, seq: u64) -> Vec<u8> {
     k.extend_from_slice(chain_id.as_bytes());
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn bag_key(din: &str, chain_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(din.len() + 1 + chain_id.len());
+    k.extend_from_slice(din.as_bytes());
+    k.push(0);
+    k.extend_from_slice(chain_id.as_bytes());
     k
 }
 
@@ -206,8 +220,9 @@ impl Store {
     }
 
     /// Brings a store of an older format to this one, once, before anything else uses it:
-    /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks and drops the
-    /// stored subtrees below `STORED_NODE_MIN_LEVEL`. Idempotent if interrupted.
+    /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks, drops the stored
+    /// subtrees below `STORED_NODE_MIN_LEVEL` and builds the `bags` index from the entries.
+    /// Idempotent if interrupted.
     fn upgrade(&self) -> Result<(), StoreError> {
         let format = self.format()?;
         if format == FORMAT {
@@ -242,6 +257,9 @@ impl Store {
         self.by_hash.apply_batch(batch)?;
         let mut blocks = sled::Batch::default();
         for block in 0..size / LEAF_BLOCK {
+            if self.leaves.contains_key(block.to_be_bytes())? {
+                continue; // an interrupted upgrade got this far
+            }
             let mut hashes = Vec::with_capacity(32 * LEAF_BLOCK as usize);
             for i in block * LEAF_BLOCK..(block + 1) * LEAF_BLOCK {
                 let leaf = self.stored_node(0, i)?.ok_or_else(|| {
@@ -264,6 +282,20 @@ impl Store {
             }
         }
         self.nodes.apply_batch(low)?;
+        for item in self.entries.iter() {
+            let (k, v) = item?;
+            let index = be_u64(&k, "entries key")?;
+            let body = crate::pb::LogEntry::decode(v.as_ref())
+                .ok()
+                .and_then(|e| crate::pb::EventBody::decode(e.body.as_slice()).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {index} does not decode")))?;
+            for din in crate::ledger::bags_named(&body) {
+                let key = bag_key(din, &body.chain_id);
+                if !self.bags.contains_key(&key)? {
+                    self.bags.insert(key, &index.to_be_bytes())?;
+                }
+            }
+        }
         self.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
         self.db.flush()?;
         tracing::info!(
@@ -305,6 +337,7 @@ impl Store {
             by_hash: t("by_hash")?,
             nodes: t("nodes")?,
             leaves: t("leaves")?,
+            bags: t("bags")?,
             meta: t("meta")?,
             db,
         })
@@ -351,6 +384,26 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Chains that name bag `din` (in a Collected or ManufacturingStep event), in byte order.
+    pub fn chains_of_bag(&self, din: &str) -> Result<Vec<String>, StoreError> {
+        let mut prefix = din.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.bags.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            out.push(
+                String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|_| StoreError::Corrupt("bag index chain id is not UTF-8".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether chain `chain_id` already names bag `din`.
+    pub fn bag_in_chain(&self, din: &str, chain_id: &str) -> Result<bool, StoreError> {
+        Ok(self.bags.contains_key(bag_key(din, chain_id))?)
     }
 
     /// Global index of a chain's event at `seq`, if there is one.
@@ -542,6 +595,10 @@ impl Store {
             debug_assert_eq!(hashes.len() as u64, LEAF_BLOCK);
             leaves.insert(&block.to_be_bytes(), hashes.concat());
         }
+        let mut bags = sled::Batch::default();
+        for (din, chain, index) in &batch.bags {
+            bags.insert(bag_key(din, chain), &index.to_be_bytes());
+        }
         let mut meta = sled::Batch::default();
         meta.insert(META_TREE_SIZE, &batch.tree_size.to_be_bytes());
         if let Some(cp) = &batch.checkpoint {
@@ -555,16 +612,18 @@ impl Store {
             &self.chains,
             &self.nodes,
             &self.leaves,
+            &self.bags,
             &self.meta,
         );
         trees
-            .transaction(|(te, tc, tb, th, tn, tl, tm)| {
+            .transaction(|(te, tc, tb, th, tn, tl, tg, tm)| {
                 te.apply_batch(&entries)?;
                 tc.apply_batch(&chain_events)?;
                 tb.apply_batch(&by_hash)?;
                 th.apply_batch(&chains)?;
                 tn.apply_batch(&nodes)?;
                 tl.apply_batch(&leaves)?;
+                tg.apply_batch(&bags)?;
                 tm.apply_batch(&meta)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -592,7 +651,14 @@ impl Store {
 // --- ops: raw tree access for online backup and restore (src/backup.rs) -----------------------
 /// Names of the trees that only ever gain keys (never change or lose one) once a group
 /// committed: a backup may copy them after the cut by filtering on the log index.
-pub const APPEND_ONLY_TREES: [&str; 5] = ["entries", "chain_events", "by_hash", "nodes", "leaves"];
+pub const APPEND_ONLY_TREES: [&str; 6] = [
+    "entries",
+    "chain_events",
+    "by_hash",
+    "nodes",
+    "leaves",
+    "bags",
+];
 
 /// One raw key/value of a tree.
 pub type RawRecord = (Vec<u8>, Vec<u8>);
@@ -677,6 +743,7 @@ mod tests {
                 heads: vec![("A".into(), head(1))],
                 nodes: vec![((0, 0), [9; 32])],
                 leaf_blocks: vec![],
+                bags: vec![("A999926123456".into(), "A".into(), 0)],
                 tree_size: 2,
                 checkpoint: Some("cp\n".into()),
             };
@@ -696,6 +763,15 @@ mod tests {
         assert_eq!(s.checkpoint().unwrap().as_deref(), Some("cp\n"));
         assert_eq!(s.entries_from(1, 10).unwrap(), vec![(1, b"e1".to_vec())]);
         assert_eq!(s.chain_ids().unwrap(), vec!["A".to_string()]);
+        assert_eq!(
+            s.chains_of_bag("A999926123456").unwrap(),
+            vec!["A".to_string()]
+        );
+        assert!(s.bag_in_chain("A999926123456", "A").unwrap());
+        assert!(
+            s.chains_of_bag("A99992612345").unwrap().is_empty(),
+            "prefix of a DIN"
+        );
     }
 
     #[test]
@@ -740,7 +816,25 @@ mod tests {
         let mut all = Vec::new();
         let mut done = std::collections::HashMap::new();
         for i in 0..n {
-            let bytes = format!("entry {i}").into_bytes();
+            // Every third entry collects a bag, so the upgrade has bags to index.
+            let detail = (i % 3 == 0).then(|| {
+                crate::pb::event_body::Detail::Collected(crate::pb::Collected {
+                    din: format!("A99992612{i:04}"),
+                    ..Default::default()
+                })
+            });
+            let body = crate::pb::EventBody {
+                chain_id: format!("C{}", i % 2),
+                seq: i / 2,
+                detail,
+                ..Default::default()
+            };
+            let bytes = crate::pb::LogEntry {
+                body: body.encode_to_vec(),
+                index: i,
+                ..Default::default()
+            }
+            .encode_to_vec();
             let hash = EventHash([i as u8 + 1; 32]);
             entries.insert(i.to_be_bytes(), bytes.clone()).unwrap();
             by_hash.insert(hash.0, &i.to_be_bytes()).unwrap();
@@ -785,6 +879,15 @@ mod tests {
             assert_eq!(s.recorded_leaf(31).unwrap(), Some(leaves[31]));
             assert_eq!(s.recorded_leaf(33).unwrap(), None);
             assert_eq!(s.stored_node(0, 5).unwrap(), None, "low levels dropped");
+            assert_eq!(
+                s.chains_of_bag("A999926120033").unwrap(),
+                vec!["C1".to_string()]
+            );
+            assert_eq!(
+                s.chains_of_bag("A999926120036").unwrap(),
+                vec!["C0".to_string()]
+            );
+            assert!(s.chains_of_bag("A999926120034").unwrap().is_empty());
             assert_eq!(
                 crate::merkle::root_at(37, |l, i| s.node(l, i).map(|h| h.unwrap())).unwrap(),
                 crate::merkle::root(&leaves)

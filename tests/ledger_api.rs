@@ -272,6 +272,50 @@ async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_rest
     server.stop().await;
 }
 
+/// The bag index behind FindChainsByBag: every chain naming a bag, after a restart too; and
+/// each bad lookup gets its own status.
+#[tokio::test]
+async fn find_chains_by_bag_lists_every_chain_naming_the_bag_and_refuses_bad_lookups() {
+    use celltrail::pb::FindChainsByBagRequest;
+    let mut f = fixture().await;
+    append_prefix(&mut f, "BAG-B1", 2).await; // enrolled, collected A999926123456
+    append_prefix(&mut f, "BAG-A0", 3).await; // the same DIN in a second chain
+    let dir = f.server.data_dir.clone();
+    f.server.stop().await;
+    let server = TestServer::start(&dir).await;
+    let mut c = server.client().await;
+
+    let find = |din: &str| FindChainsByBagRequest { din: din.into() };
+    let found = c
+        .find_chains_by_bag(find("A999926123456"))
+        .await
+        .unwrap()
+        .into_inner()
+        .chains;
+    let got: Vec<(&str, u64)> = found.iter().map(|h| (h.chain_id.as_str(), h.seq)).collect();
+    assert_eq!(got, vec![("BAG-A0", 2), ("BAG-B1", 1)]);
+
+    let e = c
+        .find_chains_by_bag(find("A999926123457"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    assert!(
+        e.message().contains("no chain names bag A999926123457"),
+        "{}",
+        e.message()
+    );
+    for bad in [String::new(), "A".repeat(65)] {
+        let e = c.find_chains_by_bag(find(&bad)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(
+            e.message().contains("bag DIN must be 1-64 characters"),
+            "{}",
+            e.message()
+        );
+    }
+}
+
 #[tokio::test]
 async fn identical_resubmission_returns_original_receipt_and_adds_nothing() {
     let mut f = fixture().await;

@@ -359,27 +359,30 @@ async fn dispensed_chain() -> Ward {
 }
 
 async fn bedside(w: &Ward, wristband: &str, bag: &str) -> std::process::Output {
-    scan(
-        w.server.addr,
-        &w.queue,
-        &[
-            "--bedside",
-            "--key",
-            &w.nurse1,
-            "--cosign-key",
-            &w.nurse2,
-            "--site",
-            "CLINIC-1",
-            "--chain",
-            &w.chain,
-            "--scan",
-            wristband,
-            "--scan",
-            bag,
-            "--yes",
-        ],
-    )
-    .await
+    bedside_on(w, Some(&w.chain), wristband, bag).await
+}
+
+/// The bedside check; without `chain` the station finds the chain from the scanned bag.
+async fn bedside_on(
+    w: &Ward,
+    chain: Option<&str>,
+    wristband: &str,
+    bag: &str,
+) -> std::process::Output {
+    let mut args = vec![
+        "--bedside",
+        "--key",
+        &w.nurse1,
+        "--cosign-key",
+        &w.nurse2,
+        "--site",
+        "CLINIC-1",
+    ];
+    if let Some(chain) = chain {
+        args.extend(["--chain", chain]);
+    }
+    args.extend(["--scan", wristband, "--scan", bag, "--yes"]);
+    scan(w.server.addr, &w.queue, &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,4 +448,46 @@ async fn bedside_check_match_is_signed_by_two_nurses_and_accepted() {
             ("nurse.ben", SignatureMeaning::Verified as i32)
         ]
     );
+}
+
+/// The product bag's DIN is not the chain id (the chain is named by the apheresis bag): with
+/// no --chain the station asks the server's bag index, shows which chain it found, and the
+/// check and the signed event go to that chain. An unknown bag stays a MISMATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_check_finds_the_chain_from_the_product_bag_alone() {
+    let w = dispensed_chain().await;
+    assert_ne!(
+        w.product_bag.1, w.chain,
+        "the product bag must not name the chain"
+    );
+    let mut c = w.server.client().await;
+    let (wrist, _) = coi("PAT500");
+
+    let (other_bag, _) = din(777);
+    let before = snapshot(&mut c).await;
+    let out = expect(
+        &bedside_on(&w, None, &wrist, &other_bag).await,
+        2,
+        "MISMATCH",
+    );
+    assert!(out.contains("this bag is unknown"), "{out}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+
+    let out = expect(
+        &bedside_on(&w, None, &wrist, &w.product_bag.0).await,
+        0,
+        "ACCEPTED",
+    );
+    assert!(
+        out.contains(&format!(
+            "bag {} belongs to chain {}",
+            w.product_bag.1, w.chain
+        )),
+        "{out}"
+    );
+    let events = chain_events(&mut c, &w.chain).await;
+    match &events.last().unwrap().0.detail {
+        Some(Detail::BedsideCheck(b)) => assert_eq!(b.product_bag_id, w.product_bag.1),
+        d => panic!("{d:?}"),
+    }
 }

@@ -23,7 +23,9 @@ pub use queue_cmd::{run as run_queue_command, QueueCommand, EXIT_CODES as QUEUE_
 use crate::client::{self, Client, Draft, Fields, KINDS};
 use crate::keys::read_key_file;
 use crate::note::NoteSigner;
-use crate::pb::{ledger_client::LedgerClient, GetChainRequest, SignatureMeaning};
+use crate::pb::{
+    ledger_client::LedgerClient, FindChainsByBagRequest, GetChainRequest, SignatureMeaning,
+};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use std::collections::BTreeMap;
@@ -52,7 +54,8 @@ pub struct ScanArgs {
     /// Event kind (collected, received, stored, dispensed, bedside_check, ...); asked if missing.
     #[arg(long)]
     pub event: Option<String>,
-    /// Chain id [default: the first bag DIN scanned].
+    /// Chain id [default: the first bag DIN scanned; a product bag whose DIN names no chain is
+    /// looked up on the server (the chain whose events produced it)].
     #[arg(long)]
     pub chain: Option<String>,
     /// A scanned code, exactly as the scanner sends it (repeatable).
@@ -524,7 +527,20 @@ impl Station {
                 Err(e) => println!("  {e}"),
             }
         }
-        let chain = chain.expect("loop above ends only with a chain");
+        let mut chain = chain.expect("loop above ends only with a chain");
+        if self.a.chain.is_none() {
+            match self.chain_of_bag(&kind, &chain).await? {
+                Ok(Some(found)) => {
+                    println!("  bag {chain} belongs to chain {found}");
+                    chain = found;
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    big("REJECTED", &[why]);
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+            }
+        }
         // Inferred from the station and the second person.
         if matches!(kind.as_str(), "shipped" | "custody_handoff") {
             fields.entry("from_site".into()).or_insert(site.clone());
@@ -696,6 +712,62 @@ impl Station {
             crate::time::now_nanos(),
         );
         Ok(Step::Done(self.submit(ev, &kind).await?))
+    }
+
+    /// The chain a scanned bag belongs to when no chain has the bag's DIN as its id (a product
+    /// bag made from the apheresis bag that names the chain): asked of the server's bag index.
+    /// `Ok(None)`: keep `din` as the chain (it is one, the station has events queued for it,
+    /// the event starts a chain, the server does not know the bag, or it is unreachable).
+    async fn chain_of_bag(
+        &mut self,
+        kind: &str,
+        din: &str,
+    ) -> anyhow::Result<Result<Option<String>, String>> {
+        if kind == "enrolled" || self.queue.last_for_chain(din)?.is_some() {
+            return Ok(Ok(None));
+        }
+        let Some(c) = self.client.as_mut() else {
+            return Ok(Ok(None));
+        };
+        match client::next_link(c, din).await {
+            Ok((0, _)) => {} // no chain has this id
+            Ok(_) => return Ok(Ok(None)),
+            Err(s) => {
+                if is_offline(&s) {
+                    self.client = None;
+                }
+                return Ok(Ok(None));
+            }
+        }
+        let found = c
+            .find_chains_by_bag(FindChainsByBagRequest {
+                din: din.to_string(),
+            })
+            .await;
+        match found {
+            Ok(r) => {
+                let chains: Vec<String> = r
+                    .into_inner()
+                    .chains
+                    .into_iter()
+                    .map(|h| h.chain_id)
+                    .collect();
+                match chains.as_slice() {
+                    [one] => Ok(Ok(Some(one.clone()))),
+                    _ => Ok(Err(format!(
+                        "bag {din} is named by {} chains ({}): give --chain",
+                        chains.len(),
+                        chains.join(", ")
+                    ))),
+                }
+            }
+            Err(s) => {
+                if is_offline(&s) {
+                    self.client = None;
+                }
+                Ok(Ok(None))
+            }
+        }
     }
 
     /// Where the next event of `chain` goes: after the chain's last queued event, else the
