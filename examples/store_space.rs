@@ -45,7 +45,10 @@ fn main() {
             let absent = celltrail::crypto::EventHash([i as u8; 32]);
             assert_eq!(s.index_of_hash(&absent).unwrap(), None);
         }
-        println!("index_of_hash (absent, all runs probed): {:.2?} each", t.elapsed() / n);
+        println!(
+            "index_of_hash (absent, all runs probed): {:.2?} each",
+            t.elapsed() / n
+        );
         return;
     }
     let n: u64 = args[3].parse().unwrap();

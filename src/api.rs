@@ -2,7 +2,7 @@
 //! `ledger`/`store`, and maps every `LedgerError` to one gRPC status in one place.
 
 use crate::crypto::EventHash;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, MAX_BAG_ID};
 use crate::pb::ledger_server::Ledger as LedgerRpc;
 use crate::pb::{
     AppendResult, ChainHead, FindChainsByBagRequest, FindChainsByBagResponse, GetChainRequest,
@@ -19,8 +19,6 @@ use tonic::{Code, Request, Response, Status};
 /// Default and largest page of `GetEntries`.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
-/// Longest bag id `FindChainsByBag` looks up (a DIN is 13 characters; GS1 SSCCs are 18).
-pub const MAX_BAG_ID: usize = 64;
 /// Largest `GetEntries` page in bytes (a page holds at least one entry).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Events of one `AppendStream` in flight at once (they share group commits).
@@ -165,9 +163,9 @@ impl LedgerRpc for LedgerService {
         req: Request<FindChainsByBagRequest>,
     ) -> Result<Response<FindChainsByBagResponse>, Status> {
         let din = req.into_inner().din;
-        if din.is_empty() || din.len() > MAX_BAG_ID {
+        if din.is_empty() || din.len() > MAX_BAG_ID || din.contains('\0') {
             return Err(Status::invalid_argument(format!(
-                "bag DIN must be 1-{MAX_BAG_ID} characters (got {}); scan the bag's ISBT 128 DIN",
+                "bag DIN must be 1-{MAX_BAG_ID} characters without NUL (got {}); scan the bag's ISBT 128 DIN",
                 din.len()
             )));
         }

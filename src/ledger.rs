@@ -1056,8 +1056,12 @@ pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerErr
 }
 
 /// The receipt of an event already in the log (idempotent resubmission).
+/// Longest bag id the `bags` index holds (a DIN is 13 characters, a GS1 SSCC 18).
+pub const MAX_BAG_ID: usize = 64;
+
 /// The bags an event names: the apheresis bag of a collection, the product bags of a
-/// manufacturing step. The `bags` index maps each to its chain (`FindChainsByBag`).
+/// manufacturing step. The `bags` index maps each to its chain (`FindChainsByBag`); ids that
+/// are empty, longer than `MAX_BAG_ID` or hold a NUL (the index's separator) are not indexed.
 pub fn bags_named(body: &EventBody) -> Vec<&str> {
     match &body.detail {
         Some(Detail::Collected(c)) => vec![c.din.as_str()],
@@ -1067,7 +1071,7 @@ pub fn bags_named(body: &EventBody) -> Vec<&str> {
         _ => Vec::new(),
     }
     .into_iter()
-    .filter(|d| !d.is_empty())
+    .filter(|d| !d.is_empty() && d.len() <= MAX_BAG_ID && !d.contains('\0'))
     .collect()
 }
 

@@ -6,9 +6,9 @@
 //! `nodes` and `leaves` (Merkle subtree and leaf hashes, for roots and proofs), `bags` (bag
 //! DIN ‖ 0x00 ‖ chain id → index of the first entry naming that bag in that chain: how a
 //! bedside station finds a product bag's chain), `meta` (tree size, latest checkpoint, store
-//! format). One commit writes all trees in one sled transaction
-//! and then flushes (fsync) before returning, so an acknowledged event survives a crash and a
-//! half-written group never becomes visible.
+//! format). One commit writes all trees in one sled transaction and then flushes (fsync)
+//! before returning, so an acknowledged event survives a crash and a half-written group never
+//! becomes visible.
 //!
 //! Two layouts keep sled's space and memory small (BENCHMARKS.md, "M"):
 //! - `by_hash` keys are `run ‖ hash` with `run = index >> HASH_RUN_BITS`. Keyed by the bare

@@ -305,7 +305,7 @@ async fn find_chains_by_bag_lists_every_chain_naming_the_bag_and_refuses_bad_loo
         "{}",
         e.message()
     );
-    for bad in [String::new(), "A".repeat(65)] {
+    for bad in [String::new(), "A".repeat(65), "A999926123456\0".into()] {
         let e = c.find_chains_by_bag(find(&bad)).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
         assert!(
