@@ -477,8 +477,7 @@ mod tests {
         assert!(!in_cut("nodes", &key(0, 5), b"", 5));
         assert!(in_cut("nodes", &key(2, 0), b"", 4)); // leaves 0..4
         assert!(!in_cut("nodes", &key(2, 1), b"", 7)); // leaves 4..8
-                                                       // Leaf block 1 holds the leaves of entries 16..32.
-        assert!(in_cut("leaves", &1u64.to_be_bytes(), b"", 32));
+        assert!(in_cut("leaves", &1u64.to_be_bytes(), b"", 32)); // leaves 16..32
         assert!(!in_cut("leaves", &1u64.to_be_bytes(), b"", 31));
         assert!(in_cut("entries", &6u64.to_be_bytes(), b"", 7));
         assert!(!in_cut("by_hash", b"h", &7u64.to_be_bytes(), 7));

@@ -1055,7 +1055,6 @@ pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerErr
     }
 }
 
-/// The receipt of an event already in the log (idempotent resubmission).
 /// Longest bag id the `bags` index holds (a DIN is 13 characters, a GS1 SSCC 18).
 pub const MAX_BAG_ID: usize = 64;
 
@@ -1085,6 +1084,7 @@ fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError
     Ok(EventHash::of_body(&entry.body))
 }
 
+/// The receipt of an event already in the log (idempotent resubmission).
 pub fn receipt_for_index(
     store: &Store,
     index: u64,
