@@ -376,32 +376,27 @@ async fn rejects_signature_by_unregistered_key() {
 async fn rejects_signature_by_revoked_key() {
     let mut f = fixture().await;
     let revoked_at = base_time() - HOUR;
-    admin_event(
-        &mut f.c,
-        &f.server.admin.clone(),
-        Detail::KeyRevoked(KeyRevoked {
-            key_id: "nurse.ada".into(),
-            revoked_at_unix_nanos: revoked_at,
-            reason: "badge lost".into(),
-        }),
-    )
-    .await
-    .unwrap();
+    revoke(&mut f, "nurse.ada", revoked_at, "badge lost")
+        .await
+        .unwrap();
     let ev = event_at(&f, "BAG-5", 0, vec![0; 32], 0);
     expect_rejected(&mut f, ev, Code::PermissionDenied, "was revoked").await;
     // Revoking twice is refused too.
-    let err = admin_event(
-        &mut f.c,
-        &f.server.admin.clone(),
-        Detail::KeyRevoked(KeyRevoked {
-            key_id: "nurse.ada".into(),
-            revoked_at_unix_nanos: revoked_at,
-            reason: "again".into(),
-        }),
-    )
-    .await
-    .unwrap_err();
+    let err = revoke(&mut f, "nurse.ada", revoked_at, "again")
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("already revoked"), "{err}");
+}
+
+/// Revokes `key_id` from `at` on, as the fixture's admin.
+async fn revoke(f: &mut Fixture, key_id: &str, at: i64, reason: &str) -> anyhow::Result<()> {
+    let admin = f.server.admin.clone();
+    let detail = Detail::KeyRevoked(KeyRevoked {
+        key_id: key_id.into(),
+        revoked_at_unix_nanos: at,
+        reason: reason.into(),
+    });
+    admin_event(&mut f.c, &admin, detail).await.map(|_| ())
 }
 
 /// SECURITY.md, stolen key: a signature dated before the revocation but arriving after it is
@@ -412,17 +407,9 @@ async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
     let mut f = fixture().await;
     // The enrolment below is signed at base_time(); the revocation takes effect an hour later
     // (40 days ago), so by the signature's own date the key was still valid.
-    admin_event(
-        &mut f.c,
-        &f.server.admin.clone(),
-        Detail::KeyRevoked(KeyRevoked {
-            key_id: "nurse.ada".into(),
-            revoked_at_unix_nanos: base_time() + HOUR,
-            reason: "badge stolen".into(),
-        }),
-    )
-    .await
-    .unwrap();
+    revoke(&mut f, "nurse.ada", base_time() + HOUR, "badge stolen")
+        .await
+        .unwrap();
     let ev = event_at(&f, "BAG-6", 0, vec![0; 32], 0);
     let msg = expect_rejected(&mut f, ev, Code::PermissionDenied, "was revoked").await;
     assert!(
@@ -432,17 +419,9 @@ async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
     );
 
     // Revoking again is refused. Positive control: a key retired from tomorrow signs today.
-    admin_event(
-        &mut f.c,
-        &f.server.admin.clone(),
-        Detail::KeyRevoked(KeyRevoked {
-            key_id: "nurse.ada".into(),
-            revoked_at_unix_nanos: base_time() + HOUR,
-            reason: "again".into(),
-        }),
-    )
-    .await
-    .expect_err("already revoked");
+    revoke(&mut f, "nurse.ada", base_time() + HOUR, "again")
+        .await
+        .expect_err("already revoked");
     let tomorrow = celltrail::time::now_nanos() + 24 * HOUR;
     let nurse2 = signer("nurse.eve");
     register(
@@ -453,17 +432,9 @@ async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
         "HOSP-A",
     )
     .await;
-    admin_event(
-        &mut f.c,
-        &f.server.admin.clone(),
-        Detail::KeyRevoked(KeyRevoked {
-            key_id: "nurse.eve".into(),
-            revoked_at_unix_nanos: tomorrow,
-            reason: "leaves the unit tomorrow".into(),
-        }),
-    )
-    .await
-    .unwrap();
+    revoke(&mut f, "nurse.eve", tomorrow, "leaves the unit tomorrow")
+        .await
+        .unwrap();
     let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
     let ev = signed_at_link(
         "BAG-7",
