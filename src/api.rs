@@ -329,6 +329,25 @@ impl LedgerRpc for LedgerService {
         .await?;
         Ok(Response::new(resp))
     }
+
+    async fn get_signed_chain_head(
+        &self,
+        req: Request<crate::pb::GetSignedChainHeadRequest>,
+    ) -> Result<Response<crate::pb::SignedChainHead>, Status> {
+        let req = req.into_inner();
+        let ledger = self.ledger.clone();
+        let resp = blocking(move || {
+            let (st, note) = ledger.signed_chain_head(&req.chain_id, req.tree_size)?;
+            Ok(crate::pb::SignedChainHead {
+                note,
+                tree_size: st.tree_size,
+                length: st.length,
+                head_event_hash: st.head_hash.to_vec(),
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
 }
 
 /// Runs a log read off the async threads.

@@ -136,6 +136,9 @@ enum Msg {
 /// The ledger: a handle to the verifier and writer threads plus read access to the store.
 pub struct Ledger {
     store: Arc<Store>,
+    /// The log key, for statements the read side signs (chain heads); checkpoints are signed
+    /// by the writer.
+    log_key: NoteSigner,
     tx: mpsc::Sender<Msg>,
     capacity: usize,
     /// The verifier and writer threads, joined in that order on shutdown.
@@ -154,6 +157,7 @@ impl Ledger {
     ) -> Result<Arc<Ledger>, LedgerError> {
         let registry = replay_registry(&store, admins)?;
         let tree_size = store.tree_size()?;
+        let statement_key = log_key.clone();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let shared_registry = Arc::new(RwLock::new(registry.clone()));
         let mut verifier = Verifier {
@@ -188,6 +192,7 @@ impl Ledger {
             .map_err(spawn_err)?;
         Ok(Arc::new(Ledger {
             store,
+            log_key: statement_key,
             tx,
             capacity: options.queue_capacity,
             threads: Mutex::new(vec![verify_handle, write_handle]),
@@ -196,6 +201,22 @@ impl Ledger {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The signed head statement of a chain in the tree of `tree_size` entries (0 = current).
+    pub fn signed_chain_head(
+        &self,
+        chain_id: &str,
+        tree_size: u64,
+    ) -> Result<(crate::log::ChainHeadStatement, String), crate::log::LogError> {
+        let st =
+            crate::log::chain_head_statement(&self.store, &self.log_key.name, chain_id, tree_size)?;
+        let note = crate::note::sign_note(&st.to_text(), &[&self.log_key]).map_err(|e| {
+            crate::log::LogError::InvalidArgument(format!(
+                "chain id {chain_id:?} cannot go into a signed note: {e}"
+            ))
+        })?;
+        Ok((st, note))
     }
 
     /// Appends one signed event; returns once it is durable (or rejected).

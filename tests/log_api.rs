@@ -166,6 +166,66 @@ async fn consistency_proofs_verify_between_every_pair_of_checkpoints() {
     assert!(p.checkpoint.contains(&b64));
 }
 
+/// GetSignedChainHead: signed by the log key, and at every receipt's tree size it names
+/// exactly the chain's events up to that receipt; bad requests get precise statuses.
+#[tokio::test]
+async fn signed_chain_head_names_the_chain_events_in_each_tree_size() {
+    use celltrail::log::ChainHeadStatement;
+    use celltrail::pb::GetSignedChainHeadRequest;
+    let (_d, server, mut c, receipts) = populated().await;
+    let key = log_key(&server);
+    let req = |chain: &str, tree_size| GetSignedChainHeadRequest {
+        chain_id: chain.into(),
+        tree_size,
+    };
+    for (i, r) in receipts.iter().enumerate() {
+        let h = c
+            .get_signed_chain_head(req("BAG-1", r.tree_size))
+            .await
+            .unwrap()
+            .into_inner();
+        let note = open_note(&h.note, std::slice::from_ref(&key)).expect("signed by the log");
+        let st = ChainHeadStatement::parse(&note.text).unwrap();
+        assert_eq!(
+            (
+                st.origin.as_str(),
+                st.chain_id.as_str(),
+                st.tree_size,
+                st.length
+            ),
+            (key.name.as_str(), "BAG-1", r.tree_size, i as u64 + 1)
+        );
+        assert_eq!(st.head_hash.to_vec(), r.event_hash);
+        assert_eq!((h.tree_size, h.length), (st.tree_size, st.length));
+        assert_eq!(h.head_event_hash, r.event_hash);
+    }
+    // 0 = the current size.
+    let now = c
+        .get_signed_chain_head(req("BAG-1", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((now.tree_size, now.length), (20, 12));
+    expect_status(
+        c.get_signed_chain_head(req("BAG-9", 0)).await,
+        Code::NotFound,
+        "chain BAG-9 has no events in the first 20 log entries",
+    )
+    .await;
+    expect_status(
+        c.get_signed_chain_head(req("BAG-1", 8)).await,
+        Code::NotFound,
+        "chain BAG-1 has no events in the first 8 log entries",
+    )
+    .await;
+    expect_status(
+        c.get_signed_chain_head(req("BAG-1", 21)).await,
+        Code::InvalidArgument,
+        "tree size 21 is larger than the current checkpoint's size 20",
+    )
+    .await;
+}
+
 async fn expect_status(
     r: Result<tonic::Response<impl std::fmt::Debug>, tonic::Status>,
     code: Code,

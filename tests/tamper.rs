@@ -451,6 +451,98 @@ fn detects_an_entry_removed() {
     );
 }
 
+/// A bundle whose last events were cut off is otherwise perfect (links, signatures, proofs and
+/// policy all hold for a prefix); the log's signed chain head is what catches it.
+#[test]
+fn detects_the_last_events_of_a_chain_cut_off_by_the_signed_chain_head() {
+    let fx = fixture();
+    let o = verify(&[p(&fx.bundle), "--log-key", &log_vkey()]);
+    assert!(
+        stdout(&o).contains("chain BAG-1: complete — the log signed that no event of it follows"),
+        "{}",
+        stdout(&o)
+    );
+    let bundle = load(&fx.bundle);
+    let n = bundle.chains[0].entries.len();
+    let path = tampered("tail-cut", |b| b.chains[0].entries.truncate(n - 2));
+    let last = bundle.chains[0].entries[n - 3].index;
+    assert_fails(
+        &verify(&[p(&path), "--log-key", &log_vkey()]),
+        &[
+            &format!("entry {last} (chain BAG-1)"),
+            &format!("the log signed that chain BAG-1 has {n} events"),
+            &format!("but the bundle holds {}", n - 2),
+            "events are missing from the bundle",
+        ],
+    );
+}
+
+/// Without a head statement (an older exporter, or one stripped) the bundle still verifies, but
+/// the report says the chain's end is not proven; a statement with a flipped byte or from
+/// another chain fails.
+#[test]
+fn chain_head_statement_missing_is_reported_and_a_forged_one_fails() {
+    let fx = fixture();
+    let path = tampered("head-stripped", |b| b.chains[0].head = None);
+    let o = verify(&[p(&path), "--log-key", &log_vkey()]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("chain BAG-1: END NOT PROVEN"),
+        "{}",
+        stdout(&o)
+    );
+    let o = verify(&[p(&path), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["chain_ends_unproven"][0], "BAG-1");
+
+    let path = tampered("head-flipped", |b| {
+        let h = b.chains[0].head.take().unwrap();
+        b.chains[0].head =
+            Some(h.replacen("celltrail chain head v1\n", "celltrail chain head v1\n ", 1));
+    });
+    assert_fails(
+        &verify(&[p(&path), "--log-key", &log_vkey()]),
+        &["chain head statement: signature does not verify with log key"],
+    );
+    // Genuine statements signed by the real log key, but about an earlier tree or another
+    // chain, do not vouch for this bundle.
+    let log_key = celltrail::keys::read_key_file(&fx.data.join("log.key")).unwrap();
+    let stmt = |b: &Bundle| {
+        celltrail::log::ChainHeadStatement::parse(
+            celltrail::log::note_text(b.chains[0].head.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
+    let sign = |st: celltrail::log::ChainHeadStatement| {
+        celltrail::note::sign_note(&st.to_text(), &[&log_key]).unwrap()
+    };
+    let path = tampered("head-other-size", |b| {
+        let st = stmt(b);
+        b.chains[0].head = Some(sign(celltrail::log::ChainHeadStatement {
+            tree_size: st.tree_size - 1,
+            ..st
+        }));
+    });
+    assert_fails(
+        &verify(&[p(&path), "--log-key", &log_vkey()]),
+        &[
+            "chain head statement is about chain \"BAG-1\"",
+            "not chain \"BAG-1\"",
+        ],
+    );
+    let path = tampered("head-other-chain", |b| {
+        let st = stmt(b);
+        b.chains[0].head = Some(sign(celltrail::log::ChainHeadStatement {
+            chain_id: "BAG-2".into(),
+            ..st
+        }));
+    });
+    assert_fails(
+        &verify(&[p(&path), "--log-key", &log_vkey()]),
+        &["chain head statement is about chain \"BAG-2\""],
+    );
+}
+
 #[test]
 fn detects_an_entry_duplicated() {
     let bundle = load(&fixture().bundle);

@@ -92,7 +92,19 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
         Some(dir) => {
             let store = crate::store::Store::open(&dir.join("db"))
                 .context("is the server still running on this data directory? stop it first")?;
-            from_store(&store, anchors, &sel, &a.since_size)?
+            let key_path = crate::server::log_key_path(dir);
+            let log_key = match key_path.exists() {
+                true => Some(crate::keys::read_key_file(&key_path)?),
+                false => {
+                    eprintln!(
+                        "note: {} is missing: the bundle cannot carry signed chain heads, so it \
+                         will not prove that its chains end where they end",
+                        key_path.display()
+                    );
+                    None
+                }
+            };
+            from_store(&store, anchors, log_key.as_ref(), &sel, &a.since_size)?
         }
         None => {
             let mut c = client::connect(&a.server.server).await?;

@@ -5,10 +5,11 @@
 
 use super::{b64, Anchors, Bundle, Chain, ConsistencyProof, Entry, FORMAT};
 use crate::client::{status_error, Client};
-use crate::note::NoteVerifier;
+use crate::note::{NoteSigner, NoteVerifier};
 use crate::pb::{
     get_inclusion_proof_request::Leaf, EventBody, GetChainRequest, GetCheckpointRequest,
-    GetConsistencyProofRequest, GetEntriesRequest, GetInclusionProofRequest, LogEntry,
+    GetConsistencyProofRequest, GetEntriesRequest, GetInclusionProofRequest,
+    GetSignedChainHeadRequest, LogEntry,
 };
 use crate::registry::KEYS_CHAIN;
 use crate::store::Store;
@@ -33,10 +34,12 @@ fn hashes(h: &[[u8; 32]]) -> Vec<String> {
     h.iter().map(|h| b64(h)).collect()
 }
 
-/// Exports from an opened store (the server must not be running on it).
+/// Exports from an opened store (the server must not be running on it). With the log's
+/// signing key (`DATA_DIR/log.key`) each chain gets its signed head statement.
 pub fn from_store(
     store: &Store,
     anchors: Anchors,
+    log_key: Option<&NoteSigner>,
     sel: &Selection,
     since: &[u64],
 ) -> anyhow::Result<Bundle> {
@@ -75,9 +78,17 @@ pub fn from_store(
         if entries.is_empty() {
             bail!("chain {id} has no entries in the log (size {size})");
         }
+        let head = match log_key {
+            Some(k) => {
+                let st = crate::log::chain_head_statement(store, &k.name, &id, size)?;
+                Some(crate::note::sign_note(&st.to_text(), &[k])?)
+            }
+            None => None,
+        };
         chains.push(Chain {
             chain_id: id,
             entries,
+            head,
         });
     }
     let mut consistency = Vec::new();
@@ -146,9 +157,22 @@ pub async fn from_server(
         if entries.is_empty() {
             bail!("chain {id} has no entries in the log (size {size})");
         }
+        let head = match c
+            .get_signed_chain_head(GetSignedChainHeadRequest {
+                chain_id: id.clone(),
+                tree_size: size,
+            })
+            .await
+        {
+            Ok(h) => Some(h.into_inner().note),
+            // A server from before head statements: the bundle cannot prove the chain's end.
+            Err(s) if s.code() == tonic::Code::Unimplemented => None,
+            Err(s) => return Err(status_error(s)).with_context(|| format!("head of chain {id}")),
+        };
         chains.push(Chain {
             chain_id: id.clone(),
             entries,
+            head,
         });
     }
     let registry = match server_chain(c, KEYS_CHAIN, size).await {

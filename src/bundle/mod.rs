@@ -51,6 +51,11 @@ pub struct Anchors {
 pub struct Chain {
     pub chain_id: String,
     pub entries: Vec<Entry>,
+    /// The log's signed head statement for this chain at the bundle's tree size
+    /// (`log::ChainHeadStatement`): proves that no event of the chain follows the last entry.
+    /// Absent in bundles from older exporters; the verdict then says the end is not proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
 }
 
 /// One log entry: its exact bytes and its inclusion proof against the bundle's checkpoint.
@@ -117,6 +122,7 @@ mod tests {
                     entry: b64(b"\x00\x01\xff"),
                     proof: vec![],
                 }],
+                head: Some("celltrail chain head v1\n".into()),
             }],
             consistency: vec![],
         }

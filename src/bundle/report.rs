@@ -67,6 +67,20 @@ pub fn text(r: &Report, what: &str) -> String {
         );
     }
     let _ = writeln!(s);
+    if r.failure.is_none() {
+        for c in &r.chain_ends_proven {
+            let _ = writeln!(
+                s,
+                "chain {c}: complete — the log signed that no event of it follows the last one shown"
+            );
+        }
+        for c in &r.chain_ends_unproven {
+            let _ = writeln!(
+                s,
+                "chain {c}: END NOT PROVEN — the bundle has no signed chain head, so later events could be missing (export again with a current celltrail)"
+            );
+        }
+    }
     match &r.failure {
         None => {
             let proofs = if r.inclusion_proofs > 0 {

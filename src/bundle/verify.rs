@@ -101,6 +101,10 @@ pub struct Report {
     pub inclusion_proofs: usize,
     pub policy: String,
     pub timeline: Vec<TimelineRow>,
+    /// Chains whose end the log's signed head statement proves (nothing follows the last
+    /// entry in the checkpoint's tree), and those a bundle without statements leaves open.
+    pub chain_ends_proven: Vec<String>,
+    pub chain_ends_unproven: Vec<String>,
     pub failure: Option<Failure>,
 }
 
@@ -118,6 +122,8 @@ impl Report {
             inclusion_proofs: 0,
             policy: policy.name().to_string(),
             timeline: Vec::new(),
+            chain_ends_proven: Vec::new(),
+            chain_ends_unproven: Vec::new(),
             failure: None,
         }
     }
@@ -617,8 +623,66 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
     if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {
         return report.fail(f);
     }
+    for (c, (_, items)) in b.chains.iter().zip(&chains) {
+        match &c.head {
+            Some(note) => match check_chain_end(note, &key, &cp, &c.chain_id, items) {
+                Ok(()) => report.chain_ends_proven.push(c.chain_id.clone()),
+                Err(f) => return report.fail(f),
+            },
+            None => report.chain_ends_unproven.push(c.chain_id.clone()),
+        }
+    }
     report.ok = true;
     report
+}
+
+/// Checks a chain's signed head statement against the bundle: signed by the log key, for the
+/// checkpoint's log and tree size, and naming exactly the bundle's entries of the chain (their
+/// number and the hash of the last). A log that omits a chain's later events from a bundle
+/// must sign a false statement to make it verify, and that statement is then evidence.
+fn check_chain_end(
+    note: &str,
+    key: &NoteVerifier,
+    cp: &Checkpoint,
+    chain: &str,
+    items: &[Item],
+) -> Result<(), Failure> {
+    let last = items.last();
+    let at = |reason: String| Failure {
+        index: last.map(|i| i.index),
+        chain: Some(chain.to_string()),
+        seq: None,
+        reason,
+    };
+    let opened = open_note(note, std::slice::from_ref(key)).map_err(|e| {
+        at(format!(
+            "chain head statement: signature does not verify with log key {}: {e}",
+            key.to_key_string()
+        ))
+    })?;
+    let st = crate::log::ChainHeadStatement::parse(&opened.text)
+        .map_err(|e| at(format!("chain head statement does not parse: {e}")))?;
+    if st.origin != cp.origin || st.chain_id != chain || st.tree_size != cp.size {
+        return Err(at(format!(
+            "chain head statement is about chain {:?} of log {:?} at tree size {}, not chain {chain:?} of {:?} at the checkpoint's size {}",
+            st.chain_id, st.origin, st.tree_size, cp.origin, cp.size
+        )));
+    }
+    let head = last
+        .and_then(|i| LogEntry::decode(i.bytes.as_slice()).ok())
+        .map(|e| EventHash::of_body(&e.body).0);
+    if st.length != items.len() as u64 || head != Some(st.head_hash) {
+        return Err(at(format!(
+            "the log signed that chain {chain} has {} events ending with {} at tree size {}, \
+             but the bundle holds {} ending with {}: events are missing from the bundle",
+            st.length,
+            hex::encode(st.head_hash),
+            st.tree_size,
+            items.len(),
+            head.map(hex::encode).unwrap_or_else(|| "nothing".into())
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that the auditor's earlier checkpoint is a prefix of `cp`; returns its size.
