@@ -5,7 +5,10 @@
 //! Parsers covered by in-module proptests already: `note` (`open_note`, `Checkpoint::parse`,
 //! key strings), `codes::classify`, ISBT 128, GS1, `merkle` proofs, the policy state machine.
 //! This file adds: protobuf bodies through the ledger's append path, mutated signed
-//! checkpoints, trust-anchor files, policy TOML.
+//! checkpoints, trust-anchor files, policy TOML. Audit bundles (`celltrail verify BUNDLE`) are
+//! in `hostile_bundle.rs`. The cargo-fuzz targets in `fuzz/` (`decode_event`, `parse_text`,
+//! `verify_bundle`) drive the same decoders for longer: `cd fuzz && cargo +nightly fuzz run
+//! verify_bundle -- -max_total_time=300`.
 
 mod common;
 

@@ -298,6 +298,10 @@ fn honest_bundle_verifies_under_defaults_and_pinned_keys() {
     }
     assert!(pinned().previous.is_some() && f.bundle.consistency.len() == 1);
     assert!(f.json.len() < 50_000, "{} bytes", f.json.len());
+    // The fuzz target's seed: CELLTRAIL_FUZZ_SEED_DIR=fuzz/corpus/verify_bundle cargo test ...
+    if let Some(dir) = std::env::var_os("CELLTRAIL_FUZZ_SEED_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("seed-bundle.json"), &f.json).unwrap();
+    }
     assert!(f.values.len() > 50);
 }
 
