@@ -992,7 +992,7 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), L
     if body.occurred_at_unix_nanos <= 0 {
         return Err(malformed("occurred_at_unix_nanos is missing"));
     }
-    if body.occurred_at_unix_nanos > now + MAX_CLOCK_SKEW_NANOS {
+    if body.occurred_at_unix_nanos > now.saturating_add(MAX_CLOCK_SKEW_NANOS) {
         return Err(malformed(format!(
             "occurred_at {} is in the future (server time {}); check the station clock",
             crate::time::rfc3339(body.occurred_at_unix_nanos),
@@ -1022,7 +1022,7 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), L
                     sig.key_id, sig.meaning
                 ))
             })?;
-        if sig.signed_at_unix_nanos > now + MAX_CLOCK_SKEW_NANOS {
+        if sig.signed_at_unix_nanos > now.saturating_add(MAX_CLOCK_SKEW_NANOS) {
             return Err(malformed(format!(
                 "signature by {} is dated {}, in the future (server time {}); check the station clock",
                 sig.key_id,

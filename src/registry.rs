@@ -27,6 +27,50 @@ pub struct KeyRecord {
     pub revoke_reason: String,
 }
 
+impl KeyRecord {
+    /// Whether this key may sign at `signed_at` in an event the log accepts at `accepted_at`
+    /// (server time; offline, the entry's `accepted_at`).
+    ///
+    /// A revoked key signs nothing dated at or after its revocation time, and once that time
+    /// has passed the log accepts nothing from it at all: the signature time is the signer's
+    /// claim, so a stolen key could otherwise date a signature before the revocation
+    /// (SECURITY.md, "Stolen station or staff key").
+    pub fn may_sign(&self, signed_at: i64, accepted_at: i64) -> Result<(), KeyError> {
+        let key_id = &self.key_id;
+        if let Some(revoked_at) = self.revoked_at {
+            if signed_at >= revoked_at {
+                return Err(KeyError::Revoked {
+                    key_id: key_id.to_string(),
+                    revoked_at: fmt_time(revoked_at),
+                    reason: self.revoke_reason.clone(),
+                    signed_at: fmt_time(signed_at),
+                });
+            }
+            if accepted_at >= revoked_at {
+                return Err(KeyError::RevokedBeforeAcceptance {
+                    key_id: key_id.to_string(),
+                    revoked_at: fmt_time(revoked_at),
+                    reason: self.revoke_reason.clone(),
+                    signed_at: fmt_time(signed_at),
+                });
+            }
+        }
+        if signed_at < self.valid_from || (self.valid_until != 0 && signed_at >= self.valid_until) {
+            return Err(KeyError::OutsideValidity {
+                key_id: key_id.to_string(),
+                from: fmt_time(self.valid_from),
+                until: if self.valid_until == 0 {
+                    "no end".into()
+                } else {
+                    fmt_time(self.valid_until)
+                },
+                signed_at: fmt_time(signed_at),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a signer may not sign at a given time.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -112,14 +156,8 @@ impl Registry {
         self.keys.values()
     }
 
-    /// The record of `key_id` if it may sign at `signed_at`.
-    /// The record of a key that may sign at `signed_at` in an event the log accepts at
-    /// `accepted_at` (server time; offline, the entry's `accepted_at`).
-    ///
-    /// A revoked key signs nothing dated at or after its revocation time, and once that time
-    /// has passed the log accepts nothing from it at all: the signature time is the signer's
-    /// claim, so a stolen key could otherwise date a signature before the revocation
-    /// (SECURITY.md, "Stolen station or staff key").
+    /// The record of `key_id` if it may sign at `signed_at` in an event the log accepts at
+    /// `accepted_at` (see [`KeyRecord::may_sign`]).
     pub fn signer_at(
         &self,
         key_id: &str,
@@ -130,36 +168,7 @@ impl Registry {
             .keys
             .get(key_id)
             .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
-        if let Some(revoked_at) = rec.revoked_at {
-            if signed_at >= revoked_at {
-                return Err(KeyError::Revoked {
-                    key_id: key_id.to_string(),
-                    revoked_at: fmt_time(revoked_at),
-                    reason: rec.revoke_reason.clone(),
-                    signed_at: fmt_time(signed_at),
-                });
-            }
-            if accepted_at >= revoked_at {
-                return Err(KeyError::RevokedBeforeAcceptance {
-                    key_id: key_id.to_string(),
-                    revoked_at: fmt_time(revoked_at),
-                    reason: rec.revoke_reason.clone(),
-                    signed_at: fmt_time(signed_at),
-                });
-            }
-        }
-        if signed_at < rec.valid_from || (rec.valid_until != 0 && signed_at >= rec.valid_until) {
-            return Err(KeyError::OutsideValidity {
-                key_id: key_id.to_string(),
-                from: fmt_time(rec.valid_from),
-                until: if rec.valid_until == 0 {
-                    "no end".into()
-                } else {
-                    fmt_time(rec.valid_until)
-                },
-                signed_at: fmt_time(signed_at),
-            });
-        }
+        rec.may_sign(signed_at, accepted_at)?;
         Ok(rec)
     }
 

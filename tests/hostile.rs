@@ -5,7 +5,10 @@
 //! Parsers covered by in-module proptests already: `note` (`open_note`, `Checkpoint::parse`,
 //! key strings), `codes::classify`, ISBT 128, GS1, `merkle` proofs, the policy state machine.
 //! This file adds: protobuf bodies through the ledger's append path, mutated signed
-//! checkpoints, trust-anchor files, policy TOML.
+//! checkpoints, trust-anchor files, policy TOML. Audit bundles (`celltrail verify BUNDLE`) are
+//! in `hostile_bundle.rs`. The cargo-fuzz targets in `fuzz/` (`decode_event`, `parse_text`,
+//! `verify_bundle`) drive the same decoders for longer: `cd fuzz && cargo +nightly fuzz run
+//! verify_bundle -- -max_total_time=300`.
 
 mod common;
 
@@ -18,6 +21,7 @@ use celltrail::pb::{
     SignatureMeaning, SignedEvent,
 };
 use celltrail::server::{open, ServeOptions};
+use common::mutate::{mutate, mutation};
 use common::*;
 use proptest::prelude::*;
 use prost::Message;
@@ -134,42 +138,6 @@ fn append_hostile(ev: SignedEvent) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Insert(usize, Vec<u8>),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 1..=255u8).prop_map(|(i, x)| Mutation::Flip(i, x)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (
-            any::<usize>(),
-            proptest::collection::vec(any::<u8>(), 1..12)
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
-    ]
-}
-
-fn mutate(bytes: &[u8], muts: &[Mutation]) -> Vec<u8> {
-    let mut b = bytes.to_vec();
-    for m in muts {
-        let n = b.len().max(1);
-        match m {
-            Mutation::Flip(i, x) if !b.is_empty() => b[i % n] ^= x,
-            Mutation::Flip(..) => {}
-            Mutation::Truncate(i) => b.truncate(i % n),
-            Mutation::Insert(i, v) => {
-                let at = i % (b.len() + 1);
-                b.splice(at..at, v.iter().copied());
-            }
-        }
-    }
-    b
 }
 
 proptest! {

@@ -181,10 +181,10 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             (r, format!("--data-dir {}", dir.display()))
         }
         (Some(path), None) => {
-            let text = std::fs::read_to_string(path)
+            let bytes = std::fs::read(path)
                 .with_context(|| format!("cannot read bundle {}", path.display()))?;
-            let b =
-                Bundle::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let b = Bundle::from_json_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let opts = verify::Options {
                 log_key,
                 admins,

@@ -88,6 +88,18 @@ impl Bundle {
         serde_json::to_string_pretty(self).expect("bundles serialize to JSON") + "\n"
     }
 
+    /// Parses a bundle file's raw bytes exactly as `celltrail verify BUNDLE` does: UTF-8, then
+    /// [`Bundle::from_json`]. The one entry point for bytes from outside (the CLI, the fuzzer).
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Bundle, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            format!(
+                "not a bundle: not UTF-8 text (first bad byte at offset {})",
+                e.valid_up_to()
+            )
+        })?;
+        Self::from_json(text)
+    }
+
     pub fn from_json(text: &str) -> Result<Bundle, String> {
         let b: Bundle = serde_json::from_str(text).map_err(|e| format!("not a bundle: {e}"))?;
         if b.format != FORMAT {
@@ -154,5 +166,18 @@ mod tests {
         assert!(Bundle::from_json("{}")
             .unwrap_err()
             .starts_with("not a bundle"));
+    }
+
+    #[test]
+    fn from_json_bytes_parses_like_from_json_and_refuses_non_utf8() {
+        let json = sample().to_json();
+        assert_eq!(Bundle::from_json_bytes(json.as_bytes()).unwrap(), sample());
+        let mut bad = json.into_bytes();
+        bad.insert(3, 0xff);
+        let err = Bundle::from_json_bytes(&bad).unwrap_err();
+        assert_eq!(
+            err,
+            "not a bundle: not UTF-8 text (first bad byte at offset 3)"
+        );
     }
 }

@@ -14,10 +14,15 @@ use crate::merkle::{self, Hash};
 use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
 use crate::policy::{ChainState, Policy, Signer};
-use crate::registry::{Registry, KEYS_CHAIN};
+use crate::registry::{KeyError, KeyRecord, Registry, KEYS_CHAIN};
 use crate::store::Head;
 use prost::Message;
 use serde::Serialize;
+use std::collections::HashMap;
+
+/// Most hashes an inclusion proof can need: one per level of a tree of up to 2^64 leaves.
+/// Longer proofs are refused before their hashes are decoded.
+pub const MAX_PROOF_HASHES: usize = 64;
 
 /// What the auditor brings.
 pub struct Options {
@@ -180,21 +185,33 @@ pub struct Item {
     pub proof: Option<Vec<Hash>>,
 }
 
-/// The key registry as it stood before each key event: `(index, registry after it)`.
+/// The key registry as it stood at every log index, in memory linear in the key events:
+/// each key's successive records (registered, revoked) with the index of the event that made
+/// each. (A snapshot of the whole registry per key event cost n²/2 records: a forged registry
+/// of a few MB took gigabytes.)
+#[derive(Default)]
 struct Registries {
-    base: Registry,
-    after: Vec<(u64, Registry)>,
+    history: HashMap<String, Vec<(u64, KeyRecord)>>,
 }
 
 impl Registries {
-    /// The registry the server used for an entry at `index`: all key events before it.
-    fn at(&self, index: u64) -> &Registry {
-        let n = self.after.partition_point(|(i, _)| *i < index);
-        if n == 0 {
-            &self.base
-        } else {
-            &self.after[n - 1].1
-        }
+    /// The record of `key_id` if it may sign as [`Registry::signer_at`] would with the
+    /// registry the server used for an entry at `index`: all key events before it.
+    fn signer_at(
+        &self,
+        index: u64,
+        key_id: &str,
+        signed_at: i64,
+        accepted_at: i64,
+    ) -> Result<&KeyRecord, KeyError> {
+        let versions = self.history.get(key_id).map_or(&[][..], Vec::as_slice);
+        let n = versions.partition_point(|(i, _)| *i < index);
+        let (_, rec) = n
+            .checked_sub(1)
+            .map(|n| &versions[n])
+            .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
+        rec.may_sign(signed_at, accepted_at)?;
+        Ok(rec)
     }
 }
 
@@ -295,17 +312,20 @@ impl Ctx<'_> {
         admins: &[NoteVerifier],
         report: &mut Report,
     ) -> (Registries, Option<Failure>) {
-        let mut regs = Registries {
-            base: Registry::new(admins),
-            after: Vec::new(),
-        };
+        let mut regs = Registries::default();
+        let mut live = Registry::new(admins);
         let mut head: Option<Head> = None;
         for item in items {
-            let reg = regs.after.last().map_or(&regs.base, |(_, r)| r).clone();
-            match self.key_event(item, head.as_ref(), reg, report) {
-                Ok((h, reg)) => {
+            match self.key_event(item, head.as_ref(), &mut live, report) {
+                Ok((h, key_id)) => {
                     head = Some(h);
-                    regs.after.push((item.index, reg));
+                    let rec = live
+                        .get(&key_id)
+                        .expect("the event just registered or revoked it");
+                    regs.history
+                        .entry(key_id)
+                        .or_default()
+                        .push((item.index, rec.clone()));
                     report.registry_entries += 1;
                     report.entries_verified += 1;
                 }
@@ -315,13 +335,15 @@ impl Ctx<'_> {
         (regs, None)
     }
 
+    /// Checks and applies one key event to `reg`; returns the new head and the key it changed.
+    /// On failure `reg` may hold the event; the replay stops there.
     fn key_event(
         &self,
         item: &Item,
         head: Option<&Head>,
-        mut reg: Registry,
+        reg: &mut Registry,
         report: &mut Report,
-    ) -> Result<(Head, Registry), Failure> {
+    ) -> Result<(Head, String), Failure> {
         let d = self.common(item, KEYS_CHAIN, head)?;
         let at = |reason: String| Failure {
             index: Some(item.index),
@@ -338,9 +360,9 @@ impl Ctx<'_> {
             })?;
             verify_signature(key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
         }
-        match &d.body.detail {
-            Some(Detail::KeyRegistered(r)) => reg.register(r),
-            Some(Detail::KeyRevoked(r)) => reg.revoke(r),
+        let key_id = match &d.body.detail {
+            Some(Detail::KeyRegistered(r)) => reg.register(r).map(|()| r.key_id.clone()),
+            Some(Detail::KeyRevoked(r)) => reg.revoke(r).map(|()| r.key_id.clone()),
             _ => {
                 return Err(at(
                     "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
@@ -349,7 +371,7 @@ impl Ctx<'_> {
         }
         .map_err(|e| at(e.to_string()))?;
         self.prove(item, KEYS_CHAIN, d.body.seq, report)?;
-        Ok((head_of(&d), reg))
+        Ok((head_of(&d), key_id))
     }
 
     /// Replays one chain from seq 0; returns its timeline rows and the first failure.
@@ -393,12 +415,12 @@ impl Ctx<'_> {
             seq: Some(d.body.seq),
             reason,
         };
-        let reg = regs.at(item.index);
         let mut signers = Vec::new();
         let mut rows = Vec::new();
         for sig in &d.entry.signatures {
-            let rec = reg
+            let rec = regs
                 .signer_at(
+                    item.index,
                     &sig.key_id,
                     sig.signed_at_unix_nanos,
                     d.entry.accepted_at_unix_nanos,
@@ -527,6 +549,12 @@ fn decode_items(entries: &[super::Entry], chain: &str) -> Result<Vec<Item>, Fail
                 seq: None,
                 reason,
             };
+            if e.proof.len() > MAX_PROOF_HASHES {
+                return Err(at(format!(
+                    "inclusion proof has {} hashes; no tree of up to 2^64 entries needs more than {MAX_PROOF_HASHES}",
+                    e.proof.len()
+                )));
+            }
             let bytes = unb64(&e.entry).map_err(|err| at(format!("entry is not base64: {err}")))?;
             let proof = e
                 .proof

@@ -2,6 +2,8 @@
 //! talks gRPC to it through the generated client.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod mutate;
+
 use celltrail::client::{self, Client, Draft};
 use celltrail::note::NoteSigner;
 use celltrail::pb::{event_body::Detail, KeyRegistered, Receipt, SignatureMeaning, SignedEvent};
