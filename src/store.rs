@@ -159,6 +159,24 @@ fn chain_event_key(chain_id: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Opens a sled database, waiting up to `LOCK_WAIT` for a previous owner to release sled's
+/// file lock: one that is just closing (in this process or another) keeps it for a moment
+/// while its background flusher stops.
+pub(crate) fn open_sled(config: sled::Config) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn bag_key(din: &str, chain_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(din.len() + 1 + chain_id.len());
     k.extend_from_slice(din.as_bytes());
@@ -307,27 +325,12 @@ impl Store {
     }
 
     fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let started = std::time::Instant::now();
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(path)
-                .cache_capacity(cache_bytes)
-                .open();
-            match opened {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => {
-                    break other.map_err(|source| StoreError::Open {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-                }
-            }
-        };
+        let db = open_sled(sled::Config::new().path(path).cache_capacity(cache_bytes)).map_err(
+            |source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
         let t = |name: &str| db.open_tree(name);
         Ok(Store {
             fault: std::sync::atomic::AtomicU8::new(Fault::None as u8),

@@ -139,7 +139,7 @@ const SLED_DATA_FILE: &str = "db";
 
 impl Queue {
     pub fn open(dir: &Path) -> anyhow::Result<Queue> {
-        let db = sled::open(dir).with_context(|| {
+        let db = crate::store::open_sled(sled::Config::new().path(dir)).with_context(|| {
             format!(
                 "cannot open the station queue {} (is another station running on it?)",
                 dir.display()
