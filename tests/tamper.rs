@@ -544,6 +544,15 @@ fn chain_head_statement_missing_is_reported_and_a_forged_one_fails() {
 }
 
 #[test]
+fn detects_a_chain_listed_twice() {
+    let path = tampered("chain-twice", |b| b.chains.push(b.chains[0].clone()));
+    assert_fails(
+        &verify(&[p(&path)]),
+        &["chain BAG-1 is listed twice in the bundle"],
+    );
+}
+
+#[test]
 fn detects_an_entry_duplicated() {
     let bundle = load(&fixture().bundle);
     let path = tampered("duplicated", |b| {

@@ -638,7 +638,14 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
         Err(f) => return report.fail(f),
     };
     let mut chains = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for c in &b.chains {
+        if !seen.insert(c.chain_id.as_str()) {
+            return report.fail(top(format!(
+                "chain {} is listed twice in the bundle",
+                c.chain_id
+            )));
+        }
         match decode_items(&c.entries, &c.chain_id) {
             Ok(items) => chains.push((c.chain_id.clone(), items)),
             Err(f) => return report.fail(f),
