@@ -31,26 +31,7 @@ async fn queue_twenty_while_offline() -> Offline {
     for (i, chain) in chains.iter_mut().enumerate() {
         let (bag, canon) = din(100 + i as u32);
         let (wrist, _) = coi(&format!("PAT00{i}"));
-        let o = scan(
-            addr,
-            &queue,
-            &[
-                "--key",
-                &nurse,
-                "--site",
-                "HOSP-A",
-                "--event",
-                "enrolled",
-                "--scan",
-                &bag,
-                "--scan",
-                &wrist,
-                "--set",
-                "manufacturing_site=MFG-1",
-                "--yes",
-            ],
-        )
-        .await;
+        let o = scan_enrolment(addr, &queue, &nurse, &bag, &wrist).await;
         expect(&o, MT, "ACCEPTED");
         *chain = canon;
     }

@@ -57,26 +57,7 @@ async fn conflicted_events_are_listed_discarded_with_reason_kept_and_never_sent(
     let nurse = s(&site.nurse);
     let (bag, chain) = din(7);
     let (wrist, _) = coi("PAT777");
-    let enrol = scan(
-        addr,
-        &queue,
-        &[
-            "--key",
-            &nurse,
-            "--site",
-            "HOSP-A",
-            "--yes",
-            "--event",
-            "enrolled",
-            "--scan",
-            &bag,
-            "--scan",
-            &wrist,
-            "--set",
-            "manufacturing_site=MFG-1",
-        ],
-    )
-    .await;
+    let enrol = scan_enrolment(addr, &queue, &nurse, &bag, &wrist).await;
     expect(&enrol, 0, "ACCEPTED");
     let data_dir = site.server.data_dir.clone();
     site.server.stop().await;
@@ -279,26 +260,7 @@ async fn queue_commands_refuse_bad_input_with_a_precise_message() {
     // An enrolment starts a chain, so it can be signed and queued with no server at all.
     let (bag, _) = din(5);
     let (wrist, _) = coi("PAT005");
-    let o = scan(
-        addr,
-        &queue,
-        &[
-            "--key",
-            &s(&nurse),
-            "--site",
-            "HOSP-A",
-            "--yes",
-            "--event",
-            "enrolled",
-            "--scan",
-            &bag,
-            "--scan",
-            &wrist,
-            "--set",
-            "manufacturing_site=MFG-1",
-        ],
-    )
-    .await;
+    let o = scan_enrolment(addr, &queue, &s(&nurse), &bag, &wrist).await;
     expect(&o, 3, "QUEUED (1 waiting)");
     let text = expect(
         &queue_cli(&["list", "--queue", &qdir]).await,
@@ -423,26 +385,7 @@ async fn rejected_event_is_listed_with_the_servers_reason_and_can_be_discarded()
     let eve = key_file(site.dir.path(), &signer("nurse.eve"));
     let (bag, chain) = din(31);
     let (wrist, _) = coi("PAT031");
-    let o = scan(
-        nobody_listening().await,
-        &queue,
-        &[
-            "--key",
-            &s(&eve),
-            "--site",
-            "HOSP-A",
-            "--yes",
-            "--event",
-            "enrolled",
-            "--scan",
-            &bag,
-            "--scan",
-            &wrist,
-            "--set",
-            "manufacturing_site=MFG-1",
-        ],
-    )
-    .await;
+    let o = scan_enrolment(nobody_listening().await, &queue, &s(&eve), &bag, &wrist).await;
     expect(&o, 3, "QUEUED (1 waiting)");
     let mut c = site.server.client().await;
     let before = snapshot(&mut c).await;

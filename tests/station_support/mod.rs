@@ -42,6 +42,32 @@ pub async fn scan(addr: SocketAddr, queue: &Path, args: &[&str]) -> Output {
     scan_env(addr, queue, args, &[]).await
 }
 
+/// A scripted enrolment at HOSP-A: the bag's DIN names the chain, the wristband the patient.
+pub async fn scan_enrolment(
+    addr: SocketAddr,
+    queue: &Path,
+    key: &str,
+    bag: &str,
+    wrist: &str,
+) -> Output {
+    let args = [
+        "--key",
+        key,
+        "--site",
+        "HOSP-A",
+        "--yes",
+        "--event",
+        "enrolled",
+        "--scan",
+        bag,
+        "--scan",
+        wrist,
+        "--set",
+        "manufacturing_site=MFG-1",
+    ];
+    scan(addr, queue, &args).await
+}
+
 pub async fn scan_env(
     addr: SocketAddr,
     queue: &Path,
