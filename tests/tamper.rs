@@ -553,6 +553,20 @@ fn detects_a_chain_listed_twice() {
 }
 
 #[test]
+fn consistency_proof_longer_than_any_tree_needs_is_refused_before_decoding() {
+    let path = tampered("consistency-huge", |b| {
+        b.consistency.push(celltrail::bundle::ConsistencyProof {
+            old_size: 1,
+            proof: vec!["AAAA".into(); 100_000],
+        })
+    });
+    assert_fails(
+        &verify(&[p(&path)]),
+        &["consistency proof from size 1 has 100000 hashes; no tree of up to 2^64 entries needs more than 128"],
+    );
+}
+
+#[test]
 fn detects_an_entry_duplicated() {
     let bundle = load(&fixture().bundle);
     let path = tampered("duplicated", |b| {

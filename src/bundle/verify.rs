@@ -620,6 +620,18 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
             b.tree_size, cp.size
         )));
     }
+    if let Some(c) = b
+        .consistency
+        .iter()
+        .find(|c| c.proof.len() > 2 * MAX_PROOF_HASHES)
+    {
+        return report.fail(top(format!(
+            "consistency proof from size {} has {} hashes; no tree of up to 2^64 entries needs more than {}",
+            c.old_size,
+            c.proof.len(),
+            2 * MAX_PROOF_HASHES
+        )));
+    }
     if let Some(prev) = &opts.previous {
         match check_previous(prev, &key, &cp, |old| {
             b.consistency.iter().find(|c| c.old_size == old).map(|c| {
