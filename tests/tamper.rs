@@ -566,6 +566,39 @@ fn consistency_proof_longer_than_any_tree_needs_is_refused_before_decoding() {
     );
 }
 
+/// The registry's last event is the revocation of a key: a bundle that leaves it out would
+/// show the key as valid. The signed head of the `keys` chain catches it.
+#[test]
+fn detects_a_late_revocation_left_out_of_the_registry() {
+    let bundle = load(&fixture().bundle);
+    let n = bundle.registry.len();
+    let (_, last) = {
+        let e = &bundle.registry[n - 1];
+        (e.index, celltrail::bundle::unb64(&e.entry).unwrap())
+    };
+    let body = EventBody::decode(LogEntry::decode(last.as_slice()).unwrap().body.as_slice());
+    assert!(
+        matches!(body.unwrap().detail, Some(Detail::KeyRevoked(_))),
+        "the fixture's last key event is the revocation"
+    );
+    let o = verify(&[p(&fixture().bundle), "--log-key", &log_vkey()]);
+    assert!(
+        stdout(&o).contains("chain keys: complete"),
+        "{}",
+        stdout(&o)
+    );
+    let path = tampered("revocation-left-out", |b| {
+        b.registry.pop();
+    });
+    assert_fails(
+        &verify(&[p(&path), "--log-key", &log_vkey()]),
+        &[
+            &format!("the log signed that chain keys has {n} events"),
+            &format!("but the bundle holds {}", n - 1),
+        ],
+    );
+}
+
 #[test]
 fn detects_an_entry_duplicated() {
     let bundle = load(&fixture().bundle);

@@ -72,19 +72,20 @@ pub fn from_store(
         }
         Ok(out)
     };
+    let signed_head = |id: &str| -> anyhow::Result<Option<String>> {
+        let Some(k) = log_key else {
+            return Ok(None);
+        };
+        let st = crate::log::chain_head_statement(store, &k.name, id, size)?;
+        Ok(Some(crate::note::sign_note(&st.to_text(), &[k])?))
+    };
     let mut chains = Vec::new();
     for id in ids {
         let entries = chain_entries(&id)?;
         if entries.is_empty() {
             bail!("chain {id} has no entries in the log (size {size})");
         }
-        let head = match log_key {
-            Some(k) => {
-                let st = crate::log::chain_head_statement(store, &k.name, &id, size)?;
-                Some(crate::note::sign_note(&st.to_text(), &[k])?)
-            }
-            None => None,
-        };
+        let head = signed_head(&id)?;
         chains.push(Chain {
             chain_id: id,
             entries,
@@ -107,6 +108,7 @@ pub fn from_store(
         checkpoint: cp.note,
         tree_size: size,
         registry: chain_entries(KEYS_CHAIN)?,
+        registry_head: signed_head(KEYS_CHAIN)?,
         chains,
         consistency,
     })
@@ -157,18 +159,7 @@ pub async fn from_server(
         if entries.is_empty() {
             bail!("chain {id} has no entries in the log (size {size})");
         }
-        let head = match c
-            .get_signed_chain_head(GetSignedChainHeadRequest {
-                chain_id: id.clone(),
-                tree_size: size,
-            })
-            .await
-        {
-            Ok(h) => Some(h.into_inner().note),
-            // A server from before head statements: the bundle cannot prove the chain's end.
-            Err(s) if s.code() == tonic::Code::Unimplemented => None,
-            Err(s) => return Err(status_error(s)).with_context(|| format!("head of chain {id}")),
-        };
+        let head = server_head(c, id, size).await?;
         chains.push(Chain {
             chain_id: id.clone(),
             entries,
@@ -179,6 +170,10 @@ pub async fn from_server(
         Ok(r) => r,
         Err(e) if e.to_string().contains("does not exist") => Vec::new(),
         Err(e) => return Err(e),
+    };
+    let registry_head = match registry.is_empty() {
+        true => None,
+        false => server_head(c, KEYS_CHAIN, size).await?,
     };
     let mut consistency = Vec::new();
     for &old in since {
@@ -203,9 +198,26 @@ pub async fn from_server(
         checkpoint: cp.checkpoint,
         tree_size: size,
         registry,
+        registry_head,
         chains,
         consistency,
     })
+}
+
+/// The server's signed head statement of a chain at `size`; `None` from a server that
+/// predates them (the bundle then cannot prove the chain's end).
+async fn server_head(c: &mut Client, id: &str, size: u64) -> anyhow::Result<Option<String>> {
+    match c
+        .get_signed_chain_head(GetSignedChainHeadRequest {
+            chain_id: id.to_string(),
+            tree_size: size,
+        })
+        .await
+    {
+        Ok(h) => Ok(Some(h.into_inner().note)),
+        Err(s) if s.code() == tonic::Code::Unimplemented => Ok(None),
+        Err(s) => Err(status_error(s)).with_context(|| format!("head of chain {id}")),
+    }
 }
 
 async fn server_chain(c: &mut Client, id: &str, size: u64) -> anyhow::Result<Vec<Entry>> {

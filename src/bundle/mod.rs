@@ -31,6 +31,10 @@ pub struct Bundle {
     pub tree_size: u64,
     /// Every entry of the `keys` chain in the checkpoint's tree, in seq order.
     pub registry: Vec<Entry>,
+    /// The log's signed head statement of the `keys` chain at `tree_size`: proves no key
+    /// registration or revocation follows the last one listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_head: Option<String>,
     /// The exported chains, each with all its entries in the tree, in seq order.
     pub chains: Vec<Chain>,
     /// Consistency proofs from earlier tree sizes to `tree_size` (`export --since-size`).
@@ -127,6 +131,7 @@ mod tests {
             checkpoint: "log\n1\nAA==\n\n— log AAAA\n".into(),
             tree_size: 1,
             registry: vec![],
+            registry_head: None,
             chains: vec![Chain {
                 chain_id: "BAG-1".into(),
                 entries: vec![Entry {

@@ -670,6 +670,12 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
     if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {
         return report.fail(f);
     }
+    if let Some(note) = &b.registry_head {
+        if let Err(f) = check_chain_end(note, &key, &cp, KEYS_CHAIN, &registry) {
+            return report.fail(f);
+        }
+        report.chain_ends_proven.push(KEYS_CHAIN.to_string());
+    }
     for (c, (_, items)) in b.chains.iter().zip(&chains) {
         match &c.head {
             Some(note) => match check_chain_end(note, &key, &cp, &c.chain_id, items) {
