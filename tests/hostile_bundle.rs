@@ -689,6 +689,7 @@ fn forged(n: usize, mut tweak: impl FnMut(&mut LogEntry)) -> Bundle {
         checkpoint: sign_note(&cp.to_text(), &[&log]).unwrap(),
         tree_size: n as u64,
         registry,
+        registry_head: None,
         chains: vec![],
         consistency: vec![],
     }
