@@ -132,7 +132,12 @@ pub struct Queue {
     events: sled::Tree,
     heads: sled::Tree,
     discarded: sled::Tree,
+    /// Serialises `push`, which picks the next id from what is stored.
+    push_lock: std::sync::Mutex<()>,
 }
+
+/// Key (in sled's default tree) of the last id `push` gave out.
+const LAST_ID: &[u8] = b"last_id";
 
 /// The file sled keeps its data in; a directory without it is not a station queue.
 const SLED_DATA_FILE: &str = "db";
@@ -150,6 +155,7 @@ impl Queue {
             heads: db.open_tree("heads")?,
             discarded: db.open_tree("discarded")?,
             db,
+            push_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -174,8 +180,24 @@ impl Queue {
     }
 
     /// Appends a signed event at the end of the queue and flushes it to disk.
+    ///
+    /// Ids count up from 1 and are never reused (not after a send or a discard either), so an
+    /// operator types `queue discard 3`, not a number sled made up.
     pub fn push(&self, q: &Queued) -> anyhow::Result<u64> {
-        let id = self.db.generate_id()?;
+        let _one_at_a_time = self.push_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let last = |t: &sled::Tree| -> anyhow::Result<u64> {
+            Ok(match t.last()? {
+                Some((k, _)) => u64::from_be_bytes(k.as_ref().try_into().context("queue key")?),
+                None => 0,
+            })
+        };
+        let counted = match self.db.get(LAST_ID)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().context("queue last id")?),
+            None => 0,
+        };
+        // Older queues numbered with sled's generate_id: continue above what they hold.
+        let id = counted.max(last(&self.events)?).max(last(&self.discarded)?) + 1;
+        self.db.insert(LAST_ID, &id.to_be_bytes())?;
         self.events
             .insert(id.to_be_bytes(), serde_json::to_vec(q)?)?;
         self.db.flush().context("flush the station queue")?;
@@ -540,5 +562,27 @@ mod tests {
             .push(&Queued::new(&ev("A", 0), "enrolled").unwrap())
             .unwrap();
         assert_eq!(Queue::open_existing(&real).unwrap().all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ids_count_up_from_one_across_reopens_and_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<u64> = (0..3)
+            .map(|i| {
+                let q = Queue::open(dir.path()).unwrap();
+                q.push(&Queued::new(&ev("A", i), "enrolled").unwrap())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let q = Queue::open(dir.path()).unwrap();
+        for id in ids {
+            q.remove(id).unwrap(); // sent
+        }
+        assert_eq!(
+            q.push(&Queued::new(&ev("A", 3), "collected").unwrap())
+                .unwrap(),
+            4
+        );
     }
 }
