@@ -92,6 +92,7 @@ pub fn from_store(
             head,
         });
     }
+    let registry = chain_entries(KEYS_CHAIN)?;
     let mut consistency = Vec::new();
     for &old in since {
         let p = crate::log::consistency_proof(store, old, size)
@@ -107,8 +108,11 @@ pub fn from_store(
         anchors,
         checkpoint: cp.note,
         tree_size: size,
-        registry: chain_entries(KEYS_CHAIN)?,
-        registry_head: signed_head(KEYS_CHAIN)?,
+        registry_head: match registry.is_empty() {
+            true => None,
+            false => signed_head(KEYS_CHAIN)?,
+        },
+        registry,
         chains,
         consistency,
     })
