@@ -15,6 +15,9 @@
 //! binary; CELLTRAIL_BENCH_ONLY=M runs only that (build the binary first: `cargo build --release`),
 //! CELLTRAIL_BENCH_ONLY=C only the in-process ceiling.
 
+#[path = "support/measure.rs"]
+mod measure;
+
 use celltrail::client::{sign_draft, Draft};
 use celltrail::crypto::EventHash;
 use celltrail::ledger::{Ledger, LedgerOptions};
@@ -585,6 +588,7 @@ mod baseline {
 /// 1 M entries against the release binary in its own process: disk bytes vs raw entry bytes,
 /// server RSS, and restart-to-serving time after `kill -9`.
 mod million {
+    use super::measure::{du, rss_kib};
     use super::*;
     use std::process::{Child, Command, Stdio};
 
@@ -635,25 +639,6 @@ mod million {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
-
-    fn rss_kib(pid: u32) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn du(path: &std::path::Path) -> u64 {
-        let mut total = 0;
-        for e in std::fs::read_dir(path).unwrap().flatten() {
-            let m = e.metadata().unwrap();
-            total += if m.is_dir() { du(&e.path()) } else { m.len() };
-        }
-        total
     }
 
     pub async fn run(keys: &Keys, regs: &[SignedEvent], t0: i64, policy: &std::path::Path) {

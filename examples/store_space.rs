@@ -6,23 +6,12 @@ use celltrail::store::{CommitBatch, Head, NewEntry, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+#[path = "../benches/support/measure.rs"]
+mod measure;
+use measure::du;
 
-fn du(path: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for e in std::fs::read_dir(path).unwrap().flatten() {
-        let m = e.metadata().unwrap();
-        total += if m.is_dir() { du(&e.path()) } else { m.len() };
-    }
-    total
+fn rss_kib() -> u64 {
+    measure::rss_kib("self")
 }
 
 fn main() {
