@@ -3,7 +3,7 @@
 //! no I/O. Two families: reference functions over an in-memory slice of leaf hashes, and `_at`
 //! functions that read the stored hash of every perfect subtree through a `get(level, index)`
 //! callback with O(log n) calls, which is how the log serves proofs from its store. Matches the
-//! vectors in `shared/vectors` byte for byte.
+//! vectors in `tests/vectors` byte for byte.
 //!
 //! Addressing: node `(level, index)` is the perfect subtree over leaves
 //! `[index << level, (index + 1) << level)`; level 0 holds the leaf hashes. Proof hashes are
@@ -530,7 +530,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn vectors() -> PathBuf {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors"))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors"))
     }
 
     fn h(s: &str) -> Hash {

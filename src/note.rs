@@ -555,7 +555,7 @@ mod tests {
     fn vectors() -> Value {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/signed_note.json"
+            "/tests/vectors/signed_note.json"
         );
         serde_json::from_str(&std::fs::read_to_string(path).expect("read signed_note.json"))
             .expect("parse signed_note.json")

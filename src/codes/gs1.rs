@@ -783,11 +783,8 @@ mod tests {
     }
 
     fn vectors() -> Vectors {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/isbt128.json"
-        );
-        let json = std::fs::read_to_string(path).expect("read shared/vectors/isbt128.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/isbt128.json");
+        let json = std::fs::read_to_string(path).expect("read tests/vectors/isbt128.json");
         serde_json::from_str(&json).expect("parse isbt128.json")
     }
 
