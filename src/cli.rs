@@ -173,8 +173,9 @@ pub enum KeyCommand {
         /// Admin key file (from the trust-anchor file).
         #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
         admin_key: PathBuf,
-        /// The signer's verifier key, as printed by `celltrail keygen`.
-        #[arg(long)]
+        /// The signer's verifier key, as printed by `celltrail keygen` (or a file holding it).
+        /// (Hyphen values are taken, so a pasted PEM is refused by celltrail, not echoed by clap.)
+        #[arg(long, allow_hyphen_values = true)]
         vkey: String,
         /// Role the custody policy checks (e.g. apheresis_nurse, courier, manufacturing, qc, qa, pharmacist, nurse).
         #[arg(long)]
@@ -262,20 +263,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let mut opts = crate::server::ServeOptions::new(&a.data_dir);
-    opts.trust_anchors = a.trust_anchors;
-    opts.policy = a.policy;
-    opts.origin = a.origin;
-    let opened = crate::server::open(&opts)?;
-    if let Some((path, vkey)) = &opened.created_admin {
-        println!("Created the first operator admin key: {}", path.display());
-        println!(
-            "  its verifier key (also in {}):",
-            a.data_dir.join("trust-anchors.txt").display()
-        );
-        println!("  {vkey}");
-        println!("  Keep this file safe: it registers and revokes every signer key.");
-    }
+    // Everything that can be wrong on the command line is checked before the data directory
+    // is opened, so a typo creates no directory and no keys.
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::ServerTls {
@@ -292,13 +281,30 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = match &a.metrics_addr {
+        Some(m) => Some(crate::metrics::start(m, std::future::pending()).await?),
+        None => None,
+    };
+    let mut opts = crate::server::ServeOptions::new(&a.data_dir);
+    opts.trust_anchors = a.trust_anchors;
+    opts.policy = a.policy;
+    opts.origin = a.origin;
+    let opened = crate::server::open(&opts)?;
+    if let Some((path, vkey)) = &opened.created_admin {
+        println!("Created the first operator admin key: {}", path.display());
+        println!(
+            "  its verifier key (also in {}):",
+            a.data_dir.join("trust-anchors.txt").display()
+        );
+        println!("  {vkey}");
+        println!("  Keep this file safe: it registers and revokes every signer key.");
+    }
     if tls.is_none() && !addr.ip().is_loopback() {
         eprintln!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger (use --tls-cert/--tls-key and --client-ca)");
     } else if tls.is_some() && a.client_ca.is_none() && !addr.ip().is_loopback() {
         eprintln!("note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
     }
-    if let Some(m) = &a.metrics_addr {
-        let bound = crate::metrics::start(m, std::future::pending()).await?;
+    if let Some(bound) = metrics {
         println!("celltrail metrics on http://{bound}/metrics");
     }
     println!("celltrail log {} ", opened.log_verifier.to_key_string());
@@ -388,8 +394,7 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
             valid_from,
             valid_until,
         } => {
-            let v = crate::note::NoteVerifier::from_key_string(vkey.trim())
-                .map_err(|e| anyhow::anyhow!("--vkey is not a verifier key: {e}"))?;
+            let v = crate::keys::verifier_key_arg("--vkey", &vkey)?;
             let detail = Detail::KeyRegistered(KeyRegistered {
                 key_id: v.name.clone(),
                 public_key: v.key.as_bytes().to_vec(),

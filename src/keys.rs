@@ -2,7 +2,7 @@
 //! (`PRIVATE+KEY+name+hash+base64`), written with 0600 permissions, and trust-anchor files
 //! (one C2SP verifier key per line, `#` comments).
 
-use crate::note::{NoteSigner, NoteVerifier};
+use crate::note::{NoteError, NoteSigner, NoteVerifier};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -20,8 +20,17 @@ pub enum KeyFileError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
     move |source| KeyFileError::Io {
-        path: path.display().to_string(),
+        path: shown(path),
         source,
+    }
+}
+
+/// A path as errors print it, unless the "path" is a key pasted where its file's path belongs.
+fn shown(path: &Path) -> String {
+    let s = path.display().to_string();
+    match crate::note::looks_like_private_key(&s) {
+        true => "(a private key was given where its file's path belongs; it is not shown)".into(),
+        false => s,
     }
 }
 
@@ -45,8 +54,20 @@ pub fn read_key_file(path: &Path) -> Result<NoteSigner, KeyFileError> {
     })
 }
 
+/// The error for a private key given where a verifier key belongs; names the file, never its text.
+fn private_key_given(path: &Path) -> KeyFileError {
+    KeyFileError::Format {
+        path: path.display().to_string(),
+        message: NoteError::PrivateKeyGiven.to_string(),
+    }
+}
+
 /// Parses a trust-anchor file: one verifier key per line; blank lines and `#` comments ignored.
+/// A private key file (any line of it) is refused as a whole, and never echoed.
 pub fn parse_trust_anchors(text: &str, path: &Path) -> Result<Vec<NoteVerifier>, KeyFileError> {
+    if crate::note::looks_like_private_key(text) {
+        return Err(private_key_given(path));
+    }
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -71,6 +92,44 @@ pub fn parse_trust_anchors(text: &str, path: &Path) -> Result<Vec<NoteVerifier>,
 pub fn read_trust_anchors(path: &Path) -> Result<Vec<NoteVerifier>, KeyFileError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     parse_trust_anchors(&text, path)
+}
+
+/// Reads a file holding one verifier key (`log.vkey`, keygen's output saved to a file).
+pub fn read_verifier_key_file(path: &Path) -> Result<NoteVerifier, KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    if crate::note::looks_like_private_key(&text) {
+        return Err(private_key_given(path));
+    }
+    NoteVerifier::from_key_string(text.trim()).map_err(|e| KeyFileError::Format {
+        path: path.display().to_string(),
+        message: format!("not a verifier key (name+hash+base64): {e}"),
+    })
+}
+
+/// A command-line value that is a verifier key string or the path of a file holding one.
+/// A private key, given as text or as a file, is refused without echoing it; `flag` names
+/// the option in the error (e.g. `--vkey`).
+pub fn verifier_key_arg(flag: &str, value: &str) -> Result<NoteVerifier, KeyFileError> {
+    let bad = |message: String| KeyFileError::Format {
+        path: flag.to_string(),
+        message,
+    };
+    if crate::note::looks_like_private_key(value) {
+        return Err(bad(NoteError::PrivateKeyGiven.to_string()));
+    }
+    match NoteVerifier::from_key_string(value.trim()) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let path = Path::new(value);
+            if path.is_file() {
+                read_verifier_key_file(path)
+            } else {
+                Err(bad(format!(
+                    "neither a verifier key (name+hash+base64, as keygen prints) nor a file holding one: {e}"
+                )))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,14 @@ pub const SIGNATURE_PREFIX: &str = "\u{2014} ";
 /// Signature type byte of Ed25519 keys.
 const ALG_ED25519: u8 = 0x01;
 
+/// True when `text` holds a private key rather than a verifier key: a note signer key
+/// (`PRIVATE+KEY+...`) or a PEM private key of any kind (`-----BEGIN PRIVATE KEY-----`,
+/// `ENCRYPTED PRIVATE KEY`, `OPENSSH PRIVATE KEY`, `EC PRIVATE KEY`, ...), anywhere in the text.
+/// Callers use it to refuse such text without ever printing it.
+pub fn looks_like_private_key(text: &str) -> bool {
+    text.contains("PRIVATE+KEY+") || text.contains("PRIVATE KEY-----")
+}
+
 /// Why a key, note or checkpoint was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NoteError {
@@ -26,8 +34,13 @@ pub enum NoteError {
         "key name {0:?} is invalid: it must be non-empty and contain no '+', whitespace or control characters"
     )]
     InvalidKeyName(String),
-    #[error("verifier key {key:?} is malformed: {reason}")]
-    MalformedVerifierKey { key: String, reason: String },
+    /// The text given is not echoed: a malformed key may be a secret pasted by mistake.
+    #[error("verifier key is malformed: {reason}")]
+    MalformedVerifierKey { reason: String },
+    /// A private key (celltrail's `PRIVATE+KEY+...` or any PEM `PRIVATE KEY`, encrypted or not)
+    /// where a verifier key belongs. Never echoed.
+    #[error("this is a private key file; give its verifier key (.vkey / keygen's output)")]
+    PrivateKeyGiven,
     /// The signer key string itself is never echoed: it holds the private seed.
     #[error("signer key is malformed: {reason}")]
     MalformedSignerKey { reason: String },
@@ -239,10 +252,10 @@ impl NoteSigner {
 impl NoteVerifier {
     /// Parses `name+hash8hex+base64(0x01||pub32)`; the hash must match the name and key.
     pub fn from_key_string(s: &str) -> Result<Self, NoteError> {
-        let bad = |reason: String| NoteError::MalformedVerifierKey {
-            key: s.to_string(),
-            reason,
-        };
+        if looks_like_private_key(s) {
+            return Err(NoteError::PrivateKeyGiven);
+        }
+        let bad = |reason: String| NoteError::MalformedVerifierKey { reason };
         let (name, rest) = chop(s, '+');
         let rest = rest.ok_or_else(|| bad("missing '+' after the key name".into()))?;
         let (claimed, public) = parse_key_parts(rest, name, &bad)?;
@@ -630,6 +643,27 @@ mod tests {
         let signer = NoteSigner::from_key_string(s(local, "signer_key")).unwrap();
         assert_eq!(signer.verifier(), verifier(s(local, "verifier_key")));
         assert_eq!(signer.key_hash, 0x00000c67);
+    }
+
+    #[test]
+    fn a_private_key_is_refused_as_a_verifier_key_without_echo() {
+        let signer = NoteSigner::generate("nurse.p").unwrap();
+        let secret = signer.to_key_string();
+        for text in [
+            secret.clone(),
+            format!("# pasted\n{secret}\n"),
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3\n-----END ENCRYPTED PRIVATE KEY-----\n".into(),
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2Vw\n-----END PRIVATE KEY-----\n".into(),
+        ] {
+            assert!(looks_like_private_key(&text), "{text}");
+            let e = NoteVerifier::from_key_string(&text).unwrap_err();
+            assert_eq!(e, NoteError::PrivateKeyGiven);
+            assert!(!e.to_string().contains("MC4CAQ") && !e.to_string().contains("MIGb"));
+        }
+        assert!(!looks_like_private_key(&signer.verifier().to_key_string()));
+        // A malformed verifier key is described, never echoed (it may be a pasted secret).
+        let e = NoteVerifier::from_key_string("nurse+0000zz+c2VjcmV0LXNlZWQtYnl0ZXM=").unwrap_err();
+        assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
     }
 
     #[test]

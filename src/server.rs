@@ -63,29 +63,49 @@ pub fn log_key_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Opens the data directory, creating what is missing, and starts the ledger writer.
+/// The files given in the options (policy, trust anchors) are read first: when one is
+/// wrong, nothing is created.
 pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let dir = &opts.data_dir;
+    let policy = match &opts.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
+        }
+        None => Policy::default_autologous_car_t(),
+    };
+    if let Some(p) = &opts.trust_anchors {
+        read_trust_anchors(p)?;
+    }
+    let log_path = log_key_path(dir);
+    let new_log_key = match log_path.exists() {
+        true => None,
+        false => {
+            let origin = opts.origin.clone().unwrap_or_else(|| {
+                format!(
+                    "celltrail.local/log-{}",
+                    hex::encode(rand::random::<[u8; 4]>())
+                )
+            });
+            Some(
+                NoteSigner::generate(&origin)
+                    .map_err(|e| anyhow::anyhow!("log origin {origin:?}: {e}"))?,
+            )
+        }
+    };
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
 
-    let log_path = log_key_path(dir);
-    let log_key = if log_path.exists() {
-        read_key_file(&log_path)?
-    } else {
-        let origin = opts.origin.clone().unwrap_or_else(|| {
-            format!(
-                "celltrail.local/log-{}",
-                hex::encode(rand::random::<[u8; 4]>())
-            )
-        });
-        let key = NoteSigner::generate(&origin)
-            .map_err(|e| anyhow::anyhow!("log origin {origin:?}: {e}"))?;
+    let log_key = if let Some(key) = new_log_key {
         write_key_file(&log_path, &key)?;
         std::fs::write(
             dir.join("log.vkey"),
             format!("{}\n", key.verifier().to_key_string()),
         )?;
         key
+    } else {
+        read_key_file(&log_path)?
     };
 
     let mut created_admin = None;
@@ -108,15 +128,6 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         }
     };
     let admins = read_trust_anchors(&anchors_path)?;
-
-    let policy = match &opts.policy {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read policy {}", p.display()))?;
-            Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
-        }
-        None => Policy::default_autologous_car_t(),
-    };
 
     let store = Arc::new(Store::open(&dir.join("db"))?);
     let log_verifier = log_key.verifier();

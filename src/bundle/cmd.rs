@@ -45,7 +45,8 @@ pub struct VerifyArgs {
     pub data_dir: Option<PathBuf>,
     /// Log verifier key the auditor trusts: a key string or a file holding one
     /// [default: the bundle's anchor, or DATA_DIR/log.vkey].
-    #[arg(long, env = "CELLTRAIL_VERIFY_LOG_KEY")]
+    // Hyphen values are taken, so a pasted PEM is refused by celltrail, not echoed by clap.
+    #[arg(long, env = "CELLTRAIL_VERIFY_LOG_KEY", allow_hyphen_values = true)]
     pub log_key: Option<String>,
     /// Trust-anchor file of admin keys the auditor trusts [default: the bundle's anchors, or DATA_DIR/trust-anchors.txt].
     #[arg(long)]
@@ -62,10 +63,7 @@ pub struct VerifyArgs {
 }
 
 fn read_vkey_file(path: &std::path::Path) -> anyhow::Result<crate::note::NoteVerifier> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read log verifier key {}", path.display()))?;
-    crate::note::NoteVerifier::from_key_string(text.trim())
-        .map_err(|e| anyhow::anyhow!("{}: not a verifier key: {e}", path.display()))
+    Ok(crate::keys::read_verifier_key_file(path)?)
 }
 
 pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
@@ -138,10 +136,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     };
     let log_key = match &a.log_key {
         None => None,
-        Some(s) => Some(match crate::note::NoteVerifier::from_key_string(s.trim()) {
-            Ok(k) => k,
-            Err(_) => read_vkey_file(std::path::Path::new(s))?,
-        }),
+        Some(s) => Some(crate::keys::verifier_key_arg("--log-key", s)?),
     };
     let admins = match &a.trust_anchors {
         Some(p) => Some(crate::keys::read_trust_anchors(p)?),

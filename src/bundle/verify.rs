@@ -151,7 +151,7 @@ pub(super) fn top(reason: impl Into<String>) -> Failure {
 
 fn parse_key(s: &str, what: &str) -> Result<NoteVerifier, Failure> {
     NoteVerifier::from_key_string(s.trim())
-        .map_err(|e| top(format!("{what} {:?} is not a verifier key: {e}", s.trim())))
+        .map_err(|e| top(format!("{what} is not a verifier key: {e}")))
 }
 
 /// Opens `note` with the log key and parses the checkpoint; the origin must be the key's name.
