@@ -124,7 +124,11 @@ pub fn verify_store(
     }
     let registry = by_chain.remove(KEYS_CHAIN).unwrap_or_default();
     let chains: Vec<(String, Vec<Item>)> = by_chain.into_iter().collect();
-    let ctx = Ctx { root: None, policy };
+    let ctx = Ctx {
+        root: None,
+        policy,
+        keep_events: false,
+    };
     let failure = replay(&ctx, &registry, &chains, &keys.admins, &mut report);
     if let Some(f) = failure {
         return report.fail(f);

@@ -200,3 +200,134 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         Some(f) => bail!("verification FAILED: {f}"),
     }
 }
+
+/// Output format of `celltrail report`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    /// One self-contained HTML document (prints on A4 and Letter).
+    Html,
+    /// Plain text within 100 columns.
+    Text,
+    /// Every field, machine-readable (docs/report.md).
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Bundle file written by `celltrail export` (offline).
+    #[arg(required_unless_present = "chain", conflicts_with = "chain")]
+    pub bundle: Option<PathBuf>,
+    /// Instead of a bundle file: export this chain from a running server (--server), then render.
+    #[arg(long)]
+    pub chain: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// With --chain: the log's verifier key file (log.vkey) to pin the export to.
+    #[arg(long, env = "CELLTRAIL_LOG_VKEY", requires = "chain")]
+    pub log_vkey: Option<PathBuf>,
+    /// Trust-anchor file of admin keys (pins the bundle's; with --chain, required).
+    #[arg(long, env = "CELLTRAIL_TRUST_ANCHORS")]
+    pub trust_anchors: Option<PathBuf>,
+    /// Custody policy table (TOML) to replay [default: the built-in autologous CAR-T table].
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    pub format: ReportFormat,
+    /// File to write [default: standard output].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<crate::policy::Policy> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))?;
+            crate::policy::Policy::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))
+        }
+        None => Ok(crate::policy::Policy::default_autologous_car_t()),
+    }
+}
+
+/// Renders a batch record in `format`: verification by `verify::verify_bundle`, then
+/// `record::build`. Returns the document and whether the bundle verified.
+pub fn render_record(
+    bundle: &crate::bundle::Bundle,
+    opts: &crate::bundle::verify::Options,
+    source: &str,
+    format: ReportFormat,
+) -> (String, bool) {
+    use crate::bundle::record;
+    let report = crate::bundle::verify::verify_bundle(bundle, opts);
+    let rec = record::build(&report, &opts.policy, source, crate::time::now_nanos());
+    let doc = match format {
+        ReportFormat::Html => record::html::render(&rec).html,
+        ReportFormat::Text => record::text::render(&rec),
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&rec).expect("records serialize to JSON") + "\n"
+        }
+    };
+    (doc, rec.verdict.ok)
+}
+
+pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
+    use crate::bundle::{verify, Bundle};
+    let policy = load_policy(a.policy.as_deref())?;
+    let admins = match &a.trust_anchors {
+        Some(p) => Some(crate::keys::read_trust_anchors(p)?),
+        None => None,
+    };
+    let (bundle, log_key, source) = match (&a.bundle, &a.chain) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read bundle {}", path.display()))?;
+            let b = Bundle::from_json_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (b, None, format!("bundle {}", path.display()))
+        }
+        (None, Some(chain)) => {
+            use crate::bundle::export::{anchors, from_server, Selection};
+            let vkey_path = a.log_vkey.as_ref().context(
+                "--log-vkey FILE is required with --chain (the log's verifier key, log.vkey)",
+            )?;
+            let admins = admins.as_ref().context(
+                "--trust-anchors FILE is required with --chain (the operator admin keys)",
+            )?;
+            let log_key = read_vkey_file(vkey_path)?;
+            let mut c = a.server.connect().await?;
+            let b = from_server(
+                &mut c,
+                anchors(&log_key, admins),
+                &Selection::Chains(vec![chain.clone()]),
+                &[],
+            )
+            .await?;
+            (
+                b,
+                Some(log_key),
+                format!("server {} chain {chain}", a.server.server),
+            )
+        }
+        (None, None) => bail!("give a BUNDLE file or --chain ID with --server"),
+    };
+    let opts = verify::Options {
+        log_key,
+        admins,
+        policy,
+        previous: None,
+    };
+    let (doc, ok) = render_record(&bundle, &opts, &source, a.format);
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, &doc).with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => print!("{doc}"),
+    }
+    if !ok {
+        bail!("verification FAILED: the record says so at the top; do not use it for release");
+    }
+    Ok(())
+}

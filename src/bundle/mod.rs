@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cmd;
 pub mod export;
+pub mod record;
 pub mod report;
 pub mod verify;
 

@@ -62,8 +62,13 @@ pub struct SignerRow {
     pub key_id: String,
     pub printed_name: String,
     pub role: String,
+    /// Site the key was registered for.
+    pub site: String,
     pub meaning: String,
     pub signed_at: String,
+    /// The same instant as unix nanoseconds (for renderers that show local time).
+    #[serde(skip)]
+    pub signed_at_unix_nanos: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -80,6 +85,19 @@ pub struct TimelineRow {
     pub state: String,
     pub event_hash: String,
     pub signers: Vec<SignerRow>,
+    /// The verified event itself, for the batch record (`bundle::record`); not in `verify --json`.
+    #[serde(skip)]
+    pub verified: Option<Box<VerifiedEvent>>,
+}
+
+/// What the replay knew about one verified event: its exact body, when the log accepted it,
+/// and the policy state after it (holds, QC, clocks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedEvent {
+    pub body_bytes: Vec<u8>,
+    pub body: EventBody,
+    pub accepted_at_unix_nanos: i64,
+    pub state_after: ChainState,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -225,6 +243,9 @@ struct Decoded {
 pub(super) struct Ctx<'a> {
     pub(super) root: Option<(u64, Hash)>,
     pub(super) policy: &'a Policy,
+    /// Keep each event's body and policy state in its timeline row (bundles, for the batch
+    /// record); a whole data-dir audit does not, to stay small.
+    pub(super) keep_events: bool,
 }
 
 impl Ctx<'_> {
@@ -440,8 +461,10 @@ impl Ctx<'_> {
                 key_id: rec.key_id.clone(),
                 printed_name: rec.printed_name.clone(),
                 role: rec.role.clone(),
+                site: rec.site.clone(),
                 meaning: meaning.as_str_name().to_ascii_lowercase(),
                 signed_at: crate::time::rfc3339(sig.signed_at_unix_nanos),
+                signed_at_unix_nanos: sig.signed_at_unix_nanos,
             });
         }
         let next = self
@@ -466,6 +489,14 @@ impl Ctx<'_> {
             state: next.state_name().to_string(),
             event_hash: d.hash.to_hex(),
             signers: rows,
+            verified: self.keep_events.then(|| {
+                Box::new(VerifiedEvent {
+                    body_bytes: d.entry.body.clone(),
+                    body: d.body.clone(),
+                    accepted_at_unix_nanos: d.entry.accepted_at_unix_nanos,
+                    state_after: next.clone(),
+                })
+            }),
         };
         Ok((d, next, row))
     }
@@ -666,6 +697,7 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
     let ctx = Ctx {
         root: Some((cp.size, cp.root)),
         policy: &opts.policy,
+        keep_events: true,
     };
     if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {
         return report.fail(f);

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{EventBody, SignatureMeaning};
 
 pub use kind::EventKind;
+pub use table::{Limits, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 use table::{Row, Table};
-pub use table::{SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 
 /// The default policy table (autologous CAR-T), embedded in the binary.
 pub const DEFAULT_TABLE_TOML: &str = include_str!("default.toml");
@@ -236,6 +236,19 @@ impl Policy {
     /// The states nothing may follow.
     pub fn terminal_states(&self) -> Vec<String> {
         self.table.terminal.iter().cloned().collect()
+    }
+
+    /// The table's cross-event limits (ambient exposure, manufacturing window, thaw window).
+    pub fn limits(&self) -> &Limits {
+        &self.table.limits
+    }
+
+    /// The allowed temperature range (°C) and the most hours since collection that the row
+    /// for `event` in state `state` checks, for reports that show readings against limits.
+    pub fn row_limits(&self, event: EventKind, state: &str) -> (Option<(f64, f64)>, Option<u64>) {
+        self.table.row(event, state).map_or((None, None), |r| {
+            (r.temp_range_c, r.max_hours_since_collection)
+        })
     }
 
     /// Decide one event. `state` is `None` for seq 0. Returns the new state or the violation.
