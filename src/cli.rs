@@ -280,10 +280,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let shutdown = shutdown_signal();
-    let listener = tokio::net::TcpListener::bind(&a.listen)
+    // Bound now (a taken or forbidden address fails here), listening only once the data
+    // directory is open: a client that connects finds a server ready to answer.
+    let socket = bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = socket.local_addr()?;
     let metrics = match &a.metrics_addr {
         Some(m) => Some(crate::metrics::start(m, std::future::pending()).await?),
         None => None,
@@ -315,8 +317,32 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
+    let listener = socket
+        .listen(1024)
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let info = crate::server::server_info(&opened);
     crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await
+}
+
+/// Resolves `listen` (host:port) and binds a TCP socket to its first address, without
+/// listening yet.
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpSocket> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return Ok(socket),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => e.into(),
+        None => anyhow::anyhow!("the address resolves to nothing"),
+    })
 }
 
 async fn backup(a: BackupArgs) -> anyhow::Result<()> {
