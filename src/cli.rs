@@ -295,6 +295,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     opts.policy = a.policy;
     opts.origin = a.origin;
     let opened = crate::server::open(&opts)?;
+    let listener = socket
+        .listen(1024)
+        .with_context(|| format!("cannot listen on {addr}"))?;
     if let Some((path, vkey)) = &opened.created_admin {
         println!("Created the first operator admin key: {}", path.display());
         println!(
@@ -317,9 +320,6 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         "celltrail serving on {addr} (data {})",
         a.data_dir.display()
     );
-    let listener = socket
-        .listen(1024)
-        .with_context(|| format!("cannot listen on {addr}"))?;
     let info = crate::server::server_info(&opened);
     crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await
 }
