@@ -158,6 +158,9 @@ struct Env {
     ledger: Arc<Ledger>,
 }
 
+/// Passphrase of the bench servers' log keys.
+const BENCH_PASSPHRASE: &str = "benchmark log key passphrase";
+
 fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let anchors = dir.path().join("anchors.txt");
@@ -166,6 +169,8 @@ fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
     opts.trust_anchors = Some(anchors);
     opts.policy = Some(policy_path.to_path_buf());
     opts.ledger = LedgerOptions::default();
+    // The log key is encrypted as in production (one PBKDF2 at open, outside every timing).
+    opts.key_passphrase = Some(celltrail::keys::Passphrase::new(BENCH_PASSPHRASE));
     let opened = celltrail::server::open(&opts).expect("open ledger");
     Env {
         _dir: dir,
@@ -320,9 +325,14 @@ fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
     drop(ledger);
     let store = celltrail::store::Store::open_for_audit(&dir.path().join("data").join("db"))
         .expect("reopen store");
-    let log_key = celltrail::keys::read_key_file(&dir.path().join("data").join("log.key"))
-        .unwrap()
-        .verifier();
+    let log_key = celltrail::keys::read_key_file_with(
+        &dir.path().join("data").join("log.key"),
+        &celltrail::keys::PassphraseSource::Given(celltrail::keys::Passphrase::new(
+            BENCH_PASSPHRASE,
+        )),
+    )
+    .unwrap()
+    .verifier();
     let data_keys = celltrail::bundle::audit::DataDirKeys {
         log_key,
         log_key_source: "bench".into(),
@@ -608,9 +618,14 @@ mod million {
         policy: &std::path::Path,
         port: u16,
     ) -> Child {
+        // An encrypted log key, as in production: restart time includes opening it.
+        let pass = data.with_extension("passphrase");
+        std::fs::write(&pass, format!("{BENCH_PASSPHRASE}\n")).unwrap();
         Command::new(binary())
             .args(["serve", "--data-dir"])
             .arg(data)
+            .arg("--key-passphrase-file")
+            .arg(&pass)
             .arg("--trust-anchors")
             .arg(anchors)
             .arg("--policy")

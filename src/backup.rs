@@ -449,7 +449,8 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
     };
     copy("log.vkey")?;
     copy("trust-anchors.txt")?;
-    crate::keys::write_key_file(&crate::server::log_key_path(data_dir), &log_key)?;
+    // The file is copied as it is: an encrypted log key stays encrypted.
+    copy_private(log_key_file, &crate::server::log_key_path(data_dir))?;
     let store = Store::open(&data_dir.join("db"))?;
     let audit = audit_store(&store, Some(&log_key.verifier()))?;
     if audit.tree_size != manifest.tree_size {
@@ -460,6 +461,24 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
         );
     }
     Ok(audit)
+}
+
+/// Copies a private key file to a new 0600 file (never over an existing one).
+fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?,
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .with_context(|| format!("cannot create {}", to.display()))?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! goes to stdout, diagnostics to stderr.
 
 use crate::client::{self, detail_from_fields, Draft, Fields};
-use crate::keys::{read_key_file, write_key_file};
+use crate::keys::{self, read_key_file, read_key_file_with, PassphraseSource};
 use crate::note::NoteSigner;
 use crate::pb::{
     event_body::Detail, EventBody, GetChainRequest, KeyRegistered, KeyRevoked, LogEntry,
@@ -48,7 +48,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the gRPC ledger server on an embedded sled store.
     Serve(ServeArgs),
-    /// Make an ed25519 key file (0600) and print its verifier key.
+    /// Make an encrypted ed25519 key file (PKCS#8 PEM, 0600) and print its verifier key.
+    #[command(after_help = crate::keys::PASSPHRASE_HELP)]
     Keygen(KeygenArgs),
     /// Scanning station: scan codes, sign, submit; queues offline; bedside MATCH/MISMATCH.
     Scan(crate::station::ScanArgs),
@@ -125,6 +126,8 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090) [default: off].
     #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyPassphraseArg,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +138,15 @@ pub struct KeygenArgs {
     /// Key file to write [default: NAME.key]; never overwritten.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// Flag for commands that open the server's own keys.
+#[derive(Args, Debug, Clone)]
+pub struct KeyPassphraseArg {
+    /// File whose first line is the passphrase of log.key and admin.key (mode 0600; read once
+    /// at start, for unattended restarts; see SECURITY.md).
+    #[arg(long, env = "CELLTRAIL_KEY_PASSPHRASE_FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +221,12 @@ pub enum KeyCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Encrypt an old plaintext key file (PRIVATE+KEY+...) in place under a new passphrase.
+    #[command(after_help = crate::keys::PASSPHRASE_HELP)]
+    Encrypt {
+        /// The key file to convert (replaced by its encrypted form; same key, same name).
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -268,6 +286,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     // Everything that can be wrong on the command line is checked before the data directory
     // is opened, so a typo creates no directory and no keys.
+    let key_passphrase = match &a.keys.key_passphrase_file {
+        Some(p) => Some(crate::server::read_key_passphrase_file(p)?),
+        None => None,
+    };
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::ServerTls {
@@ -294,6 +316,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     opts.trust_anchors = a.trust_anchors;
     opts.policy = a.policy;
     opts.origin = a.origin;
+    opts.key_passphrase = key_passphrase;
     let opened = crate::server::open(&opts)?;
     let listener = socket
         .listen(1024)
@@ -398,9 +421,32 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     let out = a
         .out
         .unwrap_or_else(|| PathBuf::from(format!("{}.key", a.name.replace('/', "_"))));
-    write_key_file(&out, &signer)?;
-    eprintln!("wrote {} (private, mode 0600)", out.display());
+    if out.exists() {
+        bail!("{} exists; a key file is never overwritten", out.display());
+    }
+    let pass = keys::new_passphrase(&keys::PassphraseSource::SIGNER, &a.name)?;
+    keys::write_encrypted_key_file(&out, &signer, &pass, keys::KDF_ITERATIONS)?;
+    eprintln!(
+        "wrote {} (encrypted PKCS#8, mode 0600; the passphrase is needed to sign)",
+        out.display()
+    );
     println!("{}", signer.verifier().to_key_string());
+    Ok(())
+}
+
+fn key_encrypt(file: &std::path::Path) -> anyhow::Result<()> {
+    let kf = keys::KeyFile::load(file)?;
+    if kf.is_encrypted() {
+        bail!("{}: already encrypted; nothing to do", file.display());
+    }
+    let pass = keys::new_passphrase(&keys::PassphraseSource::SIGNER, kf.name())?;
+    let signer = keys::encrypt_in_place(file, &pass, keys::KDF_ITERATIONS)?;
+    eprintln!(
+        "encrypted {} (key {}; PKCS#8, PBKDF2-SHA256 + AES-256-CBC). Copies and backups of the \
+         old plaintext file still hold the key: delete them.",
+        file.display(),
+        signer.name
+    );
     Ok(())
 }
 
@@ -413,6 +459,7 @@ fn parse_time_or_now(s: &Option<String>) -> anyhow::Result<i64> {
 
 async fn key(k: KeyCommand) -> anyhow::Result<()> {
     let (server, admin_key, detail) = match k {
+        KeyCommand::Encrypt { file } => return key_encrypt(&file),
         KeyCommand::Register {
             server,
             admin_key,
@@ -480,7 +527,10 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
             .rsplit_once(':')
             .ok_or_else(|| anyhow::anyhow!("--cosign {c:?}: expected KEYFILE:MEANING"))?;
         let meaning = client::parse_meaning(meaning).map_err(|e| anyhow::anyhow!(e))?;
-        cosigners.push((read_key_file(std::path::Path::new(path))?, meaning));
+        cosigners.push((
+            read_key_file_with(std::path::Path::new(path), &PassphraseSource::COSIGNER)?,
+            meaning,
+        ));
     }
     let fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
     let detail = detail_from_fields(&a.kind, fields).map_err(|e| anyhow::anyhow!(e))?;

@@ -203,6 +203,19 @@ impl NoteSigner {
         })
     }
 
+    /// Names an existing key (e.g. one read from a PKCS#8 file).
+    pub fn from_signing_key(name: &str, key: SigningKey) -> Result<Self, NoteError> {
+        if !valid_key_name(name) {
+            return Err(NoteError::InvalidKeyName(name.to_string()));
+        }
+        let key_hash = key_hash(name, key.verifying_key().as_bytes());
+        Ok(NoteSigner {
+            name: name.to_string(),
+            key_hash,
+            key,
+        })
+    }
+
     /// Parses `PRIVATE+KEY+name+hash8hex+base64(0x01||seed32)`; the hash must match the key.
     pub fn from_key_string(s: &str) -> Result<Self, NoteError> {
         let bad = |reason: String| NoteError::MalformedSignerKey { reason };

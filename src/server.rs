@@ -6,7 +6,9 @@
 //! the key registry), and, when no trust-anchor file existed, `admin.key` (the first admin key,
 //! 0600) whose path and verifier key are printed once.
 
-use crate::keys::{read_key_file, read_trust_anchors, write_key_file};
+use crate::keys::{
+    read_trust_anchors, write_encrypted_key_file, write_key_file, KeyFile, Passphrase,
+};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::note::{NoteSigner, NoteVerifier};
 use crate::policy::Policy;
@@ -35,6 +37,11 @@ pub struct ServeOptions {
     /// Checkpoint origin (log name) used when the log key is first created.
     pub origin: Option<String>,
     pub ledger: LedgerOptions,
+    /// Passphrase of `log.key` and `admin.key` (read from `--key-passphrase-file`). Without it
+    /// new keys are written unencrypted, with a warning (deprecated; see SECURITY.md).
+    pub key_passphrase: Option<Passphrase>,
+    /// PBKDF2 iterations for keys this start creates ([`crate::keys::KDF_ITERATIONS`]).
+    pub kdf_iterations: u32,
 }
 
 impl ServeOptions {
@@ -45,6 +52,8 @@ impl ServeOptions {
             policy: None,
             origin: None,
             ledger: LedgerOptions::default(),
+            key_passphrase: None,
+            kdf_iterations: crate::keys::KDF_ITERATIONS,
         }
     }
 }
@@ -98,14 +107,14 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
 
     let log_key = if let Some(key) = new_log_key {
-        write_key_file(&log_path, &key)?;
+        write_server_key(&log_path, &key, opts)?;
         std::fs::write(
             dir.join("log.vkey"),
             format!("{}\n", key.verifier().to_key_string()),
         )?;
         key
     } else {
-        read_key_file(&log_path)?
+        open_server_key(&log_path, opts)?
     };
 
     let mut created_admin = None;
@@ -116,7 +125,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
             if !p.exists() {
                 let admin = NoteSigner::generate("admin").expect("'admin' is a valid key name");
                 let key_path = dir.join("admin.key");
-                write_key_file(&key_path, &admin)?;
+                write_server_key(&key_path, &admin, opts)?;
                 let vkey = admin.verifier().to_key_string();
                 std::fs::write(
                     &p,
@@ -138,6 +147,56 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         admins,
         created_admin,
     })
+}
+
+/// Opens the server's own key (`log.key`) with the passphrase from `--key-passphrase-file`.
+fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
+    let kf = KeyFile::load(path)?;
+    match (&kf, &opts.key_passphrase) {
+        (KeyFile::Plain(s), _) => {
+            crate::keys::warn_plaintext(&s.name);
+            Ok(s.clone())
+        }
+        (KeyFile::Encrypted { .. }, Some(p)) => Ok(kf.open(p)?),
+        (KeyFile::Encrypted { .. }, None) => anyhow::bail!(
+            "{} is encrypted: give --key-passphrase-file FILE (or CELLTRAIL_KEY_PASSPHRASE_FILE) \
+             naming a file whose first line is its passphrase",
+            path.display()
+        ),
+    }
+}
+
+/// Writes a key this start created: encrypted when a passphrase was given, else plaintext
+/// with a warning.
+fn write_server_key(path: &Path, key: &NoteSigner, opts: &ServeOptions) -> anyhow::Result<()> {
+    match &opts.key_passphrase {
+        Some(p) => write_encrypted_key_file(path, key, p, opts.kdf_iterations)?,
+        None => {
+            write_key_file(path, key)?;
+            eprintln!(
+                "WARNING: {} was written UNENCRYPTED because no --key-passphrase-file was given; \
+                 anyone who copies it can sign as this server. Encrypt it with `celltrail key \
+                 encrypt {}` and start with --key-passphrase-file (see SECURITY.md).",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads the server's key passphrase file, warning when others may read it.
+pub fn read_key_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("key passphrase file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        eprintln!(
+            "WARNING: key passphrase file {} is readable by other users; chmod 600 it",
+            path.display()
+        );
+    }
+    Ok(crate::keys::read_passphrase_file(path)?)
 }
 
 /// Serves the Ledger API on `listener` until `shutdown` resolves, then drains the writer.

@@ -43,10 +43,18 @@ fn serve(cwd: &Path) -> (Serve, String, Vec<String>) {
     }
 }
 
+/// Runs the binary in `cwd`; key passphrases come from `cwd/passphrase` (written if missing),
+/// as an automated user would provide them (never on the command line).
 fn run(cwd: &Path, args: &[&str]) -> Output {
+    let pass = cwd.join("passphrase");
+    if !pass.exists() {
+        std::fs::write(&pass, "quick start passphrase\n").unwrap();
+    }
     Command::new(BIN)
         .current_dir(cwd)
         .args(args)
+        .env("CELLTRAIL_PASSPHRASE_FILE", &pass)
+        .env("CELLTRAIL_COSIGN_PASSPHRASE_FILE", &pass)
         .output()
         .unwrap()
 }

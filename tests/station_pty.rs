@@ -42,6 +42,8 @@ async fn interactive_station_through_a_pty_records_an_enrolment() {
                 p.send_line(line).unwrap();
             }
         };
+        // The key file is encrypted: its passphrase is asked on the terminal, without echo.
+        step(&mut p, "Passphrase for nurse.ada", Some(TEST_PASSPHRASE));
         step(&mut p, "scan >", Some("gibberish"));
         step(&mut p, "NOT A CODE THIS STATION KNOWS", None);
         step(&mut p, "scan >", Some(&bag));
@@ -63,6 +65,10 @@ async fn interactive_station_through_a_pty_records_an_enrolment() {
     .await
     .unwrap();
     assert!(transcript.contains("ACCEPTED"));
+    assert!(
+        !transcript.contains(TEST_PASSPHRASE),
+        "the passphrase was echoed:\n{transcript}"
+    );
 
     let events = chain_events(&mut c, &chain).await;
     assert_eq!(kinds(&events), ["enrolled"]);

@@ -226,7 +226,10 @@ impl Station {
             bail!("--site is required: the site code of this station");
         }
         let mut cosigner = match &self.a.cosign_key {
-            Some(p) => Some(read_key_file(p)?),
+            Some(p) => Some(crate::keys::read_key_file_with(
+                p,
+                &crate::keys::PassphraseSource::COSIGNER,
+            )?),
             None => None,
         };
         println!(
@@ -618,7 +621,10 @@ impl Station {
                 )) else {
                     return Ok(Step::Quit);
                 };
-                match read_key_file(std::path::Path::new(p.trim())) {
+                match crate::keys::read_key_file_with(
+                    std::path::Path::new(p.trim()),
+                    &crate::keys::PassphraseSource::COSIGNER,
+                ) {
                     Ok(k) if k.name == me.name => {
                         println!("  the second person must be someone else")
                     }

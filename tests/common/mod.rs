@@ -164,8 +164,13 @@ impl TestServer {
     /// server, so clients configured with that address reconnect after a restart).
     pub async fn start_on(opts: ServeOptions, addr: SocketAddr) -> TestServer {
         let opened = open(&opts).expect("open data dir");
-        let admin =
-            celltrail::keys::read_key_file(&opts.data_dir.join("admin.key")).expect("admin key");
+        let admin = celltrail::keys::read_key_file_with(
+            &opts.data_dir.join("admin.key"),
+            &celltrail::keys::PassphraseSource::Given(
+                opts.key_passphrase.clone().unwrap_or(celltrail::keys::Passphrase::new("")),
+            ),
+        )
+        .expect("admin key");
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind the test server's address");

@@ -14,11 +14,32 @@ use std::process::Output;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
 
-/// Writes `who`'s key file into `dir`.
+/// Passphrase of every key file the station tests write.
+pub const TEST_PASSPHRASE: &str = "station test passphrase";
+/// PBKDF2 iterations of test key files: few, to keep the tests fast (same format; OpenSSL
+/// opens it, see tests/key_files.rs).
+pub const TEST_KDF_ITERATIONS: u32 = 1_000;
+
+/// Writes `who`'s encrypted key file into `dir`, and beside it `NAME.key.pass` holding its
+/// passphrase (what [`scan_env`] hands the station through CELLTRAIL_*PASSPHRASE_FILE).
 pub fn key_file(dir: &Path, who: &NoteSigner) -> PathBuf {
     let p = dir.join(format!("{}.key", who.name));
-    celltrail::keys::write_key_file(&p, who).unwrap();
+    celltrail::keys::write_encrypted_key_file(
+        &p,
+        who,
+        &celltrail::keys::Passphrase::new(TEST_PASSPHRASE),
+        TEST_KDF_ITERATIONS,
+    )
+    .unwrap();
+    std::fs::write(pass_path(&p), format!("{TEST_PASSPHRASE}\n")).unwrap();
     p
+}
+
+/// The passphrase file written beside a key file by [`key_file`].
+pub fn pass_path(key: &Path) -> PathBuf {
+    let mut s = key.as_os_str().to_owned();
+    s.push(".pass");
+    PathBuf::from(s)
 }
 
 /// The bar code of DIN `A9999 26 nnnnnn` and its canonical 13 characters.
@@ -84,6 +105,17 @@ pub async fn scan_env(
         .env_remove("CELLTRAIL_KEY")
         .env("CELLTRAIL_LOG", "warn")
         .stdin(std::process::Stdio::null());
+    // Automation hands the station each key's passphrase in a file named by the environment.
+    for (flag, var) in [
+        ("--key", "CELLTRAIL_PASSPHRASE_FILE"),
+        ("--cosign-key", "CELLTRAIL_COSIGN_PASSPHRASE_FILE"),
+    ] {
+        if let Some(i) = args.iter().position(|a| *a == flag) {
+            if let Some(k) = args.get(i + 1) {
+                cmd.env(var, pass_path(Path::new(k)));
+            }
+        }
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
