@@ -240,10 +240,7 @@ pub fn encrypt_key_pem(
     let params = pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
         .map_err(|e| fail(e.to_string()))?;
     // PKCS#8 v2 (with the public key) is what ed25519-dalek writes; OpenSSL 3.0 reads only v1.
-    let der = signer
-        .key
-        .to_pkcs8_der()
-        .map_err(|e| fail(e.to_string()))?;
+    let der = signer.key.to_pkcs8_der().map_err(|e| fail(e.to_string()))?;
     let mut info = PrivateKeyInfo::try_from(der.as_bytes()).map_err(|e| fail(e.to_string()))?;
     info.public_key = None;
     let enc = info
@@ -323,7 +320,11 @@ impl KeyFile {
         };
         let name = text[..at]
             .lines()
-            .find_map(|l| l.trim().strip_prefix(NAME_LINE).map(|n| n.trim().to_string()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(NAME_LINE)
+                    .map(|n| n.trim().to_string())
+            })
             .unwrap_or_else(|| name_from_path(path));
         if !crate::registry::valid_key_id(&name) {
             return Err(format_err(
@@ -362,19 +363,18 @@ impl KeyFile {
                 }
                 let enc = EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
                     .map_err(|e| format_err(path, format!("not encrypted PKCS#8: {e}")))?;
-                let plain = enc
-                    .decrypt(pass.expose().as_bytes())
-                    .map_err(|_| KeyFileError::WrongPassphrase {
+                let plain = enc.decrypt(pass.expose().as_bytes()).map_err(|_| {
+                    KeyFileError::WrongPassphrase {
                         path: path.display().to_string(),
-                    })?;
+                    }
+                })?;
                 let key = SigningKey::from_pkcs8_der(plain.as_bytes()).map_err(|_| {
                     KeyFileError::WrongPassphrase {
                         path: path.display().to_string(),
                     }
                 })?;
-                Ok(NoteSigner::from_signing_key(name, key).map_err(|e| {
-                    format_err(path, format!("key name {name:?}: {e}"))
-                })?)
+                Ok(NoteSigner::from_signing_key(name, key)
+                    .map_err(|e| format_err(path, format!("key name {name:?}: {e}")))?)
             }
         }
     }
@@ -449,7 +449,10 @@ pub fn encrypt_in_place(
     let back = KeyFile::load(&tmp)?.open(pass)?;
     if back.to_key_string().as_bytes() != signer.to_key_string().as_bytes() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format_err(path, "the encrypted copy did not open to the same key"));
+        return Err(format_err(
+            path,
+            "the encrypted copy did not open to the same key",
+        ));
     }
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(signer)
@@ -570,11 +573,14 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("celltrail-key-name: nurse.b\n-----BEGIN ENCRYPTED PRIVATE KEY-----\n"), "{text}");
-        let seed64 = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            s.key.as_bytes(),
+        assert!(
+            text.starts_with(
+                "celltrail-key-name: nurse.b\n-----BEGIN ENCRYPTED PRIVATE KEY-----\n"
+            ),
+            "{text}"
         );
+        let seed64 =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s.key.as_bytes());
         assert!(!text.contains(&seed64[..20]));
         let kf = KeyFile::load(&path).unwrap();
         assert!(kf.is_encrypted());
@@ -624,9 +630,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pass");
         std::fs::write(&p, "correct horse battery\nignored\n").unwrap();
-        assert_eq!(read_passphrase_file(&p).unwrap().expose(), "correct horse battery");
+        assert_eq!(
+            read_passphrase_file(&p).unwrap().expose(),
+            "correct horse battery"
+        );
         std::fs::write(&p, "\n").unwrap();
-        assert!(read_passphrase_file(&p).unwrap_err().to_string().contains("empty"));
+        assert!(read_passphrase_file(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
     }
 
     #[test]

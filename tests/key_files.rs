@@ -69,7 +69,10 @@ fn keygen_writes_encrypted_pkcs8_that_openssl_opens() {
     let vkey = String::from_utf8(o.stdout).unwrap();
     let verifier = celltrail::note::NoteVerifier::from_key_string(vkey.trim()).unwrap();
     let text = std::fs::read_to_string(dir.path().join("n.key")).unwrap();
-    assert!(text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{text}");
+    assert!(
+        text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{text}"
+    );
     assert!(!text.contains("PRIVATE+KEY"), "{text}");
     // Opens here with the passphrase, to the printed key.
     let kf = KeyFile::load(&dir.path().join("n.key")).unwrap();
@@ -94,7 +97,10 @@ fn keygen_writes_encrypted_pkcs8_that_openssl_opens() {
         .arg("-noout")
         .output()
         .unwrap();
-    assert!(!o.status.success(), "openssl opened it with a wrong passphrase");
+    assert!(
+        !o.status.success(),
+        "openssl opened it with a wrong passphrase"
+    );
 }
 
 #[test]
@@ -123,11 +129,9 @@ fn keys_made_by_openssl_open_and_sign() {
     );
     assert!(kf.open(&Passphrase::new("wrong passphrase here")).is_err());
     // The same file read through the environment variable, as a station or the CLI does.
-    let s2 = celltrail::keys::read_key_file_with(
-        &key,
-        &PassphraseSource::Given(Passphrase::new(PASS)),
-    )
-    .unwrap();
+    let s2 =
+        celltrail::keys::read_key_file_with(&key, &PassphraseSource::Given(Passphrase::new(PASS)))
+            .unwrap();
     assert_eq!(s2.to_key_string(), s.to_key_string());
 }
 
@@ -227,7 +231,10 @@ fn cli_warns_loudly_when_signing_with_a_plaintext_key() {
         None,
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("WARNING: key nurse.plain is stored UNENCRYPTED"), "{err}");
+    assert!(
+        err.contains("WARNING: key nurse.plain is stored UNENCRYPTED"),
+        "{err}"
+    );
     assert!(err.contains("celltrail key encrypt"), "{err}");
 }
 
@@ -262,16 +269,8 @@ async fn server_keys_are_encrypted_under_the_passphrase_file() {
 
     // The real binary with --key-passphrase-file restarts unattended, without a warning.
     let pf = pass_file(dir.path());
-    std::fs::set_permissions(
-        &pf,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let p = realproc::Proc::start(
-        &data,
-        &["--key-passphrase-file", pf.to_str().unwrap()],
-    )
-    .await;
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let p = realproc::Proc::start(&data, &["--key-passphrase-file", pf.to_str().unwrap()]).await;
     let mut c = p.client().await;
     // The decrypted admin key registers a signer; the decrypted log key signs the checkpoint.
     let admin = KeyFile::load(&data.join("admin.key"))

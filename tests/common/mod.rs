@@ -167,7 +167,9 @@ impl TestServer {
         let admin = celltrail::keys::read_key_file_with(
             &opts.data_dir.join("admin.key"),
             &celltrail::keys::PassphraseSource::Given(
-                opts.key_passphrase.clone().unwrap_or(celltrail::keys::Passphrase::new("")),
+                opts.key_passphrase
+                    .clone()
+                    .unwrap_or(celltrail::keys::Passphrase::new("")),
             ),
         )
         .expect("admin key");
