@@ -118,8 +118,18 @@ impl Drop for Proc {
     }
 }
 
+/// The server's first admin key. The server binds its port before it opens the data directory,
+/// so the key may appear (and be written) a moment after the port answers: wait for it.
 pub fn admin_key(data_dir: &Path) -> NoteSigner {
-    celltrail::keys::read_key_file(&data_dir.join("admin.key")).expect("admin key")
+    let path = data_dir.join("admin.key");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match celltrail::keys::read_key_file(&path) {
+            Ok(k) => return k,
+            Err(e) if Instant::now() > deadline => panic!("admin key: {e:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// One bag chain driven by one task: `enrolled`, then `collected` again and again.
