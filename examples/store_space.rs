@@ -2,7 +2,8 @@
 //! writer does (no gRPC, no signatures) and prints disk bytes vs raw entry bytes.
 //! `cargo run --release --example store_space -- write DIR N` then `... open DIR` (RSS of a
 //! fresh process that opens the store and reads its size).
-use celltrail::store::{CommitBatch, Head, NewEntry, Store};
+use celltrail::rules::Head;
+use celltrail::store::{CommitBatch, NewEntry, Store};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 

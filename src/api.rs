@@ -2,14 +2,14 @@
 //! `ledger`/`store`, and maps every `LedgerError` to one gRPC status in one place.
 
 use crate::crypto::EventHash;
-use crate::ledger::{Ledger, LedgerError, MAX_BAG_ID};
+use crate::ledger::{Ledger, LedgerError};
 use crate::pb::ledger_server::Ledger as LedgerRpc;
 use crate::pb::{
     AppendResult, ChainHead, FindChainsByBagRequest, FindChainsByBagResponse, GetChainRequest,
     GetChainResponse, GetEntriesRequest, GetEntriesResponse, GetHeadRequest, LogEntry, Receipt,
     SignedEvent, StoredEntry,
 };
-use crate::store::Head;
+use crate::rules::{Head, RuleError, MAX_BAG_ID};
 use futures_util::{Stream, StreamExt};
 use prost::Message;
 use std::pin::Pin;
@@ -45,17 +45,21 @@ impl From<LedgerError> for Status {
 pub fn code_of(e: &LedgerError) -> Code {
     {
         match e {
-            LedgerError::Malformed(_) | LedgerError::BadSignature(_) => Code::InvalidArgument,
+            LedgerError::Rule(r) => match r {
+                RuleError::Malformed(_) => Code::InvalidArgument,
+                RuleError::TooLarge { .. } => Code::ResourceExhausted,
+                RuleError::UnknownChain { .. }
+                | RuleError::Gap { .. }
+                | RuleError::StalePrev { .. } => Code::FailedPrecondition,
+                RuleError::Fork { .. } => Code::AlreadyExists,
+            },
+            LedgerError::BadSignature(_) => Code::InvalidArgument,
             LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => {
                 Code::InvalidArgument
             }
             LedgerError::Registry(_) => Code::FailedPrecondition,
-            LedgerError::TooLarge { .. } | LedgerError::Overloaded(_) => Code::ResourceExhausted,
-            LedgerError::UnknownChain { .. }
-            | LedgerError::Gap { .. }
-            | LedgerError::StalePrev { .. }
-            | LedgerError::Policy(_) => Code::FailedPrecondition,
-            LedgerError::Fork { .. } => Code::AlreadyExists,
+            LedgerError::Overloaded(_) => Code::ResourceExhausted,
+            LedgerError::Policy(_) => Code::FailedPrecondition,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
             LedgerError::Storage(_) | LedgerError::Uncertain(_) | LedgerError::ShuttingDown => {
@@ -148,7 +152,8 @@ impl LedgerRpc for LedgerService {
         let event = req.into_inner();
         let about = crate::applog::About::of(&event); // ops: chain, seq, kind only (no PHI)
         let result = self.ledger.append(event).await;
-        crate::applog::append_answered(&about, &result, started.elapsed()); // ops: log + metrics
+        let code = result.as_ref().err().map_or(Code::Ok, code_of);
+        crate::applog::append_answered(&about, &result, code, started.elapsed()); // ops: log + metrics
         Ok(Response::new(result?))
     }
 

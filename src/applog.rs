@@ -6,8 +6,9 @@
 //! comment, no field values, no error message (the client gets that in its status). A chain id
 //! that is not a valid chain id is logged as `-`, so client input cannot forge log content.
 
-use crate::ledger::{valid_chain_id, LedgerError, MAX_ENTRY_BYTES};
+use crate::ledger::LedgerError;
 use crate::pb::{EventBody, Receipt, SignedEvent};
+use crate::rules::{valid_chain_id, RuleError, MAX_ENTRY_BYTES};
 use prost::Message;
 use std::time::Duration;
 use tonic::Code;
@@ -33,7 +34,7 @@ impl About {
                 kind: b
                     .detail
                     .as_ref()
-                    .map(crate::client::kind_name)
+                    .map(crate::rules::kind_name)
                     .unwrap_or("-"),
                 seq: Some(b.seq),
                 chain: valid_chain_id(&b.chain_id).then_some(b.chain_id),
@@ -49,14 +50,16 @@ impl About {
 /// A fixed, PHI-free category of a rejection.
 pub fn reason(e: &LedgerError) -> &'static str {
     match e {
-        LedgerError::Malformed(_) => "malformed",
+        LedgerError::Rule(r) => match r {
+            RuleError::Malformed(_) => "malformed",
+            RuleError::TooLarge { .. } => "too_large",
+            RuleError::UnknownChain { .. } => "unknown_chain",
+            RuleError::Gap { .. } => "gap",
+            RuleError::StalePrev { .. } => "stale_prev",
+            RuleError::Fork { .. } => "fork",
+        },
         LedgerError::BadSignature(_) => "bad_signature",
-        LedgerError::TooLarge { .. } => "too_large",
         LedgerError::Overloaded(_) => "overloaded",
-        LedgerError::UnknownChain { .. } => "unknown_chain",
-        LedgerError::Gap { .. } => "gap",
-        LedgerError::StalePrev { .. } => "stale_prev",
-        LedgerError::Fork { .. } => "fork",
         LedgerError::Signer(_) => "signer",
         LedgerError::Registry(_) => "registry",
         LedgerError::Policy(_) => "policy",
@@ -69,7 +72,13 @@ pub fn reason(e: &LedgerError) -> &'static str {
 }
 
 /// Logs the append line and records the append metrics.
-pub fn append_answered(about: &About, result: &Result<Receipt, LedgerError>, latency: Duration) {
+/// `code` is the gRPC code the caller answers with (`api::code_of` of the error, or OK).
+pub fn append_answered(
+    about: &About,
+    result: &Result<Receipt, LedgerError>,
+    code: Code,
+    latency: Duration,
+) {
     let chain = about.chain.as_deref().unwrap_or("-");
     let latency_us = latency.as_micros() as u64;
     match result {
@@ -88,7 +97,6 @@ pub fn append_answered(about: &About, result: &Result<Receipt, LedgerError>, lat
             );
         }
         Err(e) => {
-            let code = crate::api::code_of(e);
             crate::metrics::append_answered("rejected", code, latency);
             let rule = match e {
                 LedgerError::Policy(v) | LedgerError::Role(v) if is_rule_id(&v.rule) => {

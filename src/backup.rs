@@ -14,16 +14,18 @@
 //! directory a server can start on. The log's private key never travels with a backup.
 //!
 //! The audit ([`audit_store`]) checks what a copy must satisfy without trusting the server:
-//! every chain links (seq 0 has a zero `prev_hash`, each next event names the previous hash),
+//! every chain links (`rules::check_link`, the writer's own rule),
 //! the Merkle root recomputed from the entries equals the root of the stored checkpoint, and
 //! the checkpoint is signed by the log key.
 
 use crate::crypto::EventHash;
+use crate::datadir::DataDir;
 use crate::ledger::Ledger;
 use crate::merkle;
 use crate::note::{Checkpoint, NoteVerifier};
 use crate::pb::admin_server::Admin;
 use crate::pb::{BackupChunk, BackupHeader, BackupRecord, BackupRequest, EventBody, LogEntry};
+use crate::rules::{check_link, Head};
 use crate::store::{RawRecord, Store, APPEND_ONLY_TREES};
 use anyhow::{bail, Context};
 use prost::Message;
@@ -223,7 +225,7 @@ pub struct Audit {
 pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Result<Audit> {
     let size = store.tree_size()?;
     let mut leaves = Vec::with_capacity(size.min(1 << 24) as usize);
-    let mut heads: HashMap<String, (u64, [u8; 32])> = HashMap::new();
+    let mut heads: HashMap<String, Head> = HashMap::new();
     let mut next = 0u64;
     while next < size {
         let page = store.entries_from(next, 4096)?;
@@ -242,29 +244,19 @@ pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Res
             let body = EventBody::decode(entry.body.as_slice())
                 .with_context(|| format!("entry {index}: body does not decode"))?;
             let hash = EventHash::of_body(&entry.body).0;
-            match heads.get(&body.chain_id) {
-                None if body.seq != 0 => bail!(
-                    "entry {index}: chain {} starts at seq {}, expected 0",
-                    body.chain_id,
-                    body.seq
-                ),
-                None if body.prev_hash != [0u8; 32] => bail!(
-                    "entry {index}: chain {} seq 0 has a non-zero prev_hash",
-                    body.chain_id
-                ),
-                Some((seq, _)) if body.seq != seq + 1 => bail!(
-                    "entry {index}: chain {} seq {} follows seq {seq}",
-                    body.chain_id,
-                    body.seq
-                ),
-                Some((_, prev)) if body.prev_hash != prev => bail!(
-                    "entry {index}: chain {} seq {} does not link to the previous event",
-                    body.chain_id,
-                    body.seq
-                ),
-                _ => {}
-            }
-            heads.insert(body.chain_id, (body.seq, hash));
+            // The writer's own link rule: seq 0 with a zero prev_hash, then each next seq
+            // naming the previous event's hash.
+            check_link(&body, heads.get(&body.chain_id))
+                .map_err(|e| anyhow::anyhow!("entry {index}: {e}"))?;
+            heads.insert(
+                body.chain_id,
+                Head {
+                    seq: body.seq,
+                    hash,
+                    state_name: String::new(),
+                    state: None,
+                },
+            );
             leaves.push(merkle::leaf_hash(&bytes));
             next += 1;
             if next == size {
@@ -272,14 +264,15 @@ pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Res
             }
         }
     }
-    for (chain, (seq, hash)) in &heads {
+    for (chain, last) in &heads {
         let stored = store
             .head(chain)?
             .with_context(|| format!("chain {chain} has entries but no stored head"))?;
-        if stored.seq != *seq || stored.hash != *hash {
+        if stored.seq != last.seq || stored.hash != last.hash {
             bail!(
-                "stored head of chain {chain} (seq {}) does not match its last entry (seq {seq})",
-                stored.seq
+                "stored head of chain {chain} (seq {}) does not match its last entry (seq {})",
+                stored.seq,
+                last.seq
             );
         }
     }
@@ -332,6 +325,7 @@ fn ensure_empty_dir(dir: &Path) -> anyhow::Result<()> {
 /// `celltrail backup --to DIR`: streams a snapshot from the server at `server` into `DIR`.
 pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Audit)> {
     ensure_empty_dir(dir)?;
+    let layout = DataDir::new(dir);
     let url = if server.contains("://") {
         server.to_string()
     } else {
@@ -345,7 +339,7 @@ pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Au
         .await
         .map_err(crate::client::status_error)?
         .into_inner();
-    let store = Store::open(&dir.join("db"))?;
+    let store = Store::open(&layout.db())?;
     let mut header = None;
     let mut count = 0u64;
     while let Some(chunk) = stream
@@ -370,17 +364,14 @@ pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Au
     let log_key = if header.log_vkey.is_empty() {
         None
     } else {
-        std::fs::write(
-            dir.join("log.vkey"),
-            format!("{}\n", header.log_vkey.trim()),
-        )?;
+        std::fs::write(layout.log_vkey(), format!("{}\n", header.log_vkey.trim()))?;
         Some(
             NoteVerifier::from_key_string(header.log_vkey.trim())
                 .map_err(|e| anyhow::anyhow!("server's log verifier key: {e}"))?,
         )
     };
     if !header.trust_anchors.is_empty() {
-        std::fs::write(dir.join("trust-anchors.txt"), &header.trust_anchors)?;
+        std::fs::write(layout.trust_anchors(), &header.trust_anchors)?;
     }
     let audit =
         audit_store(&store, log_key.as_ref()).context("the backup copy does not audit cleanly")?;
@@ -399,7 +390,7 @@ pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Au
         source: url,
     };
     std::fs::write(
-        dir.join("backup.json"),
+        layout.backup_manifest(),
         serde_json::to_string_pretty(&manifest)? + "\n",
     )?;
     Ok((manifest, audit))
@@ -407,12 +398,13 @@ pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Au
 
 /// `celltrail restore`: makes a new data directory from a backup directory.
 pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Result<Audit> {
+    let (src, dst) = (DataDir::new(from), DataDir::new(data_dir));
     let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(from.join("backup.json"))
+        &std::fs::read(src.backup_manifest())
             .with_context(|| format!("{} is not a celltrail backup", from.display()))?,
     )?;
     let log_key = crate::keys::read_key_file(log_key_file)?;
-    let vkey_path = from.join("log.vkey");
+    let vkey_path = src.log_vkey();
     if vkey_path.exists() {
         let vkey = std::fs::read_to_string(&vkey_path)?;
         if vkey.trim() != log_key.verifier().to_key_string() {
@@ -425,33 +417,32 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
     }
     ensure_empty_dir(data_dir)?;
     {
-        let src = Store::open(&from.join("db"))?;
-        let dst = Store::open(&data_dir.join("db"))?;
-        for tree in src.raw_tree_names() {
+        let src_store = Store::open(&src.db())?;
+        let dst_store = Store::open(&dst.db())?;
+        for tree in src_store.raw_tree_names() {
             let mut batch = Vec::with_capacity(RECORDS_PER_CHUNK);
-            for item in src.raw_scan(&tree)? {
+            for item in src_store.raw_scan(&tree)? {
                 batch.push(item?);
                 if batch.len() == RECORDS_PER_CHUNK {
-                    dst.raw_insert(&tree, &batch)?;
+                    dst_store.raw_insert(&tree, &batch)?;
                     batch.clear();
                 }
             }
-            dst.raw_insert(&tree, &batch)?;
+            dst_store.raw_insert(&tree, &batch)?;
         }
-        dst.raw_flush()?;
+        dst_store.raw_flush()?;
     }
-    let copy = |name: &str| -> anyhow::Result<()> {
-        let p: PathBuf = from.join(name);
-        if p.exists() {
-            std::fs::copy(&p, data_dir.join(name))?;
+    let copy = |from: PathBuf, to: PathBuf| -> anyhow::Result<()> {
+        if from.exists() {
+            std::fs::copy(&from, to)?;
         }
         Ok(())
     };
-    copy("log.vkey")?;
-    copy("trust-anchors.txt")?;
+    copy(src.log_vkey(), dst.log_vkey())?;
+    copy(src.trust_anchors(), dst.trust_anchors())?;
     // The file is copied as it is: an encrypted log key stays encrypted.
-    copy_private(log_key_file, &crate::server::log_key_path(data_dir))?;
-    let store = Store::open(&data_dir.join("db"))?;
+    copy_private(log_key_file, &dst.log_key())?;
+    let store = Store::open(&dst.db())?;
     let audit = audit_store(&store, Some(&log_key.verifier()))?;
     if audit.tree_size != manifest.tree_size {
         bail!(

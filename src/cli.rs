@@ -78,7 +78,7 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     #[command(flatten)]
-    pub server: ServerArg,
+    pub server: crate::client::ServerArg,
     /// Directory to write the snapshot to (must not exist or be empty).
     #[arg(long, env = "CELLTRAIL_BACKUP_TO")]
     pub to: PathBuf,
@@ -149,41 +149,12 @@ pub struct KeyPassphraseArg {
     pub key_passphrase_file: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct ServerArg {
-    /// Server address.
-    #[arg(long, env = "CELLTRAIL_SERVER", default_value = "127.0.0.1:50051")]
-    pub server: String,
-    /// Connect with TLS, trusting this CA certificate (PEM) for the server.
-    #[arg(long, env = "CELLTRAIL_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for servers that require mutual TLS; needs --tls-key.
-    #[arg(long, env = "CELLTRAIL_CLIENT_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM) of --tls-cert.
-    #[arg(long, env = "CELLTRAIL_CLIENT_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl ServerArg {
-    /// Connects to `--server` with the TLS flags given (plain text when none).
-    pub async fn connect(&self) -> anyhow::Result<client::Client> {
-        let tls = crate::tls::TlsOptions {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            domain: None,
-        };
-        client::connect_with(&self.server, &tls).await
-    }
-}
-
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
     /// Register a signer's verifier key with a role and site.
     Register {
         #[command(flatten)]
-        server: ServerArg,
+        server: crate::client::ServerArg,
         /// Admin key file (from the trust-anchor file).
         #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
         admin_key: PathBuf,
@@ -210,7 +181,7 @@ pub enum KeyCommand {
     /// Revoke a signer key: its signatures from that time on are refused.
     Revoke {
         #[command(flatten)]
-        server: ServerArg,
+        server: crate::client::ServerArg,
         #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
         admin_key: PathBuf,
         #[arg(long)]
@@ -232,7 +203,7 @@ pub enum KeyCommand {
 #[derive(Args, Debug)]
 pub struct EventArgs {
     #[command(flatten)]
-    pub server: ServerArg,
+    pub server: crate::client::ServerArg,
     /// Key file of the person who performed the event (signs PERFORMED).
     #[arg(long, env = "CELLTRAIL_KEY")]
     pub key: PathBuf,
@@ -261,7 +232,7 @@ pub struct EventArgs {
 #[derive(Args, Debug)]
 pub struct ChainArgs {
     #[command(flatten)]
-    pub server: ServerArg,
+    pub server: crate::client::ServerArg,
     /// Chain id.
     pub chain: String,
 }
@@ -325,7 +296,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("Created the first operator admin key: {}", path.display());
         println!(
             "  its verifier key (also in {}):",
-            a.data_dir.join("trust-anchors.txt").display()
+            crate::datadir::DataDir::new(&a.data_dir)
+                .trust_anchors()
+                .display()
         );
         println!("  {vkey}");
         println!("  Keep this file safe: it registers and revokes every signer key.");
@@ -585,7 +558,11 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     for e in resp.entries {
         let entry = LogEntry::decode(e.entry.as_slice())?;
         let body = EventBody::decode(entry.body.as_slice())?;
-        let kind = body.detail.as_ref().map(client::kind_name).unwrap_or("?");
+        let kind = body
+            .detail
+            .as_ref()
+            .map(crate::rules::kind_name)
+            .unwrap_or("?");
         let signers: Vec<String> = entry
             .signatures
             .iter()

@@ -362,32 +362,6 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
     Ok(d)
 }
 
-/// Short name of an event detail, as used on the command line and in tables.
-pub fn kind_name(d: &Detail) -> &'static str {
-    match d {
-        Detail::KeyRegistered(_) => "key_registered",
-        Detail::KeyRevoked(_) => "key_revoked",
-        Detail::Enrolled(_) => "enrolled",
-        Detail::Collected(_) => "collected",
-        Detail::Packed(_) => "packed",
-        Detail::Shipped(_) => "shipped",
-        Detail::Received(_) => "received",
-        Detail::ManufacturingStep(_) => "manufacturing_step",
-        Detail::QcResult(_) => "qc_result",
-        Detail::Released(_) => "released",
-        Detail::Rejected(_) => "rejected",
-        Detail::Stored(_) => "stored",
-        Detail::Dispensed(_) => "dispensed",
-        Detail::BedsideCheck(_) => "bedside_check",
-        Detail::Infused(_) => "infused",
-        Detail::Hold(_) => "hold",
-        Detail::HoldReleased(_) => "hold_released",
-        Detail::Deviation(_) => "deviation",
-        Detail::Destroyed(_) => "destroyed",
-        Detail::CustodyHandoff(_) => "custody_handoff",
-    }
-}
-
 /// Appends with the chain's current head filled in; returns the receipt.
 pub async fn append_draft(
     client: &mut Client,
@@ -438,5 +412,35 @@ mod transport_failure_tests {
         ] {
             assert!(!is_transport_failure(&s), "{s:?}");
         }
+    }
+}
+
+/// The `--server` and client TLS flags every client subcommand takes.
+#[derive(clap::Args, Debug)]
+pub struct ServerArg {
+    /// Server address.
+    #[arg(long, env = "CELLTRAIL_SERVER", default_value = "127.0.0.1:50051")]
+    pub server: String,
+    /// Connect with TLS, trusting this CA certificate (PEM) for the server.
+    #[arg(long, env = "CELLTRAIL_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS; needs --tls-key.
+    #[arg(long, env = "CELLTRAIL_CLIENT_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "CELLTRAIL_CLIENT_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl ServerArg {
+    /// Connects to `--server` with the TLS flags given (plain text when none).
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let tls = crate::tls::TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            domain: None,
+        };
+        connect_with(&self.server, &tls).await
     }
 }

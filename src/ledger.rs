@@ -16,52 +16,22 @@ use crate::note::{Checkpoint, NoteSigner};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, Receipt, SignatureMeaning, SignedEvent};
 use crate::policy::{ChainState, Policy, Signer, Violation};
 use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
-use crate::store::{CommitBatch, Head, NewEntry, Store, StoreError};
+use crate::rules::{bags_named, check_link, check_shape, Head, RuleError, MAX_ENTRY_BYTES};
+use crate::store::{CommitBatch, NewEntry, Store, StoreError};
 use prost::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
-
-/// Largest log entry (encoded `LogEntry`) accepted, DESIGN [R5].
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
-/// Longest chain id.
-pub const MAX_CHAIN_ID: usize = 128;
-/// How far in the future a signature or event time may be (clock skew between stations).
-pub const MAX_CLOCK_SKEW_NANOS: i64 = 5 * 60 * crate::time::NANOS_PER_SEC;
 
 /// Every way an append or read can fail; `api` maps each to one gRPC status.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("{0}")]
-    Malformed(String),
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     #[error("{0}")]
     BadSignature(#[from] SigError),
-    #[error("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES} bytes (64 KiB)")]
-    TooLarge { size: usize },
     #[error("the ledger is busy ({0} appends queued); retry shortly")]
     Overloaded(usize),
-    #[error("chain {chain} does not exist; its first event must have seq 0 (got seq {seq})")]
-    UnknownChain { chain: String, seq: u64 },
-    #[error("chain {chain} is at seq {head_seq}; seq {seq} would leave a gap (next is {next})", next = head_seq + 1)]
-    Gap {
-        chain: String,
-        seq: u64,
-        head_seq: u64,
-    },
-    #[error("stale prev_hash for chain {chain} seq {seq}: current head is seq {head_seq} hash {head_hash}; rebase on it and re-sign")]
-    StalePrev {
-        chain: String,
-        seq: u64,
-        head_seq: u64,
-        head_hash: String,
-    },
-    #[error("seq {seq} of chain {chain} is already taken by a different event; current head is seq {head_seq} hash {head_hash}")]
-    Fork {
-        chain: String,
-        seq: u64,
-        head_seq: u64,
-        head_hash: String,
-    },
     #[error("signer rejected: {0}")]
     Signer(#[from] KeyError),
     #[error("{0}")]
@@ -88,16 +58,7 @@ impl From<StoreError> for LedgerError {
 }
 
 fn malformed(msg: impl Into<String>) -> LedgerError {
-    LedgerError::Malformed(msg.into())
-}
-
-/// Valid chain ids: 1-128 characters from `[A-Za-z0-9._:=-]`.
-pub fn valid_chain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_CHAIN_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:=-".contains(&b))
+    LedgerError::Rule(crate::rules::malformed(msg))
 }
 
 /// Tuning of the writer.
@@ -208,7 +169,7 @@ impl Ledger {
         &self,
         chain_id: &str,
         tree_size: u64,
-    ) -> Result<(crate::log::ChainHeadStatement, String), crate::log::LogError> {
+    ) -> Result<(crate::note::ChainHeadStatement, String), crate::log::LogError> {
         let st =
             crate::log::chain_head_statement(&self.store, &self.log_key.name, chain_id, tree_size)?;
         let note = crate::note::sign_note(&st.to_text(), &[&self.log_key]).map_err(|e| {
@@ -506,9 +467,12 @@ impl Verifier {
     fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
         let reject = |e| Prep::Done(Outcome::Rejected(e));
         if ev.body.len() > MAX_ENTRY_BYTES {
-            return reject(LedgerError::TooLarge {
-                size: ev.body.len(),
-            });
+            return reject(
+                RuleError::TooLarge {
+                    size: ev.body.len(),
+                }
+                .into(),
+            );
         }
         let hash = EventHash::of_body(&ev.body);
         let body = match EventBody::decode(ev.body.as_slice()) {
@@ -520,7 +484,7 @@ impl Verifier {
             }
         };
         if let Err(e) = check_shape(&body, ev, now) {
-            return reject(e);
+            return reject(e.into());
         }
         if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
             return reject(
@@ -835,7 +799,7 @@ impl Writer {
         }
         .encode_to_vec();
         if entry.len() > MAX_ENTRY_BYTES {
-            return Err(LedgerError::TooLarge { size: entry.len() });
+            return Err(RuleError::TooLarge { size: entry.len() }.into());
         }
         // Registry or custody rules.
         let (state_name, state) = if body.chain_id == KEYS_CHAIN {
@@ -968,131 +932,6 @@ fn node(
             "Merkle node ({level},{index}) is missing from the store"
         ))
     })
-}
-
-/// Field checks that need no state.
-pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), LedgerError> {
-    if !valid_chain_id(&body.chain_id) {
-        return Err(malformed(format!(
-            "chain id {:?} must be 1-{MAX_CHAIN_ID} characters from A-Z a-z 0-9 . _ : = -",
-            body.chain_id.chars().take(40).collect::<String>()
-        )));
-    }
-    if body.prev_hash.len() != 32 {
-        return Err(malformed(format!(
-            "prev_hash is {} bytes, expected 32",
-            body.prev_hash.len()
-        )));
-    }
-    if body.detail.is_none() {
-        return Err(malformed(
-            "event body has no event detail (the oneof `detail` is empty)",
-        ));
-    }
-    if body.occurred_at_unix_nanos <= 0 {
-        return Err(malformed("occurred_at_unix_nanos is missing"));
-    }
-    if body.occurred_at_unix_nanos > now.saturating_add(MAX_CLOCK_SKEW_NANOS) {
-        return Err(malformed(format!(
-            "occurred_at {} is in the future (server time {}); check the station clock",
-            crate::time::rfc3339(body.occurred_at_unix_nanos),
-            crate::time::rfc3339(now)
-        )));
-    }
-    if ev.signatures.is_empty() {
-        return Err(malformed(
-            "the event has no signatures; at least the performer must sign",
-        ));
-    }
-    let mut seen = HashSet::new();
-    let mut actor_performed = false;
-    for sig in &ev.signatures {
-        if !seen.insert(sig.key_id.as_str()) {
-            return Err(malformed(format!(
-                "key {} signs the event more than once",
-                sig.key_id
-            )));
-        }
-        let meaning = SignatureMeaning::try_from(sig.meaning)
-            .ok()
-            .filter(|m| *m != SignatureMeaning::Unspecified)
-            .ok_or_else(|| {
-                malformed(format!(
-                    "signature by {} has no valid meaning ({})",
-                    sig.key_id, sig.meaning
-                ))
-            })?;
-        if sig.signed_at_unix_nanos > now.saturating_add(MAX_CLOCK_SKEW_NANOS) {
-            return Err(malformed(format!(
-                "signature by {} is dated {}, in the future (server time {}); check the station clock",
-                sig.key_id,
-                crate::time::rfc3339(sig.signed_at_unix_nanos),
-                crate::time::rfc3339(now)
-            )));
-        }
-        if sig.key_id == body.actor_key_id && meaning == SignatureMeaning::Performed {
-            actor_performed = true;
-        }
-    }
-    if !actor_performed {
-        return Err(malformed(format!(
-            "actor {:?} must sign the event with meaning PERFORMED",
-            body.actor_key_id
-        )));
-    }
-    Ok(())
-}
-
-/// seq / prev_hash rules [R2, R3].
-pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), LedgerError> {
-    let chain = body.chain_id.clone();
-    match head {
-        None if body.seq != 0 => Err(LedgerError::UnknownChain {
-            chain,
-            seq: body.seq,
-        }),
-        None if body.prev_hash != [0u8; 32] => Err(malformed(format!(
-            "first event (seq 0) of chain {chain} must carry prev_hash of 32 zero bytes"
-        ))),
-        None => Ok(()),
-        Some(h) if body.seq <= h.seq => Err(LedgerError::Fork {
-            chain,
-            seq: body.seq,
-            head_seq: h.seq,
-            head_hash: hex::encode(h.hash),
-        }),
-        Some(h) if body.seq > h.seq + 1 => Err(LedgerError::Gap {
-            chain,
-            seq: body.seq,
-            head_seq: h.seq,
-        }),
-        Some(h) if body.prev_hash != h.hash => Err(LedgerError::StalePrev {
-            chain,
-            seq: body.seq,
-            head_seq: h.seq,
-            head_hash: hex::encode(h.hash),
-        }),
-        Some(_) => Ok(()),
-    }
-}
-
-/// Longest bag id the `bags` index holds (a DIN is 13 characters, a GS1 SSCC 18).
-pub const MAX_BAG_ID: usize = 64;
-
-/// The bags an event names: the apheresis bag of a collection, the product bags of a
-/// manufacturing step. The `bags` index maps each to its chain (`FindChainsByBag`); ids that
-/// are empty, longer than `MAX_BAG_ID` or hold a NUL (the index's separator) are not indexed.
-pub fn bags_named(body: &EventBody) -> Vec<&str> {
-    match &body.detail {
-        Some(Detail::Collected(c)) => vec![c.din.as_str()],
-        Some(Detail::ManufacturingStep(m)) => {
-            m.product_bag_ids.iter().map(String::as_str).collect()
-        }
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .filter(|d| !d.is_empty() && d.len() <= MAX_BAG_ID && !d.contains('\0'))
-    .collect()
 }
 
 /// Event hash of the stored entry at `index`.

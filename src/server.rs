@@ -1,11 +1,10 @@
 //! `celltrail serve`: opens (or creates) a data directory and runs the gRPC server on it.
 //!
-//! Data directory layout (created on first start with zero configuration):
-//! `db/` (sled store), `log.key` (the log's checkpoint signing key, 0600), `log.vkey` (its
-//! verifier key, for auditors), `trust-anchors.txt` (operator admin verifier keys that may sign
-//! the key registry), and, when no trust-anchor file existed, `admin.key` (the first admin key,
-//! 0600) whose path and verifier key are printed once.
+//! A first start with zero configuration creates the data directory (layout: `datadir`): the
+//! store, the log key and, when no trust-anchor file existed, a first admin key whose path and
+//! verifier key are printed once.
 
+use crate::datadir::DataDir;
 use crate::keys::{
     read_trust_anchors, write_encrypted_key_file, write_key_file, KeyFile, Passphrase,
 };
@@ -18,9 +17,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Largest gRPC message the server decodes (an entry is capped at 64 KiB; this leaves room for
-/// signatures while refusing anything absurd before it is buffered).
-pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+pub use crate::rules::MAX_GRPC_MESSAGE;
 /// Longest a request may run on the server (a client's shorter `grpc-timeout` wins); an append
 /// normally answers within one group commit, milliseconds.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -67,15 +64,11 @@ pub struct Opened {
     pub created_admin: Option<(PathBuf, String)>,
 }
 
-pub fn log_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("log.key")
-}
-
 /// Opens the data directory, creating what is missing, and starts the ledger writer.
 /// The files given in the options (policy, trust anchors) are read first: when one is
 /// wrong, nothing is created.
 pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
-    let dir = &opts.data_dir;
+    let dir = DataDir::new(&opts.data_dir);
     let policy = match &opts.policy {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -87,7 +80,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     if let Some(p) = &opts.trust_anchors {
         read_trust_anchors(p)?;
     }
-    let log_path = log_key_path(dir);
+    let log_path = dir.log_key();
     let new_log_key = match log_path.exists() {
         true => None,
         false => {
@@ -103,13 +96,13 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
             )
         }
     };
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir.root())
+        .with_context(|| format!("cannot create data directory {}", dir.root().display()))?;
 
     let log_key = if let Some(key) = new_log_key {
         write_server_key(&log_path, &key, opts)?;
         std::fs::write(
-            dir.join("log.vkey"),
+            dir.log_vkey(),
             format!("{}\n", key.verifier().to_key_string()),
         )?;
         key
@@ -121,10 +114,10 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let anchors_path = match &opts.trust_anchors {
         Some(p) => p.clone(),
         None => {
-            let p = dir.join("trust-anchors.txt");
+            let p = dir.trust_anchors();
             if !p.exists() {
                 let admin = NoteSigner::generate("admin").expect("'admin' is a valid key name");
-                let key_path = dir.join("admin.key");
+                let key_path = dir.admin_key();
                 write_server_key(&key_path, &admin, opts)?;
                 let vkey = admin.verifier().to_key_string();
                 std::fs::write(
@@ -138,7 +131,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     };
     let admins = read_trust_anchors(&anchors_path)?;
 
-    let store = Arc::new(Store::open(&dir.join("db"))?);
+    let store = Arc::new(Store::open(&dir.db())?);
     let log_verifier = log_key.verifier();
     let ledger = Ledger::start(store, &admins, log_key, policy, opts.ledger.clone())?;
     Ok(Opened {

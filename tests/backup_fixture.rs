@@ -40,7 +40,8 @@ fn restore_of_the_v1_backup_refuses_another_log_key() {
     let err = celltrail::backup::restore(&from, &dir.path().join("restored"), &other)
         .expect_err("a different log key must be refused");
     assert!(
-        err.to_string().contains("is not the log key of this backup"),
+        err.to_string()
+            .contains("is not the log key of this backup"),
         "{err:#}"
     );
 }

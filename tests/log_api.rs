@@ -170,7 +170,7 @@ async fn consistency_proofs_verify_between_every_pair_of_checkpoints() {
 /// exactly the chain's events up to that receipt; bad requests get precise statuses.
 #[tokio::test]
 async fn signed_chain_head_names_the_chain_events_in_each_tree_size() {
-    use celltrail::log::ChainHeadStatement;
+    use celltrail::note::ChainHeadStatement;
     use celltrail::pb::GetSignedChainHeadRequest;
     let (_d, server, mut c, receipts) = populated().await;
     let key = log_key(&server);

@@ -508,17 +508,17 @@ fn chain_head_statement_missing_is_reported_and_a_forged_one_fails() {
     // chain, do not vouch for this bundle.
     let log_key = celltrail::keys::read_key_file(&fx.data.join("log.key")).unwrap();
     let stmt = |b: &Bundle| {
-        celltrail::log::ChainHeadStatement::parse(
+        celltrail::note::ChainHeadStatement::parse(
             celltrail::log::note_text(b.chains[0].head.as_ref().unwrap()).unwrap(),
         )
         .unwrap()
     };
-    let sign = |st: celltrail::log::ChainHeadStatement| {
+    let sign = |st: celltrail::note::ChainHeadStatement| {
         celltrail::note::sign_note(&st.to_text(), &[&log_key]).unwrap()
     };
     let path = tampered("head-other-size", |b| {
         let st = stmt(b);
-        b.chains[0].head = Some(sign(celltrail::log::ChainHeadStatement {
+        b.chains[0].head = Some(sign(celltrail::note::ChainHeadStatement {
             tree_size: st.tree_size - 1,
             ..st
         }));
@@ -532,7 +532,7 @@ fn chain_head_statement_missing_is_reported_and_a_forged_one_fails() {
     );
     let path = tampered("head-other-chain", |b| {
         let st = stmt(b);
-        b.chains[0].head = Some(sign(celltrail::log::ChainHeadStatement {
+        b.chains[0].head = Some(sign(celltrail::note::ChainHeadStatement {
             chain_id: "BAG-2".into(),
             ..st
         }));

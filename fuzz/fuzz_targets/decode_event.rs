@@ -3,9 +3,8 @@
 #![no_main]
 
 use celltrail::crypto::{verify_signature, EventHash};
-use celltrail::ledger::{check_link, check_shape};
+use celltrail::rules::{check_link, check_shape, Head};
 use celltrail::pb::{EventBody, SignedEvent};
-use celltrail::store::Head;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -25,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         seq: 3,
         hash: [7; 32],
         state_name: "Collected".into(),
-        state: serde_json::Value::Null,
+        state: None,
     };
     let _ = check_link(&body, Some(&head));
     let key = ed25519_key();

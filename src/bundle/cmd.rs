@@ -1,8 +1,8 @@
 //! The `export` and `verify` subcommands: flags (clap derive, `CELLTRAIL_*` env) and the glue
 //! that reads files, calls `export` / `verify`, and prints the report. Wired into `cli`.
 
-use crate::cli::ServerArg;
-use crate::client;
+use crate::client::{self, ServerArg};
+use crate::datadir::DataDir;
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::PathBuf;
@@ -73,24 +73,24 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
     } else {
         Selection::Chains(a.chains.clone())
     };
-    let default_in = |name: &str| a.data_dir.as_ref().map(|d| d.join(name));
-    let vkey_path = a.log_vkey.clone().or_else(|| default_in("log.vkey")).context(
+    let data_dir = a.data_dir.as_deref().map(DataDir::from);
+    let vkey_path = a.log_vkey.clone().or_else(|| data_dir.as_ref().map(DataDir::log_vkey)).context(
         "--log-vkey FILE is required when exporting from a server (the log's verifier key, log.vkey)",
     )?;
     let anchors_path = a
         .trust_anchors
         .clone()
-        .or_else(|| default_in("trust-anchors.txt"))
+        .or_else(|| data_dir.as_ref().map(DataDir::trust_anchors))
         .context("--trust-anchors FILE is required when exporting from a server")?;
     let anchors = anchors(
         &read_vkey_file(&vkey_path)?,
         &crate::keys::read_trust_anchors(&anchors_path)?,
     );
-    let bundle = match &a.data_dir {
+    let bundle = match &data_dir {
         Some(dir) => {
-            let store = crate::store::Store::open(&dir.join("db"))
+            let store = crate::store::Store::open(&dir.db())
                 .context("is the server still running on this data directory? stop it first")?;
-            let key_path = crate::server::log_key_path(dir);
+            let key_path = dir.log_key();
             let log_key = match key_path.exists() {
                 true => Some(crate::keys::read_key_file(&key_path)?),
                 false => {
@@ -150,11 +150,12 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (r, what) = match (&a.bundle, &a.data_dir) {
-        (_, Some(dir)) => {
+        (_, Some(root)) => {
+            let dir = DataDir::new(root);
             let (log_key, source) = match log_key {
                 Some(k) => (k, "--log-key (supplied by the auditor)".to_string()),
                 None => {
-                    let p = dir.join("log.vkey");
+                    let p = dir.log_vkey();
                     (
                         read_vkey_file(&p)?,
                         format!("{} (in the copied data directory)", p.display()),
@@ -163,9 +164,9 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             };
             let admins = match admins {
                 Some(a) => a,
-                None => crate::keys::read_trust_anchors(&dir.join("trust-anchors.txt"))?,
+                None => crate::keys::read_trust_anchors(&dir.trust_anchors())?,
             };
-            let store = crate::store::Store::open_for_audit(&dir.join("db"))
+            let store = crate::store::Store::open_for_audit(&dir.db())
                 .context("audit a copy of the data directory, not the live one")?;
             let keys = crate::bundle::audit::DataDirKeys {
                 log_key,
@@ -173,7 +174,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 admins,
             };
             let r = crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref());
-            (r, format!("--data-dir {}", dir.display()))
+            (r, format!("--data-dir {}", root.display()))
         }
         (Some(path), None) => {
             let bytes = std::fs::read(path)

@@ -12,8 +12,7 @@ pub mod record;
 pub mod report;
 pub mod verify;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+pub use crate::note::{b64, unb64};
 use serde::{Deserialize, Serialize};
 
 /// Value of the `format` field of every bundle this version writes and reads.
@@ -57,7 +56,7 @@ pub struct Chain {
     pub chain_id: String,
     pub entries: Vec<Entry>,
     /// The log's signed head statement for this chain at the bundle's tree size
-    /// (`log::ChainHeadStatement`): proves that no event of the chain follows the last entry.
+    /// (`note::ChainHeadStatement`): proves that no event of the chain follows the last entry.
     /// Absent in bundles from older exporters; the verdict then says the end is not proven.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
@@ -78,14 +77,6 @@ pub struct ConsistencyProof {
     pub old_size: u64,
     /// base64 hashes of the RFC 9162 consistency proof from `old_size` to `tree_size`.
     pub proof: Vec<String>,
-}
-
-pub fn b64(bytes: &[u8]) -> String {
-    STANDARD.encode(bytes)
-}
-
-pub fn unb64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    STANDARD.decode(s)
 }
 
 impl Bundle {

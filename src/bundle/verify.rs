@@ -9,13 +9,12 @@
 
 use super::{unb64, Bundle};
 use crate::crypto::{verify_signature, EventHash};
-use crate::ledger::{check_link, check_shape};
 use crate::merkle::{self, Hash};
 use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
 use crate::policy::{ChainState, Policy, Signer};
 use crate::registry::{KeyError, KeyRecord, Registry, KEYS_CHAIN};
-use crate::store::Head;
+use crate::rules::{check_link, check_shape, Head};
 use prost::Message;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -482,7 +481,7 @@ impl Ctx<'_> {
                 .body
                 .detail
                 .as_ref()
-                .map(crate::client::kind_name)
+                .map(crate::rules::kind_name)
                 .unwrap_or("?")
                 .to_string(),
             detail: d.body.detail.as_ref().map(summary).unwrap_or_default(),
@@ -745,7 +744,7 @@ fn check_chain_end(
             key.to_key_string()
         ))
     })?;
-    let st = crate::log::ChainHeadStatement::parse(&opened.text)
+    let st = crate::note::ChainHeadStatement::parse(&opened.text)
         .map_err(|e| at(format!("chain head statement does not parse: {e}")))?;
     if st.origin != cp.origin || st.chain_id != chain || st.tree_size != cp.size {
         return Err(at(format!(

@@ -37,7 +37,7 @@ use ui::{big, Ui};
 #[derive(Args, Debug)]
 pub struct ScanArgs {
     #[command(flatten)]
-    pub server: crate::cli::ServerArg,
+    pub server: crate::client::ServerArg,
     /// Your key file (you sign PERFORMED). Not needed with --drain.
     #[arg(long, env = "CELLTRAIL_KEY")]
     pub key: Option<PathBuf>,
@@ -107,7 +107,7 @@ async fn try_connect(server: &str) -> Option<Client> {
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(20));
     let ch = ep.connect().await.ok()?;
-    Some(LedgerClient::new(ch).max_decoding_message_size(crate::server::MAX_GRPC_MESSAGE))
+    Some(LedgerClient::new(ch).max_decoding_message_size(crate::rules::MAX_GRPC_MESSAGE))
 }
 
 /// The server could not be reached or the answer was lost (as opposed to: it answered no).

@@ -168,7 +168,7 @@ pub async fn chain_events(c: &mut Client, chain: &str) -> Vec<(EventBody, LogEnt
 pub fn kinds(events: &[(EventBody, LogEntry)]) -> Vec<&'static str> {
     events
         .iter()
-        .map(|(b, _)| celltrail::client::kind_name(b.detail.as_ref().unwrap()))
+        .map(|(b, _)| celltrail::rules::kind_name(b.detail.as_ref().unwrap()))
         .collect()
 }
 

@@ -23,11 +23,16 @@
 //!   1.9 sled items per entry into 0.13.
 
 use crate::crypto::EventHash;
+use crate::rules::Head;
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
+
+mod raw;
+mod upgrade;
+
+pub use raw::{RawRecord, APPEND_ONLY_TREES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,40 +42,6 @@ pub enum StoreError {
     Io(#[from] sled::Error),
     #[error("ledger store is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// The head of one chain as stored in the `chains` tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Head {
-    pub seq: u64,
-    #[serde(with = "hex_hash")]
-    pub hash: [u8; 32],
-    /// Name of the custody state after the head event.
-    pub state_name: String,
-    /// Policy state after the head event, as the writer holds it in memory. Never stored: it
-    /// is rebuilt from the chain's entries when needed (`None` after a read from disk, and for
-    /// chains the policy does not govern), so each append rewrites only a small head record.
-    #[serde(skip)]
-    pub state: Option<crate::policy::ChainState>,
-}
-
-impl Head {
-    pub fn event_hash(&self) -> EventHash {
-        EventHash(self.hash)
-    }
-}
-
-mod hex_hash {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
-        let s = String::deserialize(d)?;
-        let v = hex::decode(s).map_err(serde::de::Error::custom)?;
-        v.try_into()
-            .map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
-    }
 }
 
 /// One accepted event to write.
@@ -235,93 +206,6 @@ impl Store {
             )));
         }
         Ok(format)
-    }
-
-    /// Brings a store of an older format to this one, once, before anything else uses it:
-    /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks, drops the stored
-    /// subtrees below `STORED_NODE_MIN_LEVEL` and builds the `bags` index from the entries.
-    /// Idempotent if interrupted.
-    fn upgrade(&self) -> Result<(), StoreError> {
-        let format = self.format()?;
-        if format == FORMAT {
-            if self.meta.get(META_FORMAT)?.is_none() {
-                self.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
-            }
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let size = self.tree_size()?;
-        tracing::info!(
-            entries = size,
-            "upgrading the store from format {format} to {FORMAT} (once)"
-        );
-        let mut rekeyed = 0u64;
-        let mut batch = sled::Batch::default();
-        for item in self.by_hash.iter() {
-            let (k, v) = item?;
-            if k.len() != 32 {
-                continue;
-            }
-            let index = be_u64(&v, "by_hash value")?;
-            let hash = EventHash(k.as_ref().try_into().expect("32-byte key"));
-            batch.remove(k);
-            batch.insert(&hash_key(index, &hash)[..], &index.to_be_bytes());
-            rekeyed += 1;
-            if rekeyed.is_multiple_of(50_000) {
-                self.by_hash.apply_batch(std::mem::take(&mut batch))?;
-                tracing::info!(rekeyed, of = size, "upgrading the hash index");
-            }
-        }
-        self.by_hash.apply_batch(batch)?;
-        let mut blocks = sled::Batch::default();
-        for block in 0..size / LEAF_BLOCK {
-            if self.leaves.contains_key(block.to_be_bytes())? {
-                continue; // an interrupted upgrade got this far
-            }
-            let mut hashes = Vec::with_capacity(32 * LEAF_BLOCK as usize);
-            for i in block * LEAF_BLOCK..(block + 1) * LEAF_BLOCK {
-                let leaf = self.stored_node(0, i)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "format {format} store lacks the leaf hash of entry {i}"
-                    ))
-                })?;
-                hashes.extend_from_slice(&leaf);
-            }
-            blocks.insert(&block.to_be_bytes(), hashes);
-        }
-        self.leaves.apply_batch(blocks)?;
-        let mut low = sled::Batch::default();
-        for item in self.nodes.iter() {
-            let (k, _) = item?;
-            if k.first()
-                .is_some_and(|l| u32::from(*l) < STORED_NODE_MIN_LEVEL)
-            {
-                low.remove(k);
-            }
-        }
-        self.nodes.apply_batch(low)?;
-        for item in self.entries.iter() {
-            let (k, v) = item?;
-            let index = be_u64(&k, "entries key")?;
-            let body = crate::pb::LogEntry::decode(v.as_ref())
-                .ok()
-                .and_then(|e| crate::pb::EventBody::decode(e.body.as_slice()).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("entry {index} does not decode")))?;
-            for din in crate::ledger::bags_named(&body) {
-                let key = bag_key(din, &body.chain_id);
-                if !self.bags.contains_key(&key)? {
-                    self.bags.insert(key, &index.to_be_bytes())?;
-                }
-            }
-        }
-        self.meta.insert(META_FORMAT, &FORMAT.to_be_bytes())?;
-        self.db.flush()?;
-        tracing::info!(
-            rekeyed,
-            secs = started.elapsed().as_secs_f64(),
-            "store upgraded to format {FORMAT}"
-        );
-        Ok(())
     }
 
     fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
@@ -650,62 +534,6 @@ impl Store {
         Ok(self.db.size_on_disk()?)
     }
 }
-
-// --- ops: raw tree access for online backup and restore (src/backup.rs) -----------------------
-/// Names of the trees that only ever gain keys (never change or lose one) once a group
-/// committed: a backup may copy them after the cut by filtering on the log index.
-pub const APPEND_ONLY_TREES: [&str; 6] = [
-    "entries",
-    "chain_events",
-    "by_hash",
-    "nodes",
-    "leaves",
-    "bags",
-];
-
-/// One raw key/value of a tree.
-pub type RawRecord = (Vec<u8>, Vec<u8>);
-
-impl Store {
-    /// Names of every tree in the store, including sled's default tree.
-    pub fn raw_tree_names(&self) -> Vec<String> {
-        self.db
-            .tree_names()
-            .iter()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .collect()
-    }
-
-    /// Every key/value of tree `name`, in key order.
-    pub fn raw_scan(
-        &self,
-        name: &str,
-    ) -> Result<impl Iterator<Item = Result<RawRecord, StoreError>>, StoreError> {
-        let tree = self.db.open_tree(name)?;
-        Ok(tree.iter().map(|item| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .map_err(StoreError::Io)
-        }))
-    }
-
-    /// Inserts records into tree `name` (restore only: never on a live ledger).
-    pub fn raw_insert(&self, name: &str, records: &[RawRecord]) -> Result<(), StoreError> {
-        let tree = self.db.open_tree(name)?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in records {
-            batch.insert(k.as_slice(), v.as_slice());
-        }
-        tree.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// fsyncs everything written so far.
-    pub fn raw_flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
-    }
-}
-// --- end ops ------------------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,24 @@
 //! only draws randomness from the OS. Behaviour follows golang.org/x/mod/sumdb/note, except
 //! that every signature by a known key is verified (Go skips repeats of a key it has seen).
 
+mod statement;
+
+pub use statement::{ChainHeadStatement, CHAIN_HEAD_HEADER};
+
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rand::RngCore as _;
 use sha2::{Digest, Sha256};
+
+/// Standard base64 with padding, as in signed notes, checkpoints and bundles.
+pub fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64 with padding.
+pub fn unb64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    STANDARD.decode(s)
+}
 use std::collections::HashSet;
 
 /// Most signature lines a note may carry (golang.org/x/mod's limit; C2SP requires >= 16).

@@ -1,0 +1,93 @@
+//! The layout of a data directory, in one place. A server's data directory holds `db/` (the
+//! ledger store), `log.key` (the log's checkpoint signing key, 0600), `log.vkey` (its verifier
+//! key, for auditors), `trust-anchors.txt` (operator admin verifier keys that may sign the key
+//! registry) and, when a first start created it, `admin.key` (the first admin key, 0600). A
+//! backup directory has the same public files plus `backup.json`, and never `log.key` or
+//! `admin.key`. Every other module asks this type for a path; none spells a file name.
+
+use std::path::{Path, PathBuf};
+
+/// A data (or backup) directory: paths only, no I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The ledger store.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
+    }
+
+    /// The log's private checkpoint signing key (never in a backup).
+    pub fn log_key(&self) -> PathBuf {
+        self.root.join("log.key")
+    }
+
+    /// The log's public verifier key.
+    pub fn log_vkey(&self) -> PathBuf {
+        self.root.join("log.vkey")
+    }
+
+    /// The default trust-anchor file (admin verifier keys, one per line).
+    pub fn trust_anchors(&self) -> PathBuf {
+        self.root.join("trust-anchors.txt")
+    }
+
+    /// The first operator admin key, written when a first start created the trust anchors.
+    pub fn admin_key(&self) -> PathBuf {
+        self.root.join("admin.key")
+    }
+
+    /// A backup directory's manifest (`backup::Manifest`).
+    pub fn backup_manifest(&self) -> PathBuf {
+        self.root.join("backup.json")
+    }
+}
+
+impl From<&Path> for DataDir {
+    fn from(p: &Path) -> DataDir {
+        DataDir::new(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_what_the_docs_and_older_servers_use() {
+        let d = DataDir::new("/var/lib/celltrail");
+        let names: Vec<String> = [
+            d.db(),
+            d.log_key(),
+            d.log_vkey(),
+            d.trust_anchors(),
+            d.admin_key(),
+            d.backup_manifest(),
+        ]
+        .iter()
+        .map(|p| p.strip_prefix(d.root()).unwrap().display().to_string())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "db",
+                "log.key",
+                "log.vkey",
+                "trust-anchors.txt",
+                "admin.key",
+                "backup.json"
+            ]
+        );
+    }
+}
