@@ -1,0 +1,258 @@
+//! The writer's in-order checks of one event, against the chain heads and key registry as
+//! updated by the events before it in the same group: duplicates, the chain link
+//! (`rules::check_link`), signer validity, then the key registry or the custody policy.
+
+use super::verifier::{Accepted, Outcome, Ready};
+use super::writer::{Overlay, Writer};
+use super::{malformed, stored_event_hash, LedgerError};
+use crate::crypto::{verify_signature, EventHash, SigError};
+use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
+use crate::policy::{ChainState, Signer};
+use crate::registry::{KeyError, RegistryError, KEYS_CHAIN};
+use crate::rules::{check_link, Head, RuleError, MAX_ENTRY_BYTES};
+use prost::Message;
+
+impl Writer {
+    /// The in-order checks that depend on what came before: duplicates in this group, chain
+    /// link, signer validity, registry or custody policy. An accepted event is staged in `ov`.
+    pub(super) fn check_ready(
+        &self,
+        ev: &SignedEvent,
+        ready: Box<Ready>,
+        now: i64,
+        ov: &mut Overlay,
+    ) -> Result<Outcome, LedgerError> {
+        let Ready { hash, body, sig_ok } = *ready;
+        if let Some(index) = self.duplicate_of(&hash, &body, ov)? {
+            return Ok(Outcome::Duplicate(index));
+        }
+
+        // Chain link [R2, R3].
+        let head = self.head_of(&body.chain_id, ov)?;
+        check_link(&body, head.as_ref())?;
+
+        // Signers [R4, R6].
+        let signers = self.check_signers(ev, &body, &hash, &sig_ok, ov, now)?;
+
+        // Build the log entry [R5].
+        let index = self.tree_size + ov.batch.entries.len() as u64;
+        let entry = LogEntry {
+            body: ev.body.clone(),
+            signatures: ev.signatures.clone(),
+            accepted_at_unix_nanos: now,
+            index,
+        }
+        .encode_to_vec();
+        if entry.len() > MAX_ENTRY_BYTES {
+            return Err(RuleError::TooLarge { size: entry.len() }.into());
+        }
+
+        // Registry or custody rules.
+        let (state_name, state) = self.apply_rules(&body, head.as_ref(), &signers, ov)?;
+
+        self.stage_entry(ov, index, entry, hash, &body, state_name, state)?;
+        Ok(Outcome::Accepted(Accepted {
+            index,
+            hash,
+            chain_id: body.chain_id,
+            seq: body.seq,
+        }))
+    }
+
+    /// The index of this very event if it is already in the log or earlier in this group.
+    fn duplicate_of(
+        &self,
+        hash: &EventHash,
+        body: &EventBody,
+        ov: &Overlay,
+    ) -> Result<Option<u64>, LedgerError> {
+        if let Some(index) = ov.hashes.get(hash) {
+            return Ok(Some(*index));
+        }
+        // A resubmission names a (chain, seq) already taken; the event there tells whether it
+        // is the same one (same hash: the same receipt again) or another (a fork, found by the
+        // link check).
+        if let Some(index) = self.store.chain_event(&body.chain_id, body.seq)? {
+            if stored_event_hash(&self.store, index)? == *hash {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The chain's head as of the events before this one: this group's, the cache's, or the
+    /// store's.
+    fn head_of(&self, chain_id: &str, ov: &Overlay) -> Result<Option<Head>, LedgerError> {
+        Ok(
+            match ov
+                .heads
+                .get(chain_id)
+                .or_else(|| self.head_cache.get(chain_id))
+            {
+                Some(h) => Some(h.clone()),
+                None => self.store.head(chain_id)?,
+            },
+        )
+    }
+
+    /// Every signature verifies and its key may sign now: an admin key on the keys chain, a
+    /// registered, valid key elsewhere. Returns what the custody policy knows of the signers.
+    fn check_signers(
+        &self,
+        ev: &SignedEvent,
+        body: &EventBody,
+        hash: &EventHash,
+        sig_ok: &[Option<bool>],
+        ov: &Overlay,
+        now: i64,
+    ) -> Result<Vec<Signer>, LedgerError> {
+        let registry = ov.registry.as_ref().unwrap_or(&self.registry);
+        if body.chain_id == KEYS_CHAIN {
+            for (sig, ok) in ev.signatures.iter().zip(sig_ok) {
+                let key = registry
+                    .admin(&sig.key_id)
+                    .ok_or_else(|| KeyError::NotAdmin(sig.key_id.clone()))?;
+                Self::signature_ok(*ok, key, hash, sig)?;
+            }
+            return Ok(Vec::new());
+        }
+        let mut signers = Vec::with_capacity(ev.signatures.len());
+        let mut records = Vec::with_capacity(ev.signatures.len());
+        for sig in &ev.signatures {
+            records.push(registry.signer_at(&sig.key_id, sig.signed_at_unix_nanos, now)?);
+        }
+        for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(sig_ok) {
+            Self::signature_ok(*ok, &rec.public_key, hash, sig)?;
+            signers.push(signer_of(rec, sig));
+        }
+        Ok(signers)
+    }
+
+    /// The key registry (keys chain) or the custody policy (every other chain) applied to the
+    /// event: the chain's next state name and policy state.
+    fn apply_rules(
+        &self,
+        body: &EventBody,
+        head: Option<&Head>,
+        signers: &[Signer],
+        ov: &mut Overlay,
+    ) -> Result<(String, Option<ChainState>), LedgerError> {
+        if body.chain_id == KEYS_CHAIN {
+            let mut reg = ov.registry.take().unwrap_or_else(|| self.registry.clone());
+            let applied = match &body.detail {
+                Some(Detail::KeyRegistered(r)) => reg.register(r),
+                Some(Detail::KeyRevoked(r)) => reg.revoke(r),
+                _ => Err(RegistryError::Invalid(
+                    "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
+                )),
+            };
+            ov.registry = Some(reg);
+            applied?;
+            return Ok(("KeyRegistry".to_string(), None));
+        }
+        if matches!(
+            body.detail,
+            Some(Detail::KeyRegistered(_)) | Some(Detail::KeyRevoked(_))
+        ) {
+            return Err(malformed(format!(
+                "key registry events belong on the {KEYS_CHAIN} chain, not on chain {}",
+                body.chain_id
+            )));
+        }
+        let rebuilt;
+        let prior: Option<&ChainState> = match head {
+            Some(Head { state: Some(s), .. }) => Some(s),
+            Some(_) => {
+                rebuilt = self.rebuild_state(&body.chain_id)?;
+                Some(&rebuilt)
+            }
+            None => None,
+        };
+        let next = self.policy.apply(prior, body, signers).map_err(|v| {
+            // A signer the table does not allow for this event (role, site, or a signature
+            // it does not take) is PERMISSION_DENIED (DESIGN §6); everything else is a
+            // custody precondition.
+            if matches!(
+                v.rule.as_str(),
+                "signatures" | "signer_site" | "unexpected_signer"
+            ) {
+                LedgerError::Role(v)
+            } else {
+                LedgerError::Policy(v)
+            }
+        })?;
+        Ok((next.state_name().to_string(), Some(next)))
+    }
+
+    /// The policy state of a committed chain, replayed from its entries (heads on disk carry
+    /// only seq, hash and state name). Keys never change role or site once registered, so the
+    /// signers are what they were when each entry was accepted.
+    fn rebuild_state(&self, chain_id: &str) -> Result<ChainState, LedgerError> {
+        let broken = |why: String| {
+            LedgerError::Storage(format!(
+                "cannot rebuild the custody state of chain {chain_id}: {why}"
+            ))
+        };
+        let mut state: Option<ChainState> = None;
+        for index in self.store.chain_indices(chain_id)? {
+            let bytes = self
+                .store
+                .entry(index)?
+                .ok_or_else(|| broken(format!("entry {index} is missing")))?;
+            let entry = LogEntry::decode(bytes.as_slice())
+                .map_err(|e| broken(format!("entry {index}: {e}")))?;
+            let body = EventBody::decode(entry.body.as_slice())
+                .map_err(|e| broken(format!("entry {index}: {e}")))?;
+            let mut signers = Vec::with_capacity(entry.signatures.len());
+            for sig in &entry.signatures {
+                let rec = self.registry.get(&sig.key_id).ok_or_else(|| {
+                    broken(format!(
+                        "entry {index}: signer {} is not registered",
+                        sig.key_id
+                    ))
+                })?;
+                signers.push(signer_of(rec, sig));
+            }
+            state = Some(
+                self.policy
+                    .apply(state.as_ref(), &body, &signers)
+                    .map_err(|v| {
+                        broken(format!(
+                            "entry {index} no longer passes the custody policy: {v}"
+                        ))
+                    })?,
+            );
+        }
+        state.ok_or_else(|| broken("the chain has no entries".into()))
+    }
+
+    /// The signature verdict computed in `prepare_group`, or a verification now for a key that
+    /// was registered earlier in this same group.
+    fn signature_ok(
+        sig_ok: Option<bool>,
+        key: &ed25519_dalek::VerifyingKey,
+        hash: &EventHash,
+        sig: &crate::pb::Signature,
+    ) -> Result<(), LedgerError> {
+        match sig_ok {
+            Some(true) => Ok(()),
+            Some(false) => Err(SigError::Invalid {
+                key_id: sig.key_id.clone(),
+                event: hash.short(),
+            }
+            .into()),
+            None => Ok(verify_signature(key, hash, sig)?),
+        }
+    }
+}
+
+/// What the custody policy knows of one verified signature.
+fn signer_of(rec: &crate::registry::KeyRecord, sig: &crate::pb::Signature) -> Signer {
+    Signer {
+        key_id: rec.key_id.clone(),
+        role: rec.role.clone(),
+        site: rec.site.clone(),
+        meaning: SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified),
+        signed_at_unix_nanos: sig.signed_at_unix_nanos,
+    }
+}

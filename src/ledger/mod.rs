@@ -1,0 +1,334 @@
+//! The append pipeline: decode → check link and signers → policy → store → ack.
+//!
+//! Two threads, one after the other. The verifier takes what is queued (a group), decodes each
+//! event, runs the stateless checks and verifies the signatures of already-known keys strictly,
+//! in parallel. The writer, which owns every write, then checks each event in order against the
+//! chain heads and key registry as updated by the events before it in the same group, writes the
+//! whole group, the new Merkle nodes and the signed checkpoint in one sled transaction, flushes
+//! (fsync) once, and only then answers every caller with its receipt. While the writer commits
+//! group N the verifier prepares group N+1. Callers wait on a bounded queue: when it is full a
+//! unary append gets `Overloaded` at once instead of growing memory (streams wait for room).
+//! Reads go straight to the store.
+
+mod checks;
+mod verifier;
+mod writer;
+
+use crate::crypto::{EventHash, SigError};
+use crate::note::NoteSigner;
+use crate::pb::{event_body::Detail, EventBody, LogEntry, Receipt, SignedEvent};
+use crate::policy::{Policy, Violation};
+use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
+use crate::rules::{Head, RuleError};
+use crate::store::{Store, StoreError};
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use verifier::Verifier;
+use writer::Writer;
+
+/// Every way an append or read can fail; `api` maps each to one gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("{0}")]
+    BadSignature(#[from] SigError),
+    #[error("the ledger is busy ({0} appends queued); retry shortly")]
+    Overloaded(usize),
+    #[error("signer rejected: {0}")]
+    Signer(#[from] KeyError),
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("custody policy: {0}")]
+    Policy(Violation),
+    #[error("custody policy (signer role): {0}")]
+    Role(Violation),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the ledger store cannot be written, nothing was recorded: {0}")]
+    Storage(String),
+    /// A group commit failed after its transaction may have been applied (e.g. the fsync failed).
+    #[error("the ledger store failed while recording this event ({0}); it may or may not be recorded: resubmit it unchanged (resubmission is idempotent)")]
+    Uncertain(String),
+    #[error("the ledger is shutting down; retry on the restarted server")]
+    ShuttingDown,
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        LedgerError::Storage(e.to_string())
+    }
+}
+
+fn malformed(msg: impl Into<String>) -> LedgerError {
+    LedgerError::Rule(crate::rules::malformed(msg))
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// Appends waiting for the writer before new ones get `Overloaded`.
+    pub queue_capacity: usize,
+    /// Most events committed in one group.
+    pub max_group: usize,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            queue_capacity: 8192,
+            max_group: 1024,
+        }
+    }
+}
+
+struct Job {
+    event: SignedEvent,
+    reply: oneshot::Sender<Result<Receipt, LedgerError>>,
+}
+
+enum Msg {
+    Append(Job),
+    /// Finish what is queued, then exit.
+    Stop,
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Commit the group in progress, then run this on the writer thread before the next group:
+    /// the store is at a group boundary and nothing writes while it runs.
+    AtBoundary(Box<dyn FnOnce() + Send>),
+}
+
+/// The ledger: a handle to the verifier and writer threads plus read access to the store.
+pub struct Ledger {
+    store: Arc<Store>,
+    /// The log key, for statements the read side signs (chain heads); checkpoints are signed
+    /// by the writer.
+    log_key: NoteSigner,
+    tx: mpsc::Sender<Msg>,
+    capacity: usize,
+    /// The verifier and writer threads, joined in that order on shutdown.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Ledger {
+    /// Opens the ledger over `store`: replays the key registry and starts the verifier and
+    /// writer threads.
+    pub fn start(
+        store: Arc<Store>,
+        admins: &[crate::note::NoteVerifier],
+        log_key: NoteSigner,
+        policy: Policy,
+        options: LedgerOptions,
+    ) -> Result<Arc<Ledger>, LedgerError> {
+        let registry = replay_registry(&store, admins)?;
+        let tree_size = store.tree_size()?;
+        let statement_key = log_key.clone();
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let shared_registry = Arc::new(RwLock::new(registry.clone()));
+        let mut verifier = Verifier {
+            registry: shared_registry.clone(),
+            max_group: options.max_group.max(1),
+        };
+        // Two groups may wait between the stages: the verifier works on group N+1 while the
+        // writer checks, writes and flushes group N.
+        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel(2);
+        let mut writer = Writer {
+            store: store.clone(),
+            registry,
+            shared_registry,
+            policy,
+            log_key,
+            tree_size,
+            last_accepted: 0,
+            head_cache: HashMap::new(),
+            unflushed: false,
+            poisoned: None,
+        };
+        let spawn_err = |e: std::io::Error| {
+            LedgerError::Storage(format!("cannot start the ledger threads: {e}"))
+        };
+        let verify_handle = std::thread::Builder::new()
+            .name("celltrail-verify".into())
+            .spawn(move || verifier.run(rx, prepared_tx))
+            .map_err(spawn_err)?;
+        let write_handle = std::thread::Builder::new()
+            .name("celltrail-writer".into())
+            .spawn(move || writer.run(prepared_rx))
+            .map_err(spawn_err)?;
+        Ok(Arc::new(Ledger {
+            store,
+            log_key: statement_key,
+            tx,
+            capacity: options.queue_capacity,
+            threads: Mutex::new(vec![verify_handle, write_handle]),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The signed head statement of a chain in the tree of `tree_size` entries (0 = current).
+    pub fn signed_chain_head(
+        &self,
+        chain_id: &str,
+        tree_size: u64,
+    ) -> Result<(crate::note::ChainHeadStatement, String), crate::log::LogError> {
+        let st =
+            crate::log::chain_head_statement(&self.store, &self.log_key.name, chain_id, tree_size)?;
+        let note = crate::note::sign_note(&st.to_text(), &[&self.log_key]).map_err(|e| {
+            crate::log::LogError::InvalidArgument(format!(
+                "chain id {chain_id:?} cannot go into a signed note: {e}"
+            ))
+        })?;
+        Ok((st, note))
+    }
+
+    /// Appends one signed event; returns once it is durable (or rejected).
+    pub async fn append(&self, event: SignedEvent) -> Result<Receipt, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Msg::Append(Job { event, reply })) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(LedgerError::Overloaded(self.capacity))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(LedgerError::ShuttingDown),
+        }
+        rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
+    }
+
+    /// Like [`Ledger::append`], but waits for room in the queue instead of failing with
+    /// `Overloaded` (streams get back-pressure from HTTP/2 flow control instead).
+    pub async fn append_wait(&self, event: SignedEvent) -> Result<Receipt, LedgerError> {
+        self.submit(event).await.await
+    }
+
+    /// Queues `event` (waiting for room) and returns the future of its receipt. Events
+    /// submitted one after another reach the writer in that order, so a client may pipeline a
+    /// chain's events without waiting for each receipt.
+    pub async fn submit(
+        &self,
+        event: SignedEvent,
+    ) -> impl std::future::Future<Output = Result<Receipt, LedgerError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .tx
+            .send(Msg::Append(Job { event, reply }))
+            .await
+            .is_ok();
+        async move {
+            if !sent {
+                return Err(LedgerError::ShuttingDown);
+            }
+            rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
+        }
+    }
+
+    /// Stops taking appends, lets the writer finish and flush what is queued, and waits for it.
+    pub fn shutdown(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        if !threads.is_empty() {
+            // Waits for room: the stop goes behind every append already queued.
+            let _ = self.tx.blocking_send(Msg::Stop);
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Async form of [`Ledger::shutdown`].
+    pub async fn shutdown_async(self: &Arc<Self>) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.shutdown()).await;
+    }
+
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// Runs `f` on the writer thread between two groups (after every append queued before this
+    /// call is committed) and returns its result. Appends wait while `f` runs.
+    pub async fn at_group_boundary<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        self.tx
+            .send(Msg::AtBoundary(job))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?;
+        rx.await.map_err(|_| LedgerError::ShuttingDown)
+    }
+    // --- end ops ------------------------------------------------------------------------------
+
+    pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
+        self.store
+            .head(chain_id)?
+            .ok_or_else(|| LedgerError::NotFound(format!("chain {chain_id} does not exist")))
+    }
+}
+
+/// Rebuilds the key registry from the `keys` chain.
+pub fn replay_registry(
+    store: &Store,
+    admins: &[crate::note::NoteVerifier],
+) -> Result<Registry, LedgerError> {
+    let mut reg = Registry::new(admins);
+    for index in store.chain_indices(KEYS_CHAIN)? {
+        let bytes = store.entry(index)?.ok_or_else(|| {
+            LedgerError::Storage(format!("entry {index} of the keys chain is missing"))
+        })?;
+        let entry = LogEntry::decode(bytes.as_slice())
+            .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
+        let body = EventBody::decode(entry.body.as_slice()).map_err(|e| {
+            LedgerError::Storage(format!("entry {index} body does not decode: {e}"))
+        })?;
+        match body.detail {
+            Some(Detail::KeyRegistered(r)) => reg.register(&r)?,
+            Some(Detail::KeyRevoked(r)) => reg.revoke(&r)?,
+            _ => {
+                return Err(LedgerError::Storage(format!(
+                    "entry {index} on the keys chain is not a key event"
+                )))
+            }
+        }
+    }
+    Ok(reg)
+}
+
+/// Event hash of the stored entry at `index`.
+fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError> {
+    let bytes = store
+        .entry(index)?
+        .ok_or_else(|| LedgerError::Storage(format!("entry {index} is missing")))?;
+    let entry = LogEntry::decode(bytes.as_slice())
+        .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
+    Ok(EventHash::of_body(&entry.body))
+}
+
+/// The receipt of an event already in the log (idempotent resubmission).
+pub fn receipt_for_index(
+    store: &Store,
+    index: u64,
+    tree_size: u64,
+    checkpoint: &str,
+) -> Result<Receipt, LedgerError> {
+    let bytes = store
+        .entry(index)?
+        .ok_or_else(|| LedgerError::Storage(format!("entry {index} is missing")))?;
+    let entry = LogEntry::decode(bytes.as_slice())
+        .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
+    let body = EventBody::decode(entry.body.as_slice())
+        .map_err(|e| LedgerError::Storage(format!("entry {index} body does not decode: {e}")))?;
+    Ok(Receipt {
+        index,
+        event_hash: EventHash::of_body(&entry.body).0.to_vec(),
+        chain_id: body.chain_id,
+        seq: body.seq,
+        accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
+        tree_size,
+        checkpoint: checkpoint.to_string(),
+        duplicate: true,
+    })
+}

@@ -1,0 +1,302 @@
+//! Second stage of the append pipeline, the only code that writes: checks each event of a
+//! group in order (`checks`), stages the accepted ones with their Merkle nodes, commits the
+//! group in one transaction, flushes, signs the checkpoint and answers every caller.
+
+use super::verifier::{Outcome, Prep, Stage};
+use super::{receipt_for_index, Job, LedgerError};
+use crate::crypto::EventHash;
+use crate::merkle;
+use crate::note::{Checkpoint, NoteSigner};
+use crate::pb::{EventBody, Receipt};
+use crate::policy::{ChainState, Policy};
+use crate::registry::Registry;
+use crate::rules::{bags_named, Head};
+use crate::store::{CommitBatch, NewEntry, Store};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+pub(super) struct Writer {
+    pub(super) store: Arc<Store>,
+    pub(super) registry: Registry,
+    /// The registry as the verifier sees it, updated after each commit that changed it.
+    pub(super) shared_registry: Arc<RwLock<Registry>>,
+    pub(super) policy: Policy,
+    pub(super) log_key: NoteSigner,
+    pub(super) tree_size: u64,
+    pub(super) last_accepted: i64,
+    /// Committed heads of recently used chains (only the writer changes heads, so this always
+    /// equals the store); saves a read and a JSON parse per event.
+    pub(super) head_cache: HashMap<String, Head>,
+    /// A commit failed: the store may hold writes that were never fsynced. Flush before the
+    /// next acknowledgement (a duplicate's receipt included).
+    pub(super) unflushed: bool,
+    /// The store's state after a failed commit could not be read back: refuse appends until
+    /// a restart re-reads it (reads keep working).
+    pub(super) poisoned: Option<String>,
+}
+
+/// Chains whose committed head the writer keeps in memory before it starts over.
+pub(super) const HEAD_CACHE_CHAINS: usize = 20_000;
+
+/// What one group has changed so far, on top of the store.
+#[derive(Default)]
+pub(super) struct Overlay {
+    pub(super) heads: HashMap<String, Head>,
+    pub(super) hashes: HashMap<EventHash, u64>,
+    pub(super) nodes: HashMap<(u32, u64), [u8; 32]>,
+    pub(super) registry: Option<Registry>,
+    pub(super) batch: CommitBatch,
+}
+
+impl Writer {
+    pub(super) fn run(&mut self, rx: std::sync::mpsc::Receiver<Stage>) {
+        while let Ok(stage) = rx.recv() {
+            match stage {
+                Stage::Group(group, prepared, now) => self.commit_group(group, prepared, now),
+                Stage::AtBoundary(f) => f(),
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Job>, prepared: Vec<Prep>, now: i64) {
+        if group.is_empty() {
+            return;
+        }
+        let now = now.max(self.last_accepted);
+        let mut ov = Overlay::default();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let started = std::time::Instant::now();
+        for (job, prep) in group.into_iter().zip(prepared) {
+            let outcome = match prep {
+                Prep::Done(o) => o,
+                Prep::Ready(p) => self
+                    .check_ready(&job.event, p, now, &mut ov)
+                    .unwrap_or_else(Outcome::Rejected),
+            };
+            outcomes.push(outcome);
+            replies.push(job.reply);
+        }
+        tracing::debug!(
+            group = outcomes.len(),
+            check_us = started.elapsed().as_micros() as u64,
+            "group checked"
+        );
+        let new_size = self.tree_size + ov.batch.entries.len() as u64;
+        let mut checkpoint = None;
+        let mut commit_error = None;
+        // After an earlier failed commit, nothing is acknowledged until a flush succeeds.
+        if let Some(why) = &self.poisoned {
+            commit_error = Some(LedgerError::Uncertain(why.clone()));
+        } else if self.unflushed {
+            match self.store.flush() {
+                Ok(()) => self.unflushed = false,
+                // sled keeps failing after an I/O error until it is reopened.
+                Err(e) => {
+                    commit_error = Some(LedgerError::Uncertain(format!(
+                        "{e}; the store has failed since an earlier write: once the disk has \
+                         space and works, restart the server"
+                    )))
+                }
+            }
+        }
+        // On such an error the write is skipped: accepted and duplicate events get the error.
+        if commit_error.is_none() && !ov.batch.entries.is_empty() {
+            match self.finish_batch(&mut ov, new_size) {
+                Ok(cp) => checkpoint = Some(cp),
+                Err(e) => commit_error = Some(e),
+            }
+            let mut applied = false;
+            if commit_error.is_none() {
+                let flush_started = std::time::Instant::now(); // ops: metrics
+                match self.store.commit(&ov.batch) {
+                    Ok(()) => {
+                        applied = true;
+                        crate::metrics::group_committed(
+                            ov.batch.entries.len(),
+                            flush_started.elapsed(),
+                            new_size,
+                        ); // ops: metrics
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "group commit failed");
+                        // The transaction may have been applied even though `commit` failed (a
+                        // failed fsync after it). Learn which from the store, so the next group
+                        // never reuses log indices, and flush before acknowledging anything else.
+                        self.unflushed = true;
+                        commit_error = Some(match self.store.tree_size() {
+                            Ok(size) if size == self.tree_size => {
+                                LedgerError::Storage(e.to_string())
+                            }
+                            Ok(size) if size == new_size => {
+                                applied = true;
+                                LedgerError::Uncertain(e.to_string())
+                            }
+                            other => {
+                                let why = format!(
+                                    "after a failed write ({e}) the store's tree size is {other:?}, \
+                                     expected {} or {new_size}; appends are refused until the \
+                                     server restarts",
+                                    self.tree_size
+                                );
+                                self.poisoned = Some(why);
+                                LedgerError::Uncertain(e.to_string())
+                            }
+                        });
+                    }
+                }
+            }
+            if applied {
+                self.tree_size = new_size;
+                self.last_accepted = now;
+                if let Some(reg) = ov.registry.take() {
+                    *self.shared_registry.write().expect("registry lock") = reg.clone();
+                    self.registry = reg;
+                }
+                if self.head_cache.len() + ov.heads.len() > HEAD_CACHE_CHAINS {
+                    self.head_cache.clear();
+                }
+                self.head_cache.extend(ov.heads.drain());
+            } else {
+                // Whatever the store holds now, the cache must not answer for it.
+                self.head_cache.clear();
+            }
+        }
+        let checkpoint = match checkpoint {
+            Some(cp) => cp,
+            None => self.store.checkpoint().ok().flatten().unwrap_or_default(),
+        };
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            let result = match outcome {
+                Outcome::Rejected(e) => Err(e),
+                Outcome::Accepted(_) | Outcome::Duplicate(_) if commit_error.is_some() => {
+                    Err(match commit_error.as_ref().expect("checked by the guard") {
+                        LedgerError::Uncertain(m) => LedgerError::Uncertain(m.clone()),
+                        LedgerError::Storage(m) => LedgerError::Storage(m.clone()),
+                        other => LedgerError::Storage(other.to_string()),
+                    })
+                }
+                Outcome::Accepted(a) => Ok(Receipt {
+                    index: a.index,
+                    event_hash: a.hash.0.to_vec(),
+                    chain_id: a.chain_id,
+                    seq: a.seq,
+                    accepted_at_unix_nanos: now,
+                    tree_size: self.tree_size,
+                    checkpoint: checkpoint.clone(),
+                    duplicate: false,
+                }),
+                Outcome::Duplicate(index) => {
+                    receipt_for_index(&self.store, index, self.tree_size, &checkpoint)
+                }
+            };
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Computes the new root, signs the checkpoint and adds nodes and checkpoint to the batch.
+    fn finish_batch(&self, ov: &mut Overlay, new_size: u64) -> Result<String, LedgerError> {
+        let store = &self.store;
+        let nodes = &ov.nodes;
+        let root = merkle::root_at(new_size, |l, i| node(store, nodes, l, i))?;
+        let cp = Checkpoint {
+            origin: self.log_key.name.clone(),
+            size: new_size,
+            root,
+            extensions: vec![],
+        };
+        let note = crate::note::sign_note(&cp.to_text(), &[&self.log_key])
+            .map_err(|e| LedgerError::Storage(format!("cannot sign checkpoint: {e}")))?;
+        ov.batch.nodes = ov.nodes.iter().map(|(k, v)| (*k, *v)).collect();
+        ov.batch.heads = ov
+            .heads
+            .iter()
+            .map(|(id, h)| (id.clone(), h.clone()))
+            .collect();
+        ov.batch.tree_size = new_size;
+        ov.batch.checkpoint = Some(note.clone());
+        Ok(note)
+    }
+
+    /// Adds an accepted entry to the group: its Merkle nodes and, when a block of leaves is
+    /// complete, that block's leaf hashes; the bags it names for the first time in its chain;
+    /// the chain's new head; the entry itself.
+    #[allow(clippy::too_many_arguments)] // one call site; the values of one accepted event
+    pub(super) fn stage_entry(
+        &self,
+        ov: &mut Overlay,
+        index: u64,
+        entry: Vec<u8>,
+        hash: EventHash,
+        body: &EventBody,
+        state_name: String,
+        state: Option<ChainState>,
+    ) -> Result<(), LedgerError> {
+        let leaf = merkle::leaf_hash(&entry);
+        let store = &self.store;
+        let completed = {
+            let nodes = &ov.nodes;
+            merkle::nodes_completed_by_append(index, leaf, |l, i| node(store, nodes, l, i))?
+        };
+        ov.nodes.extend(completed);
+        if (index + 1).is_multiple_of(crate::store::LEAF_BLOCK) {
+            // A block of leaves is complete: record its leaf hashes (the store keeps no
+            // per-entry node below `STORED_NODE_MIN_LEVEL`).
+            let first = index + 1 - crate::store::LEAF_BLOCK;
+            let nodes = &ov.nodes;
+            let leaves = (first..=index)
+                .map(|j| node(store, nodes, 0, j))
+                .collect::<Result<Vec<_>, _>>()?;
+            ov.batch
+                .leaf_blocks
+                .push((first / crate::store::LEAF_BLOCK, leaves));
+        }
+        ov.hashes.insert(hash, index);
+        for din in bags_named(body) {
+            let named = ov
+                .batch
+                .bags
+                .iter()
+                .any(|(d, c, _)| d == din && *c == body.chain_id);
+            if !named && !self.store.bag_in_chain(din, &body.chain_id)? {
+                ov.batch
+                    .bags
+                    .push((din.to_string(), body.chain_id.clone(), index));
+            }
+        }
+        ov.heads.insert(
+            body.chain_id.clone(),
+            Head {
+                seq: body.seq,
+                hash: hash.0,
+                state_name,
+                state,
+            },
+        );
+        ov.batch.entries.push(NewEntry {
+            index,
+            bytes: entry,
+            event_hash: hash,
+            chain_id: body.chain_id.clone(),
+            seq: body.seq,
+        });
+        Ok(())
+    }
+}
+
+/// One stored perfect-subtree hash, from this group's overlay or the store.
+fn node(
+    store: &Store,
+    overlay: &HashMap<(u32, u64), [u8; 32]>,
+    level: u32,
+    index: u64,
+) -> Result<[u8; 32], LedgerError> {
+    if let Some(h) = overlay.get(&(level, index)) {
+        return Ok(*h);
+    }
+    store.node(level, index)?.ok_or_else(|| {
+        LedgerError::Storage(format!(
+            "Merkle node ({level},{index}) is missing from the store"
+        ))
+    })
+}
