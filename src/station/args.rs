@@ -1,0 +1,56 @@
+//! The flags of `celltrail scan` and its exit codes.
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub server: crate::client::ServerArg,
+    /// Your key file (you sign PERFORMED). Not needed with --drain.
+    #[arg(long, env = "CELLTRAIL_KEY")]
+    pub key: Option<PathBuf>,
+    /// A second person's key file, for events the policy wants two people on (bedside check:
+    /// VERIFIED; shipment and hand-off: RECEIVED; destruction: APPROVED). Asked for if missing.
+    #[arg(long, env = "CELLTRAIL_COSIGN_KEY")]
+    pub cosign_key: Option<PathBuf>,
+    /// This station's site code (or GLN).
+    #[arg(long, env = "CELLTRAIL_SITE")]
+    pub site: Option<String>,
+    /// Store-and-forward queue directory (sled).
+    #[arg(long, env = "CELLTRAIL_QUEUE", default_value = "./celltrail-station")]
+    pub queue: PathBuf,
+    /// Event kind (collected, received, stored, dispensed, bedside_check, ...); asked if missing.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Chain id [default: the first bag DIN scanned; a product bag whose DIN names no chain is
+    /// looked up on the server (the chain whose events produced it)].
+    #[arg(long)]
+    pub chain: Option<String>,
+    /// A scanned code, exactly as the scanner sends it (repeatable).
+    #[arg(long = "scan")]
+    pub scans: Vec<String>,
+    /// Event fields, name=value (repeatable), as for `celltrail event`.
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// Comment (required for "No" answers and deviations).
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// When it happened, RFC 3339 [default: now].
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Scripted mode: never ask, sign without confirmation; anything missing is an error.
+    #[arg(long)]
+    pub yes: bool,
+    /// Bedside identity check (same as --event bedside_check).
+    #[arg(long)]
+    pub bedside: bool,
+    /// Only send what is queued, then stop.
+    #[arg(long)]
+    pub drain: bool,
+}
+
+pub const EXIT_ACCEPTED: i32 = 0;
+pub const EXIT_REJECTED: i32 = 1;
+pub const EXIT_MISMATCH: i32 = 2;
+pub const EXIT_QUEUED: i32 = 3;

@@ -1,0 +1,241 @@
+//! Sending to the server: connecting with short timeouts, telling "away" from "refused",
+//! submitting one event (or queuing it), and replaying the queue in order.
+
+use super::queue::{Link, Queued, Status};
+use super::session::Station;
+use super::ui::big;
+use super::{queue_cmd, EXIT_ACCEPTED, EXIT_QUEUED, EXIT_REJECTED};
+use crate::client::Client;
+use crate::pb::ledger_client::LedgerClient;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tonic::Code as GrpcCode;
+
+/// Connects with short timeouts: a station must fall back to its queue quickly.
+pub(super) async fn try_connect(server: &str) -> Option<Client> {
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let ep = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(20));
+    let ch = ep.connect().await.ok()?;
+    Some(LedgerClient::new(ch).max_decoding_message_size(crate::rules::MAX_GRPC_MESSAGE))
+}
+
+/// The server could not be reached or the answer was lost (as opposed to: it answered no).
+pub(super) fn is_offline(s: &tonic::Status) -> bool {
+    crate::client::is_transport_failure(s)
+}
+
+/// The chain moved on the server since the event was signed (needs a rebase and re-signature).
+pub(super) fn is_conflict(s: &tonic::Status) -> bool {
+    s.code() == GrpcCode::AlreadyExists
+        || (s.code() == GrpcCode::FailedPrecondition
+            && (s.message().starts_with("stale prev_hash")
+                || s.message().contains("would leave a gap")
+                || s.message().contains("does not exist; its first event")))
+}
+
+/// Test hooks of the replay, compiled into debug builds only (the crash tests drive the real
+/// debug binary); a release build has none, so production never pauses or aborts here.
+#[derive(Default)]
+struct ReplayHooks {
+    /// `CELLTRAIL_STATION_REPLAY_PAUSE_MS`: pause between two sends (a test kills the station
+    /// mid-replay).
+    pause_ms: u64,
+    /// `CELLTRAIL_STATION_CRASH_AFTER_SEND`: abort right after the n-th receipt, before that
+    /// event leaves the queue.
+    crash_after: Option<u64>,
+}
+
+impl ReplayHooks {
+    #[cfg(debug_assertions)]
+    fn from_env() -> ReplayHooks {
+        let env = |name: &str| -> Option<u64> { std::env::var(name).ok()?.trim().parse().ok() };
+        ReplayHooks {
+            pause_ms: env("CELLTRAIL_STATION_REPLAY_PAUSE_MS").unwrap_or(0),
+            crash_after: env("CELLTRAIL_STATION_CRASH_AFTER_SEND"),
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn from_env() -> ReplayHooks {
+        ReplayHooks::default()
+    }
+
+    fn after_receipt(&self, sent: u64) {
+        if self.crash_after == Some(sent) {
+            eprintln!("celltrail scan: test hook: abort after send {sent}");
+            std::process::abort();
+        }
+    }
+
+    async fn between_sends(&self) {
+        if self.pause_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.pause_ms)).await;
+        }
+    }
+}
+
+impl Station {
+    /// Sends every waiting event in order. Stops at the first sign that the server is away;
+    /// events the server refuses stay in the queue, marked, with the reason shown.
+    pub(super) async fn drain(&mut self) -> anyhow::Result<()> {
+        let hooks = ReplayHooks::from_env();
+        let mut blocked: BTreeMap<String, u64> = BTreeMap::new();
+        let all = self.queue.all()?;
+        if all.is_empty() {
+            return Ok(());
+        }
+        for (id, q) in all {
+            if q.status != Status::Waiting {
+                blocked.entry(q.chain_id.clone()).or_insert(id);
+                continue;
+            }
+            if let Some(first) = blocked.get(&q.chain_id) {
+                let why = format!(
+                    "follows queued event #{first} of chain {} that the server did not accept",
+                    q.chain_id
+                );
+                println!("  HELD  {} seq {} {}: {why}", q.chain_id, q.seq, q.kind);
+                self.queue.set_status(id, Status::Conflict(why))?;
+                continue;
+            }
+            let Some(c) = self.client.as_mut() else {
+                break;
+            };
+            match c.append(q.signed_event()?).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    self.sent += 1;
+                    hooks.after_receipt(self.sent);
+                    self.queue.remove(id)?;
+                    self.queue.set_head(
+                        &q.chain_id,
+                        &Link {
+                            seq: r.seq + 1,
+                            prev_hash: hex::encode(&r.event_hash),
+                        },
+                    )?;
+                    println!(
+                        "  SENT  {} seq {} {}: ACCEPTED, log index {}{}",
+                        q.chain_id,
+                        q.seq,
+                        q.kind,
+                        r.index,
+                        if r.duplicate {
+                            " (was already recorded)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Err(s) if is_offline(&s) => {
+                    self.client = None;
+                    break;
+                }
+                Err(s) => {
+                    let (word, status) = if is_conflict(&s) {
+                        ("CONFLICT", Status::Conflict(s.message().to_string()))
+                    } else {
+                        ("REJECTED", Status::Rejected(s.message().to_string()))
+                    };
+                    big(
+                        word,
+                        &[
+                            format!(
+                                "queued {} seq {} {} (signed offline) was refused:",
+                                q.chain_id, q.seq, q.kind
+                            ),
+                            format!("{:?}: {}", s.code(), s.message()),
+                            "It stays in the queue, marked. It is NOT rebased: a rebase needs"
+                                .into(),
+                            "the signers to sign again. Take it out with".into(),
+                            format!(
+                                "`celltrail queue discard {id} --reason TEXT{}`",
+                                queue_cmd::queue_flag(&self.a.queue)
+                            ),
+                            "and record it again on the current chain.".into(),
+                        ],
+                    );
+                    self.queue.set_status(id, status)?;
+                    blocked.insert(q.chain_id.clone(), id);
+                }
+            }
+            hooks.between_sends().await;
+        }
+        println!("  {}", self.queue_line()?);
+        Ok(())
+    }
+
+    /// Sends now, or queues when the server is away.
+    pub(super) async fn submit(
+        &mut self,
+        ev: crate::pb::SignedEvent,
+        kind: &str,
+    ) -> anyhow::Result<i32> {
+        let q = Queued::new(&ev, kind)?;
+        if let Some(c) = self.client.as_mut() {
+            match c.append(ev.clone()).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    self.queue.set_head(
+                        &q.chain_id,
+                        &Link {
+                            seq: r.seq + 1,
+                            prev_hash: hex::encode(&r.event_hash),
+                        },
+                    )?;
+                    big(
+                        "ACCEPTED",
+                        &[
+                            format!("{} {} seq {}", q.chain_id, kind, r.seq),
+                            format!(
+                                "log index {}, event {}{}",
+                                r.index,
+                                hex::encode(&r.event_hash[..8.min(r.event_hash.len())]),
+                                if r.duplicate {
+                                    " (was already recorded)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ],
+                    );
+                    return Ok(EXIT_ACCEPTED);
+                }
+                Err(s) if is_offline(&s) => self.client = None,
+                Err(s) => {
+                    big(
+                        "REJECTED",
+                        &[
+                            format!(
+                                "{} {} seq {} was refused by the server:",
+                                q.chain_id, kind, q.seq
+                            ),
+                            format!("{:?}: {}", s.code(), s.message()),
+                        ],
+                    );
+                    return Ok(EXIT_REJECTED);
+                }
+            }
+        }
+        self.queue.push(&q)?;
+        let (waiting, _) = self.queue.counts()?;
+        big(
+            &format!("QUEUED ({waiting} waiting)"),
+            &[
+                format!(
+                    "{} {} seq {} is signed and kept on this station",
+                    q.chain_id, kind, q.seq
+                ),
+                "the server is unreachable; it is sent when the network is back".into(),
+            ],
+        );
+        Ok(EXIT_QUEUED)
+    }
+}

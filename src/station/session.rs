@@ -1,0 +1,690 @@
+//! One operator's run of the station: open the queue and connect, read scans, choose the
+//! event, ask what the labels do not say, show the summary, sign, and hand the signed event to
+//! `forward`; the bedside MATCH / MISMATCH before anything is signed.
+
+use super::args::{ScanArgs, EXIT_ACCEPTED, EXIT_MISMATCH, EXIT_QUEUED, EXIT_REJECTED};
+use super::forward::{is_offline, try_connect};
+use super::queue::{Link, Queue};
+use super::ui::{big, Ui};
+use super::{apply_scans, bedside_check, comment_required, form, queue_cmd, Code, Status};
+use crate::client::{self, Client, Draft, Fields, KINDS};
+use crate::keys::read_key_file;
+use crate::note::NoteSigner;
+use crate::pb::{FindChainsByBagRequest, GetChainRequest, SignatureMeaning};
+use anyhow::{anyhow, bail, Context};
+use std::collections::BTreeMap;
+use tonic::Code as GrpcCode;
+
+pub(super) struct Station {
+    pub(super) a: ScanArgs,
+    pub(super) queue: Queue,
+    pub(super) client: Option<Client>,
+    pub(super) ui: Ui,
+    pub(super) sent: u64,
+}
+
+/// What the operator or the script asked for before the station fills in the rest.
+struct Request {
+    kind: Option<String>,
+    codes: Vec<Code>,
+}
+
+enum Step {
+    Done(i32),
+    Quit,
+}
+
+impl Station {
+    pub(super) async fn open(a: ScanArgs) -> anyhow::Result<Station> {
+        let queue = Queue::open(&a.queue)?;
+        let client = try_connect(&a.server.server).await;
+        let ui = Ui {
+            interactive: !a.yes && !a.drain,
+        };
+        Ok(Station {
+            a,
+            queue,
+            client,
+            ui,
+            sent: 0,
+        })
+    }
+
+    pub(super) fn queue_line(&self) -> anyhow::Result<String> {
+        let (waiting, attention) = self.queue.counts()?;
+        Ok(if attention > 0 {
+            format!(
+                "queue: {waiting} waiting, {attention} NEED ATTENTION (refused by the server; \
+                 see `celltrail queue list{}`)",
+                queue_cmd::queue_flag(&self.a.queue)
+            )
+        } else {
+            format!("queue: {waiting} waiting")
+        })
+    }
+
+    pub(super) async fn run(mut self) -> anyhow::Result<i32> {
+        println!(
+            "CELLTRAIL STATION  server {} {}  {}",
+            self.a.server.server,
+            if self.client.is_some() {
+                "ONLINE"
+            } else {
+                "OFFLINE"
+            },
+            self.queue_line()?
+        );
+        self.drain().await?;
+        if self.a.drain {
+            let (waiting, attention) = self.queue.counts()?;
+            if waiting == 0 && attention == 0 {
+                big("QUEUE EMPTY", &["every queued event was recorded".into()]);
+                return Ok(EXIT_ACCEPTED);
+            }
+            if waiting > 0 {
+                big(
+                    &format!("QUEUED ({waiting} waiting)"),
+                    &["the server is unreachable; run again when it is back".into()],
+                );
+                return Ok(EXIT_QUEUED);
+            }
+            big(
+                "ATTENTION",
+                &[
+                    format!("{attention} queued event(s) were refused by the server; see above"),
+                    format!(
+                        "list them: `celltrail queue list{}`",
+                        queue_cmd::queue_flag(&self.a.queue)
+                    ),
+                    format!(
+                        "then `celltrail queue discard ID --reason TEXT{}` and record them again",
+                        queue_cmd::queue_flag(&self.a.queue)
+                    ),
+                ],
+            );
+            return Ok(EXIT_REJECTED);
+        }
+        let key =
+            self.a.key.clone().ok_or_else(|| {
+                anyhow!("--key FILE is required: the station signs with your key")
+            })?;
+        let me = read_key_file(&key)?;
+        if self.a.site.is_none() {
+            bail!("--site is required: the site code of this station");
+        }
+        let mut cosigner = match &self.a.cosign_key {
+            Some(p) => Some(crate::keys::read_key_file_with(
+                p,
+                &crate::keys::PassphraseSource::COSIGNER,
+            )?),
+            None => None,
+        };
+        println!(
+            "Signed in as {} at site {}.",
+            me.name,
+            self.a.site.as_deref().unwrap_or_default()
+        );
+        let mut req = Request {
+            kind: self
+                .a
+                .event
+                .clone()
+                .or_else(|| self.a.bedside.then(|| "bedside_check".to_string())),
+            codes: Vec::new(),
+        };
+        for s in &self.a.scans.clone() {
+            match Code::from_scan(crate::codes::classify(s)) {
+                Ok(c) => req.codes.push(c),
+                Err(e) if self.ui.interactive => println!("  {e}"),
+                Err(e) => {
+                    big("REJECTED", &[format!("--scan {s:?}: {e}")]);
+                    return Ok(EXIT_REJECTED);
+                }
+            }
+        }
+        if !self.ui.interactive {
+            return match self.one_event(&me, &mut cosigner, req).await? {
+                Step::Done(c) => Ok(c),
+                Step::Quit => Ok(EXIT_REJECTED),
+            };
+        }
+        let mut last = EXIT_ACCEPTED;
+        loop {
+            match self.one_event(&me, &mut cosigner, req).await? {
+                Step::Done(c) => last = c,
+                Step::Quit => return Ok(last),
+            }
+            req = Request {
+                kind: self.a.bedside.then(|| "bedside_check".to_string()),
+                codes: Vec::new(),
+            };
+            if self.client.is_none() {
+                self.client = try_connect(&self.a.server.server).await;
+                if self.client.is_some() {
+                    println!("Server is back: sending the queue.");
+                    self.drain().await?;
+                }
+            }
+            println!(
+                "Next: scan the next bag, or type QUIT. ({})",
+                self.queue_line()?
+            );
+        }
+    }
+
+    /// Reads scans until an empty line; typed event names choose the event.
+    fn read_scans(&self, req: &mut Request) -> Option<()> {
+        println!("Scan the bag and the other codes, then press Enter on an empty line.");
+        loop {
+            let line = self.ui.ask("scan")?;
+            let t = line.trim();
+            if t.is_empty() {
+                if req.codes.is_empty() && req.kind.is_none() {
+                    continue;
+                }
+                return Some(());
+            }
+            if t.eq_ignore_ascii_case("quit") || t.eq_ignore_ascii_case("exit") {
+                return None;
+            }
+            let lower = t.to_ascii_lowercase();
+            if KINDS.iter().any(|(k, _)| *k == lower) {
+                println!("  EVENT  {lower}");
+                req.kind = Some(lower);
+                continue;
+            }
+            match Code::from_scan(crate::codes::classify(t)) {
+                Ok(c) => {
+                    println!("  {}", c.describe());
+                    req.codes.push(c);
+                }
+                Err(e) => println!("  {e}"),
+            }
+        }
+    }
+
+    fn choose_kind(&self) -> Option<String> {
+        println!("Which event?");
+        for (i, (k, _)) in KINDS.iter().enumerate() {
+            print!("  {:>2} {:<19}", i + 1, k);
+            if i % 3 == 2 {
+                println!();
+            }
+        }
+        println!();
+        loop {
+            let t = self.ui.ask("event")?.trim().to_ascii_lowercase();
+            if let Ok(n) = t.parse::<usize>() {
+                if (1..=KINDS.len()).contains(&n) {
+                    return Some(KINDS[n - 1].0.to_string());
+                }
+            }
+            if KINDS.iter().any(|(k, _)| *k == t) {
+                return Some(t);
+            }
+            println!("  type a number from the list or an event name");
+        }
+    }
+
+    /// Asks until the answer parses (or is empty for an optional question).
+    fn ask_field(&self, q: &form::Question) -> Option<Option<String>> {
+        loop {
+            let line = self.ui.ask(q.prompt)?;
+            let t = line.trim();
+            if t.is_empty() && q.optional {
+                return Some(if q.answer == form::Answer::MinutesAgo {
+                    form::parse_answer(q.answer, "", crate::time::now_nanos()).ok()
+                } else {
+                    None
+                });
+            }
+            if t.is_empty() {
+                println!("  needed: {}", q.prompt);
+                continue;
+            }
+            if q.answer == form::Answer::Text {
+                // A scanned answer is recognised like any scan; free text stays as typed.
+                match Code::from_scan(crate::codes::classify(t)) {
+                    Ok(Code::Bag(v) | Code::Wristband(v) | Code::Shipper(v) | Code::Asset(v))
+                    | Ok(Code::Product(v)) => return Some(Some(v)),
+                    Err(e) if e.starts_with("BAD CODE") => {
+                        println!("  {e}");
+                        continue;
+                    }
+                    _ => return Some(Some(t.to_string())),
+                }
+            }
+            match form::parse_answer(q.answer, t, crate::time::now_nanos()) {
+                Ok(v) => return Some(Some(v)),
+                Err(e) => println!("  {e}"),
+            }
+        }
+    }
+
+    /// One event from scans to ACCEPTED / REJECTED / QUEUED / MISMATCH.
+    async fn one_event(
+        &mut self,
+        me: &NoteSigner,
+        cosigner: &mut Option<NoteSigner>,
+        mut req: Request,
+    ) -> anyhow::Result<Step> {
+        let interactive = self.ui.interactive;
+        if interactive && self.read_scans(&mut req).is_none() {
+            return Ok(Step::Quit);
+        }
+        let kind = match req.kind.take() {
+            Some(k) => k,
+            None if interactive => match self.choose_kind() {
+                Some(k) => k,
+                None => return Ok(Step::Quit),
+            },
+            None => {
+                big("REJECTED", &["--event KIND is required with --yes".into()]);
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+        };
+        if !KINDS.iter().any(|(k, _)| *k == kind) {
+            big("REJECTED", &[format!("unknown event kind {kind:?}")]);
+            return Ok(Step::Done(EXIT_REJECTED));
+        }
+        let site = self.a.site.clone().unwrap_or_default();
+        let mut fields = match Fields::parse(&self.a.set) {
+            Ok(_) => parse_set(&self.a.set),
+            Err(e) => {
+                big("REJECTED", &[e]);
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+        };
+        let (mut chain, warnings) =
+            apply_scans(&kind, self.a.chain.as_deref(), &req.codes, &mut fields);
+        for w in warnings {
+            println!("  {w}");
+        }
+        while chain.is_none() {
+            if !interactive {
+                big(
+                    "REJECTED",
+                    &["no chain: scan the bag's DIN (--scan) or give --chain".into()],
+                );
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+            let Some(line) = self.ui.ask("Scan the bag (DIN) that names the chain") else {
+                return Ok(Step::Quit);
+            };
+            match Code::from_scan(crate::codes::classify(&line)) {
+                Ok(c @ Code::Bag(_)) => {
+                    req.codes.insert(0, c);
+                    fields = parse_set(&self.a.set);
+                    chain = apply_scans(&kind, self.a.chain.as_deref(), &req.codes, &mut fields).0;
+                }
+                Ok(other) => println!("  that is a {}, not a bag", other.describe()),
+                Err(e) => println!("  {e}"),
+            }
+        }
+        let mut chain = chain.expect("loop above ends only with a chain");
+        if self.a.chain.is_none() {
+            match self.chain_of_bag(&kind, &chain).await? {
+                Ok(Some(found)) => {
+                    println!("  bag {chain} belongs to chain {found}");
+                    chain = found;
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    big("REJECTED", &[why]);
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+            }
+        }
+        // Inferred from the station and the second person.
+        if matches!(kind.as_str(), "shipped" | "custody_handoff") {
+            fields.entry("from_site".into()).or_insert(site.clone());
+        }
+
+        // Ask what the scans and --set did not give.
+        for q in form::questions(&kind) {
+            if fields.contains_key(q.field) || !interactive {
+                continue;
+            }
+            match self.ask_field(&q) {
+                None => return Ok(Step::Quit),
+                Some(Some(v)) => {
+                    fields.insert(q.field.to_string(), v);
+                }
+                Some(None) => {}
+            }
+        }
+
+        if kind == "bedside_check" {
+            let wrist = fields.get("wristband_coi_ref").cloned().unwrap_or_default();
+            let bag = fields.get("product_bag_id").cloned().unwrap_or_default();
+            if wrist.is_empty() || bag.is_empty() {
+                big(
+                    "MISMATCH",
+                    &["scan BOTH the wristband (CoI) and the product bag (DIN)".into()],
+                );
+                return Ok(Step::Done(EXIT_MISMATCH));
+            }
+            if let Some(code) = self.bedside(&chain, &wrist, &bag).await? {
+                return Ok(Step::Done(code));
+            }
+        }
+
+        // Comment: required for a No answer or a deviation.
+        let mut comment = self.a.comment.clone().unwrap_or_default();
+        if let Some(why) = comment_required(&kind, &fields) {
+            while comment.trim().is_empty() {
+                if !interactive {
+                    big(
+                        "REJECTED",
+                        &[format!("a comment is required ({why}): add --comment TEXT")],
+                    );
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+                match self.ui.ask(&format!("Comment (required: {why})")) {
+                    Some(c) => comment = c.trim().to_string(),
+                    None => return Ok(Step::Quit),
+                }
+            }
+        } else if interactive && self.a.comment.is_none() {
+            match self.ui.ask("Comment (Enter for none)") {
+                Some(c) => comment = c.trim().to_string(),
+                None => return Ok(Step::Quit),
+            }
+        }
+
+        // Second person.
+        let second = form::second_signature(&kind, &fields);
+        if second.is_some() && cosigner.is_none() {
+            if !interactive {
+                big(
+                    "REJECTED",
+                    &[format!(
+                        "{kind} needs a second person: --cosign-key FILE ({})",
+                        second.unwrap_or_default()
+                    )],
+                );
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+            loop {
+                let Some(p) = self.ui.ask(&format!(
+                    "Second person ({}): path to your key file",
+                    second.unwrap_or_default()
+                )) else {
+                    return Ok(Step::Quit);
+                };
+                match crate::keys::read_key_file_with(
+                    std::path::Path::new(p.trim()),
+                    &crate::keys::PassphraseSource::COSIGNER,
+                ) {
+                    Ok(k) if k.name == me.name => {
+                        println!("  the second person must be someone else")
+                    }
+                    Ok(k) => {
+                        *cosigner = Some(k);
+                        break;
+                    }
+                    Err(e) => println!("  {e}"),
+                }
+            }
+        }
+        if kind == "shipped" {
+            if let Some(c) = cosigner.as_ref() {
+                fields.entry("courier".into()).or_insert(c.name.clone());
+            }
+        }
+
+        let detail = match client::detail_from_fields(&kind, Fields::from_map(fields.clone())) {
+            Ok(d) => d,
+            Err(e) => {
+                big("REJECTED", &[e, "nothing was signed".into()]);
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+        };
+        let occurred_at = match &self.a.at {
+            Some(t) => crate::time::parse_rfc3339(t).map_err(|e| anyhow!("--at: {e}"))?,
+            None => crate::time::now_nanos(),
+        };
+
+        let link = match self.link(&chain, &kind).await? {
+            Ok(l) => l,
+            Err(why) => {
+                big("REJECTED", &[why, "nothing was signed".into()]);
+                return Ok(Step::Done(EXIT_REJECTED));
+            }
+        };
+
+        // Summary and confirmation.
+        let mut signers: Vec<(&NoteSigner, SignatureMeaning)> =
+            vec![(me, SignatureMeaning::Performed)];
+        let second_meaning = match second {
+            Some(m) => Some(client::parse_meaning(m).map_err(|e| anyhow!(e))?),
+            None => None,
+        };
+        if let (Some(c), Some(m)) = (cosigner.as_ref(), second_meaning) {
+            signers.push((c, m));
+        }
+        println!("------------------------ SUMMARY ------------------------");
+        println!("  EVENT      {}", kind.to_ascii_uppercase());
+        println!("  CHAIN      {chain}   (seq {})", link.seq);
+        println!("  SITE       {site}");
+        for (k, v) in &fields {
+            println!("  {:<10} {v}", k);
+        }
+        if !comment.is_empty() {
+            println!("  COMMENT    {comment}");
+        }
+        for (s, m) in &signers {
+            println!("  SIGNER     {} ({})", s.name, m.as_str_name());
+        }
+        println!("---------------------------------------------------------");
+        if interactive {
+            for (s, m) in &signers {
+                let Some(ans) = self.ui.ask(&format!(
+                    "{}: type YES to sign ({})",
+                    s.name,
+                    m.as_str_name()
+                )) else {
+                    return Ok(Step::Quit);
+                };
+                if !ans.trim().eq_ignore_ascii_case("yes") && !ans.trim().eq_ignore_ascii_case("y")
+                {
+                    big("CANCELLED", &["nothing was signed".into()]);
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+            }
+        }
+
+        let prev_hash = hex::decode(&link.prev_hash).context("stored prev_hash")?;
+        let ev = client::sign_draft(
+            Draft {
+                chain_id: chain.clone(),
+                seq: link.seq,
+                prev_hash,
+                occurred_at,
+                site,
+                comment,
+                detail,
+            },
+            &signers,
+            crate::time::now_nanos(),
+        );
+        Ok(Step::Done(self.submit(ev, &kind).await?))
+    }
+
+    /// The chain a scanned bag belongs to when no chain has the bag's DIN as its id (a product
+    /// bag made from the apheresis bag that names the chain): asked of the server's bag index.
+    /// `Ok(None)`: keep `din` as the chain (it is one, the station has events queued for it,
+    /// the event starts a chain, the server does not know the bag, or it is unreachable).
+    async fn chain_of_bag(
+        &mut self,
+        kind: &str,
+        din: &str,
+    ) -> anyhow::Result<Result<Option<String>, String>> {
+        if kind == "enrolled" || self.queue.last_for_chain(din)?.is_some() {
+            return Ok(Ok(None));
+        }
+        let Some(c) = self.client.as_mut() else {
+            return Ok(Ok(None));
+        };
+        match client::next_link(c, din).await {
+            Ok((0, _)) => {} // no chain has this id
+            Ok(_) => return Ok(Ok(None)),
+            Err(s) => {
+                if is_offline(&s) {
+                    self.client = None;
+                }
+                return Ok(Ok(None));
+            }
+        }
+        let found = c
+            .find_chains_by_bag(FindChainsByBagRequest {
+                din: din.to_string(),
+            })
+            .await;
+        match found {
+            Ok(r) => {
+                let chains: Vec<String> = r
+                    .into_inner()
+                    .chains
+                    .into_iter()
+                    .map(|h| h.chain_id)
+                    .collect();
+                match chains.as_slice() {
+                    [one] => Ok(Ok(Some(one.clone()))),
+                    _ => Ok(Err(format!(
+                        "bag {din} is named by {} chains ({}): give --chain",
+                        chains.len(),
+                        chains.join(", ")
+                    ))),
+                }
+            }
+            Err(s) => {
+                if is_offline(&s) {
+                    self.client = None;
+                }
+                Ok(Ok(None))
+            }
+        }
+    }
+
+    /// Where the next event of `chain` goes: after the chain's last queued event, else the
+    /// server's head (live, or as last seen). `Err(reason)` when it cannot be known.
+    async fn link(&mut self, chain: &str, kind: &str) -> anyhow::Result<Result<Link, String>> {
+        let queued = self.queue.all()?;
+        if let Some((id, q)) = queued
+            .iter()
+            .find(|(_, q)| q.chain_id == chain && q.status != Status::Waiting)
+        {
+            return Ok(Err(format!(
+                "chain {chain} has queued event #{id} (seq {}, {}) that the server refused; \
+                 deal with it first: `celltrail queue list{}`, then `celltrail queue discard \
+                 {id} --reason TEXT`",
+                q.seq,
+                q.kind,
+                queue_cmd::queue_flag(&self.a.queue)
+            )));
+        }
+        if let Some(q) = self.queue.last_for_chain(chain)? {
+            return Ok(Ok(Link {
+                seq: q.seq + 1,
+                prev_hash: q.event_hash.clone(),
+            }));
+        }
+        if let Some(c) = self.client.as_mut() {
+            match client::next_link(c, chain).await {
+                Ok((seq, prev)) => {
+                    let l = Link {
+                        seq,
+                        prev_hash: hex::encode(prev),
+                    };
+                    self.queue.set_head(chain, &l)?;
+                    return Ok(Ok(l));
+                }
+                Err(s) if is_offline(&s) => self.client = None,
+                Err(s) => return Ok(Err(format!("{:?}: {}", s.code(), s.message()))),
+            }
+        }
+        if let Some(l) = self.queue.head(chain)? {
+            return Ok(Ok(l));
+        }
+        if kind == "enrolled" {
+            return Ok(Ok(Link {
+                seq: 0,
+                prev_hash: hex::encode([0u8; 32]),
+            }));
+        }
+        Ok(Err(format!(
+            "OFFLINE, and this station has never seen chain {chain}: it cannot chain the event \
+             to the bag's history. Wait for the network."
+        )))
+    }
+
+    /// Shows MATCH or MISMATCH; `Some(exit code)` when the check stops the event.
+    async fn bedside(
+        &mut self,
+        chain: &str,
+        wrist: &str,
+        bag: &str,
+    ) -> anyhow::Result<Option<i32>> {
+        let Some(c) = self.client.as_mut() else {
+            big(
+                "CANNOT CHECK",
+                &[
+                    "the server is unreachable: the bedside check needs the chain".into(),
+                    "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
+                ],
+            );
+            return Ok(Some(EXIT_MISMATCH));
+        };
+        let resp = c
+            .get_chain(GetChainRequest {
+                chain_id: chain.to_string(),
+            })
+            .await;
+        let entries = match resp {
+            Ok(r) => r.into_inner().entries,
+            Err(s) if s.code() == GrpcCode::NotFound => {
+                big(
+                    "MISMATCH",
+                    &[
+                        format!("no chain {chain} on the server: this bag is unknown"),
+                        "NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into(),
+                    ],
+                );
+                return Ok(Some(EXIT_MISMATCH));
+            }
+            Err(s) => {
+                if is_offline(&s) {
+                    self.client = None;
+                }
+                big(
+                    "CANNOT CHECK",
+                    &[
+                        format!("{:?}: {}", s.code(), s.message()),
+                        "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
+                    ],
+                );
+                return Ok(Some(EXIT_MISMATCH));
+            }
+        };
+        let v = bedside_check(&entries, wrist, bag);
+        if v.matched {
+            big("MATCH", &v.lines);
+            Ok(None)
+        } else {
+            let mut lines = v.lines;
+            lines.push("NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into());
+            big("MISMATCH", &lines);
+            Ok(Some(EXIT_MISMATCH))
+        }
+    }
+}
+
+/// `--set` pairs as a map (already validated by `Fields::parse`).
+fn parse_set(pairs: &[String]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect()
+}
