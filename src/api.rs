@@ -37,7 +37,16 @@ impl From<crate::log::LogError> for Status {
 
 impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
-        Status::new(code_of(&e), e.to_string())
+        let mut status = Status::new(code_of(&e), e.to_string());
+        if let LedgerError::NotWriter(Some(writer)) = &e {
+            // Clients that fail over read the writer's address here (crate::failover).
+            if let Ok(v) = writer.parse() {
+                status
+                    .metadata_mut()
+                    .insert(crate::failover::WRITER_HEADER, v);
+            }
+        }
+        status
     }
 }
 
@@ -62,9 +71,10 @@ pub fn code_of(e: &LedgerError) -> Code {
             LedgerError::Policy(_) => Code::FailedPrecondition,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
-            LedgerError::Storage(_) | LedgerError::Uncertain(_) | LedgerError::ShuttingDown => {
-                Code::Unavailable
-            }
+            LedgerError::Storage(_)
+            | LedgerError::Uncertain(_)
+            | LedgerError::ShuttingDown
+            | LedgerError::NotWriter(_) => Code::Unavailable,
         }
     }
 }

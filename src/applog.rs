@@ -68,6 +68,7 @@ pub fn reason(e: &LedgerError) -> &'static str {
         LedgerError::Storage(_) => "storage",
         LedgerError::Uncertain(_) => "uncertain",
         LedgerError::ShuttingDown => "shutting_down",
+        LedgerError::NotWriter(_) => "not_writer",
     }
 }
 

@@ -474,7 +474,7 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
         }
     };
     let admin = read_key_file(&admin_key)?;
-    let mut c = server.connect().await?;
+    let servers = server.servers()?;
     let draft = Draft {
         chain_id: KEYS_CHAIN.into(),
         seq: 0,
@@ -484,7 +484,9 @@ async fn key(k: KeyCommand) -> anyhow::Result<()> {
         comment: String::new(),
         detail,
     };
-    let r = client::append_draft(&mut c, draft, &[(&admin, SignatureMeaning::Performed)]).await?;
+    let r = servers
+        .append_draft(draft, &[(&admin, SignatureMeaning::Performed)])
+        .await?;
     println!(
         "recorded in the key registry: log index {}, keys chain seq {}",
         r.index, r.seq
@@ -518,8 +520,7 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         comment: a.comment,
         detail,
     };
-    let mut c = a.server.connect().await?;
-    let r = client::append_draft(&mut c, draft, &signers).await?;
+    let r = a.server.servers()?.append_draft(draft, &signers).await?;
     println!(
         "{} {} seq {} recorded: log index {}, event {}{}",
         a.chain,

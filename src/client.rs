@@ -418,7 +418,8 @@ mod transport_failure_tests {
 /// The `--server` and client TLS flags every client subcommand takes.
 #[derive(clap::Args, Debug)]
 pub struct ServerArg {
-    /// Server address.
+    /// Server address, or several as a,b,c (servers sharing one PostgreSQL database): calls
+    /// go to the first that answers, appends to the writer (remembered once found).
     #[arg(long, env = "CELLTRAIL_SERVER", default_value = "127.0.0.1:50051")]
     pub server: String,
     /// Connect with TLS, trusting this CA certificate (PEM) for the server.
@@ -433,14 +434,20 @@ pub struct ServerArg {
 }
 
 impl ServerArg {
-    /// Connects to `--server` with the TLS flags given (plain text when none).
+    /// Connects to the first of `--server` that answers, with the TLS flags given (plain
+    /// text when none).
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(self.servers()?.connect().await?.1)
+    }
+
+    /// The `--server` list with the TLS flags, for calls that fail over (appends).
+    pub fn servers(&self) -> anyhow::Result<crate::failover::Servers> {
         let tls = crate::tls::TlsOptions {
             ca: self.tls_ca.clone(),
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
             domain: None,
         };
-        connect_with(&self.server, &tls).await
+        crate::failover::Servers::new(&self.server, tls)
     }
 }

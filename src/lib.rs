@@ -22,6 +22,7 @@ pub mod codes;
 pub mod config;
 pub mod crypto;
 pub mod datadir;
+pub mod failover;
 pub mod keys;
 pub mod ledger;
 pub mod log;

@@ -725,6 +725,7 @@ async fn full_queue_answers_resource_exhausted_and_loses_nothing_accepted() {
     opts.ledger = LedgerOptions {
         queue_capacity: 1,
         max_group: 1,
+        ..Default::default()
     };
     let opened = celltrail::server::open(&opts).unwrap();
     let ledger = opened.ledger;

@@ -14,5 +14,9 @@ fn a_cluster_starts_durable_and_gives_separate_databases() {
     c.sql(&db, "CREATE TABLE t (x int); INSERT INTO t VALUES (7)");
     c.kill();
     c.restart();
-    assert_eq!(c.sql(&db, "SELECT x FROM t"), "7", "a committed row survives a crash");
+    assert_eq!(
+        c.sql(&db, "SELECT x FROM t"),
+        "7",
+        "a committed row survives a crash"
+    );
 }

@@ -6,7 +6,8 @@ use celltrail::crypto::EventHash;
 use celltrail::pg::lease::LeaseKeeper;
 use celltrail::pg::{PgError, PgOptions, PgStore};
 use celltrail::role::Role;
-use celltrail::store::{CommitBatch, Head, NewEntry};
+use celltrail::rules::Head;
+use celltrail::store::{CommitBatch, NewEntry};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,14 +71,26 @@ fn a_group_is_stored_as_exact_bytes_and_read_back_after_reopen() {
     assert_eq!(s.checkpoint().unwrap().as_deref(), Some("cp 2\n"));
     assert_eq!(
         s.entries_from(1, 10).unwrap(),
-        vec![(1, b"entry 1\0\x01".to_vec()), (2, b"entry 2\0\x01".to_vec())]
+        vec![
+            (1, b"entry 1\0\x01".to_vec()),
+            (2, b"entry 2\0\x01".to_vec())
+        ]
     );
-    assert_eq!(s.chain_ids().unwrap(), vec!["A".to_string(), "AB".to_string()]);
-    assert_eq!(s.chains_of_bag("A999926123456").unwrap(), vec!["A".to_string()]);
+    assert_eq!(
+        s.chain_ids().unwrap(),
+        vec!["A".to_string(), "AB".to_string()]
+    );
+    assert_eq!(
+        s.chains_of_bag("A999926123456").unwrap(),
+        vec!["A".to_string()]
+    );
     assert!(s.bag_in_chain("A999926123456", "A").unwrap());
     assert!(!s.bag_in_chain("A999926123456", "AB").unwrap());
     assert_eq!(
-        c.sql(&url.rsplit('/').next().unwrap(), "SELECT max(version) FROM celltrail.schema_migrations"),
+        c.sql(
+            url.rsplit('/').next().unwrap(),
+            "SELECT max(version) FROM celltrail.schema_migrations"
+        ),
         "1"
     );
 }
@@ -107,7 +120,13 @@ fn a_group_built_on_a_stale_tree_size_is_refused() {
     s.commit(&group(0, 2)).unwrap();
     let err = s.commit(&group(1, 2)).unwrap_err();
     assert!(
-        matches!(err, PgError::Conflict { expected: 1, found: 2 }),
+        matches!(
+            err,
+            PgError::Conflict {
+                expected: 1,
+                found: 2
+            }
+        ),
         "{err}"
     );
     assert_eq!(s.tree_size().unwrap(), 2);
@@ -118,14 +137,20 @@ fn synchronous_commit_off_is_refused_with_the_reason() {
     let c = pg::PgCluster::start();
     let url = c.create_db();
     let db = url.rsplit('/').next().unwrap().to_string();
-    c.sql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = off"));
+    c.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET synchronous_commit = off"),
+    );
     let err = PgStore::open(&url, None, &PgOptions::default())
         .err()
         .expect("refused");
     let msg = err.to_string();
     assert!(msg.contains("synchronous_commit=off"), "{msg}");
     assert!(msg.contains("crash"), "says why: {msg}");
-    c.sql("postgres", &format!("ALTER DATABASE {db} SET synchronous_commit = on"));
+    c.sql(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET synchronous_commit = on"),
+    );
     PgStore::open(&url, None, &PgOptions::default()).expect("accepted once on");
 }
 
@@ -135,8 +160,13 @@ fn a_database_of_a_newer_schema_is_refused() {
     let url = c.create_db();
     let db = url.rsplit('/').next().unwrap().to_string();
     drop(PgStore::open(&url, None, &PgOptions::default()).unwrap());
-    c.sql(&db, "INSERT INTO celltrail.schema_migrations VALUES (99, 'future', now())");
-    let err = PgStore::open(&url, None, &PgOptions::default()).err().expect("refused");
+    c.sql(
+        &db,
+        "INSERT INTO celltrail.schema_migrations VALUES (99, 'future', now())",
+    );
+    let err = PgStore::open(&url, None, &PgOptions::default())
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("version 99"), "{err}");
 }
 
@@ -157,24 +187,43 @@ fn only_the_lease_holder_commits_and_a_stale_epoch_commits_nothing() {
     let b = PgStore::open(&url, Some(rb.clone()), &PgOptions::default()).unwrap();
     let ttl = Duration::from_millis(600);
     // Without the lease nothing is written.
-    assert!(matches!(a.commit(&group(0, 1)), Err(PgError::Fenced { held: None, .. })));
-    let ea = a.try_acquire_lease("a", "10.0.0.1:50051", ttl).unwrap().expect("free lease");
+    assert!(matches!(
+        a.commit(&group(0, 1)),
+        Err(PgError::Fenced { held: None, .. })
+    ));
+    let ea = a
+        .try_acquire_lease("a", "10.0.0.1:50051", ttl)
+        .unwrap()
+        .expect("free lease");
     ra.become_writer(ea, "10.0.0.1:50051");
-    assert_eq!(b.try_acquire_lease("b", "10.0.0.2:50051", ttl).unwrap(), None, "held by a");
+    assert_eq!(
+        b.try_acquire_lease("b", "10.0.0.2:50051", ttl).unwrap(),
+        None,
+        "held by a"
+    );
     a.commit(&group(0, 1)).unwrap();
     let l = b.lease().unwrap();
     assert_eq!(l.address.as_deref(), Some("10.0.0.1:50051"));
     assert!(!l.expired);
     // a pauses past its lease; b takes over with the next epoch.
     std::thread::sleep(ttl + Duration::from_millis(200));
-    let eb = b.try_acquire_lease("b", "10.0.0.2:50051", ttl).unwrap().expect("expired lease");
+    let eb = b
+        .try_acquire_lease("b", "10.0.0.2:50051", ttl)
+        .unwrap()
+        .expect("expired lease");
     assert_eq!(eb, ea + 1);
     rb.become_writer(eb, "10.0.0.2:50051");
     // a wakes up still believing it writes: its commit is fenced and it steps down.
     let err = a.commit(&group(1, 1)).unwrap_err();
-    assert!(matches!(err, PgError::Fenced { held: Some(h), current } if h == ea && current == eb), "{err}");
+    assert!(
+        matches!(err, PgError::Fenced { held: Some(h), current } if h == ea && current == eb),
+        "{err}"
+    );
     assert!(!ra.is_writer(), "a fenced writer steps down");
-    assert!(!a.renew_lease(ea, ttl).unwrap(), "the old epoch cannot be renewed");
+    assert!(
+        !a.renew_lease(ea, ttl).unwrap(),
+        "the old epoch cannot be renewed"
+    );
     assert_eq!(a.tree_size().unwrap(), 1);
     b.commit(&group(1, 1)).unwrap();
     assert_eq!(b.tree_size().unwrap(), 2);
@@ -192,22 +241,45 @@ fn the_keeper_takes_over_an_expired_lease_and_a_stopped_writer_releases_it() {
         Arc::new(PgStore::open(&url, Some(role.clone()), &PgOptions::default()).unwrap())
     };
     let (ra, rb) = (Arc::new(Role::standby()), Arc::new(Role::standby()));
-    let mut ka = LeaseKeeper::start(open(&ra), ra.clone(), "a".into(), "A:1".into(), timing.clone());
+    let mut ka = LeaseKeeper::start(
+        open(&ra),
+        ra.clone(),
+        "a".into(),
+        "A:1".into(),
+        timing.clone(),
+    );
     let wait = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !f() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {what}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
     wait("a writes", &|| ra.is_writer());
-    let mut kb = LeaseKeeper::start(open(&rb), rb.clone(), "b".into(), "B:1".into(), timing.clone());
-    wait("b knows the writer", &|| rb.writer_address().as_deref() == Some("A:1"));
+    let mut kb = LeaseKeeper::start(
+        open(&rb),
+        rb.clone(),
+        "b".into(),
+        "B:1".into(),
+        timing.clone(),
+    );
+    wait("b knows the writer", &|| {
+        rb.writer_address().as_deref() == Some("A:1")
+    });
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(ra.is_writer() && !rb.is_writer(), "a renews: b does not take over");
+    assert!(
+        ra.is_writer() && !rb.is_writer(),
+        "a renews: b does not take over"
+    );
     let started = std::time::Instant::now();
     ka.stop();
     wait("b takes over", &|| rb.is_writer());
-    assert!(started.elapsed() < timing.ttl, "a clean stop releases the lease at once");
+    assert!(
+        started.elapsed() < timing.ttl,
+        "a clean stop releases the lease at once"
+    );
     kb.stop();
 }

@@ -54,6 +54,9 @@ pub enum LedgerError {
     Uncertain(String),
     #[error("the ledger is shutting down; retry on the restarted server")]
     ShuttingDown,
+    /// A standby (servers sharing one PostgreSQL database): only the lease holder appends.
+    #[error("this server is a standby and records nothing; {}; give clients every server (--server a,b,c) and they find the writer themselves", match .0 { Some(w) => format!("the writer is at {w}: send appends there"), None => "no server holds the writer lease right now (a standby takes over within seconds): retry shortly".into() })]
+    NotWriter(Option<String>),
 }
 
 impl From<StoreError> for LedgerError {
@@ -73,6 +76,10 @@ pub struct LedgerOptions {
     pub queue_capacity: usize,
     /// Most events committed in one group.
     pub max_group: usize,
+    /// Servers sharing a database: the writer lease decides whether this one appends (None:
+    /// always, the embedded store). The writer reloads its state from the store whenever it
+    /// starts a new lease epoch.
+    pub role: Option<Arc<crate::role::Role>>,
 }
 
 impl Default for LedgerOptions {
@@ -80,6 +87,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             queue_capacity: 8192,
             max_group: 1024,
+            role: None,
         }
     }
 }
@@ -134,6 +142,9 @@ impl Ledger {
         // writer checks, writes and flushes group N.
         let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel(2);
         let mut writer = Writer {
+            role: options.role.clone(),
+            loaded_epoch: options.role.as_ref().and_then(|r| r.epoch()),
+            admins: admins.to_vec(),
             store: store.clone(),
             registry,
             shared_registry,

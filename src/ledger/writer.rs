@@ -16,6 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub(super) struct Writer {
+    /// Whether this server may write (None: always); see `LedgerOptions::role`.
+    pub(super) role: Option<Arc<crate::role::Role>>,
+    /// The lease epoch whose store state the writer holds in memory.
+    pub(super) loaded_epoch: Option<u64>,
+    /// Trust anchors, to replay the key registry on a reload.
+    pub(super) admins: Vec<crate::note::NoteVerifier>,
     pub(super) store: Arc<Store>,
     pub(super) registry: Registry,
     /// The registry as the verifier sees it, updated after each commit that changed it.
@@ -60,6 +66,15 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<Job>, prepared: Vec<Prep>, now: i64) {
         if group.is_empty() {
+            return;
+        }
+        if let Err(e) = self.check_role() {
+            for job in group {
+                let _ = job.reply.send(Err(match &e {
+                    LedgerError::NotWriter(w) => LedgerError::NotWriter(w.clone()),
+                    other => LedgerError::Storage(other.to_string()),
+                }));
+            }
             return;
         }
         let now = now.max(self.last_accepted);
@@ -195,6 +210,45 @@ impl Writer {
     }
 
     /// Computes the new root, signs the checkpoint and adds nodes and checkpoint to the batch.
+    /// With a role: refuses as a standby; on a new lease epoch first reloads what it holds in
+    /// memory (tree size, key registry, heads, time order) from the store, where another writer
+    /// may have appended since.
+    fn check_role(&mut self) -> Result<(), LedgerError> {
+        let Some(role) = self.role.clone() else {
+            return Ok(());
+        };
+        let Some(epoch) = role.epoch() else {
+            return Err(LedgerError::NotWriter(role.writer_address()));
+        };
+        if self.loaded_epoch != Some(epoch) {
+            let registry = super::replay_registry(&self.store, &self.admins)?;
+            let tree_size = self.store.tree_size()?;
+            let last_accepted = match tree_size.checked_sub(1) {
+                Some(last) => match self.store.entry(last)? {
+                    Some(bytes) => {
+                        <crate::pb::LogEntry as prost::Message>::decode(bytes.as_slice())
+                            .map_err(|e| {
+                                LedgerError::Storage(format!("entry {last} does not decode: {e}"))
+                            })?
+                            .accepted_at_unix_nanos
+                    }
+                    None => 0,
+                },
+                None => 0,
+            };
+            *self.shared_registry.write().expect("registry lock") = registry.clone();
+            self.registry = registry;
+            self.tree_size = tree_size;
+            self.last_accepted = self.last_accepted.max(last_accepted);
+            self.head_cache.clear();
+            self.unflushed = false;
+            self.poisoned = None;
+            self.loaded_epoch = Some(epoch);
+            tracing::info!(epoch, tree_size, "writer state reloaded for a new lease epoch");
+        }
+        Ok(())
+    }
+
     fn finish_batch(&self, ov: &mut Overlay, new_size: u64) -> Result<String, LedgerError> {
         let store = &self.store;
         let nodes = &ov.nodes;

@@ -21,7 +21,8 @@ pub mod schema;
 
 use crate::crypto::EventHash;
 use crate::role::Role;
-use crate::store::{CommitBatch, Head};
+use crate::rules::Head;
+use crate::store::CommitBatch;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use std::sync::Arc;
 /// Everything that can go wrong in the PostgreSQL store.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("invalid PostgreSQL URL: {0} (expected postgres://USER@HOST:PORT/DB or key=value pairs)")]
+    #[error(
+        "invalid PostgreSQL URL: {0} (expected postgres://USER@HOST:PORT/DB or key=value pairs)"
+    )]
     Url(String),
     #[error("cannot reach PostgreSQL: {0}")]
     Connect(String),
@@ -86,7 +89,8 @@ pub struct PgStore {
 }
 
 fn i64_of(v: u64, what: &str) -> Result<i64, PgError> {
-    i64::try_from(v).map_err(|_| PgError::Corrupt(format!("{what} {v} does not fit PostgreSQL's bigint")))
+    i64::try_from(v)
+        .map_err(|_| PgError::Corrupt(format!("{what} {v} does not fit PostgreSQL's bigint")))
 }
 
 fn u64_of(v: i64, what: &str) -> Result<u64, PgError> {
@@ -139,7 +143,9 @@ impl PgStore {
             .thread_name("celltrail-pg")
             .enable_all()
             .build()
-            .map_err(|e| PgError::Connect(format!("cannot start the PostgreSQL client runtime: {e}")))?;
+            .map_err(|e| {
+                PgError::Connect(format!("cannot start the PostgreSQL client runtime: {e}"))
+            })?;
         let mgr = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -273,7 +279,10 @@ impl PgStore {
     pub fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, PgError> {
         let rows = self.query(
             "SELECT idx FROM celltrail.entries WHERE chain_id = $1 AND seq = $2",
-            vec![Box::new(chain_id.to_string()), Box::new(i64_of(seq, "seq")?)],
+            vec![
+                Box::new(chain_id.to_string()),
+                Box::new(i64_of(seq, "seq")?),
+            ],
         )?;
         rows.first().map(|r| u64_of(r.get(0), "index")).transpose()
     }
@@ -311,7 +320,10 @@ impl PgStore {
 
     /// Ids of every chain, in byte order.
     pub fn chain_ids(&self) -> Result<Vec<String>, PgError> {
-        let rows = self.query("SELECT chain_id FROM celltrail.heads ORDER BY chain_id", vec![])?;
+        let rows = self.query(
+            "SELECT chain_id FROM celltrail.heads ORDER BY chain_id",
+            vec![],
+        )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -322,7 +334,9 @@ impl PgStore {
             "SELECT hash FROM celltrail.nodes WHERE level = $1 AND idx = $2",
             vec![Box::new(level), Box::new(i64_of(index, "node index")?)],
         )?;
-        rows.first().map(|r| hash32(r.get(0), "node hash")).transpose()
+        rows.first()
+            .map(|r| hash32(r.get(0), "node hash"))
+            .transpose()
     }
 
     /// The leaf hash recorded for entry `index` when it was appended.
@@ -341,7 +355,12 @@ impl PgStore {
         let held = match &self.role {
             Some(role) => match role.epoch() {
                 Some(e) => Some(e),
-                None => return Err(PgError::Fenced { held: None, current: 0 }),
+                None => {
+                    return Err(PgError::Fenced {
+                        held: None,
+                        current: 0,
+                    })
+                }
             },
             None => None,
         };
@@ -446,7 +465,9 @@ impl WriteSet {
             w.h_state.push(h.state_name.clone());
         }
         for ((level, index), hash) in &batch.nodes {
-            w.n_level.push(i16::try_from(*level).map_err(|_| PgError::Corrupt(format!("level {level}")))?);
+            w.n_level.push(
+                i16::try_from(*level).map_err(|_| PgError::Corrupt(format!("level {level}")))?,
+            );
             w.n_idx.push(i64_of(*index, "node index")?);
             w.n_hash.push(hash.to_vec());
         }
@@ -454,7 +475,10 @@ impl WriteSet {
         for (block, hashes) in &batch.leaf_blocks {
             for (i, hash) in hashes.iter().enumerate() {
                 w.n_level.push(0);
-                w.n_idx.push(i64_of(block * hashes.len() as u64 + i as u64, "leaf index")?);
+                w.n_idx.push(i64_of(
+                    block * hashes.len() as u64 + i as u64,
+                    "leaf index",
+                )?);
                 w.n_hash.push(hash.to_vec());
             }
         }
@@ -474,8 +498,17 @@ impl WriteSet {
                      SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[])",
                 )
                 .await?;
-            tx.execute(&s, &[&self.e_idx, &self.e_bytes, &self.e_hash, &self.e_chain, &self.e_seq])
-                .await?;
+            tx.execute(
+                &s,
+                &[
+                    &self.e_idx,
+                    &self.e_bytes,
+                    &self.e_hash,
+                    &self.e_chain,
+                    &self.e_seq,
+                ],
+            )
+            .await?;
         }
         if !self.h_chain.is_empty() {
             let s = tx
@@ -486,8 +519,11 @@ impl WriteSet {
                      state_name = excluded.state_name",
                 )
                 .await?;
-            tx.execute(&s, &[&self.h_chain, &self.h_seq, &self.h_hash, &self.h_state])
-                .await?;
+            tx.execute(
+                &s,
+                &[&self.h_chain, &self.h_seq, &self.h_hash, &self.h_state],
+            )
+            .await?;
         }
         if !self.n_idx.is_empty() {
             let s = tx
@@ -497,7 +533,8 @@ impl WriteSet {
                      ON CONFLICT DO NOTHING",
                 )
                 .await?;
-            tx.execute(&s, &[&self.n_level, &self.n_idx, &self.n_hash]).await?;
+            tx.execute(&s, &[&self.n_level, &self.n_idx, &self.n_hash])
+                .await?;
         }
         if !self.b_din.is_empty() {
             let s = tx
@@ -507,7 +544,8 @@ impl WriteSet {
                      ON CONFLICT DO NOTHING",
                 )
                 .await?;
-            tx.execute(&s, &[&self.b_din, &self.b_chain, &self.b_idx]).await?;
+            tx.execute(&s, &[&self.b_din, &self.b_chain, &self.b_idx])
+                .await?;
         }
         Ok(())
     }
@@ -515,7 +553,10 @@ impl WriteSet {
 
 /// Refuses a database on which a reported commit might not be durable.
 async fn check_durability(client: &tokio_postgres::Client) -> Result<(), PgError> {
-    let sync: String = client.query_one("SHOW synchronous_commit", &[]).await?.get(0);
+    let sync: String = client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .get(0);
     if sync == "off" {
         return Err(PgError::Refused(
             "PostgreSQL has synchronous_commit=off: it reports a commit before the commit is on \

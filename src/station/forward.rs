@@ -11,8 +11,45 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::Code as GrpcCode;
 
-/// Connects with short timeouts: a station must fall back to its queue quickly.
-pub(super) async fn try_connect(server: &str) -> Option<Client> {
+/// Connects to the first of `servers` (one address or `a,b,c`, the remembered writer first)
+/// that answers, with short timeouts: a station must fall back to its queue quickly.
+pub(super) async fn try_connect(servers: &str) -> Option<Client> {
+    for server in crate::failover::ordered(&crate::failover::parse_list(servers)) {
+        if let Some(c) = try_connect_one(&server).await {
+            return Some(c);
+        }
+    }
+    None
+}
+
+/// Appends at the connected server; where that one is down or a standby and `--server` lists
+/// others, at the writer among them (and stays connected to it).
+async fn append_failover(
+    c: &mut Client,
+    server: &crate::client::ServerArg,
+    ev: crate::pb::SignedEvent,
+) -> Result<tonic::Response<crate::pb::Receipt>, tonic::Status> {
+    match c.append(ev.clone()).await {
+        Err(s)
+            if crate::failover::try_next(&s)
+                && crate::failover::parse_list(&server.server).len() > 1 =>
+        {
+            let servers = server
+                .servers()
+                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+            let r = servers.append(&ev).await?;
+            if let Some(w) = crate::failover::remembered_writer() {
+                if let Some(writer) = try_connect_one(&w).await {
+                    *c = writer;
+                }
+            }
+            Ok(tonic::Response::new(r))
+        }
+        other => other,
+    }
+}
+
+async fn try_connect_one(server: &str) -> Option<Client> {
     let url = if server.contains("://") {
         server.to_string()
     } else {
@@ -108,7 +145,7 @@ impl Station {
             let Some(c) = self.client.as_mut() else {
                 break;
             };
-            match c.append(q.signed_event()?).await {
+            match append_failover(c, &self.a.server, q.signed_event()?).await {
                 Ok(r) => {
                     let r = r.into_inner();
                     self.sent += 1;
@@ -180,7 +217,7 @@ impl Station {
     ) -> anyhow::Result<i32> {
         let q = Queued::new(&ev, kind)?;
         if let Some(c) = self.client.as_mut() {
-            match c.append(ev.clone()).await {
+            match append_failover(c, &self.a.server, ev.clone()).await {
                 Ok(r) => {
                     let r = r.into_inner();
                     self.queue.set_head(

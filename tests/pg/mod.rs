@@ -52,7 +52,9 @@ pub fn bin_dir() -> PathBuf {
 }
 
 fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn free_port() -> u16 {
@@ -254,7 +256,14 @@ impl PgCluster {
         }
         let _ = self.pg(
             "pg_ctl",
-            &["-D", self.data().to_str().unwrap(), "-m", mode, "-w", "stop"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
         );
         self.stopped = true;
     }
