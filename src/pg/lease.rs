@@ -267,3 +267,40 @@ pub fn holder_name() -> String {
         hex::encode(rand::random::<[u8; 4]>())
     )
 }
+
+/// A server's PostgreSQL store with its lease: opened as a standby, one lease round run at
+/// once (the first server of a database writes from its first request), then kept by a
+/// thread. Drop the keeper after the ledger has drained, so a clean stop hands the lease over.
+pub struct ServerStore {
+    pub store: Arc<PgStore>,
+    pub role: Arc<Role>,
+    pub keeper: LeaseKeeper,
+}
+
+impl ServerStore {
+    /// `advertise` is the address clients dial to reach this server (a standby names it).
+    pub fn open(
+        url: &str,
+        advertise: &str,
+        opts: &super::PgOptions,
+        timing: LeaseTiming,
+    ) -> Result<ServerStore, PgError> {
+        let role = Arc::new(Role::standby());
+        let store = Arc::new(PgStore::open(url, Some(role.clone()), opts)?);
+        let holder = holder_name();
+        let mut renewed = Instant::now();
+        LeaseKeeper::round(&store, &role, &holder, advertise, &timing, &mut renewed);
+        let keeper = LeaseKeeper::start(
+            store.clone(),
+            role.clone(),
+            holder,
+            advertise.to_string(),
+            timing,
+        );
+        Ok(ServerStore {
+            store,
+            role,
+            keeper,
+        })
+    }
+}

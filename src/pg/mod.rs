@@ -128,6 +128,64 @@ impl PgStore {
     /// `role` turns on lease fencing (servers); without it commits are unfenced (a tool that
     /// holds the lease itself, or tests).
     pub fn open(url: &str, role: Option<Arc<Role>>, opts: &PgOptions) -> Result<PgStore, PgError> {
+        let store = Self::connect(url, role, opts)?;
+        let pool = store.pool.clone();
+        let shown = store.shown.clone();
+        store.run(async move {
+            let mut client = pool
+                .get()
+                .await
+                .map_err(|e| PgError::Connect(format!("{shown}: {e}")))?;
+            check_durability(&client).await?;
+            schema::migrate(&mut client).await?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Opens an existing celltrail database for reading only (an auditor's `verify --store`,
+    /// the source of `migrate`): never writes, so a read-only role is enough. Refuses a
+    /// database without the celltrail schema or of a newer schema version.
+    pub fn open_for_audit(url: &str) -> Result<PgStore, PgError> {
+        let store = Self::connect(url, None, &PgOptions::default())?;
+        let pool = store.pool.clone();
+        let shown = store.shown.clone();
+        store.run(async move {
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| PgError::Connect(format!("{shown}: {e}")))?;
+            let row = client
+                .query_one(
+                    "SELECT to_regclass('celltrail.schema_migrations') IS NOT NULL",
+                    &[],
+                )
+                .await?;
+            if !row.get::<_, bool>(0) {
+                return Err(PgError::Refused(format!(
+                    "{shown} holds no celltrail ledger (no schema celltrail)"
+                )));
+            }
+            let version: i32 = client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM celltrail.schema_migrations",
+                    &[],
+                )
+                .await?
+                .get(0);
+            if version > schema::latest() {
+                return Err(PgError::Refused(format!(
+                    "the database's celltrail schema is at version {version}, written by a newer \
+                     celltrail; this one reads up to version {}",
+                    schema::latest()
+                )));
+            }
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn connect(url: &str, role: Option<Arc<Role>>, opts: &PgOptions) -> Result<PgStore, PgError> {
         let shown = redact_url(url);
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -163,24 +221,12 @@ impl PgStore {
                 .build()
                 .map_err(|e| PgError::Connect(e.to_string()))?
         };
-        let store = PgStore {
+        Ok(PgStore {
             rt: Some(rt),
             pool,
             role,
             shown,
-        };
-        let pool = store.pool.clone();
-        let shown = store.shown.clone();
-        store.run(async move {
-            let mut client = pool
-                .get()
-                .await
-                .map_err(|e| PgError::Connect(format!("{shown}: {e}")))?;
-            check_durability(&client).await?;
-            schema::migrate(&mut client).await?;
-            Ok(())
-        })?;
-        Ok(store)
+        })
     }
 
     /// The URL this store was opened with, password removed.
@@ -228,6 +274,38 @@ impl PgStore {
             .first()
             .ok_or_else(|| PgError::Corrupt("the celltrail.log row is missing".into()))?;
         u64_of(row.get(0), "tree size")
+    }
+
+    /// Tree size and checkpoint read together (one row, so always a consistent cut).
+    pub fn log_row(&self) -> Result<(u64, Option<String>), PgError> {
+        let rows = self.query(
+            "SELECT tree_size, checkpoint FROM celltrail.log WHERE id = 1",
+            vec![],
+        )?;
+        let row = rows
+            .first()
+            .ok_or_else(|| PgError::Corrupt("the celltrail.log row is missing".into()))?;
+        Ok((u64_of(row.get(0), "tree size")?, row.get(1)))
+    }
+
+    /// A meta value set by an earlier group.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, PgError> {
+        let rows = self.query(
+            "SELECT value FROM celltrail.meta WHERE key = $1",
+            vec![Box::new(key.to_string())],
+        )?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// Bytes PostgreSQL uses for the celltrail tables and their indexes.
+    pub fn size_on_disk(&self) -> Result<u64, PgError> {
+        let rows = self.query(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'celltrail' AND c.relkind = 'r'",
+            vec![],
+        )?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0).max(0) as u64)
     }
 
     pub fn checkpoint(&self) -> Result<Option<String>, PgError> {

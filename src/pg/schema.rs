@@ -9,7 +9,7 @@
 /// (version, what it does, SQL). Versions start at 1 and have no gaps.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
     1,
-    "log entries, chain heads, Merkle nodes, bag index, log state, writer lease",
+    "log entries, chain heads, Merkle nodes, bag index, meta, log state, writer lease",
     r#"
 CREATE TABLE celltrail.entries (
     idx        bigint PRIMARY KEY CHECK (idx >= 0),
@@ -39,6 +39,11 @@ CREATE TABLE celltrail.bags (
     chain_id text   COLLATE "C" NOT NULL,
     idx      bigint NOT NULL,
     PRIMARY KEY (din, chain_id)
+);
+-- Small values the ledger keeps beside the log (storage::Group::meta).
+CREATE TABLE celltrail.meta (
+    key   text  COLLATE "C" PRIMARY KEY,
+    value bytea NOT NULL
 );
 -- One row: the tree size and the latest signed checkpoint, changed by every group commit.
 CREATE TABLE celltrail.log (

@@ -127,6 +127,52 @@ impl PgCluster {
         );
     }
 
+    /// One cluster for the whole test binary, started on first use. A static is never
+    /// dropped, so a watcher process stops the cluster and deletes it once this process is gone.
+    pub fn shared() -> &'static PgCluster {
+        static SHARED: std::sync::OnceLock<PgCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let c = PgCluster::start();
+            let stop = format!(
+                "{}{} -D {} -m immediate -w stop",
+                if running_as_root() { "runuser -u postgres -- " } else { "" },
+                c.bin.join("pg_ctl").display(),
+                c.data().display()
+            );
+            let script = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+                pid = std::process::id(),
+                dir = c.dir.path().display()
+            );
+            Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn the cluster's watcher");
+            c
+        })
+    }
+
+    /// A database named after `key` (created on first use): the same key gives the same
+    /// database, so a test can "reopen" a store by name.
+    pub fn db_for(&self, key: &str) -> String {
+        let name: String = format!("d_{key}")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .take(60)
+            .collect();
+        let exists = self.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+        );
+        if exists == "0" {
+            self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        }
+        self.url(&name)
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
