@@ -136,7 +136,11 @@ async fn append_chain(
                     );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(s) => panic!("chain {chain} seq {seq}: refused: {:?} {}", s.code(), s.message()),
+                Err(s) => panic!(
+                    "chain {chain} seq {seq}: refused: {:?} {}",
+                    s.code(),
+                    s.message()
+                ),
             }
         }
         seq += 1;
@@ -173,7 +177,11 @@ async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
     let mut a = Proc::start(adir.path(), &["--store", &url]).await;
     let bdir = shared_dir(adir.path());
     let b = Proc::start(bdir.path(), &["--store", &url]).await;
-    assert_eq!(lease_address(&cluster, &db), a.addr, "the first server writes");
+    assert_eq!(
+        lease_address(&cluster, &db),
+        a.addr,
+        "the first server writes"
+    );
 
     let servers = Servers::new(&format!("{},{}", a.addr, b.addr), Default::default()).unwrap();
     let admin = realproc::admin_key(adir.path());
@@ -196,7 +204,11 @@ async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    let after_kill = acked.iter().filter(|(_, t)| *t > killed).map(|(_, t)| *t).min();
+    let after_kill = acked
+        .iter()
+        .filter(|(_, t)| *t > killed)
+        .map(|(_, t)| *t)
+        .min();
     let before = acked.iter().filter(|(_, t)| *t <= killed).count();
     let takeover = after_kill.expect("the standby acknowledged events after the kill") - killed;
     println!(
@@ -206,7 +218,11 @@ async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
         acked.len() - before
     );
     assert!(before > 0, "the writer took events before it was killed");
-    assert_eq!(lease_address(&cluster, &db), b.addr, "the standby holds the lease");
+    assert_eq!(
+        lease_address(&cluster, &db),
+        b.addr,
+        "the standby holds the lease"
+    );
 
     // Every acknowledged event is in the log, read through the surviving server.
     let mut c = b.client().await;
@@ -219,7 +235,11 @@ async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
         })
         .collect();
     for (hash, _) in &acked {
-        assert!(recorded.contains(hash), "acknowledged event {} lost", hex::encode(hash));
+        assert!(
+            recorded.contains(hash),
+            "acknowledged event {} lost",
+            hex::encode(hash)
+        );
     }
     let (ok, report) = verify_store(&url, adir.path());
     assert!(ok, "verify --store: {report}");
@@ -255,10 +275,16 @@ async fn a_paused_writer_commits_nothing_after_the_takeover_and_steps_down() {
     let only_b = Servers::new(&b.addr, Default::default()).unwrap();
     let mut r = None;
     while r.is_none() {
-        match only_b.append(&event(&nurse, "AFTER-1", 0, vec![0; 32])).await {
+        match only_b
+            .append(&event(&nurse, "AFTER-1", 0, vec![0; 32]))
+            .await
+        {
             Ok(x) => r = Some(x),
             Err(s) if failover::try_next(&s) => {
-                assert!(Instant::now() < deadline, "the new writer never wrote: {s:?}");
+                assert!(
+                    Instant::now() < deadline,
+                    "the new writer never wrote: {s:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(s) => panic!("{s:?}"),
@@ -276,10 +302,18 @@ async fn a_paused_writer_commits_nothing_after_the_takeover_and_steps_down() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     let mut bc = b.client().await;
     let entries = common::snapshot(&mut bc).await;
-    assert_eq!(entries.len() as u64, size_at_wake, "the old writer committed nothing");
+    assert_eq!(
+        entries.len() as u64,
+        size_at_wake,
+        "the old writer committed nothing"
+    );
     for bytes in &entries {
         let e = <celltrail::pb::LogEntry as prost::Message>::decode(bytes.as_slice()).unwrap();
-        assert_ne!(EventHash::of_body(&e.body), stale_hash, "the stale event is not in the log");
+        assert_ne!(
+            EventHash::of_body(&e.body),
+            stale_hash,
+            "the stale event is not in the log"
+        );
     }
     // It stepped down: it now refuses appends and names the new writer.
     let mut ac = a.client().await;
@@ -292,12 +326,18 @@ async fn a_paused_writer_commits_nothing_after_the_takeover_and_steps_down() {
         if failover::writer_hint(&s).as_deref() == Some(b.addr.as_str()) {
             break;
         }
-        assert!(Instant::now() < deadline, "the old writer did not step down: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the old writer did not step down: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // It still answers reads.
     let mut reads = a.client().await;
-    assert_eq!(common::snapshot(&mut reads).await.len() as u64, size_at_wake);
+    assert_eq!(
+        common::snapshot(&mut reads).await.len() as u64,
+        size_at_wake
+    );
     let (ok, report) = verify_store(&url, adir.path());
     assert!(ok, "verify --store: {report}");
 }

@@ -244,7 +244,11 @@ impl Writer {
             self.unflushed = false;
             self.poisoned = None;
             self.loaded_epoch = Some(epoch);
-            tracing::info!(epoch, tree_size, "writer state reloaded for a new lease epoch");
+            tracing::info!(
+                epoch,
+                tree_size,
+                "writer state reloaded for a new lease epoch"
+            );
         }
         Ok(())
     }

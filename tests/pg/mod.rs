@@ -144,13 +144,17 @@ impl PgCluster {
                 pid = std::process::id(),
                 dir = c.dir.path().display()
             );
-            Command::new("sh")
+            // It outlives this process by design; kept here only so it is not a zombie meanwhile.
+            static WATCHER: std::sync::Mutex<Option<std::process::Child>> =
+                std::sync::Mutex::new(None);
+            let child = Command::new("sh")
                 .args(["-c", &script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn the cluster's watcher");
+            *WATCHER.lock().unwrap() = Some(child);
             c
         })
     }
@@ -160,7 +164,13 @@ impl PgCluster {
     pub fn db_for(&self, key: &str) -> String {
         let name: String = format!("d_{key}")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .take(60)
             .collect();
         let exists = self.sql(
