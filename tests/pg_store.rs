@@ -43,7 +43,7 @@ fn group(from: u64, n: u64) -> CommitBatch {
 
 #[test]
 fn a_group_is_stored_as_exact_bytes_and_read_back_after_reopen() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     {
         let s = PgStore::open(&url, None, &PgOptions::default()).unwrap();
@@ -97,7 +97,7 @@ fn a_group_is_stored_as_exact_bytes_and_read_back_after_reopen() {
 
 #[test]
 fn a_group_that_fails_midway_writes_nothing() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let s = PgStore::open(&url, None, &PgOptions::default()).unwrap();
     s.commit(&group(0, 2)).unwrap();
@@ -114,7 +114,7 @@ fn a_group_that_fails_midway_writes_nothing() {
 
 #[test]
 fn a_group_built_on_a_stale_tree_size_is_refused() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let s = PgStore::open(&url, None, &PgOptions::default()).unwrap();
     s.commit(&group(0, 2)).unwrap();
@@ -134,7 +134,7 @@ fn a_group_built_on_a_stale_tree_size_is_refused() {
 
 #[test]
 fn synchronous_commit_off_is_refused_with_the_reason() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let db = url.rsplit('/').next().unwrap().to_string();
     c.sql(
@@ -156,7 +156,7 @@ fn synchronous_commit_off_is_refused_with_the_reason() {
 
 #[test]
 fn a_database_of_a_newer_schema_is_refused() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let db = url.rsplit('/').next().unwrap().to_string();
     drop(PgStore::open(&url, None, &PgOptions::default()).unwrap());
@@ -180,7 +180,7 @@ fn a_password_in_the_url_is_never_shown() {
 
 #[test]
 fn only_the_lease_holder_commits_and_a_stale_epoch_commits_nothing() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let (ra, rb) = (Arc::new(Role::standby()), Arc::new(Role::standby()));
     let a = PgStore::open(&url, Some(ra.clone()), &PgOptions::default()).unwrap();
@@ -231,7 +231,7 @@ fn only_the_lease_holder_commits_and_a_stale_epoch_commits_nothing() {
 
 #[test]
 fn the_keeper_takes_over_an_expired_lease_and_a_stopped_writer_releases_it() {
-    let c = pg::PgCluster::start();
+    let c = pg::PgCluster::shared();
     let url = c.create_db();
     let timing = celltrail::pg::lease::LeaseTiming {
         ttl: Duration::from_millis(800),
