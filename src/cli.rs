@@ -128,6 +128,13 @@ pub struct ServeArgs {
     pub metrics_addr: Option<String>,
     #[command(flatten)]
     pub keys: KeyPassphraseArg,
+    /// Serve the read-only QA web console on ADDR (e.g. 127.0.0.1:8443) [default: off]. Over TLS
+    /// when --tls-cert is given; needs --http-token-file or --client-ca (SECURITY.md).
+    #[arg(long, env = "CELLTRAIL_HTTP")]
+    pub http: Option<String>,
+    /// File holding the console's bearer token (at least 16 characters; one line).
+    #[arg(long, env = "CELLTRAIL_HTTP_TOKEN_FILE", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +279,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let console = crate::console::cmd::check(&a)?;
     let shutdown = shutdown_signal();
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.
@@ -317,7 +325,18 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         a.data_dir.display()
     );
     let info = crate::server::server_info(&opened);
-    crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await
+    let (shutdown, console_task) = match console {
+        Some(c) => {
+            let (shutdown, task) = c.start(&opened, shutdown).await?;
+            (futures_util::future::Either::Left(shutdown), Some(task))
+        }
+        None => (futures_util::future::Either::Right(shutdown), None),
+    };
+    let served = crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await;
+    if let Some(t) = console_task {
+        let _ = t.await;
+    }
+    served
 }
 
 /// Resolves `listen` (host:port) and binds a TCP socket to its first address, without

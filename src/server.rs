@@ -62,6 +62,10 @@ pub struct Opened {
     pub admins: Vec<NoteVerifier>,
     /// Set when this start created the first admin key: (key file, verifier key).
     pub created_admin: Option<(PathBuf, String)>,
+    /// The custody policy the ledger applies (the console replays chains with it).
+    pub policy: Policy,
+    /// The log key (the console's chain pages carry signed chain heads).
+    pub log_signer: NoteSigner,
 }
 
 /// Opens the data directory, creating what is missing, and starts the ledger writer.
@@ -133,12 +137,15 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
 
     let store = Arc::new(Store::open(&dir.db())?);
     let log_verifier = log_key.verifier();
-    let ledger = Ledger::start(store, &admins, log_key, policy, opts.ledger.clone())?;
+    let log_signer = log_key.clone();
+    let ledger = Ledger::start(store, &admins, log_key, policy.clone(), opts.ledger.clone())?;
     Ok(Opened {
         ledger,
         log_verifier,
         admins,
         created_admin,
+        policy,
+        log_signer,
     })
 }
 

@@ -322,6 +322,25 @@ impl Writer {
                     .push((din.to_string(), body.chain_id.clone(), index));
             }
         }
+        if let Some(st) = &state {
+            // The worklist's summary, written with the head (the console never replays).
+            let prev = match ov
+                .batch
+                .summaries
+                .iter()
+                .position(|(c, _)| *c == body.chain_id)
+            {
+                Some(i) => Some(ov.batch.summaries.swap_remove(i).1),
+                None => self.store.chain_summary(&body.chain_id)?,
+            };
+            let summary = crate::summary::ChainSummary::after(
+                &body.chain_id,
+                prev.as_ref(),
+                st,
+                body.occurred_at_unix_nanos,
+            );
+            ov.batch.summaries.push((body.chain_id.clone(), summary));
+        }
         ov.heads.insert(
             body.chain_id.clone(),
             Head {

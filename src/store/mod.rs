@@ -65,6 +65,8 @@ pub struct CommitBatch {
     pub bags: Vec<(String, String, u64)>,
     pub tree_size: u64,
     pub checkpoint: Option<String>,
+    /// Per-chain summaries after the group (`crate::summary`), for the console's worklist.
+    pub summaries: Vec<(String, crate::summary::ChainSummary)>,
 }
 
 /// A write failure to simulate (tests of the disk-full / failed-fsync paths; see `inject_fault`).
@@ -90,6 +92,8 @@ pub struct Store {
     leaves: sled::Tree,
     bags: sled::Tree,
     meta: sled::Tree,
+    /// chain id -> `ChainSummary` JSON, written with the head (the console's worklist).
+    summaries: sled::Tree,
 }
 
 const META_TREE_SIZE: &[u8] = b"tree_size";
@@ -226,6 +230,7 @@ impl Store {
             leaves: t("leaves")?,
             bags: t("bags")?,
             meta: t("meta")?,
+            summaries: t("summaries")?,
             db,
         })
     }
@@ -340,6 +345,57 @@ impl Store {
                 String::from_utf8(k.to_vec())
                     .map_err(|_| StoreError::Corrupt("chain id is not UTF-8".into()))?,
             );
+        }
+        Ok(out)
+    }
+
+    /// The stored summary of a chain (`None` for chains written before summaries existed).
+    pub fn chain_summary(
+        &self,
+        chain_id: &str,
+    ) -> Result<Option<crate::summary::ChainSummary>, StoreError> {
+        Ok(self
+            .summaries
+            .get(chain_id.as_bytes())?
+            .and_then(|b| crate::summary::ChainSummary::from_bytes(&b)))
+    }
+
+    /// Every custody chain's summary, by chain id. A chain without a stored summary (written
+    /// by an older version, or restored from a backup, which does not copy summaries) is
+    /// listed with its head's state only. Reads two trees; never replays a chain.
+    pub fn chain_summaries(&self) -> Result<Vec<crate::summary::ChainSummary>, StoreError> {
+        let mut out = Vec::new();
+        let mut stored = self.summaries.iter().peekable();
+        for item in self.chains.iter() {
+            let (k, v) = item?;
+            if k.as_ref() == crate::registry::KEYS_CHAIN.as_bytes() {
+                continue;
+            }
+            while stored
+                .peek()
+                .is_some_and(|s| s.as_ref().is_ok_and(|(sk, _)| sk.as_ref() < k.as_ref()))
+            {
+                stored.next();
+            }
+            let summary = match stored.peek() {
+                Some(Ok((sk, sv))) if sk.as_ref() == k.as_ref() => {
+                    crate::summary::ChainSummary::from_bytes(sv)
+                }
+                _ => None,
+            };
+            let summary = match summary {
+                Some(s) => s,
+                None => {
+                    let head: Head = serde_json::from_slice(&v)
+                        .map_err(|e| StoreError::Corrupt(format!("chain head: {e}")))?;
+                    crate::summary::ChainSummary::from_head(
+                        &String::from_utf8_lossy(&k),
+                        &head.state_name,
+                        head.seq,
+                    )
+                }
+            };
+            out.push(summary);
         }
         Ok(out)
     }
@@ -486,6 +542,10 @@ impl Store {
         for (din, chain, index) in &batch.bags {
             bags.insert(bag_key(din, chain), &index.to_be_bytes());
         }
+        let mut summaries = sled::Batch::default();
+        for (id, summary) in &batch.summaries {
+            summaries.insert(id.as_bytes(), summary.to_bytes());
+        }
         let mut meta = sled::Batch::default();
         meta.insert(META_TREE_SIZE, &batch.tree_size.to_be_bytes());
         if let Some(cp) = &batch.checkpoint {
@@ -501,9 +561,10 @@ impl Store {
             &self.leaves,
             &self.bags,
             &self.meta,
+            &self.summaries,
         );
         trees
-            .transaction(|(te, tc, tb, th, tn, tl, tg, tm)| {
+            .transaction(|(te, tc, tb, th, tn, tl, tg, tm, ts)| {
                 te.apply_batch(&entries)?;
                 tc.apply_batch(&chain_events)?;
                 tb.apply_batch(&by_hash)?;
@@ -512,6 +573,7 @@ impl Store {
                 tl.apply_batch(&leaves)?;
                 tg.apply_batch(&bags)?;
                 tm.apply_batch(&meta)?;
+                ts.apply_batch(&summaries)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -577,8 +639,19 @@ mod tests {
                 bags: vec![("A999926123456".into(), "A".into(), 0)],
                 tree_size: 2,
                 checkpoint: Some("cp\n".into()),
+                summaries: vec![(
+                    "A".into(),
+                    crate::summary::ChainSummary::from_head("A", "Collected", 1),
+                )],
             };
             s.commit(&batch).unwrap();
+            // A chain whose head has no summary (written before summaries existed).
+            let old = CommitBatch {
+                heads: vec![("B".into(), head(4))],
+                tree_size: 2,
+                ..Default::default()
+            };
+            s.commit(&old).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.tree_size().unwrap(), 2);
@@ -593,7 +666,21 @@ mod tests {
         assert_eq!(s.recorded_leaf(0).unwrap(), None, "block 0 is not complete");
         assert_eq!(s.checkpoint().unwrap().as_deref(), Some("cp\n"));
         assert_eq!(s.entries_from(1, 10).unwrap(), vec![(1, b"e1".to_vec())]);
-        assert_eq!(s.chain_ids().unwrap(), vec!["A".to_string()]);
+        assert_eq!(
+            s.chain_ids().unwrap(),
+            vec!["A".to_string(), "B".to_string()]
+        );
+        let sums = s.chain_summaries().unwrap();
+        assert_eq!(sums.len(), 2);
+        assert_eq!(
+            (sums[0].chain_id.as_str(), sums[0].state.as_str()),
+            ("A", "Collected")
+        );
+        assert_eq!(
+            sums[1].chain_id, "B",
+            "a chain without a summary is listed from its head"
+        );
+        assert_eq!(sums[1].seq, 4);
         assert_eq!(
             s.chains_of_bag("A999926123456").unwrap(),
             vec!["A".to_string()]

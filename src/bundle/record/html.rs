@@ -10,7 +10,8 @@ use base64::Engine as _;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
-/// A rendered page and the Content-Security-Policy it needs (also sent as a header by the console).
+/// A rendered page and the Content-Security-Policy header it needs (the console sends it; the
+/// document carries the same policy, less `frame-ancestors`, in a meta tag).
 pub struct Page {
     pub html: String,
     pub csp: String,
@@ -108,16 +109,18 @@ fn css_string(text: &str) -> String {
 pub fn document(title: &str, header: &str, failed: bool, body: Markup) -> Page {
     let css = stylesheet(header, failed);
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(css.as_bytes()));
-    let csp = format!(
+    // `frame-ancestors` works only as a header: the console sends it; a meta tag may not.
+    let meta_csp = format!(
         "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self' data:; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
+         base-uri 'none'"
     );
+    let csp = format!("{meta_csp}; frame-ancestors 'none'");
     let page = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                meta http-equiv="Content-Security-Policy" content=(csp);
+                meta http-equiv="Content-Security-Policy" content=(meta_csp);
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
                 title { (title) }
