@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the throughput benchmark with a throw-away local PostgreSQL as baseline B.
+# Runs the throughput benchmark (and the console worklist benchmark) with a throw-away local PostgreSQL as baseline B.
 # Installs PostgreSQL from Debian packages if it is missing (needs root and apt).
 # Usage: benches/run.sh            (extra env: CELLTRAIL_BENCH_CHAINS, _EVENTS, _STREAMS, _MILLION)
 set -euo pipefail
@@ -27,3 +27,5 @@ if [ "${CELLTRAIL_BENCH_MILLION:-}" = 1 ]; then
   cargo build --release --bin celltrail   # the 1 M-entry run starts the release server process
 fi
 cargo bench --bench throughput
+# The QA console's worklist for 10,000 chains (goal < 200 ms).
+cargo bench --bench console
