@@ -313,32 +313,74 @@ pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Res
 }
 
 fn ensure_empty_dir(dir: &Path) -> anyhow::Result<()> {
+    check_empty_dir(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+fn check_empty_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
             "{} exists and is not empty; choose a new directory",
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+    Ok(())
 }
 
 /// `celltrail backup --to DIR`: streams a snapshot from the server at `server` into `DIR`.
 pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Audit)> {
-    ensure_empty_dir(dir)?;
-    let layout = DataDir::new(dir);
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    let mut client = crate::pb::admin_client::AdminClient::connect(url.clone())
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    let mut stream = client
+    backup_to_with(server, &crate::tls::TlsOptions::default(), dir).await
+}
+
+/// [`backup_to`] over TLS when `tls` names a CA. `DIR` is created only once the server has
+/// started the snapshot, and removed again (or emptied, if it existed) when the backup fails.
+pub async fn backup_to_with(
+    server: &str,
+    tls: &crate::tls::TlsOptions,
+    dir: &Path,
+) -> anyhow::Result<(Manifest, Audit)> {
+    check_empty_dir(dir)?;
+    let existed = dir.exists();
+    let endpoint = crate::client::endpoint(server, tls)?;
+    let url = endpoint.uri().to_string();
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to {url}: {}",
+            crate::client::error_chain(&e)
+        )
+    })?;
+    let mut client = crate::pb::admin_client::AdminClient::new(channel);
+    let stream = client
         .backup(BackupRequest {})
         .await
         .map_err(crate::client::status_error)?
         .into_inner();
+    ensure_empty_dir(dir)?;
+    let done = receive_backup(stream, dir, url).await;
+    if done.is_err() {
+        let _ = match existed {
+            false => std::fs::remove_dir_all(dir),
+            true => std::fs::read_dir(dir).and_then(|entries| {
+                for e in entries {
+                    let p = e?.path();
+                    match p.is_dir() {
+                        true => std::fs::remove_dir_all(&p)?,
+                        false => std::fs::remove_file(&p)?,
+                    }
+                }
+                Ok(())
+            }),
+        };
+    }
+    done
+}
+
+async fn receive_backup(
+    mut stream: tonic::Streaming<crate::pb::BackupChunk>,
+    dir: &Path,
+    url: String,
+) -> anyhow::Result<(Manifest, Audit)> {
+    let layout = DataDir::new(dir);
     let store = Store::open(&layout.db())?;
     let mut header = None;
     let mut count = 0u64;

@@ -234,6 +234,10 @@ pub struct EventArgs {
     pub at: Option<String>,
     #[arg(long, default_value = "")]
     pub comment: String,
+    /// Also write the receipt's signed checkpoint (a C2SP signed note) to this file, to keep
+    /// for a later consistency check (`export --since-size N`, `verify --previous FILE`).
+    #[arg(long)]
+    pub checkpoint_out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -246,7 +250,7 @@ pub struct ChainArgs {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(a, cli.log_format).await,
         Command::Keygen(a) => keygen(a),
         Command::Scan(a) => crate::station::run(a).await,
         Command::Queue(c) => crate::station::run_queue_command(c),
@@ -261,7 +265,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+/// The start-up lines of `serve`: plain text on stdout, or with `--log-format json` one JSON
+/// object per line in the shape of the log lines (`timestamp`, `level`, `target`, `message`
+/// and named fields), warnings on stderr as the logs are.
+struct Banner {
+    json: bool,
+}
+
+impl Banner {
+    fn say(&self, level: &str, message: &str, fields: &[(&str, String)], text: &str) {
+        if !self.json {
+            match level {
+                "INFO" => println!("{text}"),
+                _ => eprintln!("{text}"),
+            }
+            return;
+        }
+        let mut o = serde_json::Map::new();
+        o.insert(
+            "timestamp".into(),
+            crate::time::rfc3339(crate::time::now_nanos()).into(),
+        );
+        o.insert("level".into(), level.into());
+        o.insert("message".into(), message.into());
+        for (k, v) in fields {
+            o.insert((*k).into(), v.clone().into());
+        }
+        o.insert("target".into(), "celltrail::serve".into());
+        let line = serde_json::Value::Object(o).to_string();
+        match level {
+            "INFO" => println!("{line}"),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
+    let banner = Banner {
+        json: format == LogFormat::Json,
+    };
     // Everything that can be wrong on the command line is checked before the data directory
     // is opened, so a typo creates no directory and no keys.
     let key_passphrase = match &a.keys.key_passphrase_file {
@@ -301,28 +343,55 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .listen(1024)
         .with_context(|| format!("cannot listen on {addr}"))?;
     if let Some((path, vkey)) = &opened.created_admin {
-        println!("Created the first operator admin key: {}", path.display());
-        println!(
-            "  its verifier key (also in {}):",
-            crate::datadir::DataDir::new(&a.data_dir)
-                .trust_anchors()
-                .display()
+        let anchors = crate::datadir::DataDir::new(&a.data_dir).trust_anchors();
+        banner.say(
+            "INFO",
+            "created the first operator admin key",
+            &[
+                ("admin_key", path.display().to_string()),
+                ("verifier_key", vkey.clone()),
+                ("trust_anchors", anchors.display().to_string()),
+            ],
+            &format!(
+                "Created the first operator admin key: {}\n  its verifier key (also in {}):\n  {vkey}\n  Keep this file safe: it registers and revokes every signer key.",
+                path.display(),
+                anchors.display()
+            ),
         );
-        println!("  {vkey}");
-        println!("  Keep this file safe: it registers and revokes every signer key.");
     }
     if tls.is_none() && !addr.ip().is_loopback() {
-        eprintln!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger (use --tls-cert/--tls-key and --client-ca)");
+        banner.say("WARN", "plain-text gRPC on a non-loopback address", &[("addr", addr.to_string())],
+            &format!("WARNING: serving plain-text gRPC on non-loopback address {addr}; anyone who reaches it can read the ledger (use --tls-cert/--tls-key and --client-ca)"));
     } else if tls.is_some() && a.client_ca.is_none() && !addr.ip().is_loopback() {
-        eprintln!("note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
+        banner.say("WARN", "TLS without --client-ca: any client can connect", &[("addr", addr.to_string())],
+            "note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
     }
     if let Some(bound) = metrics {
-        println!("celltrail metrics on http://{bound}/metrics");
+        banner.say(
+            "INFO",
+            "celltrail metrics",
+            &[("metrics_url", format!("http://{bound}/metrics"))],
+            &format!("celltrail metrics on http://{bound}/metrics"),
+        );
     }
-    println!("celltrail log {} ", opened.log_verifier.to_key_string());
-    println!(
-        "celltrail serving on {addr} (data {})",
-        a.data_dir.display()
+    let vkey = opened.log_verifier.to_key_string();
+    banner.say(
+        "INFO",
+        "celltrail log",
+        &[("log_vkey", vkey.clone())],
+        &format!("celltrail log {vkey} "),
+    );
+    banner.say(
+        "INFO",
+        "celltrail serving",
+        &[
+            ("addr", addr.to_string()),
+            ("data_dir", a.data_dir.display().to_string()),
+        ],
+        &format!(
+            "celltrail serving on {addr} (data {})",
+            a.data_dir.display()
+        ),
     );
     let info = crate::server::server_info(&opened);
     let (shutdown, console_task) = match console {
@@ -361,7 +430,8 @@ async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpSocket> {
 }
 
 async fn backup(a: BackupArgs) -> anyhow::Result<()> {
-    let (m, audit) = crate::backup::backup_to(&a.server.server, &a.to).await?;
+    let (m, audit) =
+        crate::backup::backup_to_with(&a.server.server, &a.server.tls(), &a.to).await?;
     println!(
         "backup of {} written to {}: {} entries, {} chains, root {} (audited: chains link, root matches the signed checkpoint)",
         m.source,
@@ -540,6 +610,22 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         detail,
     };
     let r = a.server.servers()?.append_draft(draft, &signers).await?;
+    if let Some(path) = &a.checkpoint_out {
+        if r.checkpoint.is_empty() {
+            bail!(
+                "the event was recorded (log index {}), but the receipt carries no checkpoint to write to {}",
+                r.index,
+                path.display()
+            );
+        }
+        std::fs::write(path, &r.checkpoint).with_context(|| {
+            format!(
+                "the event was recorded (log index {}), but its checkpoint could not be written to {}",
+                r.index,
+                path.display()
+            )
+        })?;
+    }
     println!(
         "{} {} seq {} recorded: log index {}, event {}{}",
         a.chain,

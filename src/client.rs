@@ -25,11 +25,31 @@ pub async fn connect(server: &str) -> anyhow::Result<Client> {
 
 /// Connects with TLS when `tls` names a CA (and, for mutual TLS, a client certificate).
 pub async fn connect_with(server: &str, tls: &crate::tls::TlsOptions) -> anyhow::Result<Client> {
+    let channel = endpoint(server, tls)?.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the celltrail server at {}: {}",
+            url(server, tls),
+            error_chain(&e)
+        )
+    })?;
+    Ok(LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE))
+}
+
+fn url(server: &str, tls: &crate::tls::TlsOptions) -> String {
     let scheme = if tls.enabled() { "https" } else { "http" };
-    let url = match server.split_once("://") {
+    match server.split_once("://") {
         Some((_, rest)) => format!("{scheme}://{rest}"),
         None => format!("{scheme}://{server}"),
-    };
+    }
+}
+
+/// The endpoint for `server` (`host:port` or a URL) with the TLS options applied; the scheme
+/// follows the options (https with a CA, else http).
+pub fn endpoint(
+    server: &str,
+    tls: &crate::tls::TlsOptions,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let url = url(server, tls);
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
         .map_err(|e| anyhow::anyhow!("server address {server:?} is not a valid URL: {e}"))?;
     if tls.enabled() {
@@ -38,17 +58,24 @@ pub async fn connect_with(server: &str, tls: &crate::tls::TlsOptions) -> anyhow:
             .tls_config(tls.config(&host)?)
             .map_err(|e| anyhow::anyhow!("TLS configuration for {url}: {e}"))?;
     }
-    let channel = endpoint.connect().await.map_err(|e| {
-        // tonic's transport error says only "transport error": name the cause too.
-        let mut why = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            why = format!("{why}: {s}");
-            src = s.source();
+    Ok(endpoint)
+}
+
+/// An error and its causes on one line, each cause once (tonic repeats "tcp connect error").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let s = err.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
         }
-        anyhow::anyhow!("cannot reach the celltrail server at {url}: {why}")
-    })?;
-    Ok(LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE))
+        next = err.source();
+    }
+    out
 }
 
 /// True when a call failed in the transport rather than with an answer from the server:
@@ -434,6 +461,16 @@ pub struct ServerArg {
 }
 
 impl ServerArg {
+    /// The TLS flags as options (plain text when none).
+    pub fn tls(&self) -> crate::tls::TlsOptions {
+        crate::tls::TlsOptions {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            domain: None,
+        }
+    }
+
     /// Connects to the first of `--server` that answers, with the TLS flags given (plain
     /// text when none).
     pub async fn connect(&self) -> anyhow::Result<Client> {
@@ -442,12 +479,6 @@ impl ServerArg {
 
     /// The `--server` list with the TLS flags, for calls that fail over (appends).
     pub fn servers(&self) -> anyhow::Result<crate::failover::Servers> {
-        let tls = crate::tls::TlsOptions {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            domain: None,
-        };
-        crate::failover::Servers::new(&self.server, tls)
+        crate::failover::Servers::new(&self.server, self.tls())
     }
 }

@@ -141,8 +141,10 @@ pub fn resolve(matches: &ArgMatches) -> anyhow::Result<(Cli, Settings)> {
 pub fn init_logging(s: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_new(&s.log_filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match s.log_format {
         LogFormat::Text => builder.init(),

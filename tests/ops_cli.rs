@@ -41,6 +41,12 @@ fn serve(args: &[&str], envs: &[(&str, &str)]) -> Running {
         if let Some(rest) = line.strip_prefix("celltrail serving on ") {
             break Some(rest.split_whitespace().next().unwrap().to_string());
         }
+        // With --log-format json the banner is JSON too.
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["message"] == "celltrail serving" {
+                break Some(v["addr"].as_str().unwrap().to_string());
+            }
+        }
     };
     let Some(addr) = addr else {
         let mut err = String::new();

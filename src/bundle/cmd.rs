@@ -1,7 +1,7 @@
 //! The `export` and `verify` subcommands: flags (clap derive, `CELLTRAIL_*` env) and the glue
 //! that reads files, calls `export` / `verify`, and prints the report. Wired into `cli`.
 
-use crate::client::{self, ServerArg};
+use crate::client::ServerArg;
 use crate::datadir::DataDir;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -105,7 +105,7 @@ pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
             from_store(&store, anchors, log_key.as_ref(), &sel, &a.since_size)?
         }
         None => {
-            let mut c = client::connect(&a.server.server).await?;
+            let mut c = a.server.connect().await?;
             from_server(&mut c, anchors, &sel, &a.since_size).await?
         }
     };

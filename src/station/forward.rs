@@ -13,9 +13,10 @@ use tonic::Code as GrpcCode;
 
 /// Connects to the first of `servers` (one address or `a,b,c`, the remembered writer first)
 /// that answers, with short timeouts: a station must fall back to its queue quickly.
-pub(super) async fn try_connect(servers: &str) -> Option<Client> {
-    for server in crate::failover::ordered(&crate::failover::parse_list(servers)) {
-        if let Some(c) = try_connect_one(&server).await {
+pub(super) async fn try_connect(servers: &crate::client::ServerArg) -> Option<Client> {
+    let tls = servers.tls();
+    for server in crate::failover::ordered(&crate::failover::parse_list(&servers.server)) {
+        if let Some(c) = try_connect_one(&server, &tls).await {
             return Some(c);
         }
     }
@@ -39,7 +40,7 @@ async fn append_failover(
                 .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
             let r = servers.append(&ev).await?;
             if let Some(w) = crate::failover::remembered_writer() {
-                if let Some(writer) = try_connect_one(&w).await {
+                if let Some(writer) = try_connect_one(&w, &server.tls()).await {
                     *c = writer;
                 }
             }
@@ -49,13 +50,9 @@ async fn append_failover(
     }
 }
 
-async fn try_connect_one(server: &str) -> Option<Client> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    let ep = tonic::transport::Endpoint::from_shared(url)
+/// One server, with the TLS flags.
+async fn try_connect_one(server: &str, tls: &crate::tls::TlsOptions) -> Option<Client> {
+    let ep = crate::client::endpoint(server, tls)
         .ok()?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(20));

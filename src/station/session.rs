@@ -36,8 +36,13 @@ enum Step {
 
 impl Station {
     pub(super) async fn open(a: ScanArgs) -> anyhow::Result<Station> {
-        let queue = Queue::open(&a.queue)?;
-        let client = try_connect(&a.server.server).await;
+        // Draining sends what a station queued before: a queue that does not exist is a
+        // wrong --queue, not an empty one.
+        let queue = match a.drain {
+            true => Queue::open_existing(&a.queue)?,
+            false => Queue::open(&a.queue)?,
+        };
+        let client = try_connect(&a.server).await;
         let ui = Ui {
             interactive: !a.yes && !a.drain,
         };
@@ -159,7 +164,7 @@ impl Station {
                 codes: Vec::new(),
             };
             if self.client.is_none() {
-                self.client = try_connect(&self.a.server.server).await;
+                self.client = try_connect(&self.a.server).await;
                 if self.client.is_some() {
                     println!("Server is back: sending the queue.");
                     self.drain().await?;
