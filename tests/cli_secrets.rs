@@ -4,7 +4,7 @@
 //! give instead, and never echoes the key. Runs the real binary against a real server.
 
 use base64::Engine as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod cli_support;
 
