@@ -235,7 +235,7 @@ pub async fn run_tls(
 /// [`run`] with the public facts the admin service reports (log verifier key, trust anchors).
 ///
 /// Besides `celltrail.v1.Ledger` it serves `celltrail.v1.Admin` (online backup),
-/// `grpc.health.v1.Health` and server reflection (v1). Health reports NOT_SERVING until the
+/// `grpc.health.v1.Health` and server reflection (v1 and v1alpha). Health reports NOT_SERVING until the
 /// store is open and recovered (it is, by the time `run` is called: `open` recovers), SERVING
 /// while serving, and NOT_SERVING again as soon as `shutdown` resolves.
 pub async fn run_with(
@@ -251,11 +251,18 @@ pub async fn run_with(
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
     health.set_not_serving::<LedgerSvc>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1, and v1alpha beside it for older grpcurl and Python's grpcio-reflection.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .context("cannot build the reflection service")?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .context("cannot build the v1alpha reflection service")?;
     let service = LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()))
         .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let admin = crate::pb::admin_server::AdminServer::new(crate::backup::AdminService::new(
@@ -289,6 +296,7 @@ pub async fn run_with(
     builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
