@@ -156,6 +156,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Env {
     _dir: tempfile::TempDir,
     ledger: Arc<Ledger>,
+    /// What the server reports about the opened directory.
+    info: celltrail::backup::ServerInfo,
 }
 
 /// Passphrase of the bench servers' log keys.
@@ -174,6 +176,7 @@ fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
     let opened = celltrail::server::open(&opts).expect("open ledger");
     Env {
         _dir: dir,
+        info: celltrail::server::server_info(&opened),
         ledger: opened.ledger,
     }
 }
@@ -226,9 +229,14 @@ fn interleave(work: Vec<Vec<SignedEvent>>) -> Vec<SignedEvent> {
 async fn serve(env: &Env) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let opts = celltrail::server::RunOptions {
+        info: env.info.clone(),
+        tls: None,
+    };
     tokio::spawn(celltrail::server::run(
         listener,
         env.ledger.clone(),
+        opts,
         std::future::pending(),
     ));
     addr
@@ -321,8 +329,11 @@ async fn grpc_stream(
 /// (signatures, registry, links, policy replay, Merkle root).
 fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
     env.ledger.shutdown();
-    let Env { _dir: dir, ledger } = env;
+    let Env {
+        _dir: dir, ledger, ..
+    } = env;
     drop(ledger);
+    use celltrail::storage::Storage as _;
     let store = celltrail::store::Store::open_for_audit(&dir.path().join("data").join("db"))
         .expect("reopen store");
     let log_key = celltrail::keys::read_key_file_with(

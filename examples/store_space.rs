@@ -3,7 +3,8 @@
 //! `cargo run --release --example store_space -- write DIR N` then `... open DIR` (RSS of a
 //! fresh process that opens the store and reads its size).
 use celltrail::rules::Head;
-use celltrail::store::{CommitBatch, NewEntry, Store};
+use celltrail::storage::{Group, NewEntry, Storage};
+use celltrail::store::Store;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -76,7 +77,7 @@ fn main() {
         out
     };
     for chunk in order.chunks(group as usize) {
-        let mut batch = CommitBatch::default();
+        let mut batch = Group::default();
         let mut heads = HashMap::new();
         for &(c, q) in chunk {
             let mut bytes = vec![0u8; 326];

@@ -270,7 +270,7 @@ impl LedgerRpc for LedgerService {
         _req: Request<crate::pb::GetCheckpointRequest>,
     ) -> Result<Response<crate::pb::GetCheckpointResponse>, Status> {
         let store = self.ledger.store().clone();
-        let cp = blocking(move || crate::log::checkpoint(&store)).await?;
+        let cp = blocking(move || crate::log::checkpoint(store.as_ref())).await?;
         let cp =
             cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
         Ok(Response::new(crate::pb::GetCheckpointResponse {
@@ -290,18 +290,18 @@ impl LedgerRpc for LedgerService {
         let resp = blocking(move || {
             let index = match &req.leaf {
                 Some(Leaf::Index(i)) => *i,
-                Some(Leaf::EventHash(h)) => crate::log::index_of_event(&store, h)?,
+                Some(Leaf::EventHash(h)) => crate::log::index_of_event(store.as_ref(), h)?,
                 None => {
                     return Err(crate::log::LogError::InvalidArgument(
                         "name the entry by index or by event_hash".into(),
                     ))
                 }
             };
-            let p = crate::log::inclusion_proof(&store, index, req.tree_size)?;
+            let p = crate::log::inclusion_proof(store.as_ref(), index, req.tree_size)?;
             let entry = store.entry(index)?.ok_or_else(|| {
                 crate::log::LogError::NotFound(format!("entry {index} is missing"))
             })?;
-            let cp = crate::log::checkpoint(&store)?;
+            let cp = crate::log::checkpoint(store.as_ref())?;
             let checkpoint = cp
                 .filter(|c| c.checkpoint.size == p.tree_size)
                 .map(|c| c.note)
@@ -327,8 +327,8 @@ impl LedgerRpc for LedgerService {
         let req = req.into_inner();
         let store = self.ledger.store().clone();
         let resp = blocking(move || {
-            let p = crate::log::consistency_proof(&store, req.old_size, req.new_size)?;
-            let checkpoint = crate::log::checkpoint(&store)?
+            let p = crate::log::consistency_proof(store.as_ref(), req.old_size, req.new_size)?;
+            let checkpoint = crate::log::checkpoint(store.as_ref())?
                 .filter(|c| c.checkpoint.size == p.new_size)
                 .map(|c| c.note)
                 .unwrap_or_default();

@@ -1,22 +1,26 @@
-//! Online backup and restore.
+//! Online backup and restore, as logical copies: log entries, chain heads and the signed
+//! checkpoint, never a backend's own layout.
 //!
-//! **Server side** (`celltrail.v1.Admin/Backup`): a consistent snapshot cut at a group-commit
-//! boundary. The writer thread is paused only long enough to record the tree size `N`, the
-//! signed checkpoint and the trees that change in place (`chains`, `meta`, and any tree this
-//! module does not know). The trees that only ever gain keys (`entries`, `chain_events`,
-//! `by_hash`, `nodes`) are then streamed while appends continue, keeping exactly the records
-//! that belong to the first `N` log entries. The result is the store as it stood after the group
-//! that made the log `N` entries long.
+//! **Server side** (`celltrail.v1.Admin/Backup`): a consistent cut at a group-commit boundary.
+//! The writer thread is paused only long enough to read the tree size `N`, the signed
+//! checkpoint for `N` and every chain's head ([`Storage::cut`] and heads, via
+//! `Ledger::at_group_boundary`). The entries `0..N` never change, so they are then streamed while
+//! appends continue. The result is the log as it stood after the group that made it `N` long.
 //!
-//! **Client side** (`celltrail backup --to DIR`): writes the records into a new sled store at
-//! `DIR/db` plus `log.vkey`, `trust-anchors.txt` and `backup.json`, then audits the copy.
-//! `celltrail restore --from DIR --data-dir NEW --log-key FILE` copies a backup into a new data
-//! directory a server can start on. The log's private key never travels with a backup.
+//! **Client side** (`celltrail backup --to DIR`): writes `entries.bin` (the entries, each a
+//! length-delimited `BackupEntry`), `heads.json`, `log.vkey`, `trust-anchors.txt` and
+//! `backup.json` (which holds the checkpoint), then audits the copy. `celltrail restore --from
+//! DIR --data-dir NEW --log-key FILE` rebuilds a new store from the entries (every index and
+//! Merkle node is computed again, by the code the writer uses), takes the heads from the backup
+//! once each matches its chain's last entry, and checks that the root of the rebuilt tree is the
+//! root of the signed checkpoint. A backup written before backups were logical (a copy of the
+//! sled trees in `DIR/db`) is read through the store and restored the same way. The log's
+//! private key never travels with a backup.
 //!
-//! The audit ([`audit_store`]) checks what a copy must satisfy without trusting the server:
-//! every chain links (`rules::check_link`, the writer's own rule),
-//! the Merkle root recomputed from the entries equals the root of the stored checkpoint, and
-//! the checkpoint is signed by the log key.
+//! The audit ([`audit_log`]) checks what a copy must satisfy without trusting the server: every
+//! chain links (`rules::check_link`, the writer's own rule), every head names its chain's last
+//! entry, the Merkle root recomputed from the entries equals the root of the checkpoint, and the
+//! checkpoint is signed by the log key.
 
 use crate::crypto::EventHash;
 use crate::datadir::DataDir;
@@ -24,23 +28,31 @@ use crate::ledger::Ledger;
 use crate::merkle;
 use crate::note::{Checkpoint, NoteVerifier};
 use crate::pb::admin_server::Admin;
-use crate::pb::{BackupChunk, BackupHeader, BackupRecord, BackupRequest, EventBody, LogEntry};
-use crate::rules::{check_link, Head};
-use crate::store::{RawRecord, Store, APPEND_ONLY_TREES};
+use crate::pb::{
+    BackupChunk, BackupEntry, BackupHead, BackupHeader, BackupRequest, EventBody, LogEntry,
+};
+use crate::rules::{bags_named, check_link, Head};
+use crate::storage::{Group, NewEntry, Storage, StorageError};
 use anyhow::{bail, Context};
 use prost::Message;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-/// Records per streamed message.
-const RECORDS_PER_CHUNK: usize = 512;
+/// Entries (or heads) per streamed message.
+const ITEMS_PER_CHUNK: usize = 512;
+/// Entries per group when a restore rebuilds a store.
+const RESTORE_GROUP: usize = 4096;
+/// `BackupHeader.format` and `Manifest.format` of a logical backup. 0 (absent) is the older
+/// copy of sled trees.
+pub const LOGICAL_FORMAT: u32 = 2;
 
 /// What the server needs to describe itself in a backup header (all public).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub log_vkey: String,
     pub trust_anchors: String,
@@ -61,58 +73,26 @@ impl AdminService {
 struct Cut {
     tree_size: u64,
     checkpoint: String,
-    records: Vec<BackupRecord>,
+    heads: Vec<BackupHead>,
 }
 
-fn be_u64(b: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(b.try_into().ok()?))
-}
-
-/// Whether a record of an append-only tree belongs to the first `n` log entries (layouts as
-/// written by `store::Store::commit`).
-fn in_cut(tree: &str, key: &[u8], value: &[u8], n: u64) -> bool {
-    match tree {
-        "entries" => be_u64(key).is_some_and(|i| i < n),
-        "chain_events" | "by_hash" | "bags" => be_u64(value).is_some_and(|i| i < n),
-        // A leaf block b holds the leaves of entries [b·LEAF_BLOCK, (b+1)·LEAF_BLOCK).
-        "leaves" => be_u64(key)
-            .is_some_and(|b| (b as u128 + 1) * crate::store::LEAF_BLOCK as u128 <= n as u128),
-        "nodes" => {
-            if key.len() != 9 {
-                return false;
-            }
-            let level = key[0] as u32;
-            let Some(index) = be_u64(&key[1..]) else {
-                return false;
-            };
-            // A perfect subtree (level, index) covers leaves [index·2^level, (index+1)·2^level).
-            ((index as u128 + 1) << level) <= n as u128
-        }
-        _ => false,
-    }
-}
-
-fn take_cut(store: &Store) -> Result<Cut, crate::store::StoreError> {
-    let tree_size = store.tree_size()?;
-    let checkpoint = store.checkpoint()?.unwrap_or_default();
-    let mut records = Vec::new();
-    for tree in store.raw_tree_names() {
-        if APPEND_ONLY_TREES.contains(&tree.as_str()) {
-            continue;
-        }
-        for item in store.raw_scan(&tree)? {
-            let (key, value) = item?;
-            records.push(BackupRecord {
-                tree: tree.clone(),
-                key,
-                value,
+fn take_cut(store: &dyn Storage) -> Result<Cut, StorageError> {
+    let cut = store.cut()?;
+    let mut heads = Vec::new();
+    for chain_id in store.chain_ids()? {
+        if let Some(h) = store.head(&chain_id)? {
+            heads.push(BackupHead {
+                chain_id,
+                seq: h.seq,
+                hash: h.hash.to_vec(),
+                state_name: h.state_name,
             });
         }
     }
     Ok(Cut {
-        tree_size,
-        checkpoint,
-        records,
+        tree_size: cut.tree_size,
+        checkpoint: cut.checkpoint.unwrap_or_default(),
+        heads,
     })
 }
 
@@ -130,7 +110,7 @@ impl Admin for AdminService {
         let s = store.clone();
         let cut = self
             .ledger
-            .at_group_boundary(move || take_cut(&s))
+            .at_group_boundary(move || take_cut(s.as_ref()))
             .await
             .map_err(Status::from)?
             .map_err(|e| Status::unavailable(format!("backup cut failed: {e}")))?;
@@ -141,58 +121,61 @@ impl Admin for AdminService {
             log_vkey: self.info.log_vkey.clone(),
             trust_anchors: self.info.trust_anchors.clone(),
             taken_at_unix_nanos: crate::time::now_nanos(),
+            format: LOGICAL_FORMAT,
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BackupChunk, Status>>(4);
         let n = cut.tree_size;
-        let first = cut.records;
+        let heads = cut.heads;
         tokio::task::spawn_blocking(move || {
             let send = |chunk: BackupChunk| tx.blocking_send(Ok(chunk)).is_ok();
             let mut header = Some(header);
-            let mut pending: Vec<BackupRecord> = Vec::with_capacity(RECORDS_PER_CHUNK);
-            let flush = |pending: &mut Vec<BackupRecord>, header: &mut Option<BackupHeader>| {
-                send(BackupChunk {
+            for part in heads.chunks(ITEMS_PER_CHUNK) {
+                if !send(BackupChunk {
                     header: header.take(),
-                    records: std::mem::take(pending),
-                })
-            };
-            for r in first {
-                pending.push(r);
-                if pending.len() == RECORDS_PER_CHUNK && !flush(&mut pending, &mut header) {
+                    heads: part.to_vec(),
+                    ..Default::default()
+                }) {
                     return;
                 }
             }
-            for tree in APPEND_ONLY_TREES {
-                let scan = match store.raw_scan(tree) {
-                    Ok(s) => s,
+            let mut next = 0u64;
+            while next < n {
+                let want = ITEMS_PER_CHUNK.min((n - next) as usize);
+                let page = match store.entries_from(next, want) {
+                    Ok(p) if !p.is_empty() => p,
+                    Ok(_) => {
+                        let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                            "entry {next} is missing from the store"
+                        ))));
+                        crate::metrics::backup_taken(false);
+                        return;
+                    }
                     Err(e) => {
                         let _ = tx.blocking_send(Err(Status::unavailable(e.to_string())));
                         crate::metrics::backup_taken(false);
                         return;
                     }
                 };
-                for item in scan {
-                    let (key, value) = match item {
-                        Ok(kv) => kv,
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(Status::unavailable(e.to_string())));
-                            crate::metrics::backup_taken(false);
-                            return;
-                        }
-                    };
-                    if !in_cut(tree, &key, &value, n) {
-                        continue;
-                    }
-                    pending.push(BackupRecord {
-                        tree: tree.to_string(),
-                        key,
-                        value,
-                    });
-                    if pending.len() == RECORDS_PER_CHUNK && !flush(&mut pending, &mut header) {
-                        return;
-                    }
+                next = page.last().map_or(next, |(i, _)| i + 1);
+                let entries = page
+                    .into_iter()
+                    .filter(|(i, _)| *i < n)
+                    .map(|(index, entry)| BackupEntry { index, entry })
+                    .collect();
+                if !send(BackupChunk {
+                    header: header.take(),
+                    entries,
+                    ..Default::default()
+                }) {
+                    return;
                 }
             }
-            if (!pending.is_empty() || header.is_some()) && !flush(&mut pending, &mut header) {
+            if header.is_some()
+                && !send(BackupChunk {
+                    header: header.take(),
+                    ..Default::default()
+                })
+            {
                 return;
             }
             crate::metrics::backup_taken(true);
@@ -205,14 +188,18 @@ impl Admin for AdminService {
 /// What a backup directory's `backup.json` records.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Manifest {
+    /// [`LOGICAL_FORMAT`]; absent (0) in a backup that copied sled trees into `db/`.
+    #[serde(default)]
+    pub format: u32,
     pub tree_size: u64,
     pub checkpoint: String,
     pub taken_at: String,
+    /// Entries and heads received (sled records in a format-0 backup).
     pub records: u64,
     pub source: String,
 }
 
-/// Result of auditing a store copy.
+/// Result of auditing a copy of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
     pub tree_size: u64,
@@ -220,79 +207,73 @@ pub struct Audit {
     pub root: [u8; 32],
 }
 
-/// Checks a store copy: every chain links, entry indices are dense, the Merkle root of the
-/// entries equals the stored checkpoint's root, and the checkpoint is signed by `log_key`.
-pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Result<Audit> {
-    let size = store.tree_size()?;
+/// Checks a log copy: entry indices are dense from 0 to `size`, every chain links, each head
+/// in `heads` names its chain's last entry (and every chain has one), the Merkle root of the
+/// entries equals the checkpoint's root, and the checkpoint is signed by `log_key`.
+pub fn audit_log(
+    size: u64,
+    entries: impl Iterator<Item = anyhow::Result<(u64, Vec<u8>)>>,
+    heads: impl Fn(&str) -> anyhow::Result<Option<Head>>,
+    checkpoint: Option<&str>,
+    log_key: Option<&NoteVerifier>,
+) -> anyhow::Result<Audit> {
     let mut leaves = Vec::with_capacity(size.min(1 << 24) as usize);
-    let mut heads: HashMap<String, Head> = HashMap::new();
+    let mut last: HashMap<String, Head> = HashMap::new();
     let mut next = 0u64;
-    while next < size {
-        let page = store.entries_from(next, 4096)?;
-        if page.is_empty() {
-            bail!("entry {next} is missing (tree size is {size})");
+    for item in entries {
+        let (index, bytes) = item?;
+        if next == size {
+            break;
         }
-        for (index, bytes) in page {
-            if index != next {
-                bail!("entry {next} is missing (next stored entry is {index})");
-            }
-            let entry = LogEntry::decode(bytes.as_slice())
-                .with_context(|| format!("entry {index} does not decode"))?;
-            if entry.index != index {
-                bail!("entry {index} says it is entry {}", entry.index);
-            }
-            let body = EventBody::decode(entry.body.as_slice())
-                .with_context(|| format!("entry {index}: body does not decode"))?;
-            let hash = EventHash::of_body(&entry.body).0;
-            // The writer's own link rule: seq 0 with a zero prev_hash, then each next seq
-            // naming the previous event's hash.
-            check_link(&body, heads.get(&body.chain_id))
-                .map_err(|e| anyhow::anyhow!("entry {index}: {e}"))?;
-            heads.insert(
-                body.chain_id,
-                Head {
-                    seq: body.seq,
-                    hash,
-                    state_name: String::new(),
-                    state: None,
-                },
-            );
-            leaves.push(merkle::leaf_hash(&bytes));
-            next += 1;
-            if next == size {
-                break;
-            }
+        if index != next {
+            bail!("entry {next} is missing (next entry is {index})");
         }
+        let entry = LogEntry::decode(bytes.as_slice())
+            .with_context(|| format!("entry {index} does not decode"))?;
+        if entry.index != index {
+            bail!("entry {index} says it is entry {}", entry.index);
+        }
+        let body = EventBody::decode(entry.body.as_slice())
+            .with_context(|| format!("entry {index}: body does not decode"))?;
+        // The writer's own link rule: seq 0 with a zero prev_hash, then each next seq naming
+        // the previous event's hash.
+        check_link(&body, last.get(&body.chain_id))
+            .map_err(|e| anyhow::anyhow!("entry {index}: {e}"))?;
+        last.insert(
+            body.chain_id,
+            Head {
+                seq: body.seq,
+                hash: EventHash::of_body(&entry.body).0,
+                state_name: String::new(),
+                state: None,
+            },
+        );
+        leaves.push(merkle::leaf_hash(&bytes));
+        next += 1;
     }
-    for (chain, last) in &heads {
-        let stored = store
-            .head(chain)?
+    if next != size {
+        bail!("entry {next} is missing (tree size is {size})");
+    }
+    for (chain, want) in &last {
+        let stored = heads(chain)?
             .with_context(|| format!("chain {chain} has entries but no stored head"))?;
-        if stored.seq != last.seq || stored.hash != last.hash {
+        if stored.seq != want.seq || stored.hash != want.hash {
             bail!(
                 "stored head of chain {chain} (seq {}) does not match its last entry (seq {})",
                 stored.seq,
-                last.seq
+                want.seq
             );
         }
     }
     let root = merkle::root(&leaves);
-    match store.checkpoint()? {
+    match checkpoint.filter(|c| !c.is_empty()) {
         None if size == 0 => {}
-        None => bail!("the store has {size} entries but no checkpoint"),
+        None => bail!("the copy has {size} entries but no checkpoint"),
         Some(note) => {
-            let text = match log_key {
-                Some(k) => {
-                    crate::note::open_note(&note, std::slice::from_ref(k))
-                        .map_err(|e| anyhow::anyhow!("checkpoint signature: {e}"))?
-                        .text
-                }
-                None => note.split("\n\n").next().unwrap_or("").to_string() + "\n",
-            };
-            let cp = Checkpoint::parse(&text).map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
+            let cp = checkpoint_of(note, log_key)?;
             if cp.size != size {
                 bail!(
-                    "checkpoint is for size {}, the store has {size} entries",
+                    "checkpoint is for size {}, the copy has {size} entries",
                     cp.size
                 );
             }
@@ -307,8 +288,65 @@ pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Res
     }
     Ok(Audit {
         tree_size: size,
-        chains: heads.len(),
+        chains: last.len(),
         root,
+    })
+}
+
+/// The checkpoint in a signed note: its signature checked when `log_key` is given.
+fn checkpoint_of(note: &str, log_key: Option<&NoteVerifier>) -> anyhow::Result<Checkpoint> {
+    let text = match log_key {
+        Some(k) => {
+            crate::note::open_note(note, std::slice::from_ref(k))
+                .map_err(|e| anyhow::anyhow!("checkpoint signature: {e}"))?
+                .text
+        }
+        None => note.split("\n\n").next().unwrap_or("").to_string() + "\n",
+    };
+    Checkpoint::parse(&text).map_err(|e| anyhow::anyhow!("checkpoint: {e}"))
+}
+
+/// [`audit_log`] over a store: its entries, heads and checkpoint.
+pub fn audit_store(store: &dyn Storage, log_key: Option<&NoteVerifier>) -> anyhow::Result<Audit> {
+    let size = store.tree_size()?;
+    let checkpoint = store.checkpoint()?;
+    audit_log(
+        size,
+        store_entries(store, size),
+        |chain| Ok(store.head(chain)?),
+        checkpoint.as_deref(),
+        log_key,
+    )
+}
+
+/// The entries `0..size` of a store, read a page at a time.
+fn store_entries(
+    store: &dyn Storage,
+    size: u64,
+) -> impl Iterator<Item = anyhow::Result<(u64, Vec<u8>)>> + '_ {
+    let mut next = 0u64;
+    let mut page: std::vec::IntoIter<(u64, Vec<u8>)> = Vec::new().into_iter();
+    std::iter::from_fn(move || {
+        if let Some(item) = page.next() {
+            next = item.0 + 1;
+            return Some(Ok(item));
+        }
+        if next >= size {
+            return None;
+        }
+        match store.entries_from(next, 4096) {
+            Ok(p) if p.is_empty() => None,
+            Ok(p) => {
+                page = p.into_iter();
+                let item = page.next()?;
+                next = item.0 + 1;
+                Some(Ok(item))
+            }
+            Err(e) => {
+                next = size;
+                Some(Err(e.into()))
+            }
+        }
     })
 }
 
@@ -325,6 +363,21 @@ fn check_empty_dir(dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn head_of(h: &BackupHead) -> anyhow::Result<Head> {
+    Ok(Head {
+        seq: h.seq,
+        hash: h.hash.as_slice().try_into().with_context(|| {
+            format!(
+                "head of chain {} has a {}-byte hash",
+                h.chain_id,
+                h.hash.len()
+            )
+        })?,
+        state_name: h.state_name.clone(),
+        state: None,
+    })
 }
 
 /// `celltrail backup --to DIR`: streams a snapshot from the server at `server` into `DIR`.
@@ -381,8 +434,13 @@ async fn receive_backup(
     url: String,
 ) -> anyhow::Result<(Manifest, Audit)> {
     let layout = DataDir::new(dir);
-    let store = Store::open(&layout.db())?;
+    let path = layout.backup_entries();
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?,
+    );
     let mut header = None;
+    let mut heads: BTreeMap<String, Head> = BTreeMap::new();
     let mut count = 0u64;
     while let Some(chunk) = stream
         .message()
@@ -390,19 +448,30 @@ async fn receive_backup(
         .map_err(crate::client::status_error)?
     {
         if let Some(h) = chunk.header {
+            if h.format != LOGICAL_FORMAT {
+                bail!(
+                    "the server sent a backup of format {} (this celltrail reads format {LOGICAL_FORMAT}); use a celltrail of the server's version",
+                    h.format
+                );
+            }
             header = Some(h);
         }
-        let mut by_tree: HashMap<String, Vec<RawRecord>> = HashMap::new();
-        for r in chunk.records {
+        for h in &chunk.heads {
+            heads.insert(h.chain_id.clone(), head_of(h)?);
             count += 1;
-            by_tree.entry(r.tree).or_default().push((r.key, r.value));
         }
-        for (tree, records) in by_tree {
-            store.raw_insert(&tree, &records)?;
+        for e in chunk.entries {
+            out.write_all(&e.encode_length_delimited_to_vec())?;
+            count += 1;
         }
     }
     let header = header.context("the server sent no backup header")?;
-    store.raw_flush()?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::write(
+        layout.backup_heads(),
+        serde_json::to_string_pretty(&heads)? + "\n",
+    )?;
     let log_key = if header.log_vkey.is_empty() {
         None
     } else {
@@ -415,22 +484,16 @@ async fn receive_backup(
     if !header.trust_anchors.is_empty() {
         std::fs::write(layout.trust_anchors(), &header.trust_anchors)?;
     }
-    let audit =
-        audit_store(&store, log_key.as_ref()).context("the backup copy does not audit cleanly")?;
-    if audit.tree_size != header.tree_size {
-        bail!(
-            "backup holds {} entries, the cut was at {}",
-            audit.tree_size,
-            header.tree_size
-        );
-    }
     let manifest = Manifest {
+        format: LOGICAL_FORMAT,
         tree_size: header.tree_size,
         checkpoint: header.checkpoint,
         taken_at: crate::time::rfc3339(header.taken_at_unix_nanos),
         records: count,
         source: url,
     };
+    let audit = audit_backup(&layout, &manifest, log_key.as_ref())
+        .context("the backup copy does not audit cleanly")?;
     std::fs::write(
         layout.backup_manifest(),
         serde_json::to_string_pretty(&manifest)? + "\n",
@@ -438,7 +501,71 @@ async fn receive_backup(
     Ok((manifest, audit))
 }
 
-/// `celltrail restore`: makes a new data directory from a backup directory.
+/// The entries of a logical backup's `entries.bin`, in file order.
+fn file_entries(
+    path: &Path,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<(u64, Vec<u8>)>>> {
+    let mut r = std::io::BufReader::new(
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let mut at = 0u64;
+    Ok(std::iter::from_fn(move || {
+        match r.fill_buf() {
+            Ok([]) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e.into())),
+        }
+        let result = read_delimited(&mut r)
+            .and_then(|bytes| Ok(BackupEntry::decode(bytes.as_slice())?))
+            .map(|e| (e.index, e.entry))
+            .with_context(|| format!("record {at} of the backup's entries does not decode"));
+        at += 1;
+        Some(result)
+    }))
+}
+
+/// One length-delimited record (a protobuf varint length, then that many bytes).
+fn read_delimited(r: &mut impl std::io::Read) -> anyhow::Result<Vec<u8>> {
+    let mut len: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b)?;
+        len |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            if len > 4 * crate::rules::MAX_ENTRY_BYTES as u64 {
+                bail!("a record of {len} bytes is larger than any entry");
+            }
+            let mut buf = vec![0u8; len as usize];
+            r.read_exact(&mut buf)?;
+            return Ok(buf);
+        }
+    }
+    bail!("record length is not a varint")
+}
+
+fn backup_heads(layout: &DataDir) -> anyhow::Result<BTreeMap<String, Head>> {
+    let path = layout.backup_heads();
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} does not parse", path.display()))
+}
+
+/// Audits a logical backup directory.
+fn audit_backup(
+    layout: &DataDir,
+    manifest: &Manifest,
+    log_key: Option<&NoteVerifier>,
+) -> anyhow::Result<Audit> {
+    let heads = backup_heads(layout)?;
+    audit_log(
+        manifest.tree_size,
+        file_entries(&layout.backup_entries())?,
+        |chain| Ok(heads.get(chain).cloned()),
+        Some(&manifest.checkpoint),
+        log_key,
+    )
+}
+
+/// `celltrail restore`: makes a new data directory (sled store) from a backup directory.
 pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Result<Audit> {
     let (src, dst) = (DataDir::new(from), DataDir::new(data_dir));
     let manifest: Manifest = serde_json::from_slice(
@@ -458,23 +585,43 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
         }
     }
     ensure_empty_dir(data_dir)?;
-    {
-        let src_store = Store::open(&src.db())?;
-        let dst_store = Store::open(&dst.db())?;
-        for tree in src_store.raw_tree_names() {
-            let mut batch = Vec::with_capacity(RECORDS_PER_CHUNK);
-            for item in src_store.raw_scan(&tree)? {
-                batch.push(item?);
-                if batch.len() == RECORDS_PER_CHUNK {
-                    dst_store.raw_insert(&tree, &batch)?;
-                    batch.clear();
+    let verifier = log_key.verifier();
+    let audit = {
+        let dest = crate::store::Store::open(&dst.db())?;
+        if manifest.format == LOGICAL_FORMAT {
+            let heads = backup_heads(&src)?;
+            rebuild(
+                &dest,
+                manifest.tree_size,
+                file_entries(&src.backup_entries())?,
+                heads,
+                &manifest.checkpoint,
+                &verifier,
+            )?
+        } else {
+            // A backup made before backups were logical: a copy of the sled trees. Read it
+            // through the store (never writing to it) and rebuild like any other.
+            let old = crate::store::Store::open_for_audit(&src.db())
+                .with_context(|| format!("{} holds no readable store", from.display()))?;
+            let size = old.tree_size()?;
+            let mut heads = BTreeMap::new();
+            for chain in old.chain_ids()? {
+                if let Some(h) = old.head(&chain)? {
+                    heads.insert(chain, h);
                 }
             }
-            dst_store.raw_insert(&tree, &batch)?;
+            let checkpoint = old.checkpoint()?.unwrap_or_default();
+            rebuild(
+                &dest,
+                size,
+                store_entries(&old, size),
+                heads,
+                &checkpoint,
+                &verifier,
+            )?
         }
-        dst_store.raw_flush()?;
-    }
-    let copy = |from: PathBuf, to: PathBuf| -> anyhow::Result<()> {
+    };
+    let copy = |from: std::path::PathBuf, to: std::path::PathBuf| -> anyhow::Result<()> {
         if from.exists() {
             std::fs::copy(&from, to)?;
         }
@@ -484,8 +631,6 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
     copy(src.trust_anchors(), dst.trust_anchors())?;
     // The file is copied as it is: an encrypted log key stays encrypted.
     copy_private(log_key_file, &dst.log_key())?;
-    let store = Store::open(&dst.db())?;
-    let audit = audit_store(&store, Some(&log_key.verifier()))?;
     if audit.tree_size != manifest.tree_size {
         bail!(
             "restored store holds {} entries, the backup manifest says {}",
@@ -496,9 +641,92 @@ pub fn restore(from: &Path, data_dir: &Path, log_key_file: &Path) -> anyhow::Res
     Ok(audit)
 }
 
+/// Rebuilds an empty store from a log's entries: each group's indexes (chain events, hashes,
+/// bags) and Merkle nodes computed as the writer computes them, the heads from the backup (each
+/// checked against its chain's last entry), the checkpoint last. Then audits the result and
+/// checks that the root the rebuilt store serves is the checkpoint's root.
+fn rebuild(
+    dest: &dyn Storage,
+    size: u64,
+    entries: impl Iterator<Item = anyhow::Result<(u64, Vec<u8>)>>,
+    heads: BTreeMap<String, Head>,
+    checkpoint: &str,
+    log_key: &NoteVerifier,
+) -> anyhow::Result<Audit> {
+    if dest.tree_size()? != 0 {
+        bail!("a restore needs an empty store");
+    }
+    let mut nodes: HashMap<(u32, u64), merkle::Hash> = HashMap::new();
+    let mut group = Group::default();
+    let mut named: std::collections::HashSet<(String, String)> = Default::default();
+    let mut next = 0u64;
+    for item in entries {
+        let (index, bytes) = item?;
+        if next == size {
+            break;
+        }
+        if index != next {
+            bail!("entry {next} is missing from the backup (next is {index})");
+        }
+        let entry = LogEntry::decode(bytes.as_slice())
+            .with_context(|| format!("entry {index} does not decode"))?;
+        let body = EventBody::decode(entry.body.as_slice())
+            .with_context(|| format!("entry {index}: body does not decode"))?;
+        let leaf = merkle::leaf_hash(&bytes);
+        let completed =
+            merkle::nodes_completed_by_append(index, leaf, |l, i| match nodes.get(&(l, i)) {
+                Some(h) => Ok(*h),
+                None => dest.node(l, i)?.ok_or_else(|| {
+                    StorageError::Corrupt(format!("Merkle node ({l},{i}) is missing"))
+                }),
+            })?;
+        nodes.extend(completed.iter().copied());
+        group.nodes.extend(completed);
+        for bag in bags_named(&body) {
+            if named.insert((bag.to_string(), body.chain_id.clone())) {
+                group
+                    .bags
+                    .push((bag.to_string(), body.chain_id.clone(), index));
+            }
+        }
+        group.entries.push(NewEntry {
+            index,
+            event_hash: EventHash::of_body(&entry.body),
+            chain_id: body.chain_id,
+            seq: body.seq,
+            bytes,
+        });
+        next += 1;
+        if group.entries.len() == RESTORE_GROUP {
+            group.tree_size = next;
+            dest.commit(&std::mem::take(&mut group))?;
+            nodes.clear();
+        }
+    }
+    if next != size {
+        bail!("the backup holds {next} entries, its checkpoint covers {size}");
+    }
+    group.tree_size = size;
+    group.heads = heads.into_iter().collect();
+    group.checkpoint = (!checkpoint.is_empty()).then(|| checkpoint.to_string());
+    dest.commit(&group)?;
+    let audit = audit_store(dest, Some(log_key))?;
+    let served = merkle::root_at(size, |l, i| {
+        dest.node(l, i)?
+            .ok_or_else(|| StorageError::Corrupt(format!("Merkle node ({l},{i}) is missing")))
+    })?;
+    if served != audit.root {
+        bail!(
+            "the rebuilt store's Merkle root {} differs from the checkpoint root {}",
+            hex::encode(served),
+            hex::encode(audit.root)
+        );
+    }
+    Ok(audit)
+}
+
 /// Copies a private key file to a new 0600 file (never over an existing one).
 fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let bytes = zeroize::Zeroizing::new(
         std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?,
@@ -512,26 +740,4 @@ fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
     f.write_all(&bytes)?;
     f.sync_all()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::in_cut;
-
-    #[test]
-    fn node_is_in_cut_only_when_its_whole_subtree_is() {
-        let key = |level: u8, index: u64| {
-            let mut k = vec![level];
-            k.extend_from_slice(&index.to_be_bytes());
-            k
-        };
-        assert!(in_cut("nodes", &key(0, 4), b"", 5));
-        assert!(!in_cut("nodes", &key(0, 5), b"", 5));
-        assert!(in_cut("nodes", &key(2, 0), b"", 4)); // leaves 0..4
-        assert!(!in_cut("nodes", &key(2, 1), b"", 7)); // leaves 4..8
-        assert!(in_cut("leaves", &1u64.to_be_bytes(), b"", 32)); // leaves 16..32
-        assert!(!in_cut("leaves", &1u64.to_be_bytes(), b"", 31));
-        assert!(in_cut("entries", &6u64.to_be_bytes(), b"", 7));
-        assert!(!in_cut("by_hash", b"h", &7u64.to_be_bytes(), 7));
-    }
 }

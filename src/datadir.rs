@@ -48,6 +48,16 @@ impl DataDir {
         self.root.join("admin.key")
     }
 
+    /// A backup directory's log entries (length-delimited `BackupEntry` messages).
+    pub fn backup_entries(&self) -> PathBuf {
+        self.root.join("entries.bin")
+    }
+
+    /// A backup directory's chain heads (JSON: chain id → head).
+    pub fn backup_heads(&self) -> PathBuf {
+        self.root.join("heads.json")
+    }
+
     /// A backup directory's manifest (`backup::Manifest`).
     pub fn backup_manifest(&self) -> PathBuf {
         self.root.join("backup.json")

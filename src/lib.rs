@@ -37,6 +37,7 @@ pub mod role;
 pub mod rules;
 pub mod server;
 pub mod station;
+pub mod storage;
 pub mod store;
 pub mod summary;
 pub mod time;

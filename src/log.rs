@@ -6,7 +6,7 @@
 use crate::crypto::EventHash;
 use crate::merkle::{self, Hash};
 use crate::note::{ChainHeadStatement, Checkpoint};
-use crate::store::{Store, StoreError};
+use crate::storage::{Storage, StorageError};
 
 /// Why a log read cannot be answered.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,7 @@ pub enum LogError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
 }
 
 /// The latest signed checkpoint: the note as stored and its parsed body.
@@ -34,25 +34,25 @@ pub fn note_text(note: &str) -> Option<&str> {
 
 /// The latest signed checkpoint, or `None` while the log is empty. Its size is the "current"
 /// size of every proof request: a checkpoint is written in the same transaction as its nodes.
-pub fn checkpoint(store: &Store) -> Result<Option<SignedCheckpoint>, LogError> {
+pub fn checkpoint(store: &dyn Storage) -> Result<Option<SignedCheckpoint>, LogError> {
     let Some(note) = store.checkpoint()? else {
         return Ok(None);
     };
     let text = note_text(&note)
-        .ok_or_else(|| StoreError::Corrupt("stored checkpoint is not a signed note".into()))?;
+        .ok_or_else(|| StorageError::Corrupt("stored checkpoint is not a signed note".into()))?;
     let checkpoint = Checkpoint::parse(text)
-        .map_err(|e| StoreError::Corrupt(format!("stored checkpoint does not parse: {e}")))?;
+        .map_err(|e| StorageError::Corrupt(format!("stored checkpoint does not parse: {e}")))?;
     Ok(Some(SignedCheckpoint { note, checkpoint }))
 }
 
-fn current_size(store: &Store) -> Result<u64, LogError> {
+fn current_size(store: &dyn Storage) -> Result<u64, LogError> {
     Ok(checkpoint(store)?.map_or(0, |c| c.checkpoint.size))
 }
 
 /// The head statement of `chain_id` in the tree of `tree_size` entries (0 = current size):
 /// its events with an index below that size, and the hash of the last of them.
 pub fn chain_head_statement(
-    store: &Store,
+    store: &dyn Storage,
     origin: &str,
     chain_id: &str,
     tree_size: u64,
@@ -70,9 +70,9 @@ pub fn chain_head_statement(
     };
     let bytes = store
         .entry(last)?
-        .ok_or_else(|| StoreError::Corrupt(format!("entry {last} is missing")))?;
+        .ok_or_else(|| StorageError::Corrupt(format!("entry {last} is missing")))?;
     let entry = <crate::pb::LogEntry as prost::Message>::decode(bytes.as_slice())
-        .map_err(|e| StoreError::Corrupt(format!("entry {last} does not decode: {e}")))?;
+        .map_err(|e| StorageError::Corrupt(format!("entry {last} does not decode: {e}")))?;
     Ok(ChainHeadStatement {
         origin: origin.to_string(),
         chain_id: chain_id.to_string(),
@@ -83,7 +83,7 @@ pub fn chain_head_statement(
 }
 
 /// Resolves a requested tree size: 0 means the current checkpoint's size.
-pub fn resolve_size(store: &Store, requested: u64) -> Result<u64, LogError> {
+pub fn resolve_size(store: &dyn Storage, requested: u64) -> Result<u64, LogError> {
     let current = current_size(store)?;
     if current == 0 {
         return Err(LogError::NotFound(
@@ -99,16 +99,16 @@ pub fn resolve_size(store: &Store, requested: u64) -> Result<u64, LogError> {
     }
 }
 
-fn get_node(store: &Store, level: u32, index: u64) -> Result<Hash, LogError> {
+fn get_node(store: &dyn Storage, level: u32, index: u64) -> Result<Hash, LogError> {
     store.node(level, index)?.ok_or_else(|| {
-        LogError::Store(StoreError::Corrupt(format!(
+        LogError::Store(StorageError::Corrupt(format!(
             "Merkle node ({level},{index}) is missing from the store"
         )))
     })
 }
 
 /// Root of the tree of `size` leaves (size ≤ current).
-pub fn root_at(store: &Store, size: u64) -> Result<Hash, LogError> {
+pub fn root_at(store: &dyn Storage, size: u64) -> Result<Hash, LogError> {
     merkle::root_at(size, |l, i| get_node(store, l, i))
 }
 
@@ -123,7 +123,7 @@ pub struct Inclusion {
 }
 
 /// Global index of the event with this hash.
-pub fn index_of_event(store: &Store, hash: &[u8]) -> Result<u64, LogError> {
+pub fn index_of_event(store: &dyn Storage, hash: &[u8]) -> Result<u64, LogError> {
     let h = EventHash::from_slice(hash).ok_or_else(|| {
         LogError::InvalidArgument(format!("event hash is {} bytes, expected 32", hash.len()))
     })?;
@@ -133,7 +133,11 @@ pub fn index_of_event(store: &Store, hash: &[u8]) -> Result<u64, LogError> {
 }
 
 /// Inclusion proof of entry `index` in the tree of `tree_size` leaves (0 = current size).
-pub fn inclusion_proof(store: &Store, index: u64, tree_size: u64) -> Result<Inclusion, LogError> {
+pub fn inclusion_proof(
+    store: &dyn Storage,
+    index: u64,
+    tree_size: u64,
+) -> Result<Inclusion, LogError> {
     let size = resolve_size(store, tree_size)?;
     if index >= size {
         let current = current_size(store)?;
@@ -169,7 +173,7 @@ pub struct Consistency {
 
 /// Consistency proof from `old_size` to `new_size` (0 = current size).
 pub fn consistency_proof(
-    store: &Store,
+    store: &dyn Storage,
     old_size: u64,
     new_size: u64,
 ) -> Result<Consistency, LogError> {
@@ -197,7 +201,8 @@ pub fn consistency_proof(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CommitBatch, NewEntry};
+    use crate::storage::{Group, NewEntry};
+    use crate::store::Store;
     use std::collections::HashMap;
 
     /// A store holding `n` entries in groups of 3, with nodes and a signed checkpoint as the
@@ -211,7 +216,7 @@ mod tests {
         let mut start = 0;
         while start < n {
             let end = (start + 3).min(n);
-            let mut batch = CommitBatch::default();
+            let mut batch = Group::default();
             for i in start..end {
                 let bytes = format!("entry {i}").into_bytes();
                 let leaf = merkle::leaf_hash(&bytes);

@@ -59,7 +59,7 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Appender>>) -> Vec<Appender> {
 }
 
 /// Acked events missing from the store, and unacked in-flight events that were recorded.
-fn audit(store: &celltrail::store::Store, apps: &[Appender]) -> (usize, usize, usize) {
+fn audit(store: &dyn celltrail::storage::Storage, apps: &[Appender]) -> (usize, usize, usize) {
     let mut acked = 0;
     let mut lost = 0;
     let mut recorded_unacked = 0;

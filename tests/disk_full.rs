@@ -1,62 +1,147 @@
 //! A store that cannot be written (disk full, failed fsync): appends fail with a clear
 //! `UNAVAILABLE`, reads keep working, nothing is acknowledged that may not be durable, log
 //! indices are never reused, and appends work again once the store can be written.
-//! Simulated with the store's fault-injection hook.
+//! Simulated by a storage backend that wraps the real sled store and fails its writes on demand
+//! (no test hook in the store itself).
 
 mod common;
 mod realproc;
 
 use celltrail::client::Client;
 use celltrail::crypto::EventHash;
-use celltrail::ledger::Ledger;
+use celltrail::datadir::DataDir;
 use celltrail::pb::{
     event_body::Detail, Collected, Enrolled, GetChainRequest, GetHeadRequest, SignatureMeaning,
     SignedEvent,
 };
-use celltrail::server::{open, run, ServeOptions};
-use celltrail::store::Fault;
-use common::{register, signed_at_link, signer};
+use celltrail::storage::{Group, Storage, StorageError};
+use celltrail::store::Store;
+use common::{register, signed_at_link, signer, TestServer};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tonic::Code;
 
-struct Srv {
-    ledger: Arc<Ledger>,
-    c: Client,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A write failure to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None = 0,
+    /// `commit` fails before writing anything, as on a full disk.
+    FailWrite = 1,
+    /// `commit` applies the group but the flush (fsync) fails, and so does every later flush.
+    FailFlush = 2,
 }
 
-async fn start(dir: &std::path::Path) -> Srv {
-    let opened = open(&ServeOptions::new(dir)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let ledger = opened.ledger.clone();
-    let task = tokio::spawn(run(listener, opened.ledger, async {
-        let _ = rx.await;
-    }));
-    let c = celltrail::client::connect(&addr.to_string()).await.unwrap();
-    Srv {
-        ledger,
-        c,
-        stop,
-        task,
+/// The real sled store behind a switch that makes its writes fail like a full disk or a failed
+/// fsync.
+struct Faulty {
+    inner: Store,
+    fault: AtomicU8,
+}
+
+impl Faulty {
+    fn inject(&self, f: Fault) {
+        self.fault.store(f as u8, Ordering::SeqCst);
     }
+    fn fault(&self) -> Fault {
+        match self.fault.load(Ordering::SeqCst) {
+            1 => Fault::FailWrite,
+            2 => Fault::FailFlush,
+            _ => Fault::None,
+        }
+    }
+    fn injected(what: &str) -> StorageError {
+        StorageError::Io(format!("{what}: no space left on device (injected fault)"))
+    }
+}
+
+impl Storage for Faulty {
+    fn commit(&self, group: &Group) -> Result<(), StorageError> {
+        match self.fault() {
+            Fault::FailWrite => Err(Self::injected("write")),
+            Fault::FailFlush => {
+                self.inner.commit(group)?;
+                Err(Self::injected("flush"))
+            }
+            Fault::None => self.inner.commit(group),
+        }
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        match self.fault() {
+            Fault::FailFlush => Err(Self::injected("flush")),
+            _ => self.inner.flush(),
+        }
+    }
+    fn tree_size(&self) -> Result<u64, StorageError> {
+        self.inner.tree_size()
+    }
+    fn checkpoint(&self) -> Result<Option<String>, StorageError> {
+        self.inner.checkpoint()
+    }
+    fn head(&self, chain_id: &str) -> Result<Option<celltrail::rules::Head>, StorageError> {
+        self.inner.head(chain_id)
+    }
+    fn chain_ids(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.chain_ids()
+    }
+    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.entry(index)
+    }
+    fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        self.inner.entries_from(start, limit)
+    }
+    fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StorageError> {
+        self.inner.chain_event(chain_id, seq)
+    }
+    fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StorageError> {
+        self.inner.chain_indices(chain_id)
+    }
+    fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StorageError> {
+        self.inner.index_of_hash(hash)
+    }
+    fn chains_of_bag(&self, bag: &str) -> Result<Vec<String>, StorageError> {
+        self.inner.chains_of_bag(bag)
+    }
+    fn bag_in_chain(&self, bag: &str, chain_id: &str) -> Result<bool, StorageError> {
+        self.inner.bag_in_chain(bag, chain_id)
+    }
+    fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        self.inner.node(level, index)
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.meta(key)
+    }
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.inner.size_on_disk()
+    }
+}
+
+struct Srv {
+    store: Arc<Faulty>,
+    server: TestServer,
+    c: Client,
+}
+
+/// A server whose storage is the sled store of `dir` behind the fault switch.
+async fn start(dir: &std::path::Path) -> Srv {
+    let store = Arc::new(Faulty {
+        inner: Store::open(&DataDir::new(dir).db()).unwrap(),
+        fault: AtomicU8::new(0),
+    });
+    let server = TestServer::builder(dir)
+        .storage(store.clone())
+        .start()
+        .await;
+    let c = server.client().await;
+    Srv { store, server, c }
 }
 
 impl Srv {
     /// Graceful stop; releases the store so it can be reopened.
     async fn shutdown(self) {
-        let Srv {
-            ledger,
-            c,
-            stop,
-            task,
-        } = self;
+        let Srv { store, server, c } = self;
         drop(c);
-        let _ = stop.send(());
-        task.await.unwrap().unwrap();
-        drop(ledger);
+        server.stop().await;
+        drop(store);
     }
 }
 
@@ -141,9 +226,9 @@ async fn reads_work(c: &mut Client, chain: &str, len: usize) {
 async fn full_disk_refuses_appends_clearly_keeps_reads_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, mut bag) = setup(dir.path()).await;
-    let size = s.ledger.store().tree_size().unwrap();
+    let size = s.store.tree_size().unwrap();
 
-    s.ledger.store().inject_fault(Fault::FailWrite);
+    s.store.inject(Fault::FailWrite);
     let e1 = bag.next();
     let err = s.c.append(e1.clone()).await.expect_err("disk full");
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
@@ -154,10 +239,10 @@ async fn full_disk_refuses_appends_clearly_keeps_reads_and_recovers() {
         err.message()
     );
     assert!(err.message().contains("no space left"), "{}", err.message());
-    assert_eq!(s.ledger.store().tree_size().unwrap(), size);
+    assert_eq!(s.store.tree_size().unwrap(), size);
     reads_work(&mut s.c, "DISK-1", 1).await;
 
-    s.ledger.store().inject_fault(Fault::None);
+    s.store.inject(Fault::None);
     let r =
         s.c.append(e1.clone())
             .await
@@ -179,9 +264,9 @@ async fn full_disk_refuses_appends_clearly_keeps_reads_and_recovers() {
 async fn failed_flush_is_reported_as_uncertain_and_never_reuses_log_indices() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, mut bag) = setup(dir.path()).await;
-    let size = s.ledger.store().tree_size().unwrap();
+    let size = s.store.tree_size().unwrap();
 
-    s.ledger.store().inject_fault(Fault::FailFlush);
+    s.store.inject(Fault::FailFlush);
     let e1 = bag.next();
     let err = s.c.append(e1.clone()).await.expect_err("fsync failed");
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
@@ -196,7 +281,7 @@ async fn failed_flush_is_reported_as_uncertain_and_never_reuses_log_indices() {
     assert_eq!(err.code(), Code::Unavailable);
     reads_work(&mut s.c, "DISK-1", 2).await; // the applied (unflushed) entry is readable
 
-    s.ledger.store().inject_fault(Fault::None);
+    s.store.inject(Fault::None);
     let r =
         s.c.append(e1.clone())
             .await

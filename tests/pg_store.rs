@@ -7,7 +7,7 @@ use celltrail::pg::lease::LeaseKeeper;
 use celltrail::pg::{PgError, PgOptions, PgStore};
 use celltrail::role::Role;
 use celltrail::rules::Head;
-use celltrail::store::{CommitBatch, NewEntry};
+use celltrail::storage::{Group as CommitBatch, NewEntry};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use crate::note::NoteVerifier;
 use crate::pb::{EventBody, LogEntry};
 use crate::policy::Policy;
 use crate::registry::KEYS_CHAIN;
-use crate::store::Store;
+use crate::storage::Storage;
 use prost::Message;
 
 /// Where a data directory's trust comes from.
@@ -26,7 +26,7 @@ pub struct DataDirKeys {
 /// chain replayed (links, signatures, registry, policy), and the Merkle root recomputed from
 /// all entries compared with the stored signed checkpoint.
 pub fn verify_store(
-    store: &Store,
+    store: &dyn Storage,
     keys: &DataDirKeys,
     policy: &Policy,
     previous: Option<&str>,

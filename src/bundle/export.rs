@@ -12,7 +12,7 @@ use crate::pb::{
     GetSignedChainHeadRequest, LogEntry,
 };
 use crate::registry::KEYS_CHAIN;
-use crate::store::Store;
+use crate::storage::Storage;
 use anyhow::{bail, Context};
 use prost::Message;
 
@@ -37,7 +37,7 @@ fn hashes(h: &[[u8; 32]]) -> Vec<String> {
 /// Exports from an opened store (the server must not be running on it). With the log's
 /// signing key (`DATA_DIR/log.key`) each chain gets its signed head statement.
 pub fn from_store(
-    store: &Store,
+    store: &dyn Storage,
     anchors: Anchors,
     log_key: Option<&NoteSigner>,
     sel: &Selection,

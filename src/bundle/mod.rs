@@ -1,5 +1,5 @@
 //! Audit bundles: the self-contained JSON file `celltrail export` writes and `celltrail verify`
-//! checks with no network (DESIGN §8). This module owns the file format (specified for third
+//! checks with no network (docs/design.md §8). This module owns the file format (specified for third
 //! parties in `docs/bundle-format.md`); `export` builds bundles from a running server or a
 //! stopped data directory, `verify` replays them with the ledger's own pure rules (`ledger`
 //! shape and link checks, `registry`, `policy`, `crypto`, `merkle`, `note`), and `report`

@@ -606,7 +606,7 @@ fn decode_items(entries: &[super::Entry], chain: &str) -> Result<Vec<Item>, Fail
         .collect()
 }
 
-/// Verifies a bundle (DESIGN §8, [R11]).
+/// Verifies a bundle (docs/design.md §8, [R11]).
 pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
     let (key, source) = match &opts.log_key {
         Some(k) => (Ok(k.clone()), "--log-key (supplied by the auditor)"),

@@ -18,7 +18,7 @@ pub mod tls;
 use crate::bundle::record::html::Page;
 use crate::note::{NoteSigner, NoteVerifier};
 use crate::policy::Policy;
-use crate::store::Store;
+use crate::storage::Storage;
 use crate::summary::{at_risk, AtRisk, Bucket, ChainSummary};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -43,7 +43,7 @@ pub enum Access {
 
 /// What the console reads.
 pub struct Console {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
     pub policy: Policy,
     pub log_verifier: NoteVerifier,
     pub admins: Vec<NoteVerifier>,
@@ -80,7 +80,7 @@ pub fn router(console: Console) -> Router {
 
 /// Every summary, sorted by chain id. Chains without a stored summary (written by an older
 /// version) appear with their head's state only.
-pub fn summaries(store: &Store) -> anyhow::Result<Vec<ChainSummary>> {
+pub fn summaries(store: &dyn Storage) -> anyhow::Result<Vec<ChainSummary>> {
     Ok(store.chain_summaries()?)
 }
 
@@ -234,7 +234,7 @@ async fn worklist(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Respon
                 }
             },
         };
-        let all = match summaries(&c.store) {
+        let all = match summaries(c.store.as_ref()) {
             Ok(a) => a,
             Err(e) => return failure(e),
         };
@@ -252,7 +252,7 @@ async fn worklist(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Respon
 }
 
 async fn holds(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response {
-    blocking(move || match summaries(&c.store) {
+    blocking(move || match summaries(c.store.as_ref()) {
         Ok(all) => ok(pages::holds(
             &all,
             q.page.unwrap_or(1),
@@ -264,7 +264,7 @@ async fn holds(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response 
 }
 
 async fn risks(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response {
-    blocking(move || match summaries(&c.store) {
+    blocking(move || match summaries(c.store.as_ref()) {
         Ok(all) => {
             let r = risks_of(&c, &all, crate::time::now_nanos());
             ok(pages::at_risk(&r, q.page.unwrap_or(1)))
@@ -283,7 +283,7 @@ async fn search(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response
                 pages::message("Search", "Enter a DIN, product bag id, CoI reference or chain id (up to 200 characters)."),
             );
         }
-        let all = match summaries(&c.store) {
+        let all = match summaries(c.store.as_ref()) {
             Ok(a) => a,
             Err(e) => return failure(e),
         };
@@ -323,7 +323,7 @@ async fn chain(State(c): State<Shared>, Path(id): Path<String>) -> Response {
         }
         use crate::bundle::export::{anchors, from_store, Selection};
         let bundle = match from_store(
-            &c.store,
+            c.store.as_ref(),
             anchors(&c.log_verifier, &c.admins),
             c.log_key.as_ref(),
             &Selection::Chains(vec![id.clone()]),
@@ -352,7 +352,7 @@ async fn chain(State(c): State<Shared>, Path(id): Path<String>) -> Response {
 
 async fn keys(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response {
     blocking(
-        move || match crate::ledger::replay_registry(&c.store, &c.admins) {
+        move || match crate::ledger::replay_registry(c.store.as_ref(), &c.admins) {
             Ok(reg) => {
                 let mut keys: Vec<_> = reg.keys().cloned().collect();
                 keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
@@ -365,7 +365,7 @@ async fn keys(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response {
 }
 
 async fn checkpoint(State(c): State<Shared>) -> Response {
-    blocking(move || match crate::log::checkpoint(&c.store) {
+    blocking(move || match crate::log::checkpoint(c.store.as_ref()) {
         Ok(cp) => {
             let (note, origin, size) = match &cp {
                 Some(cp) => (

@@ -73,7 +73,7 @@ impl Writer {
         // is the same one (same hash: the same receipt again) or another (a fork, found by the
         // link check).
         if let Some(index) = self.store.chain_event(&body.chain_id, body.seq)? {
-            if stored_event_hash(&self.store, index)? == *hash {
+            if stored_event_hash(self.store.as_ref(), index)? == *hash {
                 return Ok(Some(index));
             }
         }
@@ -170,7 +170,7 @@ impl Writer {
         };
         let next = self.policy.apply(prior, body, signers).map_err(|v| {
             // A signer the table does not allow for this event (role, site, or a signature
-            // it does not take) is PERMISSION_DENIED (DESIGN §6); everything else is a
+            // it does not take) is PERMISSION_DENIED (docs/design.md §6); everything else is a
             // custody precondition.
             if matches!(
                 v.rule.as_str(),

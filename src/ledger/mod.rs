@@ -20,7 +20,7 @@ use crate::pb::{event_body::Detail, EventBody, LogEntry, Receipt, SignedEvent};
 use crate::policy::{Policy, Violation};
 use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
 use crate::rules::{Head, RuleError};
-use crate::store::{Store, StoreError};
+use crate::storage::{Storage, StorageError};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -59,8 +59,8 @@ pub enum LedgerError {
     NotWriter(Option<String>),
 }
 
-impl From<StoreError> for LedgerError {
-    fn from(e: StoreError) -> Self {
+impl From<StorageError> for LedgerError {
+    fn from(e: StorageError) -> Self {
         LedgerError::Storage(e.to_string())
     }
 }
@@ -109,7 +109,7 @@ enum Msg {
 
 /// The ledger: a handle to the verifier and writer threads plus read access to the store.
 pub struct Ledger {
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     /// The log key, for statements the read side signs (chain heads); checkpoints are signed
     /// by the writer.
     log_key: NoteSigner,
@@ -123,13 +123,13 @@ impl Ledger {
     /// Opens the ledger over `store`: replays the key registry and starts the verifier and
     /// writer threads.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<dyn Storage>,
         admins: &[crate::note::NoteVerifier],
         log_key: NoteSigner,
         policy: Policy,
         options: LedgerOptions,
     ) -> Result<Arc<Ledger>, LedgerError> {
-        let registry = replay_registry(&store, admins)?;
+        let registry = replay_registry(store.as_ref(), admins)?;
         let tree_size = store.tree_size()?;
         let statement_key = log_key.clone();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -176,7 +176,7 @@ impl Ledger {
         }))
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Storage> {
         &self.store
     }
 
@@ -186,8 +186,12 @@ impl Ledger {
         chain_id: &str,
         tree_size: u64,
     ) -> Result<(crate::note::ChainHeadStatement, String), crate::log::LogError> {
-        let st =
-            crate::log::chain_head_statement(&self.store, &self.log_key.name, chain_id, tree_size)?;
+        let st = crate::log::chain_head_statement(
+            self.store.as_ref(),
+            &self.log_key.name,
+            chain_id,
+            tree_size,
+        )?;
         let note = crate::note::sign_note(&st.to_text(), &[&self.log_key]).map_err(|e| {
             crate::log::LogError::InvalidArgument(format!(
                 "chain id {chain_id:?} cannot go into a signed note: {e}"
@@ -282,7 +286,7 @@ impl Ledger {
 
 /// Rebuilds the key registry from the `keys` chain.
 pub fn replay_registry(
-    store: &Store,
+    store: &dyn Storage,
     admins: &[crate::note::NoteVerifier],
 ) -> Result<Registry, LedgerError> {
     let mut reg = Registry::new(admins);
@@ -309,7 +313,7 @@ pub fn replay_registry(
 }
 
 /// Event hash of the stored entry at `index`.
-fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError> {
+fn stored_event_hash(store: &dyn Storage, index: u64) -> Result<EventHash, LedgerError> {
     let bytes = store
         .entry(index)?
         .ok_or_else(|| LedgerError::Storage(format!("entry {index} is missing")))?;
@@ -320,7 +324,7 @@ fn stored_event_hash(store: &Store, index: u64) -> Result<EventHash, LedgerError
 
 /// The receipt of an event already in the log (idempotent resubmission).
 pub fn receipt_for_index(
-    store: &Store,
+    store: &dyn Storage,
     index: u64,
     tree_size: u64,
     checkpoint: &str,

@@ -11,7 +11,7 @@ use crate::pb::{EventBody, Receipt};
 use crate::policy::{ChainState, Policy};
 use crate::registry::Registry;
 use crate::rules::{bags_named, Head};
-use crate::store::{CommitBatch, NewEntry, Store};
+use crate::storage::{Group, NewEntry, Storage};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -22,7 +22,7 @@ pub(super) struct Writer {
     pub(super) loaded_epoch: Option<u64>,
     /// Trust anchors, to replay the key registry on a reload.
     pub(super) admins: Vec<crate::note::NoteVerifier>,
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn Storage>,
     pub(super) registry: Registry,
     /// The registry as the verifier sees it, updated after each commit that changed it.
     pub(super) shared_registry: Arc<RwLock<Registry>>,
@@ -51,7 +51,7 @@ pub(super) struct Overlay {
     pub(super) hashes: HashMap<EventHash, u64>,
     pub(super) nodes: HashMap<(u32, u64), [u8; 32]>,
     pub(super) registry: Option<Registry>,
-    pub(super) batch: CommitBatch,
+    pub(super) batch: Group,
 }
 
 impl Writer {
@@ -202,7 +202,7 @@ impl Writer {
                     duplicate: false,
                 }),
                 Outcome::Duplicate(index) => {
-                    receipt_for_index(&self.store, index, self.tree_size, &checkpoint)
+                    receipt_for_index(self.store.as_ref(), index, self.tree_size, &checkpoint)
                 }
             };
             let _ = reply.send(result);
@@ -221,7 +221,7 @@ impl Writer {
             return Err(LedgerError::NotWriter(role.writer_address()));
         };
         if self.loaded_epoch != Some(epoch) {
-            let registry = super::replay_registry(&self.store, &self.admins)?;
+            let registry = super::replay_registry(self.store.as_ref(), &self.admins)?;
             let tree_size = self.store.tree_size()?;
             let last_accepted = match tree_size.checked_sub(1) {
                 Some(last) => match self.store.entry(last)? {
@@ -254,7 +254,7 @@ impl Writer {
     }
 
     fn finish_batch(&self, ov: &mut Overlay, new_size: u64) -> Result<String, LedgerError> {
-        let store = &self.store;
+        let store = self.store.as_ref();
         let nodes = &ov.nodes;
         let root = merkle::root_at(new_size, |l, i| node(store, nodes, l, i))?;
         let cp = Checkpoint {
@@ -291,24 +291,12 @@ impl Writer {
         state: Option<ChainState>,
     ) -> Result<(), LedgerError> {
         let leaf = merkle::leaf_hash(&entry);
-        let store = &self.store;
+        let store = self.store.as_ref();
         let completed = {
             let nodes = &ov.nodes;
             merkle::nodes_completed_by_append(index, leaf, |l, i| node(store, nodes, l, i))?
         };
         ov.nodes.extend(completed);
-        if (index + 1).is_multiple_of(crate::store::LEAF_BLOCK) {
-            // A block of leaves is complete: record its leaf hashes (the store keeps no
-            // per-entry node below `STORED_NODE_MIN_LEVEL`).
-            let first = index + 1 - crate::store::LEAF_BLOCK;
-            let nodes = &ov.nodes;
-            let leaves = (first..=index)
-                .map(|j| node(store, nodes, 0, j))
-                .collect::<Result<Vec<_>, _>>()?;
-            ov.batch
-                .leaf_blocks
-                .push((first / crate::store::LEAF_BLOCK, leaves));
-        }
         ov.hashes.insert(hash, index);
         for din in bags_named(body) {
             let named = ov
@@ -363,7 +351,7 @@ impl Writer {
 
 /// One stored perfect-subtree hash, from this group's overlay or the store.
 fn node(
-    store: &Store,
+    store: &dyn Storage,
     overlay: &HashMap<(u32, u64), [u8; 32]>,
     level: u32,
     index: u64,

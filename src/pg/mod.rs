@@ -22,7 +22,7 @@ pub mod schema;
 use crate::crypto::EventHash;
 use crate::role::Role;
 use crate::rules::Head;
-use crate::store::CommitBatch;
+use crate::storage::{Group as CommitBatch, Storage, StorageError};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::sync::Arc;
@@ -549,17 +549,6 @@ impl WriteSet {
             w.n_idx.push(i64_of(*index, "node index")?);
             w.n_hash.push(hash.to_vec());
         }
-        // Leaf blocks are the sled layout's packing of level-0 nodes; here leaves are nodes.
-        for (block, hashes) in &batch.leaf_blocks {
-            for (i, hash) in hashes.iter().enumerate() {
-                w.n_level.push(0);
-                w.n_idx.push(i64_of(
-                    block * hashes.len() as u64 + i as u64,
-                    "leaf index",
-                )?);
-                w.n_hash.push(hash.to_vec());
-            }
-        }
         for (din, chain, index) in &batch.bags {
             w.b_din.push(din.clone());
             w.b_chain.push(chain.clone());
@@ -661,5 +650,69 @@ impl Drop for PgStore {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+impl From<PgError> for StorageError {
+    fn from(e: PgError) -> StorageError {
+        match e {
+            PgError::Corrupt(m) => StorageError::Corrupt(m),
+            other => StorageError::Io(other.to_string()),
+        }
+    }
+}
+
+/// The PostgreSQL backend behind the storage seam (every method is the inherent one).
+impl Storage for PgStore {
+    fn commit(&self, group: &CommitBatch) -> Result<(), StorageError> {
+        Ok(PgStore::commit(self, group)?)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(PgStore::flush(self)?)
+    }
+    fn tree_size(&self) -> Result<u64, StorageError> {
+        Ok(PgStore::tree_size(self)?)
+    }
+    fn checkpoint(&self) -> Result<Option<String>, StorageError> {
+        Ok(PgStore::checkpoint(self)?)
+    }
+    fn head(&self, chain_id: &str) -> Result<Option<Head>, StorageError> {
+        Ok(PgStore::head(self, chain_id)?)
+    }
+    fn chain_ids(&self) -> Result<Vec<String>, StorageError> {
+        Ok(PgStore::chain_ids(self)?)
+    }
+    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(PgStore::entry(self, index)?)
+    }
+    fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        Ok(PgStore::entries_from(self, start, limit)?)
+    }
+    fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StorageError> {
+        Ok(PgStore::chain_event(self, chain_id, seq)?)
+    }
+    fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StorageError> {
+        Ok(PgStore::chain_indices(self, chain_id)?)
+    }
+    fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StorageError> {
+        Ok(PgStore::index_of_hash(self, hash)?)
+    }
+    fn chains_of_bag(&self, bag: &str) -> Result<Vec<String>, StorageError> {
+        Ok(PgStore::chains_of_bag(self, bag)?)
+    }
+    fn bag_in_chain(&self, bag: &str, chain_id: &str) -> Result<bool, StorageError> {
+        Ok(PgStore::bag_in_chain(self, bag, chain_id)?)
+    }
+    fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        Ok(PgStore::node(self, level, index)?)
+    }
+    fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        Ok(PgStore::recorded_leaf(self, index)?)
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(PgStore::meta(self, key)?)
+    }
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(PgStore::size_on_disk(self)?)
     }
 }

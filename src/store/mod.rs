@@ -24,65 +24,22 @@
 
 use crate::crypto::EventHash;
 use crate::rules::Head;
+use crate::storage::{Group, Hash, Storage, StorageError};
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
 
-mod raw;
 mod upgrade;
 
-pub use raw::{RawRecord, APPEND_ONLY_TREES};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the ledger store at {path}: {source}")]
-    Open { path: String, source: sled::Error },
-    #[error("ledger store I/O failed: {0}")]
-    Io(#[from] sled::Error),
-    #[error("ledger store is corrupt: {0}")]
-    Corrupt(String),
+impl From<sled::Error> for StorageError {
+    fn from(e: sled::Error) -> StorageError {
+        StorageError::Io(e.to_string())
+    }
 }
 
-/// One accepted event to write.
-pub struct NewEntry {
-    pub index: u64,
-    pub bytes: Vec<u8>,
-    pub event_hash: EventHash,
-    pub chain_id: String,
-    pub seq: u64,
-}
-
-/// Everything one group commit writes, applied atomically.
-#[derive(Default)]
-pub struct CommitBatch {
-    pub entries: Vec<NewEntry>,
-    pub heads: Vec<(String, Head)>,
-    pub nodes: Vec<((u32, u64), [u8; 32])>,
-    /// Completed leaf blocks: (block number, the `LEAF_BLOCK` leaf hashes in order).
-    pub leaf_blocks: Vec<(u64, Vec<[u8; 32]>)>,
-    /// Bags named for the first time by a chain: (bag DIN, chain id, index of the entry).
-    pub bags: Vec<(String, String, u64)>,
-    pub tree_size: u64,
-    pub checkpoint: Option<String>,
-    /// Per-chain summaries after the group (`crate::summary`), for the console's worklist.
-    pub summaries: Vec<(String, crate::summary::ChainSummary)>,
-}
-
-/// A write failure to simulate (tests of the disk-full / failed-fsync paths; see `inject_fault`).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    None = 0,
-    /// `commit` fails before writing anything, as on a full disk.
-    FailWrite = 1,
-    /// `commit` applies the transaction but the flush (fsync) fails.
-    FailFlush = 2,
-}
-
+/// The sled backend of [`Storage`].
 pub struct Store {
-    /// Injected fault (a `Fault` as u8); always `Fault::None` outside tests.
-    fault: std::sync::atomic::AtomicU8,
     db: sled::Db,
     entries: sled::Tree,
     chains: sled::Tree,
@@ -105,15 +62,17 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// small cache keeps the server's memory flat as the log grows.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const META_CHECKPOINT: &[u8] = b"checkpoint";
+/// Prefix of the meta keys set through `Group::meta` (kept apart from the keys above).
+const META_USER_PREFIX: &[u8] = b"x/";
 /// The layout this code writes (see the module doc); stores without the key are format 1.
 const META_FORMAT: &[u8] = b"format";
 const FORMAT: u64 = 2;
 /// `by_hash` groups its keys in runs of 2^HASH_RUN_BITS consecutive log entries.
-pub const HASH_RUN_BITS: u32 = 10;
+const HASH_RUN_BITS: u32 = 10;
 /// Merkle subtrees below this level are not stored but recomputed from the leaf hashes.
-pub const STORED_NODE_MIN_LEVEL: u32 = 4;
+const STORED_NODE_MIN_LEVEL: u32 = 4;
 /// Entries per record of the `leaves` tree (the width of a subtree at `STORED_NODE_MIN_LEVEL`).
-pub const LEAF_BLOCK: u64 = 1 << STORED_NODE_MIN_LEVEL;
+const LEAF_BLOCK: u64 = 1 << STORED_NODE_MIN_LEVEL;
 
 fn hash_key(index: u64, hash: &EventHash) -> [u8; 36] {
     let mut k = [0u8; 36];
@@ -167,10 +126,10 @@ fn node_key(level: u32, index: u64) -> [u8; 9] {
     k
 }
 
-fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
     let arr: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, expected 8", bytes.len())))?;
+        .map_err(|_| StorageError::Corrupt(format!("{what} is {} bytes, expected 8", bytes.len())))?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -180,7 +139,7 @@ impl Store {
     /// sled holds an exclusive file lock while any handle (including its background flusher)
     /// lives; a previous owner that is just closing, in this process or another, releases it
     /// moments later, so a busy lock is retried for up to `LOCK_WAIT`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<Store, StorageError> {
         let store = Self::open_with_cache(path, CACHE_BYTES)?;
         store.upgrade()?;
         Ok(store)
@@ -191,37 +150,36 @@ impl Store {
     ///
     /// Never writes: an auditor's copy stays as it was handed over (an older format is read as
     /// it is; the audit needs only entries, stored subtrees and the checkpoint).
-    pub fn open_for_audit(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_for_audit(path: &Path) -> Result<Store, StorageError> {
         let store = Self::open_with_cache(path, AUDIT_CACHE_BYTES)?;
         store.format()?;
         Ok(store)
     }
 
     /// The store's layout version; an error for one newer than this code.
-    fn format(&self) -> Result<u64, StoreError> {
+    fn format(&self) -> Result<u64, StorageError> {
         let format = match self.meta.get(META_FORMAT)? {
             Some(v) => be_u64(&v, "meta format")?,
             None if self.tree_size()? == 0 && self.by_hash.is_empty() => FORMAT,
             None => 1,
         };
         if format > FORMAT {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StorageError::Corrupt(format!(
                 "the store has format {format}, written by a newer celltrail; this one reads up to {FORMAT}"
             )));
         }
         Ok(format)
     }
 
-    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StorageError> {
         let db = open_sled(sled::Config::new().path(path).cache_capacity(cache_bytes)).map_err(
-            |source| StoreError::Open {
+            |source| StorageError::Open {
                 path: path.display().to_string(),
-                source,
+                reason: source.to_string(),
             },
         )?;
         let t = |name: &str| db.open_tree(name);
         Ok(Store {
-            fault: std::sync::atomic::AtomicU8::new(Fault::None as u8),
             entries: t("entries")?,
             chains: t("chains")?,
             chain_events: t("chain_events")?,
@@ -235,125 +193,46 @@ impl Store {
         })
     }
 
-    pub fn tree_size(&self) -> Result<u64, StoreError> {
-        match self.meta.get(META_TREE_SIZE)? {
-            Some(v) => be_u64(&v, "meta tree_size"),
-            None => Ok(0),
-        }
-    }
 
-    pub fn checkpoint(&self) -> Result<Option<String>, StoreError> {
-        Ok(match self.meta.get(META_CHECKPOINT)? {
-            Some(v) => Some(
-                String::from_utf8(v.to_vec())
-                    .map_err(|_| StoreError::Corrupt("checkpoint is not UTF-8".into()))?,
-            ),
-            None => None,
-        })
-    }
-
-    pub fn head(&self, chain_id: &str) -> Result<Option<Head>, StoreError> {
-        match self.chains.get(chain_id.as_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("head of chain {chain_id}: {e}"))),
-            None => Ok(None),
-        }
-    }
-
-    /// Global index of the event with this hash: probes each run of `by_hash`, newest first.
-    pub fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StoreError> {
-        let size = self.tree_size()?;
-        if size == 0 {
+    /// The leaf hashes of block `block` (entries `[block·LEAF_BLOCK, (block+1)·LEAF_BLOCK)`), if
+    /// the block is complete.
+    fn leaf_block(&self, block: u64) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
+        let Some(v) = self.leaves.get(block.to_be_bytes())? else {
             return Ok(None);
+        };
+        if v.len() != 32 * LEAF_BLOCK as usize {
+            return Err(StorageError::Corrupt(format!(
+                "leaf block {block} is {} bytes, expected {}",
+                v.len(),
+                32 * LEAF_BLOCK
+            )));
         }
-        for run in (0..=hash_run(size - 1)).rev() {
-            if let Some(v) = self
-                .by_hash
-                .get(hash_key(u64::from(run) << HASH_RUN_BITS, hash))?
-            {
-                return be_u64(&v, "by_hash value").map(Some);
-            }
-        }
-        Ok(None)
+        Ok(Some(
+            v.chunks_exact(32)
+                .map(|c| c.try_into().expect("32-byte chunk"))
+                .collect(),
+        ))
     }
 
-    /// Chains that name bag `din` (in a Collected or ManufacturingStep event), in byte order.
-    pub fn chains_of_bag(&self, din: &str) -> Result<Vec<String>, StoreError> {
-        let mut prefix = din.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.bags.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            out.push(
-                String::from_utf8(k[prefix.len()..].to_vec())
-                    .map_err(|_| StoreError::Corrupt("bag index chain id is not UTF-8".into()))?,
-            );
-        }
-        Ok(out)
-    }
-
-    /// Whether chain `chain_id` already names bag `din`.
-    pub fn bag_in_chain(&self, din: &str, chain_id: &str) -> Result<bool, StoreError> {
-        Ok(self.bags.contains_key(bag_key(din, chain_id))?)
-    }
-
-    /// Global index of a chain's event at `seq`, if there is one.
-    pub fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StoreError> {
-        match self.chain_events.get(chain_event_key(chain_id, seq))? {
-            Some(v) => be_u64(&v, "chain_events value").map(Some),
+    /// The subtree hash recorded in `nodes` when the subtree was completed (level
+    /// `STORED_NODE_MIN_LEVEL` and above; below that only in a format-1 store).
+    fn stored_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
+        match self.nodes.get(node_key(level, index))? {
+            Some(v) => v.as_ref().try_into().map(Some).map_err(|_| {
+                StorageError::Corrupt(format!("node ({level},{index}) is not 32 bytes"))
+            }),
             None => Ok(None),
         }
     }
 
-    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.entries.get(index.to_be_bytes())?.map(|v| v.to_vec()))
-    }
+}
 
-    /// Up to `limit` entries from `start` on, in index order.
-    pub fn entries_from(
-        &self,
-        start: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.entries.range(start.to_be_bytes()..).take(limit) {
-            let (k, v) = item?;
-            out.push((be_u64(&k, "entries key")?, v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// Global indices of a chain's events in seq order.
-    pub fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StoreError> {
-        let mut prefix = chain_id.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.chain_events.scan_prefix(&prefix) {
-            let (_, v) = item?;
-            out.push(be_u64(&v, "chain_events value")?);
-        }
-        Ok(out)
-    }
-
-    /// Ids of every chain, in byte order.
-    pub fn chain_ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.chains.iter() {
-            let (k, _) = item?;
-            out.push(
-                String::from_utf8(k.to_vec())
-                    .map_err(|_| StoreError::Corrupt("chain id is not UTF-8".into()))?,
-            );
-        }
-        Ok(out)
-    }
-
+impl Storage for Store {
     /// The stored summary of a chain (`None` for chains written before summaries existed).
-    pub fn chain_summary(
+    fn chain_summary(
         &self,
         chain_id: &str,
-    ) -> Result<Option<crate::summary::ChainSummary>, StoreError> {
+    ) -> Result<Option<crate::summary::ChainSummary>, StorageError> {
         Ok(self
             .summaries
             .get(chain_id.as_bytes())?
@@ -363,7 +242,7 @@ impl Store {
     /// Every custody chain's summary, by chain id. A chain without a stored summary (written
     /// by an older version, or restored from a backup, which does not copy summaries) is
     /// listed with its head's state only. Reads two trees; never replays a chain.
-    pub fn chain_summaries(&self) -> Result<Vec<crate::summary::ChainSummary>, StoreError> {
+    fn chain_summaries(&self) -> Result<Vec<crate::summary::ChainSummary>, StorageError> {
         let mut out = Vec::new();
         let mut stored = self.summaries.iter().peekable();
         for item in self.chains.iter() {
@@ -387,7 +266,7 @@ impl Store {
                 Some(s) => s,
                 None => {
                     let head: Head = serde_json::from_slice(&v)
-                        .map_err(|e| StoreError::Corrupt(format!("chain head: {e}")))?;
+                        .map_err(|e| StorageError::Corrupt(format!("chain head: {e}")))?;
                     crate::summary::ChainSummary::from_head(
                         &String::from_utf8_lossy(&k),
                         &head.state_name,
@@ -400,10 +279,124 @@ impl Store {
         Ok(out)
     }
 
+    fn tree_size(&self) -> Result<u64, StorageError> {
+        match self.meta.get(META_TREE_SIZE)? {
+            Some(v) => be_u64(&v, "meta tree_size"),
+            None => Ok(0),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<Option<String>, StorageError> {
+        Ok(match self.meta.get(META_CHECKPOINT)? {
+            Some(v) => Some(
+                String::from_utf8(v.to_vec())
+                    .map_err(|_| StorageError::Corrupt("checkpoint is not UTF-8".into()))?,
+            ),
+            None => None,
+        })
+    }
+
+    fn head(&self, chain_id: &str) -> Result<Option<Head>, StorageError> {
+        match self.chains.get(chain_id.as_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StorageError::Corrupt(format!("head of chain {chain_id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Global index of the event with this hash: probes each run of `by_hash`, newest first.
+    fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StorageError> {
+        let size = self.tree_size()?;
+        if size == 0 {
+            return Ok(None);
+        }
+        for run in (0..=hash_run(size - 1)).rev() {
+            if let Some(v) = self
+                .by_hash
+                .get(hash_key(u64::from(run) << HASH_RUN_BITS, hash))?
+            {
+                return be_u64(&v, "by_hash value").map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Chains that name bag `din` (in a Collected or ManufacturingStep event), in byte order.
+    fn chains_of_bag(&self, din: &str) -> Result<Vec<String>, StorageError> {
+        let mut prefix = din.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.bags.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            out.push(
+                String::from_utf8(k[prefix.len()..].to_vec())
+                    .map_err(|_| StorageError::Corrupt("bag index chain id is not UTF-8".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether chain `chain_id` already names bag `din`.
+    fn bag_in_chain(&self, din: &str, chain_id: &str) -> Result<bool, StorageError> {
+        Ok(self.bags.contains_key(bag_key(din, chain_id))?)
+    }
+
+    /// Global index of a chain's event at `seq`, if there is one.
+    fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StorageError> {
+        match self.chain_events.get(chain_event_key(chain_id, seq))? {
+            Some(v) => be_u64(&v, "chain_events value").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.entries.get(index.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` entries from `start` on, in index order.
+    fn entries_from(
+        &self,
+        start: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.entries.range(start.to_be_bytes()..).take(limit) {
+            let (k, v) = item?;
+            out.push((be_u64(&k, "entries key")?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Global indices of a chain's events in seq order.
+    fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StorageError> {
+        let mut prefix = chain_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.chain_events.scan_prefix(&prefix) {
+            let (_, v) = item?;
+            out.push(be_u64(&v, "chain_events value")?);
+        }
+        Ok(out)
+    }
+
+    /// Ids of every chain, in byte order.
+    fn chain_ids(&self) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.chains.iter() {
+            let (k, _) = item?;
+            out.push(
+                String::from_utf8(k.to_vec())
+                    .map_err(|_| StorageError::Corrupt("chain id is not UTF-8".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Hash of the perfect Merkle subtree (level, index) over leaves
     /// `[index·2^level, (index+1)·2^level)`: read from `nodes`, or below
     /// `STORED_NODE_MIN_LEVEL` recomputed from the leaf hashes. `None` if not all exist.
-    pub fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
         if level >= STORED_NODE_MIN_LEVEL {
             return self.stored_node(level, index);
         }
@@ -433,73 +426,17 @@ impl Store {
         Ok(Some(crate::merkle::root(&leaves)))
     }
 
-    /// The leaf hashes of block `block` (entries `[block·LEAF_BLOCK, (block+1)·LEAF_BLOCK)`), if
-    /// the block is complete.
-    fn leaf_block(&self, block: u64) -> Result<Option<Vec<[u8; 32]>>, StoreError> {
-        let Some(v) = self.leaves.get(block.to_be_bytes())? else {
-            return Ok(None);
-        };
-        if v.len() != 32 * LEAF_BLOCK as usize {
-            return Err(StoreError::Corrupt(format!(
-                "leaf block {block} is {} bytes, expected {}",
-                v.len(),
-                32 * LEAF_BLOCK
-            )));
-        }
-        Ok(Some(
-            v.chunks_exact(32)
-                .map(|c| c.try_into().expect("32-byte chunk"))
-                .collect(),
-        ))
-    }
-
     /// The leaf hash recorded for entry `index` when it was appended (complete blocks only;
     /// a format-1 store kept every leaf in `nodes`). The audit compares it with the entry.
-    pub fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
         if let Some(block) = self.leaf_block(index / LEAF_BLOCK)? {
             return Ok(Some(block[(index % LEAF_BLOCK) as usize]));
         }
         self.stored_node(0, index)
     }
 
-    /// The subtree hash recorded in `nodes` when the subtree was completed (level
-    /// `STORED_NODE_MIN_LEVEL` and above; below that only in a format-1 store).
-    fn stored_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        match self.nodes.get(node_key(level, index))? {
-            Some(v) => v.as_ref().try_into().map(Some).map_err(|_| {
-                StoreError::Corrupt(format!("node ({level},{index}) is not 32 bytes"))
-            }),
-            None => Ok(None),
-        }
-    }
-
-    /// Makes every later `commit`/`flush` fail the given way until `Fault::None` is injected.
-    #[doc(hidden)]
-    pub fn inject_fault(&self, fault: Fault) {
-        self.fault
-            .store(fault as u8, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn fault(&self) -> Fault {
-        match self.fault.load(std::sync::atomic::Ordering::SeqCst) {
-            1 => Fault::FailWrite,
-            2 => Fault::FailFlush,
-            _ => Fault::None,
-        }
-    }
-
-    fn injected(what: &str) -> StoreError {
-        StoreError::Io(sled::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            format!("{what}: no space left on device (injected fault)"),
-        )))
-    }
-
     /// Flushes (fsyncs) everything written so far.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        if self.fault() == Fault::FailFlush {
-            return Err(Self::injected("flush"));
-        }
+    fn flush(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         Ok(())
     }
@@ -507,10 +444,7 @@ impl Store {
     /// Writes one group atomically, then fsyncs. Returns only after the data is durable.
     /// On an error the group may or may not have been applied (a failed flush leaves it applied
     /// but perhaps not durable): callers re-read `tree_size` to learn which.
-    pub fn commit(&self, batch: &CommitBatch) -> Result<(), StoreError> {
-        if self.fault() == Fault::FailWrite {
-            return Err(Self::injected("write"));
-        }
+    fn commit(&self, batch: &Group) -> Result<(), StorageError> {
         let mut entries = sled::Batch::default();
         let mut chain_events = sled::Batch::default();
         let mut by_hash = sled::Batch::default();
@@ -533,10 +467,31 @@ impl Store {
                 nodes.insert(&node_key(*level, *index), hash);
             }
         }
+        // A block of leaves is complete: record its leaf hashes (no per-entry node is stored
+        // below `STORED_NODE_MIN_LEVEL`).
         let mut leaves = sled::Batch::default();
-        for (block, hashes) in &batch.leaf_blocks {
-            debug_assert_eq!(hashes.len() as u64, LEAF_BLOCK);
-            leaves.insert(&block.to_be_bytes(), hashes.concat());
+        let group_leaves: std::collections::HashMap<u64, Hash> = batch
+            .nodes
+            .iter()
+            .filter(|((level, _), _)| *level == 0)
+            .map(|((_, index), h)| (*index, *h))
+            .collect();
+        for e in &batch.entries {
+            if !(e.index + 1).is_multiple_of(LEAF_BLOCK) {
+                continue;
+            }
+            let first = e.index + 1 - LEAF_BLOCK;
+            let mut hashes = Vec::with_capacity(32 * LEAF_BLOCK as usize);
+            for j in first..=e.index {
+                let leaf = match group_leaves.get(&j) {
+                    Some(h) => *h,
+                    None => self.node(0, j)?.ok_or_else(|| {
+                        StorageError::Corrupt(format!("the leaf hash of entry {j} is missing"))
+                    })?,
+                };
+                hashes.extend_from_slice(&leaf);
+            }
+            leaves.insert(&(first / LEAF_BLOCK).to_be_bytes(), hashes);
         }
         let mut bags = sled::Batch::default();
         for (din, chain, index) in &batch.bags {
@@ -550,6 +505,9 @@ impl Store {
         meta.insert(META_TREE_SIZE, &batch.tree_size.to_be_bytes());
         if let Some(cp) = &batch.checkpoint {
             meta.insert(META_CHECKPOINT, cp.as_bytes());
+        }
+        for (key, value) in &batch.meta {
+            meta.insert([META_USER_PREFIX, key.as_bytes()].concat(), value.as_slice());
         }
         let started = std::time::Instant::now();
         let trees = (
@@ -577,8 +535,8 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
-                TransactionError::Storage(e) => StoreError::Io(e),
-                TransactionError::Abort(()) => StoreError::Corrupt("transaction aborted".into()),
+                TransactionError::Storage(e) => StorageError::from(e),
+                TransactionError::Abort(()) => StorageError::Corrupt("transaction aborted".into()),
             })?;
         let applied = started.elapsed();
         self.flush()?;
@@ -592,14 +550,22 @@ impl Store {
     }
 
     /// Bytes sled reports on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+    fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.db.size_on_disk()?)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .meta
+            .get([META_USER_PREFIX, key.as_bytes()].concat())?
+            .map(|v| v.to_vec()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::NewEntry;
 
     fn head(seq: u64) -> Head {
         Head {
@@ -616,7 +582,7 @@ mod tests {
         {
             let s = Store::open(dir.path()).unwrap();
             assert_eq!(s.tree_size().unwrap(), 0);
-            let batch = CommitBatch {
+            let batch = Group {
                 entries: vec![
                     NewEntry {
                         index: 0,
@@ -635,8 +601,8 @@ mod tests {
                 ],
                 heads: vec![("A".into(), head(1))],
                 nodes: vec![((0, 0), [9; 32])],
-                leaf_blocks: vec![],
                 bags: vec![("A999926123456".into(), "A".into(), 0)],
+                meta: vec![],
                 tree_size: 2,
                 checkpoint: Some("cp\n".into()),
                 summaries: vec![(
@@ -646,7 +612,7 @@ mod tests {
             };
             s.commit(&batch).unwrap();
             // A chain whose head has no summary (written before summaries existed).
-            let old = CommitBatch {
+            let old = Group {
                 heads: vec![("B".into(), head(4))],
                 tree_size: 2,
                 ..Default::default()
@@ -696,7 +662,7 @@ mod tests {
     fn chain_prefix_does_not_leak_into_longer_chain_ids() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let batch = CommitBatch {
+        let batch = Group {
             entries: vec![
                 NewEntry {
                     index: 0,

@@ -7,7 +7,7 @@ impl Store {
     /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks, drops the stored
     /// subtrees below `STORED_NODE_MIN_LEVEL` and builds the `bags` index from the entries.
     /// Idempotent if interrupted.
-    pub(super) fn upgrade(&self) -> Result<(), StoreError> {
+    pub(super) fn upgrade(&self) -> Result<(), StorageError> {
         let format = self.format()?;
         if format == FORMAT {
             if self.meta.get(META_FORMAT)?.is_none() {
@@ -47,7 +47,7 @@ impl Store {
             let mut hashes = Vec::with_capacity(32 * LEAF_BLOCK as usize);
             for i in block * LEAF_BLOCK..(block + 1) * LEAF_BLOCK {
                 let leaf = self.stored_node(0, i)?.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
+                    StorageError::Corrupt(format!(
                         "format {format} store lacks the leaf hash of entry {i}"
                     ))
                 })?;
@@ -72,7 +72,7 @@ impl Store {
             let body = crate::pb::LogEntry::decode(v.as_ref())
                 .ok()
                 .and_then(|e| crate::pb::EventBody::decode(e.body.as_slice()).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("entry {index} does not decode")))?;
+                .ok_or_else(|| StorageError::Corrupt(format!("entry {index} does not decode")))?;
             for din in crate::rules::bags_named(&body) {
                 let key = bag_key(din, &body.chain_id);
                 if !self.bags.contains_key(&key)? {
