@@ -321,7 +321,13 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let console = crate::console::cmd::check(&a)?;
+    let console = crate::console::cmd::check(&crate::console::cmd::ConsoleFlags {
+        http: &a.http,
+        http_token_file: &a.http_token_file,
+        client_ca: &a.client_ca,
+        tls_cert: &a.tls_cert,
+        tls_key: &a.tls_key,
+    })?;
     let shutdown = shutdown_signal();
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.
@@ -393,7 +399,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
             a.data_dir.display()
         ),
     );
-    let info = crate::server::server_info(&opened);
+    let run_opts = crate::server::RunOptions::of(&opened).with_tls(tls);
     let (shutdown, console_task) = match console {
         Some(c) => {
             let (shutdown, task) = c.start(&opened, shutdown).await?;
@@ -401,7 +407,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         }
         None => (futures_util::future::Either::Right(shutdown), None),
     };
-    let served = crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await;
+    let served = crate::server::run(listener, opened.ledger, run_opts, shutdown).await;
     if let Some(t) = console_task {
         let _ = t.await;
     }

@@ -1,4 +1,4 @@
-//! Event hashing and signatures: the byte layouts of DESIGN §3 (event hash, signature
+//! Event hashing and signatures: the byte layouts of docs/design.md §3 (event hash, signature
 //! message) and strict ed25519 verification. Pure functions; key strings and signed notes live
 //! in `note`, key files on disk in `keys`.
 
@@ -51,7 +51,7 @@ impl std::fmt::Display for EventHash {
     }
 }
 
-/// The message a signer signs (DESIGN §3, fixed layout):
+/// The message a signer signs (docs/design.md §3, fixed layout):
 /// `"celltrail.v1.sig\0" || event_hash || meaning u32 BE || signed_at i64 BE || u16 BE len || key_id`.
 ///
 /// Returns `None` when the key id is longer than a u16 length can say.

@@ -11,6 +11,7 @@ use crate::keys::{
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::note::{NoteSigner, NoteVerifier};
 use crate::policy::Policy;
+use crate::storage::Storage;
 use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
@@ -24,7 +25,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Most requests one connection may have in progress at once; more wait for a free slot.
 pub const CONCURRENCY_PER_CONNECTION: usize = 256;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Trust-anchor file; default `DATA_DIR/trust-anchors.txt` (created with a first admin key).
@@ -39,6 +40,8 @@ pub struct ServeOptions {
     pub key_passphrase: Option<Passphrase>,
     /// PBKDF2 iterations for keys this start creates ([`crate::keys::KDF_ITERATIONS`]).
     pub kdf_iterations: u32,
+    /// The ledger's storage; default: the sled store in `DATA_DIR/db`.
+    pub storage: Option<Arc<dyn Storage>>,
 }
 
 impl ServeOptions {
@@ -51,6 +54,7 @@ impl ServeOptions {
             ledger: LedgerOptions::default(),
             key_passphrase: None,
             kdf_iterations: crate::keys::KDF_ITERATIONS,
+            storage: None,
         }
     }
 }
@@ -135,7 +139,10 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     };
     let admins = read_trust_anchors(&anchors_path)?;
 
-    let store = Arc::new(Store::open(&dir.db())?);
+    let store: Arc<dyn Storage> = match &opts.storage {
+        Some(s) => s.clone(),
+        None => Arc::new(Store::open(&dir.db())?),
+    };
     let log_verifier = log_key.verifier();
     let log_signer = log_key.clone();
     let ledger = Ledger::start(store, &admins, log_key, policy.clone(), opts.ledger.clone())?;
@@ -199,52 +206,44 @@ pub fn read_key_passphrase_file(path: &Path) -> anyhow::Result<Passphrase> {
     Ok(crate::keys::read_passphrase_file(path)?)
 }
 
+/// How [`run`] serves an opened data directory. There is no default: the public facts a
+/// backup carries come from the directory that was opened ([`RunOptions::of`]), never blank.
+pub struct RunOptions {
+    /// What the admin service reports (log verifier key, trust anchors).
+    pub info: crate::backup::ServerInfo,
+    /// TLS (mutual TLS when the config has a client CA root); `None`: plain text.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl RunOptions {
+    /// Plain-text serving of `opened`, with its server info.
+    pub fn of(opened: &Opened) -> RunOptions {
+        RunOptions {
+            info: server_info(opened),
+            tls: None,
+        }
+    }
+
+    /// The same over TLS.
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ServerTlsConfig>) -> RunOptions {
+        self.tls = tls;
+        self
+    }
+}
+
 /// Serves the Ledger API on `listener` until `shutdown` resolves, then drains the writer.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    ledger: Arc<Ledger>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    run_with(
-        listener,
-        ledger,
-        crate::backup::ServerInfo::default(),
-        None,
-        shutdown,
-    )
-    .await
-}
-
-/// [`run`] with optional TLS (mutual TLS when the config has a client CA root).
-pub async fn run_tls(
-    listener: tokio::net::TcpListener,
-    ledger: Arc<Ledger>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    run_with(
-        listener,
-        ledger,
-        crate::backup::ServerInfo::default(),
-        tls,
-        shutdown,
-    )
-    .await
-}
-
-/// [`run`] with the public facts the admin service reports (log verifier key, trust anchors).
 ///
 /// Besides `celltrail.v1.Ledger` it serves `celltrail.v1.Admin` (online backup),
 /// `grpc.health.v1.Health` and server reflection (v1 and v1alpha). Health reports NOT_SERVING until the
 /// store is open and recovered (it is, by the time `run` is called: `open` recovers), SERVING
 /// while serving, and NOT_SERVING again as soon as `shutdown` resolves.
-pub async fn run_with(
+pub async fn run(
     listener: tokio::net::TcpListener,
     ledger: Arc<Ledger>,
-    info: crate::backup::ServerInfo,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let RunOptions { info, tls } = opts;
     type LedgerSvc = crate::pb::ledger_server::LedgerServer<crate::api::LedgerService>;
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -29,7 +29,7 @@ fn collected(volume_ml: u32) -> Detail {
     })
 }
 
-/// Per DESIGN §6 a *different* event at a taken seq is a fork: `ALREADY_EXISTS`, and the status
+/// Per docs/design.md §6 a *different* event at a taken seq is a fork: `ALREADY_EXISTS`, and the status
 /// names the current head (seq and hash) so the losing station can rebase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head() {

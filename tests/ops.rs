@@ -7,76 +7,14 @@ mod common;
 use celltrail::client::{self, Client, Draft};
 use celltrail::note::{NoteSigner, NoteVerifier};
 use celltrail::pb::{event_body::Detail, Collected, Enrolled, SignatureMeaning::Performed};
-use celltrail::server::{open, run_with, server_info, ServeOptions};
-use common::{base_time, register, signer, snapshot};
+use common::{base_time, register, signer, snapshot, TestServer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use tonic::transport::{Channel, Endpoint};
+
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-struct OpsServer {
-    addr: SocketAddr,
-    admin: NoteSigner,
-    log_vkey: NoteVerifier,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl OpsServer {
-    async fn start(data_dir: &Path) -> OpsServer {
-        Self::start_with_admin(data_dir, None).await
-    }
-
-    /// Starts on `data_dir`; `admin` when the directory has no admin.key (a restored copy).
-    async fn start_with_admin(data_dir: &Path, admin: Option<NoteSigner>) -> OpsServer {
-        let opts = ServeOptions::new(data_dir);
-        let opened = open(&opts).expect("open data dir");
-        let admin = admin.unwrap_or_else(|| {
-            celltrail::keys::read_key_file(&data_dir.join("admin.key")).expect("admin key")
-        });
-        let info = server_info(&opened);
-        let log_vkey = opened.log_verifier.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run_with(listener, opened.ledger, info, None, async {
-            let _ = rx.await;
-        }));
-        OpsServer {
-            addr,
-            admin,
-            log_vkey,
-            shutdown: Some(tx),
-            task,
-        }
-    }
-
-    async fn client(&self) -> Client {
-        client::connect(&self.addr.to_string()).await.unwrap()
-    }
-
-    async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    async fn stop(mut self) {
-        self.begin_shutdown();
-        self.task.await.unwrap().unwrap();
-    }
-}
 
 async fn check(h: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
     let r = h
@@ -92,7 +30,7 @@ async fn check(h: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
 #[tokio::test]
 async fn health_is_serving_once_open_and_not_serving_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = OpsServer::start(dir.path()).await;
+    let mut server = TestServer::start(dir.path()).await;
     let mut h = HealthClient::new(server.channel().await);
     assert_eq!(check(&mut h, "").await, ServingStatus::Serving);
     assert_eq!(
@@ -137,7 +75,7 @@ async fn reflection_lists_ledger_admin_health_and_reflection_services() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = OpsServer::start(dir.path()).await;
+    let server = TestServer::start(dir.path()).await;
     let mut r = ServerReflectionClient::new(server.channel().await);
     let requests = vec![
         ServerReflectionRequest {
@@ -256,7 +194,7 @@ async fn metrics_endpoint_counts_appends_by_result_and_code() {
     let metrics_addr = celltrail::metrics::start("127.0.0.1:0", std::future::pending())
         .await
         .unwrap();
-    let server = OpsServer::start(dir.path()).await;
+    let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await;
     let before = scrape(metrics_addr).await;
     let nurse = signer("nurse.metrics");
@@ -383,7 +321,7 @@ async fn audit_over_grpc(c: &mut Client, log_vkey: &NoteVerifier) -> (u64, usize
 #[tokio::test]
 async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let server = OpsServer::start(&dir.path().join("live")).await;
+    let server = TestServer::start(&dir.path().join("live")).await;
     let mut c = server.client().await;
     let nurse = signer("nurse.backup");
     register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
@@ -469,7 +407,7 @@ async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy()
     let admin = server.admin.clone();
     server.stop().await;
 
-    let copy = OpsServer::start_with_admin(&restored, Some(admin)).await;
+    let copy = TestServer::builder(&restored).admin(admin).start().await;
     let mut cc = copy.client().await;
     let entries = snapshot(&mut cc).await;
     // The copy is exactly the live log's first N entries: a cut at a group boundary.

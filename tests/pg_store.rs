@@ -283,3 +283,14 @@ fn the_keeper_takes_over_an_expired_lease_and_a_stopped_writer_releases_it() {
     );
     kb.stop();
 }
+
+// The storage trait's suite, the same cases the sled backend passes (tests/storage_sled.rs).
+celltrail::storage_suite!(
+    |dir: &std::path::Path| -> Box<dyn celltrail::storage::Storage> {
+        let key = dir.file_name().unwrap().to_string_lossy().to_string();
+        let url = pg::PgCluster::shared().db_for(&key);
+        Box::new(
+            PgStore::open(&url, None, &PgOptions::default()).expect("open the PostgreSQL store"),
+        )
+    }
+);

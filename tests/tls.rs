@@ -6,8 +6,8 @@ mod common;
 mod realproc;
 
 use celltrail::pb::GetHeadRequest;
-use celltrail::server::{open, run_tls, ServeOptions};
 use celltrail::tls::{ServerTls, TlsOptions};
+use common::TestServer;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -83,16 +83,13 @@ fn pki() -> Pki {
     }
 }
 
-async fn start_tls(data: &Path, tls: ServerTls) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let opened = open(&ServeOptions::new(data)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let cfg = tls.config().unwrap();
-    tokio::spawn(run_tls(listener, opened.ledger, Some(cfg), async {
-        let _ = rx.await;
-    }));
-    (addr, tx)
+/// A TLS server on a free port; stops when the returned server is dropped.
+async fn start_tls(data: &Path, tls: ServerTls) -> (String, TestServer) {
+    let srv = TestServer::builder(data)
+        .tls(tls.config().unwrap())
+        .start()
+        .await;
+    (srv.addr.to_string(), srv)
 }
 
 /// A GetHead on a missing chain: `Ok(())` when the server answered (NOT_FOUND), else the error.

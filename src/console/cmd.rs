@@ -2,7 +2,6 @@
 //! beside the gRPC server on the same runtime and stops it with the same shutdown signal.
 
 use super::{Access, Console};
-use crate::cli::ServeArgs;
 use anyhow::{bail, Context};
 use std::future::Future;
 use std::path::PathBuf;
@@ -17,8 +16,18 @@ pub struct Checked {
 /// Shortest bearer token accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// The `serve` flags the console reads (`cli::ServeArgs` fills it; kept apart so the console
+/// does not depend on the command line).
+pub struct ConsoleFlags<'a> {
+    pub http: &'a Option<String>,
+    pub http_token_file: &'a Option<PathBuf>,
+    pub client_ca: &'a Option<PathBuf>,
+    pub tls_cert: &'a Option<PathBuf>,
+    pub tls_key: &'a Option<PathBuf>,
+}
+
 /// `None` when `--http` is not given. Errors name the flag to fix; never the token.
-pub fn check(a: &ServeArgs) -> anyhow::Result<Option<Checked>> {
+pub fn check(a: &ConsoleFlags) -> anyhow::Result<Option<Checked>> {
     let Some(addr) = &a.http else {
         return Ok(None);
     };

@@ -508,6 +508,8 @@ struct WriteSet {
     b_din: Vec<String>,
     b_chain: Vec<String>,
     b_idx: Vec<i64>,
+    m_key: Vec<String>,
+    m_value: Vec<Vec<u8>>,
 }
 
 impl WriteSet {
@@ -528,6 +530,8 @@ impl WriteSet {
             b_din: vec![],
             b_chain: vec![],
             b_idx: vec![],
+            m_key: vec![],
+            m_value: vec![],
         };
         for e in &batch.entries {
             w.e_idx.push(i64_of(e.index, "index")?);
@@ -548,6 +552,10 @@ impl WriteSet {
             );
             w.n_idx.push(i64_of(*index, "node index")?);
             w.n_hash.push(hash.to_vec());
+        }
+        for (key, value) in &batch.meta {
+            w.m_key.push(key.clone());
+            w.m_value.push(value.clone());
         }
         for (din, chain, index) in &batch.bags {
             w.b_din.push(din.clone());
@@ -613,6 +621,16 @@ impl WriteSet {
                 .await?;
             tx.execute(&s, &[&self.b_din, &self.b_chain, &self.b_idx])
                 .await?;
+        }
+        if !self.m_key.is_empty() {
+            let s = tx
+                .prepare_cached(
+                    "INSERT INTO celltrail.meta (key, value) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .await?;
+            tx.execute(&s, &[&self.m_key, &self.m_value]).await?;
         }
         Ok(())
     }

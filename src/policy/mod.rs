@@ -1,5 +1,5 @@
 //! Custody policy: the table-driven state machine that decides whether a custody event may be
-//! appended to a bag's chain (DESIGN §4, [R6], [R8]). Pure: takes the chain's state, the event
+//! appended to a bag's chain (docs/design.md §4, [R6], [R8]). Pure: takes the chain's state, the event
 //! body and its verified signers; returns the next state or a [`Violation`] naming the rule,
 //! the state and what was expected. No I/O, no clock: every time comes from the event.
 //!

@@ -127,9 +127,9 @@ fn node_key(level: u32, index: u64) -> [u8; 9] {
 }
 
 fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
-    let arr: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StorageError::Corrupt(format!("{what} is {} bytes, expected 8", bytes.len())))?;
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| {
+        StorageError::Corrupt(format!("{what} is {} bytes, expected 8", bytes.len()))
+    })?;
     Ok(u64::from_be_bytes(arr))
 }
 
@@ -193,7 +193,6 @@ impl Store {
         })
     }
 
-
     /// The leaf hashes of block `block` (entries `[block·LEAF_BLOCK, (block+1)·LEAF_BLOCK)`), if
     /// the block is complete.
     fn leaf_block(&self, block: u64) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
@@ -224,7 +223,6 @@ impl Store {
             None => Ok(None),
         }
     }
-
 }
 
 impl Storage for Store {
@@ -355,11 +353,7 @@ impl Storage for Store {
     }
 
     /// Up to `limit` entries from `start` on, in index order.
-    fn entries_from(
-        &self,
-        start: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in self.entries.range(start.to_be_bytes()..).take(limit) {
             let (k, v) = item?;
@@ -507,7 +501,10 @@ impl Storage for Store {
             meta.insert(META_CHECKPOINT, cp.as_bytes());
         }
         for (key, value) in &batch.meta {
-            meta.insert([META_USER_PREFIX, key.as_bytes()].concat(), value.as_slice());
+            meta.insert(
+                [META_USER_PREFIX, key.as_bytes()].concat(),
+                value.as_slice(),
+            );
         }
         let started = std::time::Instant::now();
         let trees = (

@@ -1,46 +1,170 @@
-//! Test harness: starts the real server on 127.0.0.1:0 over a real sled data directory and
-//! talks gRPC to it through the generated client.
+//! Test harness: starts the real server in this process on 127.0.0.1:0 over a real data
+//! directory (`TestServer`, the one in-process server builder of the tests) and talks gRPC to it
+//! through the generated client. Subprocess servers are `realproc::Proc`.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod mutate;
 
 use celltrail::client::{self, Client, Draft};
+use celltrail::datadir::DataDir;
+use celltrail::ledger::{Ledger, LedgerOptions};
 use celltrail::note::NoteSigner;
+use celltrail::note::NoteVerifier;
 use celltrail::pb::{event_body::Detail, KeyRegistered, Receipt, SignatureMeaning, SignedEvent};
-use celltrail::server::{open, run, ServeOptions};
+use celltrail::server::{open, run, RunOptions, ServeOptions};
+use celltrail::storage::Storage;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tonic::transport::ServerTlsConfig;
 
+/// A real server running in this process on a loopback port, over a real data directory.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The operator admin key (the directory's `admin.key`, or the one given to the builder).
     pub admin: NoteSigner,
+    /// The log's verifier key.
+    pub log_vkey: NoteVerifier,
+    /// The server's ledger (for the storage it writes to and in-process appends).
+    pub ledger: Arc<Ledger>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
+/// How to start a [`TestServer`]; every in-process server of the tests is started here.
+pub struct Builder {
+    /// The data directory's options (policy, ledger tuning, storage, ...).
+    pub opts: ServeOptions,
+    addr: SocketAddr,
+    tls: Option<ServerTlsConfig>,
+    admin: Option<NoteSigner>,
+}
+
+impl Builder {
+    /// A custody policy table (TOML file) instead of the built-in one.
+    pub fn policy(mut self, path: &Path) -> Builder {
+        self.opts.policy = Some(path.to_path_buf());
+        self
+    }
+
+    /// Queue and group sizes of the writer.
+    pub fn ledger_options(mut self, ledger: LedgerOptions) -> Builder {
+        self.opts.ledger = ledger;
+        self
+    }
+
+    /// A storage backend instead of the sled store in `DATA_DIR/db`.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Builder {
+        self.opts.storage = Some(storage);
+        self
+    }
+
+    /// Serve over TLS with this configuration.
+    pub fn tls(mut self, tls: ServerTlsConfig) -> Builder {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Listen on `addr` (e.g. the port of a stopped server, so clients configured with that
+    /// address reconnect after a restart) instead of a free port.
+    pub fn on(mut self, addr: SocketAddr) -> Builder {
+        self.addr = addr;
+        self
+    }
+
+    /// The admin key, for a directory without `admin.key` (a restored copy).
+    pub fn admin(mut self, admin: NoteSigner) -> Builder {
+        self.admin = Some(admin);
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let opened = open(&self.opts).expect("open data dir");
+        let admin = self.admin.unwrap_or_else(|| {
+            celltrail::keys::read_key_file(&DataDir::new(&self.opts.data_dir).admin_key())
+                .expect("admin key")
+        });
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the test server's address");
+        let addr = listener.local_addr().unwrap();
+        let log_vkey = opened.log_verifier.clone();
+        let ledger = opened.ledger.clone();
+        let run_opts = RunOptions::of(&opened).with_tls(self.tls);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, opened.ledger, run_opts, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            data_dir: self.opts.data_dir.clone(),
+            admin,
+            log_vkey,
+            ledger,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
 impl TestServer {
+    /// A builder for a server on `data_dir` (created if new).
+    pub fn builder(data_dir: &Path) -> Builder {
+        Self::builder_with(ServeOptions::new(data_dir))
+    }
+
+    /// A builder starting from `opts`.
+    pub fn builder_with(opts: ServeOptions) -> Builder {
+        Builder {
+            opts,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+            admin: None,
+        }
+    }
+
     /// Starts a server on `data_dir` (created if new) with the default options.
     pub async fn start(data_dir: &Path) -> TestServer {
-        Self::start_with(ServeOptions::new(data_dir)).await
+        Self::builder(data_dir).start().await
     }
 
     /// Starts a server with `opts` on a free loopback port.
     pub async fn start_with(opts: ServeOptions) -> TestServer {
-        Self::start_on(opts, "127.0.0.1:0".parse().unwrap()).await
+        Self::builder_with(opts).start().await
     }
 
+    /// Like [`TestServer::start_with`] but listening on `addr`.
+    pub async fn start_on(opts: ServeOptions, addr: SocketAddr) -> TestServer {
+        Self::builder_with(opts).on(addr).start().await
+    }
+
+    /// A plain-text client.
     pub async fn client(&self) -> Client {
         client::connect(&self.addr.to_string())
             .await
             .expect("connect")
     }
 
-    /// Graceful stop: waits until the store is closed so it can be reopened.
-    pub async fn stop(mut self) {
+    /// A plain-text channel (for the health and reflection clients).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Graceful stop: waits until the store is closed so it can be reopened.
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
         if let Some(t) = self.task.take() {
             t.await.expect("server task").expect("server run");
         }
@@ -159,38 +283,6 @@ pub async fn snapshot(c: &mut Client) -> Vec<Vec<u8>> {
     }
 }
 
-impl TestServer {
-    /// Like [`TestServer::start_with`] but listening on `addr` (e.g. the port of a stopped
-    /// server, so clients configured with that address reconnect after a restart).
-    pub async fn start_on(opts: ServeOptions, addr: SocketAddr) -> TestServer {
-        let opened = open(&opts).expect("open data dir");
-        let admin = celltrail::keys::read_key_file_with(
-            &opts.data_dir.join("admin.key"),
-            &celltrail::keys::PassphraseSource::Given(
-                opts.key_passphrase
-                    .clone()
-                    .unwrap_or(celltrail::keys::Passphrase::new("")),
-            ),
-        )
-        .expect("admin key");
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind the test server's address");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, opened.ledger, async {
-            let _ = rx.await;
-        }));
-        TestServer {
-            addr,
-            data_dir: opts.data_dir.clone(),
-            admin,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
-    }
-}
-
 /// What `celltrail verify --data-dir DIR` (the real binary) said about a stopped data directory.
 pub struct DirVerify {
     pub ok: bool,
@@ -256,16 +348,17 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Flips one byte of log entry `index` in the stopped data directory `dir`, through the store.
+/// Flips one byte of log entry `index` in the stopped data directory `dir`, as someone editing
+/// the sled files would (the store itself has no way to rewrite an entry).
 pub fn flip_entry_byte(dir: &Path, index: u64) {
-    let store = celltrail::store::Store::open(&dir.join("db")).expect("open store");
-    let mut bytes = store.entry(index).unwrap().expect("entry exists");
+    let db = sled::open(DataDir::new(dir).db()).expect("open the sled store");
+    let entries = db.open_tree("entries").unwrap();
+    let key = index.to_be_bytes();
+    let mut bytes = entries.get(key).unwrap().expect("entry exists").to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    store
-        .raw_insert("entries", &[(index.to_be_bytes().to_vec(), bytes)])
-        .unwrap();
-    store.raw_flush().unwrap();
+    entries.insert(key, bytes).unwrap();
+    db.flush().unwrap();
 }
 
 /// `verify --data-dir` on a copy of `dir` with entry `index` altered exits non-zero and names

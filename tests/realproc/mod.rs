@@ -238,7 +238,9 @@ pub struct StoreReport {
 /// with the entries, and the stored checkpoint is signed by the log key and commits to the
 /// Merkle root recomputed from all entries. Returns the store for further lookups.
 pub fn check_store(data_dir: &Path) -> (celltrail::store::Store, StoreReport) {
-    let store = celltrail::store::Store::open(&data_dir.join("db")).expect("open store");
+    use celltrail::storage::Storage as _;
+    let store = celltrail::store::Store::open(&celltrail::datadir::DataDir::new(data_dir).db())
+        .expect("open store");
     let size = store.tree_size().unwrap();
     let all = store.entries_from(0, usize::MAX).unwrap();
     assert_eq!(
