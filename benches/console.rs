@@ -6,7 +6,8 @@
 
 use celltrail::console::pages;
 use celltrail::rules::Head;
-use celltrail::store::{CommitBatch, Store};
+use celltrail::storage::{Group as CommitBatch, Storage as _};
+use celltrail::store::Store;
 use celltrail::summary::{ChainSummary, HoldSummary};
 use std::time::{Duration, Instant};
 
