@@ -82,8 +82,16 @@ impl Builder {
     pub async fn start(self) -> TestServer {
         let opened = open(&self.opts).expect("open data dir");
         let admin = self.admin.unwrap_or_else(|| {
-            celltrail::keys::read_key_file(&DataDir::new(&self.opts.data_dir).admin_key())
-                .expect("admin key")
+            celltrail::keys::read_key_file_with(
+                &DataDir::new(&self.opts.data_dir).admin_key(),
+                &celltrail::keys::PassphraseSource::Given(
+                    self.opts
+                        .key_passphrase
+                        .clone()
+                        .unwrap_or(celltrail::keys::Passphrase::new("")),
+                ),
+            )
+            .expect("admin key")
         });
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
