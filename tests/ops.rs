@@ -125,7 +125,7 @@ async fn reflection_v1alpha_lists_the_services_too() {
     use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
 
     let dir = tempfile::tempdir().unwrap();
-    let server = OpsServer::start(dir.path()).await;
+    let server = TestServer::start(dir.path()).await;
     let mut r = ServerReflectionClient::new(server.channel().await);
     let requests = vec![
         ServerReflectionRequest {
