@@ -230,8 +230,30 @@ impl Fields {
     fn finish(self, kind: &str) -> Result<(), String> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(k) => Err(format!("event {kind} has no field {k:?}")),
+            Some(k) => {
+                let valid = KINDS
+                    .iter()
+                    .find(|(name, _)| *name == kind)
+                    .map(|(_, fields)| *fields)
+                    .unwrap_or("none");
+                Err(format!(
+                    "event {kind} has no field {k:?}; its fields are: {valid} (* = required)"
+                ))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    #[test]
+    fn an_unknown_field_error_lists_the_valid_ones() {
+        let f = super::Fields::parse(&["reason=r".into(), "colour=red".into()]).unwrap();
+        let e = super::detail_from_fields("hold", f).unwrap_err();
+        assert!(
+            e.contains("\"colour\"") && e.contains("its fields are: reason*"),
+            "{e}"
+        );
     }
 }
 
