@@ -9,4 +9,5 @@ pub mod cmd;
 pub mod collect;
 pub mod cosig;
 pub mod http;
+pub mod quorum;
 pub mod server;
