@@ -224,7 +224,7 @@ fn parse_witness(s: &str) -> anyhow::Result<WitnessSpec> {
         _ => (None, s),
     };
     let key = CosignerVerifier::from_key_string(vkey.trim())
-        .map_err(|e| anyhow::anyhow!("--witness {s:?}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--witness: {e}"))?;
     Ok(WitnessSpec { url, key })
 }
 

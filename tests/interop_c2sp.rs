@@ -273,8 +273,13 @@ async fn a_checkpoint_cosigned_by_cloudflares_cosigner_verifies_in_celltrail() {
     let got = cosig::verify_cosignatures(&cosigned, std::slice::from_ref(&ours)).unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].timestamp, 1_767_225_601);
-    let r =
-        celltrail::witness::quorum::check(&cosigned, &log_key, &[ours.clone()], Some(1)).unwrap();
+    let r = celltrail::witness::quorum::check(
+        &cosigned,
+        &log_key,
+        std::slice::from_ref(&ours),
+        Some(1),
+    )
+    .unwrap();
     assert!(r.quorum_met());
     assert_eq!(r.cosigned_by[0].name, "regulator.example/witness");
 

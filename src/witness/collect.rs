@@ -34,13 +34,22 @@ pub struct WitnessTarget {
 impl WitnessTarget {
     /// Parses `URL=VKEY` (VKEY: `name+hash+base64(0x04||pub)`, as `celltrail witness` prints).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (url, vkey) = s
-            .split_once('=')
-            .ok_or_else(|| format!("witness {s:?}: expected URL=VKEY"))?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        // Never echo the input: it may be a pasted private key.
+        if crate::note::looks_like_private_key(s) {
             return Err(format!(
-                "witness {s:?}: the URL must start with http:// (the witness's URL prefix)"
+                "--witness: {}",
+                crate::note::NoteError::PrivateKeyGiven
             ));
+        }
+        let (url, vkey) = s.split_once('=').ok_or_else(|| {
+            "--witness: expected URL=VKEY (the witness's URL prefix and the key it printed)"
+                .to_string()
+        })?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(
+                "--witness: expected URL=VKEY with a URL starting with http:// or https://"
+                    .to_string(),
+            );
         }
         let key = CosignerVerifier::from_key_string(vkey.trim())
             .map_err(|e| format!("witness {url}: {e}"))?;
@@ -274,7 +283,7 @@ async fn submit(
     match reply.status {
         200 => {
             let lines = cosig::cosignature_lines(
-                &cosig::add_lines(&cp.note, &[reply.body.clone()]),
+                &cosig::add_lines(&cp.note, std::slice::from_ref(&reply.body)),
                 std::slice::from_ref(&t.key),
             );
             let note = cosig::add_lines(&cp.note, &lines);
@@ -293,5 +302,39 @@ async fn submit(
             Err(_) => Outcome::Failed(format!("409 with a malformed size {:?}", reply.body)),
         },
         s => Outcome::Failed(format!("HTTP {s}: {}", reply.body.trim())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::note::NoteSigner;
+
+    #[test]
+    fn witness_specs_parse_and_a_pasted_private_key_is_never_echoed() {
+        let k = NoteSigner::generate("w.example/w").unwrap();
+        let v = super::super::cosig::Cosigner::from_note_signer(&k).verifier();
+        let t = WitnessTarget::parse(&format!("http://h:1/=  {}", v.to_key_string())).unwrap();
+        assert_eq!((t.url.as_str(), &t.key), ("http://h:1", &v));
+        let secret = k.to_key_string();
+        for bad in [
+            secret.clone(),
+            format!("http://h:1={secret}"),
+            format!("h:1={}", v.to_key_string()),
+            "no-equals".to_string(),
+        ] {
+            let e = WitnessTarget::parse(&bad).unwrap_err();
+            let seed = secret.rsplit('+').next().unwrap();
+            assert!(!e.contains(seed), "{e}");
+            assert!(e.starts_with("--witness"), "{e}");
+        }
+        let dup = vec![
+            format!("http://a={}", v.to_key_string()),
+            format!("http://b={}", v.to_key_string()),
+        ];
+        assert!(parse_targets(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
     }
 }

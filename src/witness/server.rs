@@ -45,8 +45,9 @@ impl WitnessedLog {
             (Some(eq), Some(plus)) if eq < plus => (Some(&s[..eq]), &s[eq + 1..]),
             _ => (None, s),
         };
+        // Never echo the input: it may be a pasted private key.
         let key = NoteVerifier::from_key_string(vkey)
-            .map_err(|e| format!("log {s:?}: expected VKEY or ORIGIN=VKEY: {e}"))?;
+            .map_err(|e| format!("--log: expected the log's VKEY or ORIGIN=VKEY: {e}"))?;
         Ok(WitnessedLog {
             origin: origin.map_or_else(|| key.name.clone(), str::to_string),
             keys: vec![key],
