@@ -320,6 +320,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         Some(p) => Some(crate::server::read_key_passphrase_file(p)?),
         None => None,
     };
+    let witnesses = crate::witness::collect::parse_targets(&a.witnesses)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::ServerTls {
@@ -404,7 +405,6 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         ),
     );
     let info = crate::server::server_info(&opened);
-    let witnesses = crate::witness::collect::parse_targets(&a.witnesses)?;
     let (shutdown, console_task) = match console {
         Some(c) => {
             let (shutdown, task) = c.start(&opened, shutdown).await?;

@@ -88,9 +88,17 @@ fn new_log_dir(root: &Path, origin: &str) -> (PathBuf, String) {
 }
 
 async fn append_some(p: &Proc, chain: &str, ms: u64) -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut c = p.client().await;
+    // `serve` binds its port before it opens the data directory (and writes admin.key).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.data_dir.join("trust-anchors.txt").exists() {
+        assert!(Instant::now() < deadline, "no admin key: {}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let admin = admin_key(&p.data_dir);
-    let nurse = NoteSigner::generate(&format!("nurse.{}", chain.to_lowercase())).unwrap();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nurse = NoteSigner::generate(&format!("nurse.{}.{n}", chain.to_lowercase())).unwrap();
     common::register(&mut c, &admin, &nurse, "apheresis_nurse", "HOSP-A").await;
     let mut a = Appender::new(chain.into(), nurse);
     a.run(&mut c, Instant::now() + Duration::from_millis(ms))
@@ -286,7 +294,8 @@ async fn a_log_whose_witnesses_are_all_down_still_appends() {
             .verifier()
             .to_key_string()
     };
-    let refused = format!("http://127.0.0.1:{}={}", free_port(), w("w1"));
+    // Port 1: nothing listens there, so connections are refused (no free-port race).
+    let refused = format!("http://127.0.0.1:1={}", w("w1"));
     let hanging = format!("http://{}={}", silent.local_addr().unwrap(), w("w2"));
     let p = Proc::start(&log_dir, &["--witness", &refused, "--witness", &hanging]).await;
     let started = Instant::now();
