@@ -150,7 +150,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
 }
 
 /// Opens the server's own key (`log.key`) with the passphrase from `--key-passphrase-file`.
-fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
+pub(crate) fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
     let kf = KeyFile::load(path)?;
     match (&kf, &opts.key_passphrase) {
         (KeyFile::Plain(s), _) => {
@@ -168,7 +168,11 @@ fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigne
 
 /// Writes a key this start created: encrypted when a passphrase was given, else plaintext
 /// with a warning.
-fn write_server_key(path: &Path, key: &NoteSigner, opts: &ServeOptions) -> anyhow::Result<()> {
+pub(crate) fn write_server_key(
+    path: &Path,
+    key: &NoteSigner,
+    opts: &ServeOptions,
+) -> anyhow::Result<()> {
     match &opts.key_passphrase {
         Some(p) => write_encrypted_key_file(path, key, p, opts.kdf_iterations)?,
         None => {

@@ -6,7 +6,6 @@
 
 use super::cosig::Cosigner;
 use super::server::{Witness, WitnessedLog};
-use crate::keys::{read_key_file, write_key_file};
 use crate::note::NoteSigner;
 use anyhow::Context;
 use clap::Args;
@@ -42,15 +41,28 @@ pub struct WitnessArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
     #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Passphrase file of witness.key (first line; as `serve --key-passphrase-file`). Without
+    /// it a new witness.key is written unencrypted, with a warning.
+    #[command(flatten)]
+    pub keys: crate::cli::KeyPassphraseArg,
 }
 
-/// Reads `DIR/witness.key`, creating it (and `witness.vkey`) with `name` if missing.
-pub fn open_key(dir: &Path, name: Option<&str>) -> anyhow::Result<Cosigner> {
+/// Reads `DIR/witness.key`, creating it (and `witness.vkey`) with `name` if missing; encrypted
+/// with the passphrase from `passphrase_file` when given (the server key handling of `serve`).
+pub fn open_key(
+    dir: &Path,
+    name: Option<&str>,
+    passphrase_file: Option<&Path>,
+) -> anyhow::Result<Cosigner> {
+    let mut opts = crate::server::ServeOptions::new(dir);
+    if let Some(p) = passphrase_file {
+        opts.key_passphrase = Some(crate::server::read_key_passphrase_file(p)?);
+    }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create witness directory {}", dir.display()))?;
     let path = dir.join("witness.key");
     let key = if path.exists() {
-        let k = read_key_file(&path)?;
+        let k = crate::server::open_server_key(&path, &opts)?;
         if let Some(n) = name {
             if n != k.name {
                 anyhow::bail!(
@@ -69,7 +81,7 @@ pub fn open_key(dir: &Path, name: Option<&str>) -> anyhow::Result<Cosigner> {
             )
         })?;
         let k = NoteSigner::generate(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-        write_key_file(&path, &k)?;
+        crate::server::write_server_key(&path, &k, &opts)?;
         k
     };
     let c = Cosigner::from_note_signer(&key);
@@ -107,7 +119,11 @@ pub fn logs(a: &WitnessArgs) -> anyhow::Result<Vec<WitnessedLog>> {
 }
 
 pub async fn run(a: WitnessArgs) -> anyhow::Result<()> {
-    let cosigner = open_key(&a.data_dir, a.name.as_deref())?;
+    let cosigner = open_key(
+        &a.data_dir,
+        a.name.as_deref(),
+        a.keys.key_passphrase_file.as_deref(),
+    )?;
     let logs = logs(&a)?;
     let origins: Vec<String> = logs.iter().map(|l| l.origin.clone()).collect();
     let w = Arc::new(Witness::open(&a.data_dir.join("db"), cosigner, logs)?);
