@@ -34,7 +34,7 @@ pub const COSIGNATURES: &str = "celltrail_monitor_cosignatures";
 #[derive(Args, Debug)]
 pub struct MonitorArgs {
     #[command(flatten)]
-    pub server: crate::cli::ServerArg,
+    pub server: crate::client::ServerArg,
     /// The log's verifier key, or a file holding it (log.vkey). Pin it from an independent source.
     #[arg(long, env = "CELLTRAIL_LOG_KEY")]
     pub log_key: String,
