@@ -412,7 +412,8 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         }
         None => (futures_util::future::Either::Right(shutdown), None),
     };
-    let served = crate::server::run_witnessed(listener, opened.ledger, info, tls, witnesses, shutdown).await;
+    let served =
+        crate::server::run_witnessed(listener, opened.ledger, info, tls, witnesses, shutdown).await;
     if let Some(t) = console_task {
         let _ = t.await;
     }
