@@ -101,11 +101,21 @@ fn stored_entry(index: u64, bytes: Vec<u8>) -> Result<StoredEntry, Status> {
 
 pub struct LedgerService {
     ledger: Arc<Ledger>,
+    cosigned: Option<Arc<crate::witness::collect::Cosigned>>,
 }
 
 impl LedgerService {
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        LedgerService { ledger }
+        LedgerService {
+            ledger,
+            cosigned: None,
+        }
+    }
+
+    /// Serves the witness-cosigned checkpoint beside the signed one in `GetCheckpoint`.
+    pub fn with_cosigned(mut self, c: Option<Arc<crate::witness::collect::Cosigned>>) -> Self {
+        self.cosigned = c;
+        self
     }
 }
 
@@ -273,10 +283,18 @@ impl LedgerRpc for LedgerService {
         let cp = blocking(move || crate::log::checkpoint(&store)).await?;
         let cp =
             cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
+        let (cosigned_tree_size, cosigned_checkpoint) = self
+            .cosigned
+            .as_ref()
+            .and_then(|c| c.best())
+            .unwrap_or_default();
         Ok(Response::new(crate::pb::GetCheckpointResponse {
             tree_size: cp.checkpoint.size,
             root_hash: cp.checkpoint.root.to_vec(),
             checkpoint: cp.note,
+            cosigned_checkpoint,
+            cosigned_tree_size,
+            witnesses: self.cosigned.as_ref().map_or(0, |c| c.witnesses() as u32),
         }))
     }
 

@@ -73,6 +73,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// Make a new data directory from a backup (the server must not be running on it).
     Restore(RestoreArgs),
+    /// Run a C2SP tlog-witness: cosign a log's checkpoints after checking they are consistent.
+    Witness(crate::witness::cmd::WitnessArgs),
+    /// Follow a log: check every checkpoint's signature, consistency and cosignatures.
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +139,10 @@ pub struct ServeArgs {
     /// File holding the console's bearer token (at least 16 characters; one line).
     #[arg(long, env = "CELLTRAIL_HTTP_TOKEN_FILE", requires = "http")]
     pub http_token_file: Option<PathBuf>,
+    /// Submit checkpoints to a C2SP witness: URL=VKEY (the witness's URL prefix and the
+    /// cosignature key `celltrail witness` prints). Repeat for several witnesses.
+    #[arg(long = "witness", env = "CELLTRAIL_WITNESSES", value_delimiter = ',')]
+    pub witnesses: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -262,6 +270,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => crate::bundle::cmd::report(a).await,
         Command::Backup(a) => backup(a).await,
         Command::Restore(a) => restore(a),
+        Command::Witness(a) => crate::witness::cmd::run(a).await,
+        Command::Monitor(a) => crate::monitor::run(a).await,
     }
 }
 
@@ -310,6 +320,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         Some(p) => Some(crate::server::read_key_passphrase_file(p)?),
         None => None,
     };
+    let witnesses = crate::witness::collect::parse_targets(&a.witnesses)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::ServerTls {
@@ -401,7 +412,8 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         }
         None => (futures_util::future::Either::Right(shutdown), None),
     };
-    let served = crate::server::run_with(listener, opened.ledger, info, tls, shutdown).await;
+    let served =
+        crate::server::run_witnessed(listener, opened.ledger, info, tls, witnesses, shutdown).await;
     if let Some(t) = console_task {
         let _ = t.await;
     }

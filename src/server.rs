@@ -150,7 +150,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
 }
 
 /// Opens the server's own key (`log.key`) with the passphrase from `--key-passphrase-file`.
-fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
+pub(crate) fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
     let kf = KeyFile::load(path)?;
     match (&kf, &opts.key_passphrase) {
         (KeyFile::Plain(s), _) => {
@@ -168,7 +168,11 @@ fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigne
 
 /// Writes a key this start created: encrypted when a passphrase was given, else plaintext
 /// with a warning.
-fn write_server_key(path: &Path, key: &NoteSigner, opts: &ServeOptions) -> anyhow::Result<()> {
+pub(crate) fn write_server_key(
+    path: &Path,
+    key: &NoteSigner,
+    opts: &ServeOptions,
+) -> anyhow::Result<()> {
     match &opts.key_passphrase {
         Some(p) => write_encrypted_key_file(path, key, p, opts.kdf_iterations)?,
         None => {
@@ -245,6 +249,21 @@ pub async fn run_with(
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    run_witnessed(listener, ledger, info, tls, Vec::new(), shutdown).await
+}
+
+/// [`run_with`] that also submits every new checkpoint to `witnesses` (`serve --witness`) and
+/// serves the cosigned checkpoint in `GetCheckpoint` (see `witness::collect`).
+pub async fn run_witnessed(
+    listener: tokio::net::TcpListener,
+    ledger: Arc<Ledger>,
+    info: crate::backup::ServerInfo,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    witnesses: Vec<crate::witness::collect::WitnessTarget>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let cosigned = (!witnesses.is_empty())
+        .then(|| crate::witness::collect::start(ledger.store().clone(), witnesses));
     type LedgerSvc = crate::pb::ledger_server::LedgerServer<crate::api::LedgerService>;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -263,8 +282,9 @@ pub async fn run_with(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("cannot build the v1alpha reflection service")?;
-    let service = LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let service =
+        LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()).with_cosigned(cosigned))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let admin = crate::pb::admin_server::AdminServer::new(crate::backup::AdminService::new(
         ledger.clone(),
         info,

@@ -27,6 +27,9 @@ pub fn text(r: &Report, what: &str) -> String {
             "previous:   checkpoint of size {p} is a prefix of this log (history not rewritten)"
         );
     }
+    if let Some(w) = &r.witnesses {
+        let _ = writeln!(s, "witnesses:  {}", w.line());
+    }
     let _ = writeln!(s, "policy:     {}", r.policy);
     let mut chain = "";
     for row in &r.timeline {

@@ -127,6 +127,10 @@ pub struct Report {
     /// entry in the checkpoint's tree), and those a bundle without statements leaves open.
     pub chain_ends_proven: Vec<String>,
     pub chain_ends_unproven: Vec<String>,
+    /// Witness cosignatures on the checkpoint (`verify --witness … --quorum K`); absent for a
+    /// data-directory audit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<crate::witness::quorum::WitnessReport>,
     pub failure: Option<Failure>,
 }
 
@@ -146,6 +150,7 @@ impl Report {
             timeline: Vec::new(),
             chain_ends_proven: Vec::new(),
             chain_ends_unproven: Vec::new(),
+            witnesses: None,
             failure: None,
         }
     }
