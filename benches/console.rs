@@ -67,6 +67,7 @@ fn main() {
                             hash: [7; 32],
                             state_name: s.state.clone(),
                             state: None,
+                            hold: Vec::new(),
                         },
                     )
                 })

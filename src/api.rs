@@ -62,7 +62,8 @@ pub fn code_of(e: &LedgerError) -> Code {
                 | RuleError::StalePrev { .. } => Code::FailedPrecondition,
                 RuleError::Fork { .. } => Code::AlreadyExists,
             },
-            LedgerError::BadSignature(_) => Code::InvalidArgument,
+            LedgerError::BadSignature(_) | LedgerError::Invalid(_) => Code::InvalidArgument,
+            LedgerError::BagTaken { .. } => Code::AlreadyExists,
             LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => {
                 Code::InvalidArgument
             }
@@ -86,6 +87,7 @@ pub fn chain_head(chain_id: &str, h: &Head) -> ChainHead {
         event_hash: h.hash.to_vec(),
         state: h.state_name.clone(),
         length: h.seq + 1,
+        open_hold: h.hold.clone(),
     }
 }
 

@@ -255,6 +255,7 @@ pub fn audit_store(store: &Store, log_key: Option<&NoteVerifier>) -> anyhow::Res
                     hash,
                     state_name: String::new(),
                     state: None,
+                    hold: Vec::new(),
                 },
             );
             leaves.push(merkle::leaf_hash(&bytes));

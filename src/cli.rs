@@ -193,6 +193,15 @@ pub enum KeyCommand {
         #[arg(long)]
         valid_until: Option<String>,
     },
+    /// List the key registry: name, role, site, printed name, validity, revocation, and the
+    /// admin who registered each key.
+    List {
+        #[command(flatten)]
+        server: client::ServerArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revoke a signer key: its signatures from that time on are refused.
     Revoke {
         #[command(flatten)]
@@ -234,7 +243,8 @@ pub struct EventArgs {
     /// Site where the event happens.
     #[arg(long)]
     pub site: String,
-    /// Event fields, name=value (repeatable); see the README for each kind's fields.
+    /// Event fields, name=value (repeatable); see the README for each kind's fields. A reading
+    /// that was genuinely not possible: not_measured.FIELD=REASON (records it and opens a hold).
     #[arg(long = "set")]
     pub set: Vec<String>,
     /// When it happened, RFC 3339 [default: now].
@@ -534,6 +544,7 @@ fn parse_time_or_now(s: &Option<String>) -> anyhow::Result<i64> {
 async fn key(k: KeyCommand) -> anyhow::Result<()> {
     let (server, admin_key, detail) = match k {
         KeyCommand::Encrypt { file } => return key_encrypt(&file),
+        KeyCommand::List { server, json } => return crate::keylist::run(&server, json).await,
         KeyCommand::Register {
             server,
             admin_key,
@@ -608,7 +619,8 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
             meaning,
         ));
     }
-    let fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
+    let mut fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
+    let not_measured = fields.take_not_measured();
     let detail = detail_from_fields(&a.kind, fields).map_err(|e| anyhow::anyhow!(e))?;
     let mut signers = vec![(&performer, SignatureMeaning::Performed)];
     signers.extend(cosigners.iter().map(|(k, m)| (k, *m)));
@@ -621,7 +633,11 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         comment: a.comment,
         detail,
     };
-    let r = a.server.servers()?.append_draft(draft, &signers).await?;
+    let r = a
+        .server
+        .servers()?
+        .append_draft_with(draft, not_measured, &signers)
+        .await?;
     if let Some(path) = &a.checkpoint_out {
         if r.checkpoint.is_empty() {
             bail!(
@@ -651,6 +667,9 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    for h in &r.holds_opened {
+        println!("HOLD OPENED: {h}; the chain is on hold until QA releases it");
+    }
     Ok(())
 }
 
@@ -669,6 +688,9 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         "chain {}: {} events, state {}",
         a.chain, head.length, head.state
     );
+    for h in &head.open_hold {
+        println!("OPEN HOLD: {h}");
+    }
     println!(
         "{:<4} {:<20} {:<12} {:<18} {:<16} signers",
         "seq", "occurred (UTC)", "site", "event", "hash"

@@ -24,6 +24,7 @@ pub mod console;
 pub mod crypto;
 pub mod datadir;
 pub mod failover;
+pub mod keylist;
 pub mod keys;
 pub mod ledger;
 pub mod log;

@@ -133,6 +133,10 @@ fn quick_start_from_zero_configuration() {
         a.extend(extra);
         run(cwd, &a)
     };
+    let ended = format!(
+        "collection_end={}",
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000)
+    );
     for args in [
         &[
             "--key",
@@ -161,6 +165,8 @@ fn quick_start_from_zero_configuration() {
             "din=A999926123456",
             "--set",
             "volume_ml=250",
+            "--set",
+            &ended,
         ],
         &[
             "--key",
@@ -201,6 +207,9 @@ fn quick_start_from_zero_configuration() {
         );
     }
     // A refused event exits non-zero with the server's reason.
+    let now =
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000);
+    let (started, ended_at) = (format!("started_at={now}"), format!("ended_at={now}"));
     let o = event(&[
         "--key",
         "nurse.key",
@@ -212,6 +221,10 @@ fn quick_start_from_zero_configuration() {
         "HOSP-A",
         "--set",
         "product_bag_id=X",
+        "--set",
+        &started,
+        "--set",
+        &ended_at,
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

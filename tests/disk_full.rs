@@ -15,7 +15,7 @@ use celltrail::pb::{
 };
 use celltrail::server::{open, run, ServeOptions};
 use celltrail::store::Fault;
-use common::{register, signed_at_link, signer};
+use common::{din_for, register, signed_at_link, signer};
 use std::sync::Arc;
 use tonic::Code;
 
@@ -79,10 +79,10 @@ impl Bag {
             })
         } else {
             Detail::Collected(Collected {
-                din: "A999926123456".into(),
+                din: din_for(&self.chain),
                 product_code: "S1234000".into(),
-                volume_ml: 100 + self.seq as u32,
-                collection_end_unix_nanos: now,
+                volume_ml: Some(100 + self.seq as u32),
+                collection_end_unix_nanos: Some(now),
             })
         };
         signed_at_link(

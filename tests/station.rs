@@ -54,6 +54,7 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
         "manufacturing_site=MFG-1",
     ];
     expect(&run(&enrol, &at_hosp).await, 0, "ACCEPTED");
+    let ended = collection_end_now();
     let collect = [
         "--event",
         "collected",
@@ -61,6 +62,8 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
         PRODUCT,
         "--set",
         "volume_ml=250",
+        "--set",
+        &ended,
     ];
     expect(&run(&collect, &at_hosp).await, 0, "ACCEPTED");
     let pack = ["--event", "packed", "--scan", SHIPPER];
@@ -113,7 +116,10 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
     }
     match &events[1].0.detail {
         Some(Detail::Collected(col)) => {
-            assert_eq!((col.din.as_str(), col.volume_ml), (chain.as_str(), 250));
+            assert_eq!(
+                (col.din.as_str(), col.volume_ml),
+                (chain.as_str(), Some(250))
+            );
             assert_eq!(col.product_code, "S12954A0");
         }
         d => panic!("{d:?}"),
@@ -209,7 +215,14 @@ async fn dispensed_chain() -> Ward {
             HOUR,
             "HOSP-A",
             "collected",
-            s(&[&format!("din={chain}"), "volume_ml=200"]),
+            s(&[
+                &format!("din={chain}"),
+                "volume_ml=200",
+                &format!(
+                    "collection_end={}",
+                    celltrail::time::rfc3339(now - 20 * DAY + HOUR)
+                ),
+            ]),
             vec![(&aph, P)],
         ),
         (
@@ -271,7 +284,11 @@ async fn dispensed_chain() -> Ward {
             HOUR,
             "MFG-1",
             "qc_result",
-            s(&[&format!("test={t}"), "passed=yes"]),
+            s(&[
+                &format!("test={t}"),
+                "result=within specification",
+                "passed=yes",
+            ]),
             vec![(&qc, P)],
         ));
     }
@@ -300,6 +317,7 @@ async fn dispensed_chain() -> Ward {
                 "seal_intact=yes",
                 "temp_min_c=-190",
                 "temp_max_c=-176",
+                "elapsed_seconds=0",
                 "shipper_id=LN2-9",
             ]),
             vec![(&pharm, P)],

@@ -37,6 +37,8 @@ fn collect_args(nurse: &str, chain: &str, n: u32) -> Vec<String> {
         &bag,
         "--set",
         "volume_ml=10",
+        "--set",
+        &collection_end_now(),
     ]
     .iter()
     .map(|x| x.to_string())

@@ -145,7 +145,7 @@ async fn build_fixture() -> Fixture {
     // 3. The fork: same log key, different history from size 15 on.
     let server = TestServer::start(&forked).await;
     let mut c = server.client().await;
-    let mut other = ChainCursor::new("BAG-2", base_time());
+    let mut other = ChainCursor::with_own_bags("BAG-2", base_time());
     other
         .append(&mut c, happy_path(&keys).into_iter().take(12).collect())
         .await;
@@ -692,8 +692,10 @@ fn detects_entry_resigned_by_a_revoked_key_dated_before_the_revocation() {
     let fx = fixture();
     let bundle = load(&fx.bundle);
     let path = tampered("revoked-backdated", |b| {
+        // Dated at the event (weeks before the revocation); accepted after it.
         let (_, e) = entry_of(b, 2);
-        resign(b, 2, &fx.revoked, e.signatures[0].signed_at_unix_nanos);
+        let body = celltrail::pb::EventBody::decode(e.body.as_slice()).unwrap();
+        resign(b, 2, &fx.revoked, body.occurred_at_unix_nanos);
     });
     let index = bundle.chains[0].entries[2].index;
     assert_fails(

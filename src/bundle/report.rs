@@ -84,6 +84,9 @@ pub fn text(r: &Report, what: &str) -> String {
             );
         }
     }
+    for w in &r.warnings {
+        let _ = writeln!(s, "WARNING: {w}");
+    }
     match &r.failure {
         None => {
             let proofs = if r.inclusion_proofs > 0 {

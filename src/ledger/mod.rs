@@ -43,6 +43,11 @@ pub enum LedgerError {
     Registry(#[from] RegistryError),
     #[error("custody policy: {0}")]
     Policy(Violation),
+    /// The event is malformed by a policy rule (a missing field, a bad code, a key role).
+    #[error("invalid event: {0}")]
+    Invalid(Violation),
+    #[error("bag {bag} is already named by chain {chain}; one bag belongs to one chain (ISBT 128 DINs are globally unique): check the scan, or record the event on chain {chain}")]
+    BagTaken { bag: String, chain: String },
     #[error("custody policy (signer role): {0}")]
     Role(Violation),
     #[error("{0}")]
@@ -341,5 +346,6 @@ pub fn receipt_for_index(
         tree_size,
         checkpoint: checkpoint.to_string(),
         duplicate: true,
+        holds_opened: Vec::new(),
     })
 }
