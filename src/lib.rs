@@ -27,6 +27,7 @@ pub mod failover;
 pub mod keys;
 pub mod ledger;
 pub mod log;
+pub mod manifest;
 pub mod merkle;
 pub mod metrics;
 pub mod note;

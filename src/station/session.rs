@@ -42,7 +42,11 @@ impl Station {
             true => Queue::open_existing(&a.queue)?,
             false => Queue::open(&a.queue)?,
         };
-        let client = try_connect(&a.server).await;
+        let mut client = try_connect(&a.server).await;
+        if let Some(c) = client.as_mut() {
+            // Who is who, for showing signatures (also offline, in `queue show`).
+            queue.remember_signers(&client::signer_infos(c).await)?;
+        }
         let ui = Ui {
             interactive: !a.yes && !a.drain,
         };
