@@ -38,6 +38,7 @@ pub mod role;
 pub mod rules;
 pub mod server;
 pub mod station;
+pub mod station_api;
 pub mod store;
 pub mod summary;
 pub mod time;

@@ -11,6 +11,7 @@
 //! `rules.rs`; the format is documented in `docs/policy.md`.
 
 mod kind;
+mod next;
 mod rules;
 mod signatures;
 mod table;
@@ -26,7 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{EventBody, SignatureMeaning};
 
 pub use kind::EventKind;
-pub use table::{Limits, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
+pub use next::{NextEvent, Outlook, Refusal};
+pub use table::{Limits, Requirement, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 use table::{Row, Table};
 
 /// The default policy table (autologous CAR-T), embedded in the binary.
