@@ -175,8 +175,8 @@ fn bedside_refusal(
     };
     let Some(s) = state else {
         return refuse(
-            "UNKNOWN BAG",
-            "this chain has no events: the bag was never collected here".into(),
+            "MISMATCH",
+            "no events on the server for this chain: this bag is unknown".into(),
         );
     };
     if t.terminal.contains(&s.state) {

@@ -371,6 +371,16 @@ impl Station {
             && self.queue.last_for_chain(&chain)?.is_none()
             && self.queue.head(&chain)?.is_none()
         {
+            if kind == "bedside_check" {
+                big(
+                    "CANNOT CHECK",
+                    &[
+                        "the server is unreachable: the bedside check needs the chain".into(),
+                        "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
+                    ],
+                );
+                return Ok(Step::Done(EXIT_MISMATCH));
+            }
             big(
                 "CANNOT CHAIN",
                 &[
