@@ -48,9 +48,7 @@ impl Station {
             // Who is who, for showing signatures (also offline, in `queue show`).
             queue.remember_signers(&client::signer_infos(c).await)?;
         }
-        let ui = Ui {
-            interactive: !a.yes && !a.drain,
-        };
+        let ui = Ui::new(!a.yes && !a.drain);
         Ok(Station {
             a,
             queue,
@@ -162,6 +160,8 @@ impl Station {
         loop {
             match self.one_event(&me, &mut cosigner, req).await? {
                 Step::Done(c) => last = c,
+                // CANCEL abandons the form, not the station.
+                Step::Quit if self.ui.take_cancelled() => last = EXIT_REJECTED,
                 Step::Quit => return Ok(last),
             }
             req = Request {
@@ -176,7 +176,7 @@ impl Station {
                 }
             }
             println!(
-                "Next: scan the next bag, or type QUIT. ({})",
+                "Next: scan the next bag, or type QUIT (CANCEL abandons a form at any prompt). ({})",
                 self.queue_line()?
             );
         }
