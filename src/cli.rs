@@ -683,7 +683,7 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         .map_err(client::status_error)?
         .into_inner();
     let head = resp.head.unwrap_or_default();
-    let names = printed_names(&mut c).await;
+    let signers = client::signer_infos(&mut c).await;
     println!(
         "chain {}: {} events, state {}",
         a.chain, head.length, head.state
@@ -692,8 +692,8 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         println!("OPEN HOLD: {h}");
     }
     println!(
-        "{:<4} {:<20} {:<12} {:<18} {:<16} signers",
-        "seq", "occurred (UTC)", "site", "event", "hash"
+        "{:<4} {:<20} {:<12} {:<18} hash",
+        "seq", "occurred (UTC)", "site", "event"
     );
     for e in resp.entries {
         let entry = LogEntry::decode(e.entry.as_slice())?;
@@ -703,55 +703,28 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(crate::rules::kind_name)
             .unwrap_or("?");
-        let signers: Vec<String> = entry
-            .signatures
-            .iter()
-            .map(|s| {
-                let m = SignatureMeaning::try_from(s.meaning)
-                    .map(|m| m.as_str_name())
-                    .unwrap_or("?");
-                match names.get(&s.key_id) {
-                    Some(n) if !n.is_empty() => {
-                        format!("{n} [{}] ({})", s.key_id, m.to_ascii_lowercase())
-                    }
-                    _ => format!("{} ({})", s.key_id, m.to_ascii_lowercase()),
-                }
-            })
-            .collect();
         let when = crate::time::rfc3339(
             body.occurred_at_unix_nanos - body.occurred_at_unix_nanos % 1_000_000_000,
         );
         println!(
-            "{:<4} {:<20} {:<12} {:<18} {:<16} {}",
+            "{:<4} {:<20} {:<12} {:<18} {}",
             body.seq,
             when,
             body.site,
             kind,
             hex::encode(&e.event_hash[..8]),
-            signers.join(", ")
         );
-    }
-    Ok(())
-}
-
-/// Printed names of registered keys, from the key registry chain (empty if unreadable).
-async fn printed_names(c: &mut client::Client) -> std::collections::HashMap<String, String> {
-    let mut names = std::collections::HashMap::new();
-    let Ok(resp) = c
-        .get_chain(GetChainRequest {
-            chain_id: KEYS_CHAIN.into(),
-        })
-        .await
-    else {
-        return names;
-    };
-    for e in resp.into_inner().entries {
-        let body = LogEntry::decode(e.entry.as_slice())
-            .ok()
-            .and_then(|le| EventBody::decode(le.body.as_slice()).ok());
-        if let Some(Detail::KeyRegistered(r)) = body.and_then(|b| b.detail) {
-            names.insert(r.key_id, r.printed_name);
+        for s in &entry.signatures {
+            println!(
+                "       signed by {}",
+                crate::manifest::signature_line(
+                    &s.key_id,
+                    signers.get(&s.key_id),
+                    s.meaning,
+                    s.signed_at_unix_nanos
+                )
+            );
         }
     }
-    names
+    Ok(())
 }

@@ -473,6 +473,31 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
+/// What the key registry says about each registered key (printed name, role, site), for
+/// showing signatures (`manifest`). Empty if the registry cannot be read.
+pub async fn signer_infos(
+    c: &mut Client,
+) -> std::collections::HashMap<String, crate::manifest::SignerInfo> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(resp) = c
+        .get_chain(crate::pb::GetChainRequest {
+            chain_id: crate::registry::KEYS_CHAIN.into(),
+        })
+        .await
+    else {
+        return out;
+    };
+    for e in resp.into_inner().entries {
+        let body = crate::pb::LogEntry::decode(e.entry.as_slice())
+            .ok()
+            .and_then(|le| crate::pb::EventBody::decode(le.body.as_slice()).ok());
+        if let Some(Detail::KeyRegistered(r)) = body.and_then(|b| b.detail) {
+            out.insert(r.key_id.clone(), crate::manifest::SignerInfo::from(&r));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod transport_failure_tests {
     use super::is_transport_failure;

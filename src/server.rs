@@ -289,6 +289,10 @@ pub async fn run_witnessed(
         ledger.clone(),
         info,
     ));
+    let station = crate::pb::station_server::StationServer::new(
+        crate::station_api::StationService::new(ledger.clone()),
+    )
+    .max_decoding_message_size(MAX_GRPC_MESSAGE);
     crate::metrics::tree_size(ledger.store().tree_size().unwrap_or(0));
     // The store is open and recovered (`open` did that): ready.
     health.set_serving::<LedgerSvc>().await;
@@ -318,6 +322,7 @@ pub async fn run_witnessed(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(admin)
+        .add_service(station)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

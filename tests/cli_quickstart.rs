@@ -252,12 +252,36 @@ fn quick_start_from_zero_configuration() {
         table.contains("4 events, state InTransitToManufacturing"),
         "{table}"
     );
-    let rows: Vec<&str> = table.lines().skip(2).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter(|l| !l.starts_with(' '))
+        .collect();
     assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[3].contains("shipped"), "{table}");
+    // Part 11 §11.50: each signature shows printed name, role, site, meaning, UTC and local time.
+    let shipped_sigs: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.contains("shipped"))
+        .skip(1)
+        .collect();
     assert!(
-        rows[3].contains("shipped") && rows[3].contains("Test Person [courier.bo] (received)"),
+        shipped_sigs.iter().any(|l| l.contains(
+            "signed by Test Person (courier.bo; courier at COURIER-1) RECEIVED (took custody) 20"
+        ) && l.contains(" UTC (")
+            && l.contains(" local, UTC")),
         "{table}"
     );
+    // Local time follows the reader's time zone (POSIX TZ "XYZ-2" is UTC+2).
+    let o = Command::new(BIN)
+        .current_dir(cwd)
+        .args(["chain", "--server", &addr, "BAG-0001"])
+        .env("TZ", "XYZ-2")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains(" local, UTC+02:00)"), "{table}");
+    assert!(!table.contains("_unix_nanos"), "{table}");
 }
 
 #[test]

@@ -254,25 +254,32 @@ fn full_lifecycle_bundle_verifies_offline_with_timeline_and_pinned_log_key() {
         "{out}"
     );
     assert!(out.contains("36 inclusion proofs"), "{out}");
-    // The timeline: UTC time, site, event, signers with printed names and meanings.
-    let bedside = out
-        .lines()
-        .find(|l| l.contains("bedside_check"))
+    // The timeline: UTC time, site, event; under each event its signatures as Part 11 §11.50
+    // wants them shown: printed name, role, site, meaning, UTC and local time.
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("bedside_check"))
         .expect("bedside row");
-    assert!(bedside.contains("CLINIC-0001"), "{bedside}");
+    assert!(lines[at].contains("CLINIC-0001"), "{}", lines[at]);
+    let sigs = lines[at + 1..at + 3].join("\n");
     assert!(
-        bedside.contains("nurse.ada (test) [nurse.ada, nurse] performed"),
-        "{bedside}"
+        sigs.contains("signed by nurse.ada (test) (nurse.ada; nurse at CLINIC-0001) PERFORMED (did the step) 20"),
+        "{sigs}"
     );
     assert!(
-        bedside.contains("nurse.ben (test) [nurse.ben, nurse] verified"),
-        "{bedside}"
+        sigs.contains("signed by nurse.ben (test) (nurse.ben; nurse at CLINIC-0001) VERIFIED (second person checked it) 20"),
+        "{sigs}"
+    );
+    assert!(
+        sigs.contains(" UTC (") && sigs.contains(" local, UTC"),
+        "{sigs}"
     );
     assert!(out.contains("infused"), "{out}");
     assert!(out.contains("Infused"), "final state: {out}");
-    assert!(out.lines().any(|l| l.contains("shipped")
-        && l.contains("courier.kim (test)")
-        && l.contains("received")));
+    assert!(out
+        .lines()
+        .any(|l| l.contains("signed by courier.kim (test)") && l.contains("RECEIVED")));
     assert!(out.contains("Z "), "UTC times: {out}");
 }
 

@@ -245,49 +245,13 @@ impl Writer {
     }
 
     /// The policy state of a committed chain, replayed from its entries (heads on disk carry
-    /// only seq, hash and state name). Keys never change role or site once registered, so the
-    /// signers are what they were when each entry was accepted.
+    /// only seq, hash and state name).
     fn rebuild_state(&self, chain_id: &str) -> Result<ChainState, LedgerError> {
-        let broken = |why: String| {
+        replay_state(&self.store, &self.registry, &self.policy, chain_id)?.ok_or_else(|| {
             LedgerError::Storage(format!(
-                "cannot rebuild the custody state of chain {chain_id}: {why}"
+                "cannot rebuild the custody state of chain {chain_id}: the chain has no entries"
             ))
-        };
-        let mut state: Option<ChainState> = None;
-        for index in self.store.chain_indices(chain_id)? {
-            let bytes = self
-                .store
-                .entry(index)?
-                .ok_or_else(|| broken(format!("entry {index} is missing")))?;
-            let entry = LogEntry::decode(bytes.as_slice())
-                .map_err(|e| broken(format!("entry {index}: {e}")))?;
-            let body = EventBody::decode(entry.body.as_slice())
-                .map_err(|e| broken(format!("entry {index}: {e}")))?;
-            let ctx = Context {
-                format: entry.format_version,
-                accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
-            };
-            let mut signers = Vec::with_capacity(entry.signatures.len());
-            for sig in &entry.signatures {
-                let rec = self.registry.get(&sig.key_id).ok_or_else(|| {
-                    broken(format!(
-                        "entry {index}: signer {} is not registered",
-                        sig.key_id
-                    ))
-                })?;
-                signers.push(signer_of(rec, sig));
-            }
-            state = Some(
-                self.policy
-                    .apply(state.as_ref(), &body, &signers, &ctx)
-                    .map_err(|v| {
-                        broken(format!(
-                            "entry {index} no longer passes the custody policy: {v}"
-                        ))
-                    })?,
-            );
-        }
-        state.ok_or_else(|| broken("the chain has no entries".into()))
+        })
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -308,6 +272,57 @@ impl Writer {
             None => Ok(verify_signature(key, hash, sig)?),
         }
     }
+}
+
+/// The policy state of a committed chain, replayed from its entries with `registry` and
+/// `policy` (`None` for a chain with no entries). Keys never change role or site once
+/// registered, so the signers are what they were when each entry was accepted. Used by the
+/// writer and by the read side (the Station service).
+pub(crate) fn replay_state(
+    store: &crate::store::Store,
+    registry: &crate::registry::Registry,
+    policy: &crate::policy::Policy,
+    chain_id: &str,
+) -> Result<Option<ChainState>, LedgerError> {
+    let broken = |why: String| {
+        LedgerError::Storage(format!(
+            "cannot rebuild the custody state of chain {chain_id}: {why}"
+        ))
+    };
+    let mut state: Option<ChainState> = None;
+    for index in store.chain_indices(chain_id)? {
+        let bytes = store
+            .entry(index)?
+            .ok_or_else(|| broken(format!("entry {index} is missing")))?;
+        let entry = LogEntry::decode(bytes.as_slice())
+            .map_err(|e| broken(format!("entry {index}: {e}")))?;
+        let body = EventBody::decode(entry.body.as_slice())
+            .map_err(|e| broken(format!("entry {index}: {e}")))?;
+        let ctx = Context {
+            format: entry.format_version,
+            accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
+        };
+        let mut signers = Vec::with_capacity(entry.signatures.len());
+        for sig in &entry.signatures {
+            let rec = registry.get(&sig.key_id).ok_or_else(|| {
+                broken(format!(
+                    "entry {index}: signer {} is not registered",
+                    sig.key_id
+                ))
+            })?;
+            signers.push(signer_of(rec, sig));
+        }
+        state = Some(
+            policy
+                .apply(state.as_ref(), &body, &signers, &ctx)
+                .map_err(|v| {
+                    broken(format!(
+                        "entry {index} no longer passes the custody policy: {v}"
+                    ))
+                })?,
+        );
+    }
+    Ok(state)
 }
 
 /// What the custody policy knows of one verified signature.

@@ -12,6 +12,7 @@
 
 pub mod codes;
 mod kind;
+mod next;
 pub mod presence;
 mod rules;
 mod signatures;
@@ -28,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{EventBody, SignatureMeaning};
 
 pub use kind::EventKind;
-pub use table::{Limits, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
+pub use next::{NextEvent, Outlook, Refusal};
+pub use table::{Limits, Requirement, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 use table::{Row, Table};
 
 /// The entry format the writer judges new entries under (`LogEntry.format_version`).
