@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/celltrail/v1/events.proto",
         "proto/celltrail/v1/ledger.proto",
         "proto/celltrail/v1/admin.proto",
+        "proto/celltrail/v1/station.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

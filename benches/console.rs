@@ -68,6 +68,7 @@ fn main() {
                             hash: [7; 32],
                             state_name: s.state.clone(),
                             state: None,
+                            hold: Vec::new(),
                         },
                     )
                 })

@@ -91,6 +91,17 @@ fn registrations(k: &Keys, t0: i64) -> Vec<SignedEvent> {
     out
 }
 
+/// A DIN no other chain of the run names: facility from the prefix's letter and number
+/// ("BAG" -> B0000, "M0012" -> M0012), serial = the chain's number.
+fn din_of(prefix: &str, chain: usize) -> String {
+    let letter = prefix.chars().next().unwrap_or('A').to_ascii_uppercase();
+    let number: u32 = prefix
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    format!("{letter}{:04}26{:06}", number % 10_000, chain % 1_000_000)
+}
+
 /// `chains` chains of `per_chain` events each (enrolment, then collections), two signatures each.
 fn workload(
     k: &Keys,
@@ -118,10 +129,11 @@ fn workload(
                         })
                     } else {
                         Detail::Collected(Collected {
-                            din: "A999926123456".into(),
+                            // One bag, one chain: each chain collects its own DIN.
+                            din: din_of(prefix, c),
                             product_code: "S1234000".into(),
-                            volume_ml: 250,
-                            collection_end_unix_nanos: at,
+                            volume_ml: Some(250),
+                            collection_end_unix_nanos: Some(at),
                         })
                     };
                     let draft = Draft {
@@ -232,6 +244,7 @@ async fn serve(env: &Env) -> String {
     let opts = celltrail::server::RunOptions {
         info: env.info.clone(),
         tls: None,
+        witnesses: Vec::new(),
     };
     tokio::spawn(celltrail::server::run(
         listener,

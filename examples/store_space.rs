@@ -110,6 +110,7 @@ fn main() {
                     hash,
                     state_name: "collected".into(),
                     state: None,
+                    hold: Vec::new(),
                 },
             );
             prev.insert(c, hash);

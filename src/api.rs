@@ -62,7 +62,8 @@ pub fn code_of(e: &LedgerError) -> Code {
                 | RuleError::StalePrev { .. } => Code::FailedPrecondition,
                 RuleError::Fork { .. } => Code::AlreadyExists,
             },
-            LedgerError::BadSignature(_) => Code::InvalidArgument,
+            LedgerError::BadSignature(_) | LedgerError::Invalid(_) => Code::InvalidArgument,
+            LedgerError::BagTaken { .. } => Code::AlreadyExists,
             LedgerError::Registry(crate::registry::RegistryError::Invalid(_)) => {
                 Code::InvalidArgument
             }
@@ -86,6 +87,7 @@ pub fn chain_head(chain_id: &str, h: &Head) -> ChainHead {
         event_hash: h.hash.to_vec(),
         state: h.state_name.clone(),
         length: h.seq + 1,
+        open_hold: h.hold.clone(),
     }
 }
 
@@ -101,11 +103,21 @@ fn stored_entry(index: u64, bytes: Vec<u8>) -> Result<StoredEntry, Status> {
 
 pub struct LedgerService {
     ledger: Arc<Ledger>,
+    cosigned: Option<Arc<crate::witness::collect::Cosigned>>,
 }
 
 impl LedgerService {
     pub fn new(ledger: Arc<Ledger>) -> Self {
-        LedgerService { ledger }
+        LedgerService {
+            ledger,
+            cosigned: None,
+        }
+    }
+
+    /// Serves the witness-cosigned checkpoint beside the signed one in `GetCheckpoint`.
+    pub fn with_cosigned(mut self, c: Option<Arc<crate::witness::collect::Cosigned>>) -> Self {
+        self.cosigned = c;
+        self
     }
 }
 
@@ -273,10 +285,18 @@ impl LedgerRpc for LedgerService {
         let cp = blocking(move || crate::log::checkpoint(store.as_ref())).await?;
         let cp =
             cp.ok_or_else(|| Status::not_found("the log is empty: there is no checkpoint yet"))?;
+        let (cosigned_tree_size, cosigned_checkpoint) = self
+            .cosigned
+            .as_ref()
+            .and_then(|c| c.best())
+            .unwrap_or_default();
         Ok(Response::new(crate::pb::GetCheckpointResponse {
             tree_size: cp.checkpoint.size,
             root_hash: cp.checkpoint.root.to_vec(),
             checkpoint: cp.note,
+            cosigned_checkpoint,
+            cosigned_tree_size,
+            witnesses: self.cosigned.as_ref().map_or(0, |c| c.witnesses() as u32),
         }))
     }
 

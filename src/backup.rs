@@ -246,6 +246,7 @@ pub fn audit_log(
                 hash: EventHash::of_body(&entry.body).0,
                 state_name: String::new(),
                 state: None,
+                hold: Vec::new(),
             },
         );
         leaves.push(merkle::leaf_hash(&bytes));
@@ -377,6 +378,7 @@ fn head_of(h: &BackupHead) -> anyhow::Result<Head> {
         })?,
         state_name: h.state_name.clone(),
         state: None,
+        hold: Vec::new(),
     })
 }
 

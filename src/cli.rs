@@ -73,6 +73,10 @@ pub enum Command {
     Backup(BackupArgs),
     /// Make a new data directory from a backup (the server must not be running on it).
     Restore(RestoreArgs),
+    /// Run a C2SP tlog-witness: cosign a log's checkpoints after checking they are consistent.
+    Witness(crate::witness_cmd::WitnessArgs),
+    /// Follow a log: check every checkpoint's signature, consistency and cosignatures.
+    Monitor(crate::monitor::MonitorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -127,7 +131,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     #[command(flatten)]
-    pub keys: KeyPassphraseArg,
+    pub keys: crate::server::KeyPassphraseArg,
     /// Serve the read-only QA web console on ADDR (e.g. 127.0.0.1:8443) [default: off]. Over TLS
     /// when --tls-cert is given; needs --http-token-file or --client-ca (SECURITY.md).
     #[arg(long, env = "CELLTRAIL_HTTP")]
@@ -135,6 +139,10 @@ pub struct ServeArgs {
     /// File holding the console's bearer token (at least 16 characters; one line).
     #[arg(long, env = "CELLTRAIL_HTTP_TOKEN_FILE", requires = "http")]
     pub http_token_file: Option<PathBuf>,
+    /// Submit checkpoints to a C2SP witness: URL=VKEY (the witness's URL prefix and the
+    /// cosignature key `celltrail witness` prints). Repeat for several witnesses.
+    #[arg(long = "witness", env = "CELLTRAIL_WITNESSES", value_delimiter = ',')]
+    pub witnesses: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -145,15 +153,6 @@ pub struct KeygenArgs {
     /// Key file to write [default: NAME.key]; never overwritten.
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-/// Flag for commands that open the server's own keys.
-#[derive(Args, Debug, Clone)]
-pub struct KeyPassphraseArg {
-    /// File whose first line is the passphrase of log.key and admin.key (mode 0600; read once
-    /// at start, for unattended restarts; see SECURITY.md).
-    #[arg(long, env = "CELLTRAIL_KEY_PASSPHRASE_FILE")]
-    pub key_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +183,15 @@ pub enum KeyCommand {
         /// End of validity, RFC 3339 [default: none].
         #[arg(long)]
         valid_until: Option<String>,
+    },
+    /// List the key registry: name, role, site, printed name, validity, revocation, and the
+    /// admin who registered each key.
+    List {
+        #[command(flatten)]
+        server: client::ServerArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Revoke a signer key: its signatures from that time on are refused.
     Revoke {
@@ -226,7 +234,8 @@ pub struct EventArgs {
     /// Site where the event happens.
     #[arg(long)]
     pub site: String,
-    /// Event fields, name=value (repeatable); see the README for each kind's fields.
+    /// Event fields, name=value (repeatable); see the README for each kind's fields. A reading
+    /// that was genuinely not possible: not_measured.FIELD=REASON (records it and opens a hold).
     #[arg(long = "set")]
     pub set: Vec<String>,
     /// When it happened, RFC 3339 [default: now].
@@ -262,6 +271,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(a) => crate::bundle::cmd::report(a).await,
         Command::Backup(a) => backup(a).await,
         Command::Restore(a) => restore(a),
+        Command::Witness(a) => crate::witness_cmd::run(a).await,
+        Command::Monitor(a) => crate::monitor::run(a).await,
     }
 }
 
@@ -310,6 +321,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         Some(p) => Some(crate::server::read_key_passphrase_file(p)?),
         None => None,
     };
+    let witnesses = crate::witness::collect::parse_targets(&a.witnesses)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::tls::ServerTls {
@@ -328,7 +340,7 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         tls_cert: &a.tls_cert,
         tls_key: &a.tls_key,
     })?;
-    let shutdown = shutdown_signal();
+    let shutdown = crate::server::shutdown_signal();
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.
     let socket = bind(&a.listen)
@@ -399,7 +411,9 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
             a.data_dir.display()
         ),
     );
-    let run_opts = crate::server::RunOptions::of(&opened).with_tls(tls);
+    let run_opts = crate::server::RunOptions::of(&opened)
+        .with_tls(tls)
+        .with_witnesses(witnesses);
     let (shutdown, console_task) = match console {
         Some(c) => {
             let (shutdown, task) = c.start(&opened, shutdown).await?;
@@ -463,21 +477,6 @@ fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
-/// first polled), so a signal that arrives right after "serving on" is printed is not lost.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
-        }
-        eprintln!("celltrail: shutting down (finishing appends in flight)");
-    }
-}
-
 fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     if !crate::registry::valid_key_id(&a.name) {
         bail!(
@@ -528,6 +527,7 @@ fn parse_time_or_now(s: &Option<String>) -> anyhow::Result<i64> {
 async fn key(k: KeyCommand) -> anyhow::Result<()> {
     let (server, admin_key, detail) = match k {
         KeyCommand::Encrypt { file } => return key_encrypt(&file),
+        KeyCommand::List { server, json } => return crate::keylist::run(&server, json).await,
         KeyCommand::Register {
             server,
             admin_key,
@@ -602,7 +602,8 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
             meaning,
         ));
     }
-    let fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
+    let mut fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
+    let not_measured = fields.take_not_measured();
     let detail = detail_from_fields(&a.kind, fields).map_err(|e| anyhow::anyhow!(e))?;
     let mut signers = vec![(&performer, SignatureMeaning::Performed)];
     signers.extend(cosigners.iter().map(|(k, m)| (k, *m)));
@@ -615,7 +616,11 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         comment: a.comment,
         detail,
     };
-    let r = a.server.servers()?.append_draft(draft, &signers).await?;
+    let r = a
+        .server
+        .servers()?
+        .append_draft_with(draft, not_measured, &signers)
+        .await?;
     if let Some(path) = &a.checkpoint_out {
         if r.checkpoint.is_empty() {
             bail!(
@@ -645,6 +650,9 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
             ""
         }
     );
+    for h in &r.holds_opened {
+        println!("HOLD OPENED: {h}; the chain is on hold until QA releases it");
+    }
     Ok(())
 }
 
@@ -658,14 +666,17 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
         .map_err(client::status_error)?
         .into_inner();
     let head = resp.head.unwrap_or_default();
-    let names = printed_names(&mut c).await;
+    let signers = client::signer_infos(&mut c).await;
     println!(
         "chain {}: {} events, state {}",
         a.chain, head.length, head.state
     );
+    for h in &head.open_hold {
+        println!("OPEN HOLD: {h}");
+    }
     println!(
-        "{:<4} {:<20} {:<12} {:<18} {:<16} signers",
-        "seq", "occurred (UTC)", "site", "event", "hash"
+        "{:<4} {:<20} {:<12} {:<18} hash",
+        "seq", "occurred (UTC)", "site", "event"
     );
     for e in resp.entries {
         let entry = LogEntry::decode(e.entry.as_slice())?;
@@ -675,55 +686,28 @@ async fn chain(a: ChainArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(crate::rules::kind_name)
             .unwrap_or("?");
-        let signers: Vec<String> = entry
-            .signatures
-            .iter()
-            .map(|s| {
-                let m = SignatureMeaning::try_from(s.meaning)
-                    .map(|m| m.as_str_name())
-                    .unwrap_or("?");
-                match names.get(&s.key_id) {
-                    Some(n) if !n.is_empty() => {
-                        format!("{n} [{}] ({})", s.key_id, m.to_ascii_lowercase())
-                    }
-                    _ => format!("{} ({})", s.key_id, m.to_ascii_lowercase()),
-                }
-            })
-            .collect();
         let when = crate::time::rfc3339(
             body.occurred_at_unix_nanos - body.occurred_at_unix_nanos % 1_000_000_000,
         );
         println!(
-            "{:<4} {:<20} {:<12} {:<18} {:<16} {}",
+            "{:<4} {:<20} {:<12} {:<18} {}",
             body.seq,
             when,
             body.site,
             kind,
             hex::encode(&e.event_hash[..8]),
-            signers.join(", ")
         );
-    }
-    Ok(())
-}
-
-/// Printed names of registered keys, from the key registry chain (empty if unreadable).
-async fn printed_names(c: &mut client::Client) -> std::collections::HashMap<String, String> {
-    let mut names = std::collections::HashMap::new();
-    let Ok(resp) = c
-        .get_chain(GetChainRequest {
-            chain_id: KEYS_CHAIN.into(),
-        })
-        .await
-    else {
-        return names;
-    };
-    for e in resp.into_inner().entries {
-        let body = LogEntry::decode(e.entry.as_slice())
-            .ok()
-            .and_then(|le| EventBody::decode(le.body.as_slice()).ok());
-        if let Some(Detail::KeyRegistered(r)) = body.and_then(|b| b.detail) {
-            names.insert(r.key_id, r.printed_name);
+        for s in &entry.signatures {
+            println!(
+                "       signed by {}",
+                crate::manifest::signature_line(
+                    &s.key_id,
+                    signers.get(&s.key_id),
+                    s.meaning,
+                    s.signed_at_unix_nanos
+                )
+            );
         }
     }
-    names
+    Ok(())
 }

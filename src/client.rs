@@ -141,6 +141,16 @@ pub fn sign_draft(
     signers: &[(&NoteSigner, SignatureMeaning)],
     signed_at: i64,
 ) -> SignedEvent {
+    sign_draft_with(draft, Vec::new(), signers, signed_at)
+}
+
+/// [`sign_draft`] with readings declared not measured (`EventBody.not_measured`).
+pub fn sign_draft_with(
+    draft: Draft,
+    not_measured: Vec<pb::NotMeasured>,
+    signers: &[(&NoteSigner, SignatureMeaning)],
+    signed_at: i64,
+) -> SignedEvent {
     let actor = signers
         .first()
         .map(|(s, _)| s.name.clone())
@@ -153,6 +163,7 @@ pub fn sign_draft(
         site: draft.site,
         actor_key_id: actor,
         comment: draft.comment,
+        not_measured,
         detail: Some(draft.detail),
     }
     .encode_to_vec();
@@ -196,28 +207,49 @@ impl Fields {
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| format!("event {kind} needs --set {k}=..."))
     }
-    fn num<T: std::str::FromStr + Default>(&mut self, k: &str) -> Result<T, String> {
+    /// A reading: `None` when not given (never a default in its place).
+    fn num<T: std::str::FromStr>(&mut self, k: &str) -> Result<Option<T>, String> {
         match self.map.remove(k) {
-            None => Ok(T::default()),
+            None => Ok(None),
             Some(v) => v
                 .trim()
                 .parse()
+                .map(Some)
                 .map_err(|_| format!("--set {k}={v}: not a number")),
         }
     }
-    fn flag(&mut self, k: &str) -> Result<bool, String> {
+    fn flag(&mut self, k: &str) -> Result<Option<bool>, String> {
         match self.map.remove(k).as_deref().map(str::trim) {
-            None => Ok(false),
-            Some("yes" | "true" | "1" | "y") => Ok(true),
-            Some("no" | "false" | "0" | "n") => Ok(false),
+            None => Ok(None),
+            Some("yes" | "true" | "1" | "y") => Ok(Some(true)),
+            Some("no" | "false" | "0" | "n") => Ok(Some(false)),
             Some(v) => Err(format!("--set {k}={v}: expected yes or no")),
         }
     }
-    fn time(&mut self, k: &str) -> Result<i64, String> {
+    fn time(&mut self, k: &str) -> Result<Option<i64>, String> {
         match self.map.remove(k) {
-            None => Ok(0),
-            Some(v) => crate::time::parse_rfc3339(&v).map_err(|e| format!("--set {k}: {e}")),
+            None => Ok(None),
+            Some(v) => crate::time::parse_rfc3339(&v)
+                .map(Some)
+                .map_err(|e| format!("--set {k}: {e}")),
         }
+    }
+
+    /// Takes the `not_measured.FIELD=REASON` entries: readings that were genuinely not
+    /// possible, each with its reason.
+    pub fn take_not_measured(&mut self) -> Vec<pb::NotMeasured> {
+        let keys: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| k.starts_with("not_measured."))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .map(|k| pb::NotMeasured {
+                reason: self.map.remove(&k).unwrap_or_default(),
+                field: k["not_measured.".len()..].to_string(),
+            })
+            .collect()
     }
     fn list(&mut self, k: &str) -> Vec<String> {
         self.str(k)
@@ -230,8 +262,30 @@ impl Fields {
     fn finish(self, kind: &str) -> Result<(), String> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(k) => Err(format!("event {kind} has no field {k:?}")),
+            Some(k) => {
+                let valid = KINDS
+                    .iter()
+                    .find(|(name, _)| *name == kind)
+                    .map(|(_, fields)| *fields)
+                    .unwrap_or("none");
+                Err(format!(
+                    "event {kind} has no field {k:?}; its fields are: {valid} (* = required)"
+                ))
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    #[test]
+    fn an_unknown_field_error_lists_the_valid_ones() {
+        let f = super::Fields::parse(&["reason=r".into(), "colour=red".into()]).unwrap();
+        let e = super::detail_from_fields("hold", f).unwrap_err();
+        assert!(
+            e.contains("\"colour\"") && e.contains("its fields are: reason*"),
+            "{e}"
+        );
     }
 }
 
@@ -240,7 +294,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("enrolled", "coi_ref*, therapy, manufacturing_site"),
     (
         "collected",
-        "din*, product_code, volume_ml, collection_end (RFC 3339)",
+        "din*, product_code, volume_ml*, collection_end* (RFC 3339)",
     ),
     ("packed", "shipper_id, logger_id, seal_id"),
     (
@@ -249,7 +303,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ),
     (
         "received",
-        "from_site, seal_intact (yes/no), temp_min_c, temp_max_c, elapsed_seconds, shipper_id",
+        "from_site, seal_intact* (yes/no), temp_min_c*, temp_max_c*, elapsed_seconds*, shipper_id",
     ),
     (
         "manufacturing_step",
@@ -257,16 +311,16 @@ pub const KINDS: &[(&str, &str)] = &[
     ),
     (
         "qc_result",
-        "test*, method, result, passed (yes/no), specification",
+        "test*, method, result*, passed* (yes/no), specification",
     ),
     ("released", "exceptional (yes/no), deviation_id"),
     ("rejected", "reason*"),
-    ("stored", "location*, temp_c"),
-    ("dispensed", "product_bag_id*, thawed_at (RFC 3339)"),
+    ("stored", "location*, temp_c*"),
+    ("dispensed", "product_bag_id*, thawed_at* (RFC 3339)"),
     ("bedside_check", "wristband_coi_ref*, product_bag_id*"),
     (
         "infused",
-        "product_bag_id*, started_at, ended_at (RFC 3339)",
+        "product_bag_id*, started_at*, ended_at* (RFC 3339)",
     ),
     ("hold", "reason*"),
     ("hold_released", "reason*"),
@@ -337,7 +391,7 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
             specification: f.str("specification"),
         }),
         "released" => Detail::Released(pb::Released {
-            exceptional: f.flag("exceptional")?,
+            exceptional: f.flag("exceptional")?.unwrap_or(false),
             deviation_id: f.str("deviation_id"),
         }),
         "rejected" => Detail::Rejected(pb::Rejected {
@@ -392,7 +446,17 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
 /// Appends with the chain's current head filled in; returns the receipt.
 pub async fn append_draft(
     client: &mut Client,
+    draft: Draft,
+    signers: &[(&NoteSigner, SignatureMeaning)],
+) -> anyhow::Result<Receipt> {
+    append_draft_with(client, draft, Vec::new(), signers).await
+}
+
+/// [`append_draft`] with readings declared not measured.
+pub async fn append_draft_with(
+    client: &mut Client,
     mut draft: Draft,
+    not_measured: Vec<pb::NotMeasured>,
     signers: &[(&NoteSigner, SignatureMeaning)],
 ) -> anyhow::Result<Receipt> {
     let (seq, prev) = next_link(client, &draft.chain_id)
@@ -400,13 +464,38 @@ pub async fn append_draft(
         .map_err(status_error)?;
     draft.seq = seq;
     draft.prev_hash = prev;
-    let ev = sign_draft(draft, signers, crate::time::now_nanos());
+    let ev = sign_draft_with(draft, not_measured, signers, crate::time::now_nanos());
     Ok(client.append(ev).await.map_err(status_error)?.into_inner())
 }
 
 /// A gRPC status as an error a person can read.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// What the key registry says about each registered key (printed name, role, site), for
+/// showing signatures (`manifest`). Empty if the registry cannot be read.
+pub async fn signer_infos(
+    c: &mut Client,
+) -> std::collections::HashMap<String, crate::manifest::SignerInfo> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(resp) = c
+        .get_chain(crate::pb::GetChainRequest {
+            chain_id: crate::registry::KEYS_CHAIN.into(),
+        })
+        .await
+    else {
+        return out;
+    };
+    for e in resp.into_inner().entries {
+        let body = crate::pb::LogEntry::decode(e.entry.as_slice())
+            .ok()
+            .and_then(|le| crate::pb::EventBody::decode(le.body.as_slice()).ok());
+        if let Some(Detail::KeyRegistered(r)) = body.and_then(|b| b.detail) {
+            out.insert(r.key_id.clone(), crate::manifest::SignerInfo::from(&r));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct ConfigFile {
     pub policy: Option<PathBuf>,
     pub origin: Option<String>,
     pub metrics_addr: Option<String>,
+    /// Witnesses to submit checkpoints to, each `URL=VKEY` (as `serve --witness`).
+    pub witnesses: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     /// Log filter (tracing `EnvFilter` syntax); `CELLTRAIL_LOG` overrides it.
     pub log: Option<String>,
@@ -92,6 +94,11 @@ pub fn apply_to_serve(a: &mut ServeArgs, m: &ArgMatches, file: &ConfigFile) {
     }
     if defaulted(m, "metrics_addr") && file.metrics_addr.is_some() {
         a.metrics_addr = file.metrics_addr.clone();
+    }
+    if defaulted(m, "witnesses") {
+        if let Some(w) = &file.witnesses {
+            a.witnesses = w.clone();
+        }
     }
 }
 

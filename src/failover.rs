@@ -147,7 +147,17 @@ impl Servers {
     /// signs once, then appends at the writer.
     pub async fn append_draft(
         &self,
+        draft: crate::client::Draft,
+        signers: &[(&crate::note::NoteSigner, crate::pb::SignatureMeaning)],
+    ) -> anyhow::Result<Receipt> {
+        self.append_draft_with(draft, Vec::new(), signers).await
+    }
+
+    /// [`Self::append_draft`] with readings declared not measured (`EventBody.not_measured`).
+    pub async fn append_draft_with(
+        &self,
         mut draft: crate::client::Draft,
+        not_measured: Vec<crate::pb::NotMeasured>,
         signers: &[(&crate::note::NoteSigner, crate::pb::SignatureMeaning)],
     ) -> anyhow::Result<Receipt> {
         let (_, mut c) = self.connect().await?;
@@ -156,7 +166,8 @@ impl Servers {
             .map_err(crate::client::status_error)?;
         draft.seq = seq;
         draft.prev_hash = prev;
-        let ev = crate::client::sign_draft(draft, signers, crate::time::now_nanos());
+        let ev =
+            crate::client::sign_draft_with(draft, not_measured, signers, crate::time::now_nanos());
         self.append(&ev).await.map_err(crate::client::status_error)
     }
 }

@@ -35,7 +35,10 @@ impl KeyRecord {
     /// has passed the log accepts nothing from it at all: the signature time is the signer's
     /// claim, so a stolen key could otherwise date a signature before the revocation
     /// (SECURITY.md, "Stolen station or staff key").
-    pub fn may_sign(&self, signed_at: i64, accepted_at: i64) -> Result<(), KeyError> {
+    ///
+    /// From entry format 1 on, expiry works like revocation: once `valid_until` has passed
+    /// the log accepts nothing the key signed, whatever `signed_at` it claims.
+    pub fn may_sign(&self, signed_at: i64, accepted_at: i64, format: u32) -> Result<(), KeyError> {
         let key_id = &self.key_id;
         if let Some(revoked_at) = self.revoked_at {
             if signed_at >= revoked_at {
@@ -67,7 +70,20 @@ impl KeyRecord {
                 signed_at: fmt_time(signed_at),
             });
         }
+        if format >= 1 && self.expired_at(accepted_at) {
+            return Err(KeyError::ExpiredBeforeAcceptance {
+                key_id: key_id.to_string(),
+                until: fmt_time(self.valid_until),
+                signed_at: fmt_time(signed_at),
+                accepted_at: fmt_time(accepted_at),
+            });
+        }
         Ok(())
+    }
+
+    /// Whether the key's validity had ended by `at`.
+    pub fn expired_at(&self, at: i64) -> bool {
+        self.valid_until != 0 && at >= self.valid_until
     }
 }
 
@@ -102,6 +118,17 @@ pub enum KeyError {
         from: String,
         until: String,
         signed_at: String,
+    },
+    #[error(
+        "key {key_id} expired at {until}; nothing it signs is accepted after that, even a \
+         signature dated earlier (this one: {signed_at}, accepted {accepted_at}); have another \
+         authorised person sign"
+    )]
+    ExpiredBeforeAcceptance {
+        key_id: String,
+        until: String,
+        signed_at: String,
+        accepted_at: String,
     },
     #[error("key {0} is not an operator admin key of the trust-anchor file; only admins sign the keys chain")]
     NotAdmin(String),
@@ -163,12 +190,13 @@ impl Registry {
         key_id: &str,
         signed_at: i64,
         accepted_at: i64,
+        format: u32,
     ) -> Result<&KeyRecord, KeyError> {
         let rec = self
             .keys
             .get(key_id)
             .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
-        rec.may_sign(signed_at, accepted_at)?;
+        rec.may_sign(signed_at, accepted_at, format)?;
         Ok(rec)
     }
 

@@ -67,6 +67,9 @@ pub struct Head {
     /// for chains the policy does not govern), so each append rewrites only a small head record.
     #[serde(skip)]
     pub state: Option<crate::policy::ChainState>,
+    /// Reasons of the hold open after the head event (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hold: Vec<String>,
 }
 
 impl Head {

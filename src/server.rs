@@ -157,7 +157,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
 }
 
 /// Opens the server's own key (`log.key`) with the passphrase from `--key-passphrase-file`.
-fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
+pub(crate) fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigner> {
     let kf = KeyFile::load(path)?;
     match (&kf, &opts.key_passphrase) {
         (KeyFile::Plain(s), _) => {
@@ -175,7 +175,11 @@ fn open_server_key(path: &Path, opts: &ServeOptions) -> anyhow::Result<NoteSigne
 
 /// Writes a key this start created: encrypted when a passphrase was given, else plaintext
 /// with a warning.
-fn write_server_key(path: &Path, key: &NoteSigner, opts: &ServeOptions) -> anyhow::Result<()> {
+pub(crate) fn write_server_key(
+    path: &Path,
+    key: &NoteSigner,
+    opts: &ServeOptions,
+) -> anyhow::Result<()> {
     match &opts.key_passphrase {
         Some(p) => write_encrypted_key_file(path, key, p, opts.kdf_iterations)?,
         None => {
@@ -213,6 +217,9 @@ pub struct RunOptions {
     pub info: crate::backup::ServerInfo,
     /// TLS (mutual TLS when the config has a client CA root); `None`: plain text.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Witnesses every new checkpoint is submitted to (`serve --witness`); the cosigned
+    /// checkpoint is served in `GetCheckpoint` (see `witness::collect`).
+    pub witnesses: Vec<crate::witness::collect::WitnessTarget>,
 }
 
 impl RunOptions {
@@ -221,12 +228,22 @@ impl RunOptions {
         RunOptions {
             info: server_info(opened),
             tls: None,
+            witnesses: Vec::new(),
         }
     }
 
     /// The same over TLS.
     pub fn with_tls(mut self, tls: Option<tonic::transport::ServerTlsConfig>) -> RunOptions {
         self.tls = tls;
+        self
+    }
+
+    /// The same, submitting checkpoints to `witnesses`.
+    pub fn with_witnesses(
+        mut self,
+        witnesses: Vec<crate::witness::collect::WitnessTarget>,
+    ) -> RunOptions {
+        self.witnesses = witnesses;
         self
     }
 }
@@ -243,7 +260,13 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let RunOptions { info, tls } = opts;
+    let RunOptions {
+        info,
+        tls,
+        witnesses,
+    } = opts;
+    let cosigned = (!witnesses.is_empty())
+        .then(|| crate::witness::collect::start(ledger.store().clone(), witnesses));
     type LedgerSvc = crate::pb::ledger_server::LedgerServer<crate::api::LedgerService>;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -262,12 +285,17 @@ pub async fn run(
     let reflection_v1alpha = reflection_builder()
         .build_v1alpha()
         .context("cannot build the v1alpha reflection service")?;
-    let service = LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE);
+    let service =
+        LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()).with_cosigned(cosigned))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE);
     let admin = crate::pb::admin_server::AdminServer::new(crate::backup::AdminService::new(
         ledger.clone(),
         info,
     ));
+    let station = crate::pb::station_server::StationServer::new(
+        crate::station_api::StationService::new(ledger.clone()),
+    )
+    .max_decoding_message_size(MAX_GRPC_MESSAGE);
     crate::metrics::tree_size(ledger.store().tree_size().unwrap_or(0));
     // The store is open and recovered (`open` did that): ready.
     health.set_serving::<LedgerSvc>().await;
@@ -297,6 +325,7 @@ pub async fn run(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(admin)
+        .add_service(station)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -319,5 +348,29 @@ pub fn server_info(opened: &Opened) -> crate::backup::ServerInfo {
     crate::backup::ServerInfo {
         log_vkey: opened.log_verifier.to_key_string(),
         trust_anchors,
+    }
+}
+
+/// Flag for commands that open the server's own keys.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyPassphraseArg {
+    /// File whose first line is the passphrase of log.key and admin.key (mode 0600; read once
+    /// at start, for unattended restarts; see SECURITY.md).
+    #[arg(long, env = "CELLTRAIL_KEY_PASSPHRASE_FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// first polled), so a signal that arrives right after "serving on" is printed is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        eprintln!("celltrail: shutting down (finishing appends in flight)");
     }
 }

@@ -189,6 +189,11 @@ fn event_keeps_its_signed_checkpoint_for_a_later_consistency_check() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
     let (_server, addr) = served_with_a_bag(cwd);
+    // A collection's readings are required (entry format 1).
+    let ended = format!(
+        "collection_end={}",
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000)
+    );
     ok(
         cwd,
         &[
@@ -205,6 +210,10 @@ fn event_keeps_its_signed_checkpoint_for_a_later_consistency_check() {
             "HOSP-A",
             "--set",
             "din=A999926123456",
+            "--set",
+            "volume_ml=250",
+            "--set",
+            &ended,
             "--checkpoint-out",
             "kept.txt",
         ],

@@ -133,6 +133,10 @@ fn quick_start_from_zero_configuration() {
         a.extend(extra);
         run(cwd, &a)
     };
+    let ended = format!(
+        "collection_end={}",
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000)
+    );
     for args in [
         &[
             "--key",
@@ -161,6 +165,8 @@ fn quick_start_from_zero_configuration() {
             "din=A999926123456",
             "--set",
             "volume_ml=250",
+            "--set",
+            &ended,
         ],
         &[
             "--key",
@@ -201,6 +207,9 @@ fn quick_start_from_zero_configuration() {
         );
     }
     // A refused event exits non-zero with the server's reason.
+    let now =
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000);
+    let (started, ended_at) = (format!("started_at={now}"), format!("ended_at={now}"));
     let o = event(&[
         "--key",
         "nurse.key",
@@ -212,6 +221,10 @@ fn quick_start_from_zero_configuration() {
         "HOSP-A",
         "--set",
         "product_bag_id=X",
+        "--set",
+        &started,
+        "--set",
+        &ended_at,
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -239,12 +252,36 @@ fn quick_start_from_zero_configuration() {
         table.contains("4 events, state InTransitToManufacturing"),
         "{table}"
     );
-    let rows: Vec<&str> = table.lines().skip(2).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .filter(|l| !l.starts_with(' '))
+        .collect();
     assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[3].contains("shipped"), "{table}");
+    // Part 11 §11.50: each signature shows printed name, role, site, meaning, UTC and local time.
+    let shipped_sigs: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.contains("shipped"))
+        .skip(1)
+        .collect();
     assert!(
-        rows[3].contains("shipped") && rows[3].contains("Test Person [courier.bo] (received)"),
+        shipped_sigs.iter().any(|l| l.contains(
+            "signed by Test Person (courier.bo; courier at COURIER-1) RECEIVED (took custody) 20"
+        ) && l.contains(" UTC (")
+            && l.contains(" local, UTC")),
         "{table}"
     );
+    // Local time follows the reader's time zone (POSIX TZ "XYZ-2" is UTC+2).
+    let o = Command::new(BIN)
+        .current_dir(cwd)
+        .args(["chain", "--server", &addr, "BAG-0001"])
+        .env("TZ", "XYZ-2")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains(" local, UTC+02:00)"), "{table}");
+    assert!(!table.contains("_unix_nanos"), "{table}");
 }
 
 #[test]

@@ -20,12 +20,12 @@ fn enrolled() -> Detail {
     })
 }
 
-fn collected(volume_ml: u32) -> Detail {
+fn collected(chain: &str, volume_ml: u32) -> Detail {
     Detail::Collected(Collected {
-        din: "A999926123456".into(),
+        din: din_for(chain),
         product_code: "S1234000".into(),
-        volume_ml,
-        collection_end_unix_nanos: celltrail::time::now_nanos(),
+        volume_ml: Some(volume_ml),
+        collection_end_unix_nanos: Some(celltrail::time::now_nanos()),
     })
 }
 
@@ -63,7 +63,7 @@ async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head(
             head0.clone(),
             now,
             "HOSP-A",
-            collected(200),
+            collected(&chain, 200),
             &[(&a, Performed)],
         );
         let ev_b = signed_at_link(
@@ -72,7 +72,7 @@ async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head(
             head0.clone(),
             now,
             "HOSP-A",
-            collected(300),
+            collected(&chain, 300),
             &[(&b, Performed)],
         );
         let (ha, hb) = (

@@ -16,7 +16,7 @@ use celltrail::pb::{
 };
 use celltrail::storage::{Group, Storage, StorageError};
 use celltrail::store::Store;
-use common::{register, signed_at_link, signer, TestServer};
+use common::{din_for, register, signed_at_link, signer, TestServer};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use tonic::Code;
@@ -164,10 +164,10 @@ impl Bag {
             })
         } else {
             Detail::Collected(Collected {
-                din: "A999926123456".into(),
+                din: din_for(&self.chain),
                 product_code: "S1234000".into(),
-                volume_ml: 100 + self.seq as u32,
-                collection_end_unix_nanos: now,
+                volume_ml: Some(100 + self.seq as u32),
+                collection_end_unix_nanos: Some(now),
             })
         };
         signed_at_link(

@@ -669,6 +669,7 @@ fn forged(n: usize, mut tweak: impl FnMut(&mut LogEntry)) -> Bundle {
             signatures: ev.signatures,
             accepted_at_unix_nanos: t0,
             index: i as u64,
+            format_version: 1,
         };
         tweak(&mut entry);
         bytes.push(entry.encode_to_vec());

@@ -73,8 +73,8 @@ fn first_five(f: &Fixture) -> Vec<Step<'_>> {
             Detail::Collected(Collected {
                 din: "A999926123456".into(),
                 product_code: "S1234000".into(),
-                volume_ml: 250,
-                collection_end_unix_nanos: t0 + HOUR,
+                volume_ml: Some(250),
+                collection_end_unix_nanos: Some(t0 + HOUR),
             }),
             vec![(&f.nurse, Performed)],
         ),
@@ -106,10 +106,10 @@ fn first_five(f: &Fixture) -> Vec<Step<'_>> {
             "MFG-1",
             Detail::Received(Received {
                 from_site: "HOSP-A".into(),
-                seal_intact: true,
-                temp_min_c: 3.5,
-                temp_max_c: 6.0,
-                elapsed_seconds: 600,
+                seal_intact: Some(true),
+                temp_min_c: Some(3.5),
+                temp_max_c: Some(6.0),
+                elapsed_seconds: Some(600),
                 shipper_id: "8003095060001234561001".into(),
             }),
             vec![(&f.mfg, Performed)],
@@ -272,14 +272,29 @@ async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_rest
     server.stop().await;
 }
 
-/// The bag index behind FindChainsByBag: every chain naming a bag, after a restart too; and
-/// each bad lookup gets its own status.
+/// The bag index behind FindChainsByBag: the one chain naming a bag (a second chain naming it
+/// is refused, ALREADY_EXISTS naming the first), after a restart too; and each bad lookup gets
+/// its own status.
 #[tokio::test]
-async fn find_chains_by_bag_lists_every_chain_naming_the_bag_and_refuses_bad_lookups() {
+async fn find_chains_by_bag_finds_the_one_chain_naming_the_bag_and_refuses_bad_lookups() {
     use celltrail::pb::FindChainsByBagRequest;
     let mut f = fixture().await;
     append_prefix(&mut f, "BAG-B1", 2).await; // enrolled, collected A999926123456
-    append_prefix(&mut f, "BAG-A0", 3).await; // the same DIN in a second chain
+    let sent = append_prefix(&mut f, "BAG-A0", 1).await;
+    let second = event_at(
+        &f,
+        "BAG-A0",
+        1,
+        EventHash::of_body(&sent[0].body).0.to_vec(),
+        1,
+    );
+    expect_rejected(
+        &mut f,
+        second,
+        Code::AlreadyExists,
+        "bag A999926123456 is already named by chain BAG-B1",
+    )
+    .await;
     let dir = f.server.data_dir.clone();
     f.server.stop().await;
     let server = TestServer::start(&dir).await;
@@ -293,7 +308,7 @@ async fn find_chains_by_bag_lists_every_chain_naming_the_bag_and_refuses_bad_loo
         .into_inner()
         .chains;
     let got: Vec<(&str, u64)> = found.iter().map(|h| (h.chain_id.as_str(), h.seq)).collect();
-    assert_eq!(got, vec![("BAG-A0", 2), ("BAG-B1", 1)]);
+    assert_eq!(got, vec![("BAG-B1", 1)]);
 
     let e = c
         .find_chains_by_bag(find("A999926123457"))
@@ -410,7 +425,8 @@ async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
     revoke(&mut f, "nurse.ada", base_time() + HOUR, "badge stolen")
         .await
         .unwrap();
-    let ev = event_at(&f, "BAG-6", 0, vec![0; 32], 0);
+    let (t, site, detail, signers) = first_five(&f).into_iter().next().unwrap();
+    let ev = signed_explicitly("BAG-6", 0, vec![0; 32], t, t, site, detail, &signers);
     let msg = expect_rejected(&mut f, ev, Code::PermissionDenied, "was revoked").await;
     assert!(
         msg.contains("nothing it signs is accepted after that, even a signature dated earlier")
@@ -454,7 +470,8 @@ async fn rejects_signature_dated_before_revocation_but_arriving_after_it() {
 async fn rejects_signature_outside_key_validity() {
     let mut f = fixture().await;
     let temp = signer("nurse.temp");
-    let from = base_time() + 10 * HOUR;
+    let now = celltrail::time::now_nanos();
+    let from = now - 2 * HOUR;
     register_with(
         &mut f.c,
         &f.server.admin.clone(),
@@ -462,32 +479,107 @@ async fn rejects_signature_outside_key_validity() {
         "apheresis_nurse",
         "HOSP-A",
         from,
-        from + 24 * HOUR,
+        now + 24 * HOUR,
     )
     .await;
     let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
-    // Signed at base_time(), before the key's validity starts.
-    let ev = signed_at_link(
+    // Signed before the key's validity starts.
+    let ev = signed_explicitly(
         "BAG-6",
         0,
         vec![0; 32],
         t,
+        from - HOUR,
         site,
         detail.clone(),
         &[(&temp, Performed)],
     );
     expect_rejected(&mut f, ev, Code::PermissionDenied, "outside").await;
     // Inside validity it is accepted.
-    let ev = signed_at_link(
+    let ev = signed_explicitly(
         "BAG-6",
         0,
         vec![0; 32],
+        t,
         from + HOUR,
         site,
         detail,
         &[(&temp, Performed)],
     );
     f.c.append(ev).await.unwrap();
+}
+
+/// Issue 13: a key valid 13:58-14:58 signing at 15:58 with signed_at backdated to 14:35 is
+/// refused: expiry is enforced by the time the log accepts the event, like revocation.
+#[tokio::test]
+async fn rejects_backdated_signature_by_expired_key() {
+    let mut f = fixture().await;
+    let temp = signer("nurse.temp");
+    let now = celltrail::time::now_nanos();
+    let (from, until) = (now - 2 * HOUR, now - HOUR);
+    register_with(
+        &mut f.c,
+        &f.server.admin.clone(),
+        &temp,
+        "apheresis_nurse",
+        "HOSP-A",
+        from,
+        until,
+    )
+    .await;
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let backdated = from + 37 * 60 * 1_000_000_000;
+    let ev = signed_explicitly(
+        "BAG-6",
+        0,
+        vec![0; 32],
+        t,
+        backdated,
+        site,
+        detail,
+        &[(&temp, Performed)],
+    );
+    let msg = expect_rejected(&mut f, ev, Code::PermissionDenied, "expired at").await;
+    assert!(
+        msg.contains("nurse.temp") && msg.contains("even a signature dated earlier"),
+        "{msg}"
+    );
+}
+
+/// Issue 13: a signature made more than the policy's window (7 days) before the log accepts
+/// it is refused, and so is one dated 1970.
+#[tokio::test]
+async fn rejects_signature_older_than_the_window() {
+    let mut f = fixture().await;
+    let now = celltrail::time::now_nanos();
+    let (t, site, detail, signers) = first_five(&f).into_iter().next().unwrap();
+    let events: Vec<SignedEvent> = [t, 1_000_000_000, now - 6 * 24 * HOUR]
+        .into_iter()
+        .map(|signed_at| {
+            signed_explicitly(
+                "BAG-6",
+                0,
+                vec![0; 32],
+                t.min(signed_at),
+                signed_at,
+                site,
+                detail.clone(),
+                &signers,
+            )
+        })
+        .collect();
+    let [old, epoch, ev] = <[SignedEvent; 3]>::try_from(events).unwrap();
+    let msg = expect_rejected(&mut f, old, Code::FailedPrecondition, "signature_age").await;
+    assert!(msg.contains("at most 7.0 days"), "{msg}");
+    // 1970 is before the key's valid_from as well: that check comes first.
+    expect_rejected(
+        &mut f,
+        epoch,
+        Code::PermissionDenied,
+        "1970-01-01T00:00:01Z is outside",
+    )
+    .await;
+    f.c.append(ev).await.expect("6 days is inside the window");
 }
 
 #[tokio::test]
@@ -811,4 +903,94 @@ async fn full_queue_answers_resource_exhausted_and_loses_nothing_accepted() {
         "every accepted event stored, no refused one"
     );
     ledger.shutdown_async().await;
+}
+
+/// Issue 13: `key register --role phramacist` (a typo) was accepted; the error appeared when
+/// that person first tried to sign. A role the policy table does not name, or a malformed
+/// site, is refused at registration with the list of valid roles.
+#[tokio::test]
+async fn rejects_key_registration_with_a_role_or_site_the_policy_does_not_know() {
+    let mut f = fixture().await;
+    let who = signer("pharm.typo");
+    let reg = |role: &str, site: &str| {
+        Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+            key_id: who.name.clone(),
+            public_key: who.key.verifying_key().as_bytes().to_vec(),
+            printed_name: "P. Typo".into(),
+            role: role.into(),
+            site: site.into(),
+            valid_from_unix_nanos: base_time(),
+            valid_until_unix_nanos: 0,
+        })
+    };
+    let admin = f.server.admin.clone();
+    let before = snapshot(&mut f.c).await;
+    let err = admin_event(&mut f.c, &admin, reg("phramacist", "CLINIC-1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(
+        err.contains("\"phramacist\"")
+            && err.contains(
+                "one of [apheresis_nurse, courier, manufacturing, nurse, pharmacist, qa, qc]"
+            ),
+        "{err}"
+    );
+    let err = admin_event(&mut f.c, &admin, reg("pharmacist", "CLINIC 1; DROP"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("InvalidArgument") && err.contains("key_site"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&mut f.c).await, before, "nothing was recorded");
+    admin_event(&mut f.c, &admin, reg("pharmacist", "CLINIC-1"))
+        .await
+        .expect("a role of the table and a site code");
+}
+
+/// Issue 13: there was no way to list the registry. `celltrail key list --json` shows each
+/// key's name, role, site, printed name, validity, revocation and who registered it.
+#[tokio::test]
+async fn key_list_shows_the_registry_with_revocations() {
+    let mut f = fixture().await;
+    let revoked_at = base_time() - HOUR;
+    revoke(&mut f, "nurse.ada", revoked_at, "badge lost")
+        .await
+        .unwrap();
+    let addr = f.server.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
+            .args(["key", "list", "--json", "--server", &addr])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r["key_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["nurse.ada", "courier.bo", "mfg.cy"]);
+    let ada = &rows[0];
+    assert_eq!(ada["role"], "apheresis_nurse");
+    assert_eq!(ada["site"], "HOSP-A");
+    assert_eq!(ada["printed_name"], "nurse.ada (test)");
+    assert_eq!(ada["revoke_reason"], "badge lost");
+    assert_eq!(
+        ada["revoked_at"].as_str().unwrap(),
+        celltrail::time::rfc3339(revoked_at)
+    );
+    assert!(ada["valid_until"].is_null());
+    assert_eq!(
+        ada["registered_by"][0].as_str().unwrap(),
+        f.server.admin.name
+    );
+    assert!(rows[1]["revoked_at"].is_null());
 }

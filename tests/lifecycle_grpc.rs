@@ -151,6 +151,19 @@ impl Ward {
     /// Enrolment to arrival at manufacturing.
     async fn through_receipt_at_manufacturing(&mut self, temp_max: f64) -> String {
         use SignatureMeaning::*;
+        self.through_shipment().await;
+        self.ok(
+            20 * HOUR,
+            MFG,
+            &[("mfg.op.moe", Performed)],
+            received(APH, "GRAI-SHIPPER-1", 3.5, temp_max, 20 * 60),
+        )
+        .await
+    }
+
+    /// Enrolment to shipment towards manufacturing.
+    async fn through_shipment(&mut self) {
+        use SignatureMeaning::*;
         self.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
             .await;
         self.ok(
@@ -160,8 +173,8 @@ impl Ward {
             Detail::Collected(pb::Collected {
                 din: "W000025123456".into(),
                 product_code: "S1234000".into(),
-                volume_ml: 250,
-                collection_end_unix_nanos: self.now + 2 * DAY,
+                volume_ml: Some(250),
+                collection_end_unix_nanos: Some(self.now + 2 * DAY),
             }),
         )
         .await;
@@ -183,13 +196,6 @@ impl Ward {
             shipped(APH, MFG, "GRAI-SHIPPER-1"),
         )
         .await;
-        self.ok(
-            20 * HOUR,
-            MFG,
-            &[("mfg.op.moe", Performed)],
-            received(APH, "GRAI-SHIPPER-1", 3.5, temp_max, 20 * 60),
-        )
-        .await
     }
 
     /// Through receipt, one cryopreservation step making BAG-A, and every QC test, each passing
@@ -238,10 +244,10 @@ fn shipped(from: &str, to: &str, shipper: &str) -> Detail {
 fn received(from: &str, shipper: &str, tmin: f64, tmax: f64, elapsed: u64) -> Detail {
     Detail::Received(pb::Received {
         from_site: from.into(),
-        seal_intact: true,
-        temp_min_c: tmin,
-        temp_max_c: tmax,
-        elapsed_seconds: elapsed,
+        seal_intact: Some(true),
+        temp_min_c: Some(tmin),
+        temp_max_c: Some(tmax),
+        elapsed_seconds: Some(elapsed),
         shipper_id: shipper.into(),
     })
 }
@@ -263,7 +269,7 @@ fn qc(test: &str, passed: bool) -> Detail {
             "growth at day 7"
         }
         .into(),
-        passed,
+        passed: Some(passed),
         specification: "per IND".into(),
     })
 }
@@ -346,7 +352,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
             &[("pharm.pat", Performed)],
             Detail::Stored(pb::Stored {
                 location: "LN2-FREEZER-2/RACK-4".into(),
-                temp_c: -185.0
+                temp_c: Some(-185.0)
             })
         )
         .await,
@@ -360,7 +366,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
             &[("pharm.pat", Performed)],
             Detail::Dispensed(pb::Dispensed {
                 product_bag_id: "BAG-A".into(),
-                thawed_at_unix_nanos: thawed
+                thawed_at_unix_nanos: Some(thawed)
             })
         )
         .await,
@@ -387,8 +393,8 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
             &[("nurse.ada", Performed)],
             Detail::Infused(pb::Infused {
                 product_bag_id: "BAG-A".into(),
-                started_at_unix_nanos: start,
-                ended_at_unix_nanos: start + 20 * MIN
+                started_at_unix_nanos: Some(start),
+                ended_at_unix_nanos: Some(start + 20 * MIN)
             })
         )
         .await,
@@ -404,7 +410,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
         &[("pharm.pat", Performed)],
         Detail::Stored(pb::Stored {
             location: "X".into(),
-            temp_c: -185.0,
+            temp_c: Some(-185.0),
         }),
         Code::FailedPrecondition,
         &["Infused"],
@@ -475,8 +481,8 @@ async fn rejects_wrong_site_acting_and_names_the_custodian() {
         Detail::Collected(pb::Collected {
             din: "W000025123456".into(),
             product_code: "S1234000".into(),
-            volume_ml: 250,
-            collection_end_unix_nanos: w.now + HOUR,
+            volume_ml: Some(250),
+            collection_end_unix_nanos: Some(w.now + HOUR),
         }),
         Code::FailedPrecondition,
         &[APH],
@@ -522,7 +528,7 @@ async fn bedside_check_rejects_other_patients_wristband() {
         &[("pharm.pat", Performed)],
         Detail::Dispensed(pb::Dispensed {
             product_bag_id: "BAG-A".into(),
-            thawed_at_unix_nanos: thawed,
+            thawed_at_unix_nanos: Some(thawed),
         }),
     )
     .await;
@@ -567,4 +573,242 @@ async fn rejects_release_when_sterility_failed() {
         &["qc_all_passed", "sterility"],
     )
     .await;
+}
+
+/// Issue 13: `event --kind received` with no readings was stored as "seal broken, 0.0..0.0 C".
+/// Now every unset reading is named and nothing is stored.
+#[tokio::test]
+async fn rejects_receipt_without_readings_naming_every_missing_field() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-BARE").await;
+    w.through_shipment().await;
+    w.refused(
+        20 * HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        Detail::Received(pb::Received {
+            from_site: APH.into(),
+            shipper_id: "GRAI-SHIPPER-1".into(),
+            ..Default::default()
+        }),
+        Code::InvalidArgument,
+        &[
+            "missing: seal_intact, temp_min_c, temp_max_c, elapsed_seconds",
+            "not_measured",
+        ],
+    )
+    .await;
+    // A seal recorded as broken is a reading (false), not a missing one: accepted, and held.
+    let mut d = received(APH, "GRAI-SHIPPER-1", 3.5, 6.0, 60);
+    if let Detail::Received(r) = &mut d {
+        r.seal_intact = Some(false);
+    }
+    w.ok(20 * HOUR, MFG, &[("mfg.op.moe", Performed)], d).await;
+}
+
+/// A reading that was genuinely not possible is recorded with its reason and opens a hold.
+#[tokio::test]
+async fn reading_not_possible_is_recorded_with_reason_and_opens_a_hold() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-NOLOG").await;
+    w.through_shipment().await;
+    let at = w.now + 20 * HOUR;
+    let ev = celltrail::client::sign_draft_with(
+        celltrail::client::Draft {
+            chain_id: w.chain.clone(),
+            seq: w.seq,
+            prev_hash: w.prev.clone(),
+            occurred_at: at,
+            site: MFG.into(),
+            comment: String::new(),
+            detail: Detail::Received(pb::Received {
+                from_site: APH.into(),
+                seal_intact: Some(true),
+                elapsed_seconds: Some(600),
+                shipper_id: "GRAI-SHIPPER-1".into(),
+                ..Default::default()
+            }),
+        },
+        ["temp_min_c", "temp_max_c"]
+            .iter()
+            .map(|f| pb::NotMeasured {
+                field: f.to_string(),
+                reason: "logger battery dead on arrival".into(),
+            })
+            .collect(),
+        &[(&w.keys["mfg.op.moe"], Performed)],
+        signing_time(at),
+    );
+    w.c.append(ev.clone())
+        .await
+        .expect("recorded as not measured");
+    w.now = at;
+    w.seq += 1;
+    w.prev = EventHash::of_body(&ev.body).0.to_vec();
+    // The hold blocks manufacturing until QA releases it.
+    w.refused(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        step("activation", &[]),
+        Code::FailedPrecondition,
+        &["not_measured: received temp_min_c was not measured: logger battery dead on arrival"],
+    )
+    .await;
+}
+
+fn collected(din: &str, product_code: &str, at: i64) -> Detail {
+    Detail::Collected(pb::Collected {
+        din: din.into(),
+        product_code: product_code.into(),
+        volume_ml: Some(250),
+        collection_end_unix_nanos: Some(at),
+    })
+}
+
+/// Issue 13: the server accepted DINs `A99992600020` (12 characters) and `hello world!!` and
+/// product codes `E0001000` and `zzz`. It now checks them with the station's `codes` module.
+#[tokio::test]
+async fn rejects_malformed_din_and_product_code_naming_the_field() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-CODES").await;
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    let at = w.now + HOUR;
+    for (din, product, needles) in [
+        (
+            "A99992600020",
+            "S1234000",
+            ["din: an ISBT 128 DIN", "12 characters"],
+        ),
+        (
+            "hello world!!",
+            "S1234000",
+            ["din: an ISBT 128 DIN", "hello world!!"],
+        ),
+        (
+            "A999926000201",
+            "E0001000",
+            ["product_code:", "not a cellular therapy"],
+        ),
+        ("A999926000201", "zzz", ["product_code:", "zzz"]),
+    ] {
+        w.refused(
+            HOUR,
+            APH,
+            &[("aph.nurse.ana", Performed)],
+            collected(din, product, at),
+            Code::InvalidArgument,
+            &needles,
+        )
+        .await;
+    }
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("A999926000201", "S1234000", at),
+    )
+    .await;
+}
+
+/// Issue 13: a nurse could name another chain's bag DIN in her own chain, and
+/// `FindChainsByBag` then returned two chains. Now ALREADY_EXISTS names the other chain.
+#[tokio::test]
+async fn one_bag_belongs_to_one_chain() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-ONE").await;
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    let at = w.now + HOUR;
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("W000025123456", "S1234000", at),
+    )
+    .await;
+    // A second collection into the same chain names the same bag: fine.
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("W000025123456", "S1234000", at),
+    )
+    .await;
+    // Another chain naming that bag is refused.
+    w.chain = "BAG-TWO".into();
+    w.seq = 0;
+    w.prev = vec![0; 32];
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    w.refused(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("W000025123456", "S1234000", at),
+        Code::AlreadyExists,
+        &["bag W000025123456 is already named by chain BAG-ONE"],
+    )
+    .await;
+    let found =
+        w.c.find_chains_by_bag(pb::FindChainsByBagRequest {
+            din: "W000025123456".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = found.chains.iter().map(|c| c.chain_id.as_str()).collect();
+    assert_eq!(ids, ["BAG-ONE"]);
+}
+
+/// Issue 13: an append that opened a hold said only "recorded". The receipt now names each
+/// hold it opened and the chain head shows the open hold until QA releases it.
+#[tokio::test]
+async fn receipt_and_chain_head_show_the_hold_an_event_opened() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-HOLD").await;
+    w.through_shipment().await;
+    let at = w.now + 20 * HOUR;
+    let ev = w.event(
+        at,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        received(APH, "GRAI-SHIPPER-1", 3.5, 14.5, 20 * 60),
+    );
+    let r = w.c.append(ev.clone()).await.unwrap().into_inner();
+    assert_eq!(r.holds_opened.len(), 1, "{:?}", r.holds_opened);
+    assert!(
+        r.holds_opened[0].starts_with("temperature_range: logger recorded 3.5..14.5 C"),
+        "{:?}",
+        r.holds_opened
+    );
+    w.now = at;
+    w.seq += 1;
+    w.prev = EventHash::of_body(&ev.body).0.to_vec();
+    let head = |c: &mut celltrail::client::Client| {
+        let mut c = c.clone();
+        async move {
+            c.get_head(pb::GetHeadRequest {
+                chain_id: "BAG-HOLD".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    assert_eq!(head(&mut w.c).await.open_hold, r.holds_opened);
+    // A resubmission is a duplicate: its receipt opens nothing new.
+    let again = w.c.append(ev).await.unwrap().into_inner();
+    assert!(again.duplicate && again.holds_opened.is_empty());
+    w.ok(
+        HOUR,
+        MFG,
+        &[("qa.rosa", Performed)],
+        Detail::HoldReleased(pb::HoldReleased {
+            reason: "probe fault (DEV-12)".into(),
+        }),
+    )
+    .await;
+    assert!(head(&mut w.c).await.open_hold.is_empty());
 }

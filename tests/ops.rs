@@ -7,7 +7,7 @@ mod common;
 use celltrail::client::{self, Client, Draft};
 use celltrail::note::{NoteSigner, NoteVerifier};
 use celltrail::pb::{event_body::Detail, Collected, Enrolled, SignatureMeaning::Performed};
-use common::{base_time, register, signer, snapshot, TestServer};
+use common::{base_time, din_for, register, signer, snapshot, TestServer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -257,10 +257,10 @@ async fn collect(c: &mut Client, nurse: &NoteSigner, chain: &str) -> anyhow::Res
     let mut d = draft(
         chain,
         Detail::Collected(Collected {
-            din: "A999926123456".into(),
+            din: din_for(chain),
             product_code: "S1234000".into(),
-            volume_ml: 250,
-            collection_end_unix_nanos: base_time() + 3_600_000_000_000,
+            volume_ml: Some(250),
+            collection_end_unix_nanos: Some(base_time() + 3_600_000_000_000),
         }),
     );
     d.occurred_at = base_time() + 3_600_000_000_000;

@@ -17,6 +17,7 @@ fn head(seq: u64) -> Head {
         hash: [seq as u8; 32],
         state_name: "S".into(),
         state: None,
+        hold: Vec::new(),
     }
 }
 

@@ -238,10 +238,13 @@ fn tampered(
 pub fn tamper_entry(b: &mut celltrail::bundle::Bundle) {
     use celltrail::bundle::{b64, unb64};
     let e = &mut b.chains[0].entries[10];
-    let mut bytes = unb64(&e.entry).unwrap();
-    let n = bytes.len();
-    bytes[n / 2] ^= 0x01;
-    e.entry = b64(&bytes);
+    // One byte of the signed body changes (the entry still decodes, so the failure names
+    // the chain's seq).
+    use prost::Message;
+    let mut entry = celltrail::pb::LogEntry::decode(unb64(&e.entry).unwrap().as_slice()).unwrap();
+    let n = entry.body.len();
+    entry.body[n / 2] ^= 0x01;
+    e.entry = b64(&entry.encode_to_vec());
 }
 
 #[test]

@@ -54,6 +54,7 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
         "manufacturing_site=MFG-1",
     ];
     expect(&run(&enrol, &at_hosp).await, 0, "ACCEPTED");
+    let ended = collection_end_now();
     let collect = [
         "--event",
         "collected",
@@ -61,6 +62,8 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
         PRODUCT,
         "--set",
         "volume_ml=250",
+        "--set",
+        &ended,
     ];
     expect(&run(&collect, &at_hosp).await, 0, "ACCEPTED");
     let pack = ["--event", "packed", "--scan", SHIPPER];
@@ -98,8 +101,27 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
     ];
     let seal_no = [&receive[..], &["--set", "seal_intact=no"]].concat();
     expect(&run(&seal_no, &at_mfg).await, 1, "a comment is required");
-    let seal_yes = [&receive[..], &["--set", "seal_intact=yes"]].concat();
-    expect(&run(&seal_yes, &at_mfg).await, 0, "ACCEPTED");
+    // Readings that will open a hold are flagged on the SUMMARY, judged by the server's policy
+    // with the allowed range, before anyone signs; the receipt (a fact) is still recorded.
+    let mut seal_no_warm: Vec<&str> = receive.to_vec();
+    let at = seal_no_warm
+        .iter()
+        .position(|a| *a == "temp_max_c=6")
+        .unwrap();
+    seal_no_warm[at] = "temp_max_c=12";
+    seal_no_warm.extend([
+        "--set",
+        "seal_intact=no",
+        "--comment",
+        "seal torn, logger warm",
+    ]);
+    let out = expect(&run(&seal_no_warm, &at_mfg).await, 0, "ACCEPTED");
+    let warn = out
+        .find("THIS WILL OPEN A HOLD: temperature_range")
+        .expect("temperature warning");
+    assert!(out.contains("allowed 2.0..8.0 C"), "{out}");
+    assert!(out.contains("THIS WILL OPEN A HOLD: seal_intact"), "{out}");
+    assert!(warn < out.find("ACCEPTED").unwrap(), "{out}");
 
     let events = chain_events(&mut c, &chain).await;
     assert_eq!(
@@ -113,7 +135,10 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
     }
     match &events[1].0.detail {
         Some(Detail::Collected(col)) => {
-            assert_eq!((col.din.as_str(), col.volume_ml), (chain.as_str(), 250));
+            assert_eq!(
+                (col.din.as_str(), col.volume_ml),
+                (chain.as_str(), Some(250))
+            );
             assert_eq!(col.product_code, "S12954A0");
         }
         d => panic!("{d:?}"),
@@ -209,7 +234,14 @@ async fn dispensed_chain() -> Ward {
             HOUR,
             "HOSP-A",
             "collected",
-            s(&[&format!("din={chain}"), "volume_ml=200"]),
+            s(&[
+                &format!("din={chain}"),
+                "volume_ml=200",
+                &format!(
+                    "collection_end={}",
+                    celltrail::time::rfc3339(now - 20 * DAY + HOUR)
+                ),
+            ]),
             vec![(&aph, P)],
         ),
         (
@@ -271,7 +303,11 @@ async fn dispensed_chain() -> Ward {
             HOUR,
             "MFG-1",
             "qc_result",
-            s(&[&format!("test={t}"), "passed=yes"]),
+            s(&[
+                &format!("test={t}"),
+                "result=within specification",
+                "passed=yes",
+            ]),
             vec![(&qc, P)],
         ));
     }
@@ -300,6 +336,7 @@ async fn dispensed_chain() -> Ward {
                 "seal_intact=yes",
                 "temp_min_c=-190",
                 "temp_max_c=-176",
+                "elapsed_seconds=0",
                 "shipper_id=LN2-9",
             ]),
             vec![(&pharm, P)],
@@ -490,4 +527,153 @@ async fn bedside_check_finds_the_chain_from_the_product_bag_alone() {
         Some(Detail::BedsideCheck(b)) => assert_eq!(b.product_bag_id, w.product_bag.1),
         d => panic!("{d:?}"),
     }
+}
+
+/// Records `infused` on the ward's chain (nurse.ada), as the infusion pump's record would.
+async fn infuse(w: &Ward) {
+    let nurse = celltrail::keys::KeyFile::load(std::path::Path::new(&w.nurse1))
+        .unwrap()
+        .open(&celltrail::keys::Passphrase::new(TEST_PASSPHRASE))
+        .unwrap();
+    let mut c = w.server.client().await;
+    let now = celltrail::time::now_nanos();
+    let draft = celltrail::client::Draft {
+        chain_id: w.chain.clone(),
+        seq: 0,
+        prev_hash: vec![],
+        occurred_at: now,
+        site: "CLINIC-1".into(),
+        comment: String::new(),
+        detail: Detail::Infused(celltrail::pb::Infused {
+            product_bag_id: w.product_bag.1.clone(),
+            // Started after the bedside check (an infusion never starts before it).
+            started_at_unix_nanos: Some(now),
+            ended_at_unix_nanos: Some(now),
+        }),
+    };
+    celltrail::client::append_draft(&mut c, draft, &[(&nurse, SignatureMeaning::Performed)])
+        .await
+        .expect("infused");
+}
+
+/// Issue 14 point 4: a bag that was already infused never gets the MATCH banner; the reason
+/// is in the big word's place, before any question, and nothing is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_refuses_match_for_an_infused_bag_before_any_question() {
+    let w = dispensed_chain().await;
+    let (wrist, _) = coi("PAT500");
+    expect(&bedside(&w, &wrist, &w.product_bag.0).await, 0, "ACCEPTED");
+    infuse(&w).await;
+    let mut c = w.server.client().await;
+    let before = snapshot(&mut c).await;
+    let out = expect(&bedside(&w, &wrist, &w.product_bag.0).await, 2, "INFUSED");
+    assert!(
+        !out.contains("MATCH"),
+        "never MATCH for an infused bag:\n{out}"
+    );
+    assert!(out.contains("the chain ended with Infused"), "{out}");
+    assert!(out.contains("NOTHING WAS SIGNED"), "{out}");
+    assert!(!out.contains("SUMMARY"), "{out}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+}
+
+/// A bag that was never dispensed is refused at the bedside (the policy says why), and the
+/// events the policy allows next come from the server with their signer slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_next_comes_from_the_policy_with_signer_slots() {
+    use celltrail::pb::station_client::StationClient;
+    use celltrail::pb::{GetAllowedNextRequest, PreviewEventRequest};
+    let w = dispensed_chain().await;
+    let mut s = StationClient::connect(format!("http://{}", w.server.addr))
+        .await
+        .unwrap();
+    let n = s
+        .get_allowed_next(GetAllowedNextRequest {
+            chain_id: w.chain.clone(),
+            site: "CLINIC-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.state, "Dispensed");
+    assert!(n.bedside_refusal_word.is_empty(), "{n:?}");
+    let check = n
+        .events
+        .iter()
+        .find(|e| e.kind == "bedside_check")
+        .expect("bedside_check allowed next");
+    let meanings: Vec<i32> = check
+        .signers
+        .iter()
+        .filter(|s| !s.optional)
+        .map(|s| s.meaning)
+        .collect();
+    assert_eq!(
+        meanings,
+        [
+            SignatureMeaning::Performed as i32,
+            SignatureMeaning::Verified as i32
+        ]
+    );
+    assert!(check.not_here.is_empty());
+    // Asked from another site, custody says no.
+    let elsewhere = s
+        .get_allowed_next(GetAllowedNextRequest {
+            chain_id: w.chain.clone(),
+            site: "CLINIC-9".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let b = elsewhere
+        .events
+        .iter()
+        .find(|e| e.kind == "bedside_check")
+        .unwrap();
+    assert!(b.not_here.contains("custody is at CLINIC-1"), "{b:?}");
+    // A chain with no events: only enrolment, and no MATCH.
+    let fresh = s
+        .get_allowed_next(GetAllowedNextRequest {
+            chain_id: "NO-SUCH-CHAIN".into(),
+            site: "X".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fresh.state, "Start");
+    let kinds: Vec<&str> = fresh.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["enrolled"]);
+    assert_eq!(fresh.bedside_refusal_word, "MISMATCH");
+    // Bad input: a precise INVALID_ARGUMENT.
+    let err = s
+        .get_allowed_next(GetAllowedNextRequest {
+            chain_id: String::new(),
+            site: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("chain_id"), "{}", err.message());
+    let err = s
+        .preview_event(PreviewEventRequest {
+            body: vec![0xff, 0xff, 0xff],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // After infusion: terminal, nothing allowed, the bedside refusal names it.
+    let (wrist, _) = coi("PAT500");
+    expect(&bedside(&w, &wrist, &w.product_bag.0).await, 0, "ACCEPTED");
+    infuse(&w).await;
+    let done = s
+        .get_allowed_next(GetAllowedNextRequest {
+            chain_id: w.chain.clone(),
+            site: "CLINIC-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.terminal);
+    assert!(done.events.is_empty());
+    assert_eq!(done.bedside_refusal_word, "INFUSED");
 }

@@ -63,6 +63,8 @@ async fn queue_twenty_while_offline() -> Offline {
                 PRODUCT,
                 "--set",
                 &format!("volume_ml={}", 50 + n),
+                "--set",
+                &collection_end_now(),
                 "--yes",
             ],
         )
@@ -228,6 +230,8 @@ async fn chain_moved_while_offline_is_shown_as_conflict_and_kept_not_rebased() {
             b,
             "--set".into(),
             "volume_ml=10".into(),
+            "--set".into(),
+            collection_end_now(),
         ]
     };
     let args1: Vec<String> = base

@@ -82,3 +82,82 @@ async fn interactive_station_through_a_pty_records_an_enrolment() {
     }
     assert_eq!(events[0].1.signatures[0].key_id, "nurse.ada");
 }
+
+/// CANCEL abandons a half-filled form at any prompt ("nothing was signed") and the station
+/// goes on; QUIT at the comment prompt quits, it is never taken as the comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.ada");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let key = key_file(dir.path(), &nurse);
+    let (bag, chain) = din(322);
+    let (wrist, _) = coi("PAT322");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--queue")
+        .arg(dir.path().join("station"))
+        .arg("--key")
+        .arg(&key)
+        .arg("--site")
+        .arg("HOSP-A")
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&key))
+        .env("CELLTRAIL_LOG", "warn");
+
+    tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        let start =
+            |step: &mut dyn FnMut(&mut rexpect::session::PtySession, &str, Option<&str>),
+             p: &mut rexpect::session::PtySession| {
+                step(p, "scan >", Some(&bag));
+                step(p, "scan >", Some(&wrist));
+                step(p, "scan >", Some(""));
+                step(p, "event >", Some("enrolled"));
+            };
+        // CANCEL at the event prompt, at a question, at the comment, at the signature.
+        step(&mut p, "scan >", Some(&bag));
+        step(&mut p, "scan >", Some(""));
+        step(&mut p, "event >", Some("cancel"));
+        step(&mut p, "nothing was signed", None);
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("CANCEL"));
+        step(&mut p, "nothing was signed", None);
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some("CANCEL"));
+        step(&mut p, "nothing was signed", None);
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some(""));
+        step(&mut p, "type YES to sign (PERFORMED) >", Some("CANCEL"));
+        step(&mut p, "nothing was signed", None);
+        // QUIT at the comment prompt quits the station; it never becomes the comment.
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+    })
+    .await
+    .unwrap();
+    assert!(
+        chain_events(&mut c, &chain).await.is_empty(),
+        "nothing was recorded"
+    );
+}

@@ -37,6 +37,8 @@ fn collect_args(nurse: &str, chain: &str, n: u32) -> Vec<String> {
         &bag,
         "--set",
         "volume_ml=10",
+        "--set",
+        &collection_end_now(),
     ]
     .iter()
     .map(|x| x.to_string())
@@ -217,8 +219,19 @@ async fn conflicted_events_are_listed_discarded_with_reason_kept_and_never_sent(
         0,
         "DISCARDED, CONFLICT",
     );
-    assert!(text.contains("nurse.ada PERFORMED"), "{text}");
+    // Signatures as Part 11 §11.50 shows them (names from the registry the station last saw),
+    // and the detail's fields by name, never a Rust Debug struct.
+    assert!(
+        text.contains("signed by    nurse.ada (test) (nurse.ada; apheresis_nurse at HOSP-A) PERFORMED (did the step) 20"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" UTC (") && text.contains(" local, UTC"),
+        "{text}"
+    );
     assert!(text.contains("collected"), "{text}");
+    assert!(!text.contains("Collected {"), "{text}");
+    assert!(!text.contains("unix_nanos"), "{text}");
 
     // The ledger is unchanged, and a later drain sends nothing.
     assert_eq!(
@@ -283,8 +296,12 @@ async fn queue_commands_refuse_bad_input_with_a_precise_message() {
         0,
         &format!("Queue entry #{id}: QUEUED, WAITING"),
     );
-    assert!(text.contains("manufacturing_site: \"MFG-1\""), "{text}");
-    assert!(text.contains("nurse.ada PERFORMED at "), "{text}");
+    assert!(text.contains("manufacturing site       MFG-1"), "{text}");
+    // Queued while offline by a station that never saw the key registry: the key id, said so.
+    assert!(
+        text.contains("signed by    nurse.ada (not in the key registry known here) PERFORMED"),
+        "{text}"
+    );
 
     // A WAITING entry was refused by nobody: it cannot be discarded.
     let o = queue_cli(&["discard", &id_s, "--reason", "not needed", "--queue", &qdir]).await;

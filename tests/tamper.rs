@@ -145,7 +145,7 @@ async fn build_fixture() -> Fixture {
     // 3. The fork: same log key, different history from size 15 on.
     let server = TestServer::start(&forked).await;
     let mut c = server.client().await;
-    let mut other = ChainCursor::new("BAG-2", base_time());
+    let mut other = ChainCursor::with_own_bags("BAG-2", base_time());
     other
         .append(&mut c, happy_path(&keys).into_iter().take(12).collect())
         .await;
@@ -254,25 +254,32 @@ fn full_lifecycle_bundle_verifies_offline_with_timeline_and_pinned_log_key() {
         "{out}"
     );
     assert!(out.contains("36 inclusion proofs"), "{out}");
-    // The timeline: UTC time, site, event, signers with printed names and meanings.
-    let bedside = out
-        .lines()
-        .find(|l| l.contains("bedside_check"))
+    // The timeline: UTC time, site, event; under each event its signatures as Part 11 §11.50
+    // wants them shown: printed name, role, site, meaning, UTC and local time.
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("bedside_check"))
         .expect("bedside row");
-    assert!(bedside.contains("CLINIC-0001"), "{bedside}");
+    assert!(lines[at].contains("CLINIC-0001"), "{}", lines[at]);
+    let sigs = lines[at + 1..at + 3].join("\n");
     assert!(
-        bedside.contains("nurse.ada (test) [nurse.ada, nurse] performed"),
-        "{bedside}"
+        sigs.contains("signed by nurse.ada (test) (nurse.ada; nurse at CLINIC-0001) PERFORMED (did the step) 20"),
+        "{sigs}"
     );
     assert!(
-        bedside.contains("nurse.ben (test) [nurse.ben, nurse] verified"),
-        "{bedside}"
+        sigs.contains("signed by nurse.ben (test) (nurse.ben; nurse at CLINIC-0001) VERIFIED (second person checked it) 20"),
+        "{sigs}"
+    );
+    assert!(
+        sigs.contains(" UTC (") && sigs.contains(" local, UTC"),
+        "{sigs}"
     );
     assert!(out.contains("infused"), "{out}");
     assert!(out.contains("Infused"), "final state: {out}");
-    assert!(out.lines().any(|l| l.contains("shipped")
-        && l.contains("courier.kim (test)")
-        && l.contains("received")));
+    assert!(out
+        .lines()
+        .any(|l| l.contains("signed by courier.kim (test)") && l.contains("RECEIVED")));
     assert!(out.contains("Z "), "UTC times: {out}");
 }
 
@@ -692,8 +699,10 @@ fn detects_entry_resigned_by_a_revoked_key_dated_before_the_revocation() {
     let fx = fixture();
     let bundle = load(&fx.bundle);
     let path = tampered("revoked-backdated", |b| {
+        // Dated at the event (weeks before the revocation); accepted after it.
         let (_, e) = entry_of(b, 2);
-        resign(b, 2, &fx.revoked, e.signatures[0].signed_at_unix_nanos);
+        let body = celltrail::pb::EventBody::decode(e.body.as_slice()).unwrap();
+        resign(b, 2, &fx.revoked, body.occurred_at_unix_nanos);
     });
     let index = bundle.chains[0].entries[2].index;
     assert_fails(

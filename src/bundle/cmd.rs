@@ -60,10 +60,62 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A witness the auditor trusts: its cosignature/v1 verifier key (name+hash+base64(0x04||key),
+    /// as `celltrail witness` prints). Repeat for several.
+    #[arg(
+        long = "witness",
+        env = "CELLTRAIL_VERIFY_WITNESSES",
+        value_delimiter = ','
+    )]
+    pub witnesses: Vec<String>,
+    /// Fail unless at least K of the --witness keys cosigned the bundle's checkpoint.
+    #[arg(long, requires = "witnesses")]
+    pub quorum: Option<usize>,
 }
 
 fn read_vkey_file(path: &std::path::Path) -> anyhow::Result<crate::note::NoteVerifier> {
     Ok(crate::keys::read_verifier_key_file(path)?)
+}
+
+/// Adds the witness verdict to a verified bundle's report (`--witness`, `--quorum`).
+fn check_witnesses(
+    mut r: crate::bundle::verify::Report,
+    checkpoint: &str,
+    specs: &[String],
+    quorum: Option<usize>,
+) -> anyhow::Result<crate::bundle::verify::Report> {
+    use crate::witness::cosig::CosignerVerifier;
+    let keys = specs
+        .iter()
+        .map(|s| {
+            CosignerVerifier::from_key_string(s.trim())
+                .map_err(|e| anyhow::anyhow!("--witness: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(k) = quorum {
+        if k > keys.len() {
+            bail!(
+                "--quorum {k} needs at least {k} --witness keys; {} given",
+                keys.len()
+            );
+        }
+    }
+    let log_key = crate::note::NoteVerifier::from_key_string(&r.log_key)
+        .map_err(|e| anyhow::anyhow!("log key: {e}"))?;
+    match crate::witness::quorum::check(checkpoint, &log_key, &keys, quorum) {
+        Ok(w) => {
+            let met = w.quorum_met();
+            let line = w.line();
+            r.witnesses = Some(w);
+            if !met {
+                r = r.fail(crate::bundle::verify::top(format!(
+                    "witness {line}: the checkpoint is not cosigned by enough independent witnesses, so the log could be showing a different history to others (export again once the witnesses have cosigned, or ask the operator why they did not)"
+                )));
+            }
+        }
+        Err(e) => r = r.fail(crate::bundle::verify::top(format!("checkpoint: {e}"))),
+    }
+    Ok(r)
 }
 
 pub async fn export(a: ExportArgs) -> anyhow::Result<()> {
@@ -187,7 +239,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 policy,
                 previous,
             };
-            (verify::verify_bundle(&b, &opts), path.display().to_string())
+            let mut r = verify::verify_bundle(&b, &opts);
+            if r.failure.is_none() {
+                r = check_witnesses(r, &b.checkpoint, &a.witnesses, a.quorum)?;
+            }
+            (r, path.display().to_string())
         }
         (None, None) => bail!("give a BUNDLE file or --data-dir DIR"),
     };

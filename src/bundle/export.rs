@@ -125,11 +125,7 @@ pub async fn from_server(
     sel: &Selection,
     since: &[u64],
 ) -> anyhow::Result<Bundle> {
-    let cp = c
-        .get_checkpoint(GetCheckpointRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let cp = pinned_checkpoint(c).await?;
     let size = cp.tree_size;
     let ids: Vec<String> = match sel {
         Selection::Chains(ids) => ids.clone(),
@@ -206,6 +202,50 @@ pub async fn from_server(
         chains,
         consistency,
     })
+}
+
+/// How long an export waits for the log's witnesses to cosign the current checkpoint.
+pub const COSIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The checkpoint a server export pins to: for a witnessed log, the cosigned checkpoint once
+/// it covers the log's current size (waiting up to [`COSIGN_WAIT`]: the log submits once a
+/// second), so the bundle carries the cosignatures; otherwise the latest signed checkpoint.
+async fn pinned_checkpoint(c: &mut Client) -> anyhow::Result<crate::pb::GetCheckpointResponse> {
+    let first = c
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if first.witnesses == 0 {
+        return Ok(first);
+    }
+    let deadline = tokio::time::Instant::now() + COSIGN_WAIT;
+    let mut cp = first.clone();
+    loop {
+        if !cp.cosigned_checkpoint.is_empty() && cp.cosigned_tree_size >= first.tree_size {
+            let note = crate::log::note_text(&cp.cosigned_checkpoint).unwrap_or_default();
+            let parsed = crate::note::Checkpoint::parse(note)?;
+            return Ok(crate::pb::GetCheckpointResponse {
+                checkpoint: cp.cosigned_checkpoint.clone(),
+                tree_size: cp.cosigned_tree_size,
+                root_hash: parsed.root.to_vec(),
+                ..cp
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "note: no witness cosigned a checkpoint of size {} or more within {COSIGN_WAIT:?}; the bundle carries the log's signature only",
+                first.tree_size
+            );
+            return Ok(first);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        cp = c
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner();
+    }
 }
 
 /// The server's signed head statement of a chain at `size`; `None` from a server that

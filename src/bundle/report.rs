@@ -27,6 +27,9 @@ pub fn text(r: &Report, what: &str) -> String {
             "previous:   checkpoint of size {p} is a prefix of this log (history not rewritten)"
         );
     }
+    if let Some(w) = &r.witnesses {
+        let _ = writeln!(s, "witnesses:  {}", w.line());
+    }
     let _ = writeln!(s, "policy:     {}", r.policy);
     let mut chain = "";
     for row in &r.timeline {
@@ -35,20 +38,10 @@ pub fn text(r: &Report, what: &str) -> String {
             let _ = writeln!(s, "\nchain {chain}");
             let _ = writeln!(
                 s,
-                "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} signers",
-                "seq", "index", "occurred (UTC)", "site", "event", "state after"
+                "  {:<4} {:<6} {:<21} {:<12} {:<40} state after",
+                "seq", "index", "occurred (UTC)", "site", "event"
             );
         }
-        let signers: Vec<String> = row
-            .signers
-            .iter()
-            .map(|g| {
-                format!(
-                    "{} [{}, {}] {} at {}",
-                    g.printed_name, g.key_id, g.role, g.meaning, g.signed_at
-                )
-            })
-            .collect();
         let event = if row.detail.is_empty() {
             row.event.clone()
         } else {
@@ -56,15 +49,32 @@ pub fn text(r: &Report, what: &str) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:<4} {:<6} {:<21} {:<12} {:<40} {:<24} {}",
+            "  {:<4} {:<6} {:<21} {:<12} {:<40} {}",
             row.seq,
             row.index,
             whole_seconds(&row.occurred_at),
             row.site,
             event,
             row.state,
-            signers.join("; ")
         );
+        // Part 11 §11.50: printed name, role, site, meaning, UTC and local time.
+        for g in &row.signers {
+            let info = crate::manifest::SignerInfo {
+                printed_name: g.printed_name.clone(),
+                role: g.role.clone(),
+                site: g.site.clone(),
+            };
+            let _ = writeln!(
+                s,
+                "         signed by {}",
+                crate::manifest::signature_line_named(
+                    &g.key_id,
+                    Some(&info),
+                    &g.meaning,
+                    g.signed_at_unix_nanos
+                )
+            );
+        }
     }
     let _ = writeln!(s);
     if r.failure.is_none() {
@@ -80,6 +90,9 @@ pub fn text(r: &Report, what: &str) -> String {
                 "chain {c}: END NOT PROVEN — the bundle has no signed chain head, so later events could be missing (export again with a current celltrail)"
             );
         }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "WARNING: {w}");
     }
     match &r.failure {
         None => {

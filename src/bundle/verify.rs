@@ -12,7 +12,7 @@ use crate::crypto::{verify_signature, EventHash};
 use crate::merkle::{self, Hash};
 use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
-use crate::policy::{ChainState, Policy, Signer};
+use crate::policy::{ChainState, Context, Policy, Signer};
 use crate::registry::{KeyError, KeyRecord, Registry, KEYS_CHAIN};
 use crate::rules::{check_link, check_shape, Head};
 use prost::Message;
@@ -127,6 +127,14 @@ pub struct Report {
     /// entry in the checkpoint's tree), and those a bundle without statements leaves open.
     pub chain_ends_proven: Vec<String>,
     pub chain_ends_unproven: Vec<String>,
+    /// Witness cosignatures on the checkpoint (`verify --witness … --quorum K`); absent for a
+    /// data-directory audit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<crate::witness::quorum::WitnessReport>,
+    /// Things that hold under the rules an entry was written with but an auditor should see,
+    /// e.g. a format-0 entry accepted after a signer's key had expired.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub failure: Option<Failure>,
 }
 
@@ -146,6 +154,8 @@ impl Report {
             timeline: Vec::new(),
             chain_ends_proven: Vec::new(),
             chain_ends_unproven: Vec::new(),
+            witnesses: None,
+            warnings: Vec::new(),
             failure: None,
         }
     }
@@ -220,6 +230,7 @@ impl Registries {
         key_id: &str,
         signed_at: i64,
         accepted_at: i64,
+        format: u32,
     ) -> Result<&KeyRecord, KeyError> {
         let versions = self.history.get(key_id).map_or(&[][..], Vec::as_slice);
         let n = versions.partition_point(|(i, _)| *i < index);
@@ -227,7 +238,7 @@ impl Registries {
             .checked_sub(1)
             .map(|n| &versions[n])
             .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
-        rec.may_sign(signed_at, accepted_at)?;
+        rec.may_sign(signed_at, accepted_at, format)?;
         Ok(rec)
     }
 }
@@ -380,6 +391,13 @@ impl Ctx<'_> {
             })?;
             verify_signature(key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
         }
+        if let (Some(Detail::KeyRegistered(r)), true) =
+            (&d.body.detail, d.entry.format_version >= 1)
+        {
+            self.policy
+                .check_registration(r)
+                .map_err(|v| at(format!("invalid key registration: {v}")))?;
+        }
         let key_id = match &d.body.detail {
             Some(Detail::KeyRegistered(r)) => reg.register(r).map(|()| r.key_id.clone()),
             Some(Detail::KeyRevoked(r)) => reg.revoke(r).map(|()| r.key_id.clone()),
@@ -444,8 +462,20 @@ impl Ctx<'_> {
                     &sig.key_id,
                     sig.signed_at_unix_nanos,
                     d.entry.accepted_at_unix_nanos,
+                    d.entry.format_version,
                 )
                 .map_err(|e| at(format!("signer rejected: {e}")))?;
+            if rec.expired_at(d.entry.accepted_at_unix_nanos) {
+                // Only a format-0 entry gets here (format 1 refuses it above).
+                report.warnings.push(format!(
+                    "entry {} (chain {chain} seq {}): signer {} had expired at {} when the log accepted the entry at {} (entry format 0, before expiry was enforced like revocation)",
+                    item.index,
+                    d.body.seq,
+                    rec.key_id,
+                    crate::time::rfc3339(rec.valid_until),
+                    crate::time::rfc3339(d.entry.accepted_at_unix_nanos)
+                ));
+            }
             verify_signature(&rec.public_key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
             let meaning =
                 SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified);
@@ -466,9 +496,13 @@ impl Ctx<'_> {
                 signed_at_unix_nanos: sig.signed_at_unix_nanos,
             });
         }
+        let ctx = Context {
+            format: d.entry.format_version,
+            accepted_at_unix_nanos: d.entry.accepted_at_unix_nanos,
+        };
         let next = self
             .policy
-            .apply(state, &d.body, &signers)
+            .apply(state, &d.body, &signers, &ctx)
             .map_err(|v| at(format!("custody policy: {v}")))?;
         self.prove(item, chain, d.body.seq, report)?;
         let row = TimelineRow {
@@ -505,18 +539,30 @@ impl Ctx<'_> {
 fn summary(d: &Detail) -> String {
     match d {
         Detail::Enrolled(e) => format!("CoI {}, {}", e.coi_ref, e.therapy),
-        Detail::Collected(c) => format!("DIN {} {} mL", c.din, c.volume_ml),
+        Detail::Collected(c) => format!("DIN {} {} mL", c.din, opt(c.volume_ml)),
         Detail::Packed(p) => format!("shipper {}", p.shipper_id),
         Detail::Shipped(s) => format!("{} -> {}", s.from_site, s.to_site),
         Detail::Received(r) => format!(
             "from {}, seal {}, {}..{} C",
             r.from_site,
-            if r.seal_intact { "intact" } else { "BROKEN" },
-            r.temp_min_c,
-            r.temp_max_c
+            match r.seal_intact {
+                Some(true) => "intact",
+                Some(false) => "BROKEN",
+                None => "not recorded",
+            },
+            opt(r.temp_min_c),
+            opt(r.temp_max_c)
         ),
         Detail::ManufacturingStep(m) => m.step.clone(),
-        Detail::QcResult(q) => format!("{} {}", q.test, if q.passed { "passed" } else { "FAILED" }),
+        Detail::QcResult(q) => format!(
+            "{} {}",
+            q.test,
+            match q.passed {
+                Some(true) => "passed",
+                Some(false) => "FAILED",
+                None => "not recorded",
+            }
+        ),
         Detail::Released(r) if r.exceptional => {
             format!("exceptional, deviation {}", r.deviation_id)
         }
@@ -534,8 +580,14 @@ fn summary(d: &Detail) -> String {
     }
 }
 
+/// A reading for display: "-" when it was not recorded.
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
 fn head_of(d: &Decoded) -> Head {
     Head {
+        hold: Vec::new(),
         seq: d.body.seq,
         hash: d.hash.0,
         state_name: String::new(),
@@ -706,6 +758,9 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
             return report.fail(f);
         }
         report.chain_ends_proven.push(KEYS_CHAIN.to_string());
+    } else if !registry.is_empty() || !chains.is_empty() {
+        // Without the registry's signed head a later revocation could be left out.
+        report.chain_ends_unproven.push(KEYS_CHAIN.to_string());
     }
     for (c, (_, items)) in b.chains.iter().zip(&chains) {
         match &c.head {

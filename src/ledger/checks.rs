@@ -7,7 +7,7 @@ use super::writer::{Overlay, Writer};
 use super::{malformed, stored_event_hash, LedgerError};
 use crate::crypto::{verify_signature, EventHash, SigError};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
-use crate::policy::{ChainState, Signer};
+use crate::policy::{ChainState, Context, Signer, CURRENT_FORMAT};
 use crate::registry::{KeyError, RegistryError, KEYS_CHAIN};
 use crate::rules::{check_link, Head, RuleError, MAX_ENTRY_BYTES};
 use prost::Message;
@@ -41,6 +41,7 @@ impl Writer {
             signatures: ev.signatures.clone(),
             accepted_at_unix_nanos: now,
             index,
+            format_version: CURRENT_FORMAT,
         }
         .encode_to_vec();
         if entry.len() > MAX_ENTRY_BYTES {
@@ -48,7 +49,11 @@ impl Writer {
         }
 
         // Registry or custody rules.
-        let (state_name, state) = self.apply_rules(&body, head.as_ref(), &signers, ov)?;
+        let (state_name, state, holds_opened) =
+            self.apply_rules(&body, head.as_ref(), &signers, ov, now)?;
+
+        // One bag, one chain: a DIN or product bag id another chain names is refused.
+        self.check_bags_free(&body, ov)?;
 
         self.stage_entry(ov, index, entry, hash, &body, state_name, state)?;
         Ok(Outcome::Accepted(Accepted {
@@ -56,7 +61,39 @@ impl Writer {
             hash,
             chain_id: body.chain_id,
             seq: body.seq,
+            holds_opened,
         }))
+    }
+
+    /// Refuses an event naming a bag (collection DIN, product bag) that another chain names,
+    /// in the store or earlier in this group (ALREADY_EXISTS naming that chain).
+    fn check_bags_free(&self, body: &EventBody, ov: &Overlay) -> Result<(), LedgerError> {
+        if body.chain_id == KEYS_CHAIN {
+            return Ok(());
+        }
+        for bag in crate::rules::bags_named(body) {
+            let in_group = ov
+                .batch
+                .bags
+                .iter()
+                .find(|(d, c, _)| d == bag && *c != body.chain_id)
+                .map(|(_, c, _)| c.clone());
+            let other = match in_group {
+                Some(c) => Some(c),
+                None => self
+                    .store
+                    .chains_of_bag(bag)?
+                    .into_iter()
+                    .find(|c| *c != body.chain_id),
+            };
+            if let Some(chain) = other {
+                return Err(LedgerError::BagTaken {
+                    bag: crate::policy::presence::cut(bag),
+                    chain,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The index of this very event if it is already in the log or earlier in this group.
@@ -119,7 +156,12 @@ impl Writer {
         let mut signers = Vec::with_capacity(ev.signatures.len());
         let mut records = Vec::with_capacity(ev.signatures.len());
         for sig in &ev.signatures {
-            records.push(registry.signer_at(&sig.key_id, sig.signed_at_unix_nanos, now)?);
+            records.push(registry.signer_at(
+                &sig.key_id,
+                sig.signed_at_unix_nanos,
+                now,
+                CURRENT_FORMAT,
+            )?);
         }
         for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(sig_ok) {
             Self::signature_ok(*ok, &rec.public_key, hash, sig)?;
@@ -129,16 +171,23 @@ impl Writer {
     }
 
     /// The key registry (keys chain) or the custody policy (every other chain) applied to the
-    /// event: the chain's next state name and policy state.
+    /// event: the chain's next state name, policy state and the reasons of holds it opened.
     fn apply_rules(
         &self,
         body: &EventBody,
         head: Option<&Head>,
         signers: &[Signer],
         ov: &mut Overlay,
-    ) -> Result<(String, Option<ChainState>), LedgerError> {
+        now: i64,
+    ) -> Result<(String, Option<ChainState>, Vec<String>), LedgerError> {
         if body.chain_id == KEYS_CHAIN {
             let mut reg = ov.registry.take().unwrap_or_else(|| self.registry.clone());
+            if let Some(Detail::KeyRegistered(r)) = &body.detail {
+                if let Err(v) = self.policy.check_registration(r) {
+                    ov.registry = Some(reg);
+                    return Err(LedgerError::Invalid(v));
+                }
+            }
             let applied = match &body.detail {
                 Some(Detail::KeyRegistered(r)) => reg.register(r),
                 Some(Detail::KeyRevoked(r)) => reg.revoke(r),
@@ -148,7 +197,7 @@ impl Writer {
             };
             ov.registry = Some(reg);
             applied?;
-            return Ok(("KeyRegistry".to_string(), None));
+            return Ok(("KeyRegistry".to_string(), None, Vec::new()));
         }
         if matches!(
             body.detail,
@@ -168,11 +217,14 @@ impl Writer {
             }
             None => None,
         };
-        let next = self.policy.apply(prior, body, signers).map_err(|v| {
+        let ctx = Context::current(now);
+        let next = self.policy.apply(prior, body, signers, &ctx).map_err(|v| {
             // A signer the table does not allow for this event (role, site, or a signature
-            // it does not take) is PERMISSION_DENIED (docs/design.md §6); everything else is a
-            // custody precondition.
-            if matches!(
+            // it does not take) is PERMISSION_DENIED (docs/design.md §6); a missing field or bad code
+            // is INVALID_ARGUMENT; everything else is a custody precondition.
+            if v.is_malformed() {
+                LedgerError::Invalid(v)
+            } else if matches!(
                 v.rule.as_str(),
                 "signatures" | "signer_site" | "unexpected_signer"
             ) {
@@ -181,49 +233,27 @@ impl Writer {
                 LedgerError::Policy(v)
             }
         })?;
-        Ok((next.state_name().to_string(), Some(next)))
+        let before = prior
+            .and_then(|s| s.hold.as_ref())
+            .map_or(0, |h| h.reasons.len());
+        let opened = next
+            .hold
+            .as_ref()
+            .map(|h| h.reasons.iter().skip(before).cloned().collect())
+            .unwrap_or_default();
+        Ok((next.state_name().to_string(), Some(next), opened))
     }
 
     /// The policy state of a committed chain, replayed from its entries (heads on disk carry
-    /// only seq, hash and state name). Keys never change role or site once registered, so the
-    /// signers are what they were when each entry was accepted.
+    /// only seq, hash and state name).
     fn rebuild_state(&self, chain_id: &str) -> Result<ChainState, LedgerError> {
-        let broken = |why: String| {
-            LedgerError::Storage(format!(
-                "cannot rebuild the custody state of chain {chain_id}: {why}"
+        replay_state(self.store.as_ref(), &self.registry, &self.policy, chain_id)?.ok_or_else(
+            || {
+                LedgerError::Storage(format!(
+                "cannot rebuild the custody state of chain {chain_id}: the chain has no entries"
             ))
-        };
-        let mut state: Option<ChainState> = None;
-        for index in self.store.chain_indices(chain_id)? {
-            let bytes = self
-                .store
-                .entry(index)?
-                .ok_or_else(|| broken(format!("entry {index} is missing")))?;
-            let entry = LogEntry::decode(bytes.as_slice())
-                .map_err(|e| broken(format!("entry {index}: {e}")))?;
-            let body = EventBody::decode(entry.body.as_slice())
-                .map_err(|e| broken(format!("entry {index}: {e}")))?;
-            let mut signers = Vec::with_capacity(entry.signatures.len());
-            for sig in &entry.signatures {
-                let rec = self.registry.get(&sig.key_id).ok_or_else(|| {
-                    broken(format!(
-                        "entry {index}: signer {} is not registered",
-                        sig.key_id
-                    ))
-                })?;
-                signers.push(signer_of(rec, sig));
-            }
-            state = Some(
-                self.policy
-                    .apply(state.as_ref(), &body, &signers)
-                    .map_err(|v| {
-                        broken(format!(
-                            "entry {index} no longer passes the custody policy: {v}"
-                        ))
-                    })?,
-            );
-        }
-        state.ok_or_else(|| broken("the chain has no entries".into()))
+            },
+        )
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -244,6 +274,57 @@ impl Writer {
             None => Ok(verify_signature(key, hash, sig)?),
         }
     }
+}
+
+/// The policy state of a committed chain, replayed from its entries with `registry` and
+/// `policy` (`None` for a chain with no entries). Keys never change role or site once
+/// registered, so the signers are what they were when each entry was accepted. Used by the
+/// writer and by the read side (the Station service).
+pub(crate) fn replay_state(
+    store: &dyn crate::storage::Storage,
+    registry: &crate::registry::Registry,
+    policy: &crate::policy::Policy,
+    chain_id: &str,
+) -> Result<Option<ChainState>, LedgerError> {
+    let broken = |why: String| {
+        LedgerError::Storage(format!(
+            "cannot rebuild the custody state of chain {chain_id}: {why}"
+        ))
+    };
+    let mut state: Option<ChainState> = None;
+    for index in store.chain_indices(chain_id)? {
+        let bytes = store
+            .entry(index)?
+            .ok_or_else(|| broken(format!("entry {index} is missing")))?;
+        let entry = LogEntry::decode(bytes.as_slice())
+            .map_err(|e| broken(format!("entry {index}: {e}")))?;
+        let body = EventBody::decode(entry.body.as_slice())
+            .map_err(|e| broken(format!("entry {index}: {e}")))?;
+        let ctx = Context {
+            format: entry.format_version,
+            accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
+        };
+        let mut signers = Vec::with_capacity(entry.signatures.len());
+        for sig in &entry.signatures {
+            let rec = registry.get(&sig.key_id).ok_or_else(|| {
+                broken(format!(
+                    "entry {index}: signer {} is not registered",
+                    sig.key_id
+                ))
+            })?;
+            signers.push(signer_of(rec, sig));
+        }
+        state = Some(
+            policy
+                .apply(state.as_ref(), &body, &signers, &ctx)
+                .map_err(|v| {
+                    broken(format!(
+                        "entry {index} no longer passes the custody policy: {v}"
+                    ))
+                })?,
+        );
+    }
+    Ok(state)
 }
 
 /// What the custody policy knows of one verified signature.

@@ -43,6 +43,11 @@ pub enum LedgerError {
     Registry(#[from] RegistryError),
     #[error("custody policy: {0}")]
     Policy(Violation),
+    /// The event is malformed by a policy rule (a missing field, a bad code, a key role).
+    #[error("invalid event: {0}")]
+    Invalid(Violation),
+    #[error("bag {bag} is already named by chain {chain}; one bag belongs to one chain (ISBT 128 DINs are globally unique): check the scan, or record the event on chain {chain}")]
+    BagTaken { bag: String, chain: String },
     #[error("custody policy (signer role): {0}")]
     Role(Violation),
     #[error("{0}")]
@@ -115,6 +120,9 @@ pub struct Ledger {
     log_key: NoteSigner,
     tx: mpsc::Sender<Msg>,
     capacity: usize,
+    /// For the read side's questions about a chain (the Station service).
+    policy: Policy,
+    registry: Arc<RwLock<Registry>>,
     /// The verifier and writer threads, joined in that order on shutdown.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -134,6 +142,8 @@ impl Ledger {
         let statement_key = log_key.clone();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let shared_registry = Arc::new(RwLock::new(registry.clone()));
+        let read_registry = shared_registry.clone();
+        let read_policy = policy.clone();
         let mut verifier = Verifier {
             registry: shared_registry.clone(),
             max_group: options.max_group.max(1),
@@ -172,6 +182,8 @@ impl Ledger {
             log_key: statement_key,
             tx,
             capacity: options.queue_capacity,
+            policy: read_policy,
+            registry: read_registry,
             threads: Mutex::new(vec![verify_handle, write_handle]),
         }))
     }
@@ -277,6 +289,24 @@ impl Ledger {
     }
     // --- end ops ------------------------------------------------------------------------------
 
+    /// The custody policy the writer applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A chain's custody state, replayed from its committed entries (`None`: no entries).
+    pub fn chain_state(
+        &self,
+        chain_id: &str,
+    ) -> Result<Option<crate::policy::ChainState>, LedgerError> {
+        let registry = self
+            .registry
+            .read()
+            .map_err(|_| LedgerError::Storage("the key registry lock is poisoned".into()))?
+            .clone();
+        checks::replay_state(self.store.as_ref(), &registry, &self.policy, chain_id)
+    }
+
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
         self.store
             .head(chain_id)?
@@ -345,5 +375,6 @@ pub fn receipt_for_index(
         tree_size,
         checkpoint: checkpoint.to_string(),
         duplicate: true,
+        holds_opened: Vec::new(),
     })
 }

@@ -17,6 +17,8 @@ pub(super) struct Accepted {
     pub(super) hash: EventHash,
     pub(super) chain_id: String,
     pub(super) seq: u64,
+    /// Reasons of the holds this event opened.
+    pub(super) holds_opened: Vec<String>,
 }
 
 /// An event that passed the stateless checks, with its signature verdicts (None = key not

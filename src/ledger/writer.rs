@@ -200,6 +200,7 @@ impl Writer {
                     tree_size: self.tree_size,
                     checkpoint: checkpoint.clone(),
                     duplicate: false,
+                    holds_opened: a.holds_opened,
                 }),
                 Outcome::Duplicate(index) => {
                     receipt_for_index(self.store.as_ref(), index, self.tree_size, &checkpoint)
@@ -335,6 +336,11 @@ impl Writer {
                 seq: body.seq,
                 hash: hash.0,
                 state_name,
+                hold: state
+                    .as_ref()
+                    .and_then(|s| s.hold.as_ref())
+                    .map(|h| h.reasons.clone())
+                    .unwrap_or_default(),
                 state,
             },
         );

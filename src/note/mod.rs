@@ -59,9 +59,14 @@ pub enum NoteError {
     #[error("signer key is malformed: {reason}")]
     MalformedSignerKey { reason: String },
     #[error(
-        "key {name}+{hash:08x} uses signature type 0x{alg:02x}; only Ed25519 (0x01) is supported"
+        "key {name}+{hash:08x} uses signature type 0x{alg:02x}; expected 0x{expected:02x} (0x01 is an Ed25519 note key, 0x04 an Ed25519 cosignature/v1 witness key)"
     )]
-    UnsupportedAlgorithm { name: String, hash: u32, alg: u8 },
+    UnsupportedAlgorithm {
+        name: String,
+        hash: u32,
+        alg: u8,
+        expected: u8,
+    },
     #[error(
         "key {name}: key hash {claimed:08x} in the key string does not match {computed:08x} computed from the name and public key"
     )]
@@ -110,10 +115,16 @@ fn names(keys: &[(String, u32)]) -> String {
 /// C2SP key ID of an Ed25519 key: the first 4 bytes (big-endian) of
 /// SHA-256(name || "\n" || 0x01 || public key).
 pub fn key_hash(name: &str, public_key: &[u8; 32]) -> u32 {
+    key_hash_alg(name, ALG_ED25519, public_key)
+}
+
+/// C2SP key ID for signature type `alg` (0x01 Ed25519 notes, 0x04 Ed25519 cosignature/v1):
+/// the first 4 bytes (big-endian) of SHA-256(name || "\n" || alg || public key).
+pub fn key_hash_alg(name: &str, alg: u8, public_key: &[u8; 32]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ALG_ED25519]);
+    h.update([alg]);
     h.update(public_key);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
@@ -164,6 +175,7 @@ fn chop(s: &str, sep: char) -> (&str, Option<&str>) {
 fn parse_key_parts(
     rest: &str,
     name: &str,
+    alg_wanted: u8,
     bad: &dyn Fn(String) -> NoteError,
 ) -> Result<(u32, [u8; 32]), NoteError> {
     if !valid_key_name(name) {
@@ -182,7 +194,7 @@ fn parse_key_parts(
         .map_err(|e| bad(format!("key is not valid base64: {e}")))?;
     match key.first() {
         None => Err(bad("key is empty".into())),
-        Some(&ALG_ED25519) => <[u8; 32]>::try_from(&key[1..])
+        Some(&alg) if alg == alg_wanted => <[u8; 32]>::try_from(&key[1..])
             .map(|k| (hash, k))
             .map_err(|_| {
                 bad(format!(
@@ -194,6 +206,7 @@ fn parse_key_parts(
             name: name.to_string(),
             hash,
             alg,
+            expected: alg_wanted,
         }),
     }
 }
@@ -238,7 +251,7 @@ impl NoteSigner {
             .ok_or_else(|| bad("it does not start with PRIVATE+KEY+".into()))?;
         let (name, rest) = chop(rest, '+');
         let rest = rest.ok_or_else(|| bad("missing '+' after the key name".into()))?;
-        let (claimed, seed) = parse_key_parts(rest, name, &bad)?;
+        let (claimed, seed) = parse_key_parts(rest, name, ALG_ED25519, &bad)?;
         let key = SigningKey::from_bytes(&seed);
         let computed = key_hash(name, key.verifying_key().as_bytes());
         if computed != claimed {
@@ -276,38 +289,51 @@ impl NoteSigner {
     }
 }
 
+/// Parses a verifier key string `name+hash8hex+base64(alg||pub32)` of signature type `alg`:
+/// the key hash must be [`key_hash_alg`] of the name and key, and the key a valid Ed25519 point.
+/// Used for note keys (0x01) and cosignature/v1 witness keys (0x04).
+pub fn parse_verifier_key(s: &str, alg: u8) -> Result<(String, u32, VerifyingKey), NoteError> {
+    if looks_like_private_key(s) {
+        return Err(NoteError::PrivateKeyGiven);
+    }
+    let bad = |reason: String| NoteError::MalformedVerifierKey { reason };
+    let (name, rest) = chop(s, '+');
+    let rest = rest.ok_or_else(|| bad("missing '+' after the key name".into()))?;
+    let (claimed, public) = parse_key_parts(rest, name, alg, &bad)?;
+    let computed = key_hash_alg(name, alg, &public);
+    if computed != claimed {
+        return Err(NoteError::KeyHashMismatch {
+            name: name.to_string(),
+            claimed,
+            computed,
+        });
+    }
+    let key = VerifyingKey::from_bytes(&public)
+        .map_err(|_| bad("public key is not a valid Ed25519 point".into()))?;
+    Ok((name.to_string(), claimed, key))
+}
+
+/// `name+hash8hex+base64(alg||pub32)`.
+pub fn verifier_key_string(name: &str, hash: u32, alg: u8, key: &VerifyingKey) -> String {
+    let mut k = vec![alg];
+    k.extend_from_slice(key.as_bytes());
+    format!("{name}+{hash:08x}+{}", STANDARD.encode(k))
+}
+
 impl NoteVerifier {
     /// Parses `name+hash8hex+base64(0x01||pub32)`; the hash must match the name and key.
     pub fn from_key_string(s: &str) -> Result<Self, NoteError> {
-        if looks_like_private_key(s) {
-            return Err(NoteError::PrivateKeyGiven);
-        }
-        let bad = |reason: String| NoteError::MalformedVerifierKey { reason };
-        let (name, rest) = chop(s, '+');
-        let rest = rest.ok_or_else(|| bad("missing '+' after the key name".into()))?;
-        let (claimed, public) = parse_key_parts(rest, name, &bad)?;
-        let computed = key_hash(name, &public);
-        if computed != claimed {
-            return Err(NoteError::KeyHashMismatch {
-                name: name.to_string(),
-                claimed,
-                computed,
-            });
-        }
-        let key = VerifyingKey::from_bytes(&public)
-            .map_err(|_| bad("public key is not a valid Ed25519 point".into()))?;
+        let (name, key_hash, key) = parse_verifier_key(s, ALG_ED25519)?;
         Ok(NoteVerifier {
-            name: name.to_string(),
-            key_hash: claimed,
+            name,
+            key_hash,
             key,
         })
     }
 
     /// `name+hash8hex+base64(0x01||pub32)`.
     pub fn to_key_string(&self) -> String {
-        let mut k = vec![ALG_ED25519];
-        k.extend_from_slice(self.key.as_bytes());
-        format!("{}+{:08x}+{}", self.name, self.key_hash, STANDARD.encode(k))
+        verifier_key_string(&self.name, self.key_hash, ALG_ED25519, &self.key)
     }
 }
 
@@ -395,10 +421,20 @@ pub fn open_note_bytes(msg: &[u8], verifiers: &[NoteVerifier]) -> Result<Note, N
     open_note(msg, verifiers)
 }
 
-/// Parses a signed note and verifies it against the known `verifiers`. Succeeds only if at
-/// least one known key signed it and every signature by a known key verifies (Ed25519, strict);
-/// signatures by unknown keys are listed, not checked.
-pub fn open_note(msg: &str, verifiers: &[NoteVerifier]) -> Result<Note, NoteError> {
+/// One signature line of a note: key name, key hash and the signature bytes after the hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureLine {
+    /// 1-based line number in the note.
+    pub line: usize,
+    pub name: String,
+    pub key_hash: u32,
+    pub signature: Vec<u8>,
+}
+
+/// Splits a signed note into its text (ending in a newline) and its signature lines, checking
+/// only the syntax (what every reader of the note must refuse). Identical lines appear once.
+/// [`open_note`] verifies note signatures on top of this; cosignatures (`witness::cosig`) too.
+pub fn split_note(msg: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
     if let Some((line, col, c)) = find_control(msg) {
         return Err(NoteError::Malformed {
             line,
@@ -430,12 +466,7 @@ pub fn open_note(msg: &str, verifiers: &[NoteVerifier]) -> Result<Note, NoteErro
     if count > MAX_SIGNATURES {
         return Err(NoteError::TooManySignatures { count });
     }
-
-    let mut note = Note {
-        text: text.to_string(),
-        verified: Vec::new(),
-        unverified: Vec::new(),
-    };
+    let mut out = Vec::new();
     let mut seen_lines = HashSet::new();
     for (i, raw) in sigs.split('\n').enumerate() {
         let line = first_sig_line + i;
@@ -461,10 +492,31 @@ pub fn open_note(msg: &str, verifiers: &[NoteVerifier]) -> Result<Note, NoteErro
         if sig.len() < 5 {
             return Err(bad("the signature is shorter than a key hash and one byte"));
         }
-        let hash = u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]);
         if !seen_lines.insert(body) {
             continue; // an identical line was already handled
         }
+        out.push(SignatureLine {
+            line,
+            name: name.to_string(),
+            key_hash: u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]),
+            signature: sig[4..].to_vec(),
+        });
+    }
+    Ok((text, out))
+}
+
+/// Parses a signed note and verifies it against the known `verifiers`. Succeeds only if at
+/// least one known key signed it and every signature by a known key verifies (Ed25519, strict);
+/// signatures by unknown keys are listed, not checked.
+pub fn open_note(msg: &str, verifiers: &[NoteVerifier]) -> Result<Note, NoteError> {
+    let (text, lines) = split_note(msg)?;
+    let mut note = Note {
+        text: text.to_string(),
+        verified: Vec::new(),
+        unverified: Vec::new(),
+    };
+    for l in lines {
+        let (name, hash, line) = (l.name.as_str(), l.key_hash, l.line);
         let mut known = verifiers
             .iter()
             .filter(|v| v.name == name && v.key_hash == hash);
@@ -483,7 +535,7 @@ pub fn open_note(msg: &str, verifiers: &[NoteVerifier]) -> Result<Note, NoteErro
             hash,
             line,
         };
-        let sig = Signature::from_slice(&sig[4..]).map_err(|_| invalid())?;
+        let sig = Signature::from_slice(&l.signature).map_err(|_| invalid())?;
         v.key
             .verify_strict(text.as_bytes(), &sig)
             .map_err(|_| invalid())?;
@@ -713,7 +765,8 @@ mod tests {
             NoteError::UnsupportedAlgorithm {
                 name: "PeterNeumann".into(),
                 hash: 0x173116ae,
-                alg: 0x65
+                alg: 0x65,
+                expected: 0x01,
             }
         );
     }

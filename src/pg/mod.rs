@@ -325,6 +325,8 @@ impl PgStore {
                     hash: hash32(r.get(1), "head hash")?,
                     state_name: r.get(2),
                     state: None,
+                    // Not stored in PostgreSQL yet: GetHead shows no open hold there.
+                    hold: Vec::new(),
                 })
             })
             .transpose()

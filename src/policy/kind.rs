@@ -78,6 +78,33 @@ impl EventKind {
         })
     }
 
+    /// A detail of this kind with every field unset.
+    pub fn blank_detail(self) -> Detail {
+        use crate::pb;
+        match self {
+            EventKind::Enrolled => Detail::Enrolled(pb::Enrolled::default()),
+            EventKind::Collected => Detail::Collected(pb::Collected::default()),
+            EventKind::Packed => Detail::Packed(pb::Packed::default()),
+            EventKind::Shipped => Detail::Shipped(pb::Shipped::default()),
+            EventKind::Received => Detail::Received(pb::Received::default()),
+            EventKind::ManufacturingStep => {
+                Detail::ManufacturingStep(pb::ManufacturingStep::default())
+            }
+            EventKind::QcResult => Detail::QcResult(pb::QcResult::default()),
+            EventKind::Released => Detail::Released(pb::Released::default()),
+            EventKind::Rejected => Detail::Rejected(pb::Rejected::default()),
+            EventKind::Stored => Detail::Stored(pb::Stored::default()),
+            EventKind::Dispensed => Detail::Dispensed(pb::Dispensed::default()),
+            EventKind::BedsideCheck => Detail::BedsideCheck(pb::BedsideCheck::default()),
+            EventKind::Infused => Detail::Infused(pb::Infused::default()),
+            EventKind::Hold => Detail::Hold(pb::Hold::default()),
+            EventKind::HoldReleased => Detail::HoldReleased(pb::HoldReleased::default()),
+            EventKind::Deviation => Detail::Deviation(pb::Deviation::default()),
+            EventKind::Destroyed => Detail::Destroyed(pb::Destroyed::default()),
+            EventKind::CustodyHandoff => Detail::CustodyHandoff(pb::CustodyHandoff::default()),
+        }
+    }
+
     /// The name used in the TOML table and in messages.
     pub fn name(self) -> &'static str {
         match self {

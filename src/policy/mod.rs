@@ -10,7 +10,10 @@
 //! on the event details (CoI match, QC before release, time and temperature limits) are code in
 //! `rules.rs`; the format is documented in `docs/policy.md`.
 
+pub mod codes;
 mod kind;
+mod next;
+pub mod presence;
 mod rules;
 mod signatures;
 mod table;
@@ -26,8 +29,38 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{EventBody, SignatureMeaning};
 
 pub use kind::EventKind;
-pub use table::{Limits, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
+pub use next::{NextEvent, Outlook, Refusal};
+pub use table::{Limits, Requirement, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 use table::{Row, Table};
+
+/// The entry format the writer judges new entries under (`LogEntry.format_version`).
+/// Format 0: entries written before presence (an unset measurement then meant 0 or false; no
+/// time-order, code or key-expiry rules of format 1). Format 1: the current rules.
+pub const CURRENT_FORMAT: u32 = 1;
+
+/// What the policy needs to know about the log entry that carries the event: the rules of
+/// which format apply, and when the log accepted it (the server's clock, or offline the
+/// entry's `accepted_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub format: u32,
+    pub accepted_at_unix_nanos: i64,
+}
+
+impl Context {
+    /// The current rules, for an entry accepted at `accepted_at`.
+    pub fn current(accepted_at_unix_nanos: i64) -> Context {
+        Context {
+            format: CURRENT_FORMAT,
+            accepted_at_unix_nanos,
+        }
+    }
+
+    /// An entry written before presence and the format-1 rules.
+    pub fn legacy(&self) -> bool {
+        self.format == 0
+    }
+}
 
 /// The default policy table (autologous CAR-T), embedded in the binary.
 pub const DEFAULT_TABLE_TOML: &str = include_str!("default.toml");
@@ -51,6 +84,24 @@ pub struct Violation {
     pub state: String,
     pub expected: String,
     pub detail: String,
+}
+
+impl Violation {
+    /// True when the event itself is malformed (a missing field, a bad code, a bad
+    /// `not_measured` declaration) rather than refused by the chain's state: the API answers
+    /// INVALID_ARGUMENT instead of FAILED_PRECONDITION.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self.rule.as_str(),
+            "missing_fields"
+                | "not_measured"
+                | "required_field"
+                | "code_format"
+                | "coi_ref_format"
+                | "key_role"
+                | "key_site"
+        )
+    }
 }
 
 /// A policy table that could not be loaded.
@@ -141,6 +192,12 @@ pub struct ChainState {
     pub dispensed_bag_id: Option<String>,
     pub thawed_at_unix_nanos: Option<i64>,
     pub checked_bag_id: Option<String>,
+    /// Time of the last receipt (`received` event) at a site.
+    #[serde(default)]
+    pub received_at_unix_nanos: Option<i64>,
+    /// Time of the bedside identity check.
+    #[serde(default)]
+    pub bedside_checked_at_unix_nanos: Option<i64>,
     pub last_seq: u64,
     pub last_occurred_unix_nanos: i64,
 }
@@ -177,6 +234,8 @@ impl ChainState {
             dispensed_bag_id: None,
             thawed_at_unix_nanos: None,
             checked_bag_id: None,
+            received_at_unix_nanos: None,
+            bedside_checked_at_unix_nanos: None,
             last_seq: 0,
             last_occurred_unix_nanos: 0,
         }
@@ -233,6 +292,60 @@ impl Policy {
         self.table.states.iter().cloned().collect()
     }
 
+    /// Every role a transition of the table names (excluding "*"), sorted: the roles a key
+    /// may be registered with.
+    pub fn roles(&self) -> Vec<String> {
+        let mut roles = std::collections::BTreeSet::new();
+        for row in &self.table.rows {
+            for req in row
+                .signatures
+                .iter()
+                .chain(&row.optional_signatures)
+                .chain(row.exceptional_signatures.iter().flatten())
+            {
+                roles.extend(req.roles.iter().filter(|r| *r != ANY_ROLE).cloned());
+            }
+        }
+        roles.into_iter().collect()
+    }
+
+    /// Checks a key registration against the table (entry format 1 on): its role must be one
+    /// the table names, its site a site code or GLN. A typo such as "phramacist" would
+    /// otherwise surface only when that person first tries to sign.
+    pub fn check_registration(&self, r: &crate::pb::KeyRegistered) -> Result<(), Violation> {
+        let fail = Fail {
+            state: "KeyRegistry",
+        };
+        let roles = self.roles();
+        if !roles.contains(&r.role) {
+            return Err(fail.v(
+                "key_role",
+                format!(
+                    "a role of policy table {:?}: one of [{}]",
+                    self.name(),
+                    roles.join(", ")
+                ),
+                format!(
+                    "key {} has role {:?}, which no transition of the table names",
+                    presence::cut(&r.key_id),
+                    presence::cut(&r.role)
+                ),
+            ));
+        }
+        if !valid_site(&r.site) {
+            return Err(fail.v(
+                "key_site",
+                "a site code or GLN of 1-64 characters [A-Za-z0-9._:-]",
+                format!(
+                    "key {} has site {:?}",
+                    presence::cut(&r.key_id),
+                    presence::cut(&r.site)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The states nothing may follow.
     pub fn terminal_states(&self) -> Vec<String> {
         self.table.terminal.iter().cloned().collect()
@@ -260,6 +373,7 @@ impl Policy {
         state: Option<&ChainState>,
         body: &EventBody,
         signers: &[Signer],
+        ctx: &Context,
     ) -> Result<ChainState, Violation> {
         let t = &self.table;
         let cur = state.map_or(START, |s| s.state.as_str());
@@ -278,6 +392,14 @@ impl Policy {
                 "a custody event",
                 "key registry events belong on the \"keys\" chain, not on a bag's chain",
             ));
+        };
+
+        let not_measured = if ctx.legacy() {
+            Vec::new()
+        } else {
+            let declared = presence::check(body, detail, kind, &fail)?;
+            codes::check(detail, &fail)?;
+            declared
         };
 
         match state {
@@ -342,7 +464,7 @@ impl Policy {
         }
 
         let mut next = state.cloned().unwrap_or_else(ChainState::blank);
-        rules::check_envelope(t, &next, state.is_some(), body, signers, &fail)?;
+        rules::check_envelope(t, &next, state.is_some(), body, signers, ctx, &fail)?;
         check_site(row, &next, body, kind, &fail)?;
         let requirements = match (&detail, &row.exceptional_signatures) {
             (crate::pb::event_body::Detail::Released(r), Some(ex)) if r.exceptional => ex,
@@ -356,7 +478,14 @@ impl Policy {
             detail,
             &fail,
         )?;
-        rules::apply_detail(t, row, &mut next, body, detail, &fail)?;
+        rules::apply_detail(t, row, &mut next, body, detail, ctx, &fail)?;
+        for (field, why) in not_measured {
+            rules::raise_hold(
+                &mut next,
+                body,
+                format!("not_measured: {kind} {field} was not measured: {why}"),
+            );
+        }
 
         if let Some(to) = &row.to {
             next.state = to.clone();
@@ -367,6 +496,13 @@ impl Policy {
             .max(body.occurred_at_unix_nanos);
         Ok(next)
     }
+}
+
+/// A site code or GLN: 1-64 characters of `[A-Za-z0-9._:-]`.
+pub fn valid_site(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 fn check_site(

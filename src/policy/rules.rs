@@ -11,7 +11,7 @@ use crate::pb::EventBody;
 use super::kind::EventKind;
 use super::table::{Row, Table};
 use super::timefmt::{at, span};
-use super::{ChainState, Custody, Fail, OpenHold, QcRecord, Signer, Violation};
+use super::{ChainState, Context, Custody, Fail, OpenHold, QcRecord, Signer, Violation};
 
 const NANOS_PER_MIN: i128 = 60_000_000_000;
 const NANOS_PER_HOUR: i128 = 60 * NANOS_PER_MIN;
@@ -45,7 +45,7 @@ fn reason(
     Ok(r.to_string())
 }
 
-fn raise_hold(st: &mut ChainState, body: &EventBody, reason: String) {
+pub(super) fn raise_hold(st: &mut ChainState, body: &EventBody, reason: String) {
     st.hold
         .get_or_insert_with(|| OpenHold {
             reasons: Vec::new(),
@@ -70,6 +70,7 @@ pub(super) fn check_envelope(
     has_history: bool,
     body: &EventBody,
     signers: &[Signer],
+    ctx: &Context,
     fail: &Fail<'_>,
 ) -> Result<(), Violation> {
     let kind = body.detail.as_ref().and_then(EventKind::of);
@@ -104,6 +105,30 @@ pub(super) fn check_envelope(
                 at(st.last_occurred_unix_nanos)
             ),
         ));
+    }
+    if !ctx.legacy() {
+        let window = t.limits.signature_max_age_days as i128 * NANOS_PER_DAY;
+        let accepted = ctx.accepted_at_unix_nanos;
+        for s in signers {
+            let age = accepted as i128 - s.signed_at_unix_nanos as i128;
+            if age > window {
+                return Err(fail.v(
+                    "signature_age",
+                    format!(
+                        "every signature made at most {} before the log accepts the event",
+                        span(window)
+                    ),
+                    format!(
+                        "key {} signed {} at {}, {} before acceptance at {}; an event held longer (an offline station) needs a QA deviation on the chain, then a fresh signature",
+                        s.key_id,
+                        s.meaning.as_str_name(),
+                        at(s.signed_at_unix_nanos),
+                        span(age),
+                        at(accepted)
+                    ),
+                ));
+            }
+        }
     }
     for s in signers {
         if (s.signed_at_unix_nanos as i128) + skew < occurred as i128 {
@@ -235,9 +260,12 @@ pub(super) fn apply_detail(
     st: &mut ChainState,
     body: &EventBody,
     detail: &Detail,
+    ctx: &Context,
     fail: &Fail<'_>,
 ) -> Result<(), Violation> {
     let occurred = body.occurred_at_unix_nanos;
+    // Entries of format 0 were written before presence: an unset reading then meant 0 / false.
+    let legacy = ctx.legacy();
     let skew = t.limits.clock_skew_tolerance_seconds as i128 * 1_000_000_000;
     let kind = row.event;
     match detail {
@@ -265,11 +293,29 @@ pub(super) fn apply_detail(
         }
         Detail::Collected(c) => {
             required(fail, kind, "din", &c.din)?;
-            let end = if c.collection_end_unix_nanos > 0 {
-                c.collection_end_unix_nanos
-            } else {
-                occurred
+            let end = match c.collection_end_unix_nanos {
+                Some(e) if e > 0 => e,
+                Some(e) if !legacy => {
+                    return Err(fail.v(
+                        "required_field",
+                        "collected with collection_end_unix_nanos > 0",
+                        format!("collection_end_unix_nanos is {e}"),
+                    ))
+                }
+                // Legacy unset, or declared not measured: the collection event's own time.
+                _ => occurred,
             };
+            if !legacy && end as i128 > occurred as i128 + skew {
+                return Err(fail.v(
+                    "time_order",
+                    "a collection end no later than the collected event",
+                    format!(
+                        "collection ended {} after the event at {}",
+                        at(end),
+                        at(occurred)
+                    ),
+                ));
+            }
             st.collection_end_unix_nanos =
                 Some(st.collection_end_unix_nanos.map_or(end, |e| e.min(end)));
             if !st.dins.contains(&c.din) {
@@ -347,16 +393,29 @@ pub(super) fn apply_detail(
                     ));
                 }
             }
-            if !r.seal_intact {
+            if r.seal_intact.or(legacy.then_some(false)) == Some(false) {
                 raise_hold(
                     st,
                     body,
                     format!("seal_intact: seal broken on receipt at {}", body.site),
                 );
             }
-            temperature_hold(row, st, body, r.temp_min_c, r.temp_max_c, "logger recorded");
+            let (lo, hi) = if legacy {
+                (
+                    Some(r.temp_min_c.unwrap_or(0.0)),
+                    Some(r.temp_max_c.unwrap_or(0.0)),
+                )
+            } else {
+                // One of the two declared not measured: check the other alone (the missing
+                // reading opens its own hold).
+                (r.temp_min_c.or(r.temp_max_c), r.temp_max_c.or(r.temp_min_c))
+            };
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                temperature_hold(row, st, body, lo, hi, "logger recorded");
+            }
             let max = t.limits.ambient_exposure_max_minutes as i128 * NANOS_PER_MIN;
-            let exposure = r.elapsed_seconds as i128 * 1_000_000_000;
+            let exposure =
+                r.elapsed_seconds.or(legacy.then_some(0)).unwrap_or(0) as i128 * 1_000_000_000;
             if exposure > max {
                 raise_hold(
                     st,
@@ -387,6 +446,7 @@ pub(super) fn apply_detail(
             st.custody = Custody::AtSite {
                 site: body.site.clone(),
             };
+            st.received_at_unix_nanos = Some(occurred);
         }
         Detail::ManufacturingStep(m) => {
             required(fail, kind, "step", &m.step)?;
@@ -423,7 +483,7 @@ pub(super) fn apply_detail(
                 .entry(q.test.trim().to_ascii_lowercase())
                 .or_default()
                 .push(QcRecord {
-                    passed: q.passed,
+                    passed: q.passed.unwrap_or(false),
                     result: q.result.clone(),
                     method: q.method.clone(),
                     specification: q.specification.clone(),
@@ -470,31 +530,48 @@ pub(super) fn apply_detail(
         }
         Detail::Stored(s) => {
             required(fail, kind, "location", &s.location)?;
-            temperature_hold(row, st, body, s.temp_c, s.temp_c, "storage at");
+            if let Some(temp) = s.temp_c.or(legacy.then_some(0.0)) {
+                temperature_hold(row, st, body, temp, temp, "storage at");
+            }
         }
         Detail::Dispensed(d) => {
             required(fail, kind, "product_bag_id", &d.product_bag_id)?;
             bag_produced(fail, st, kind, &d.product_bag_id)?;
-            if d.thawed_at_unix_nanos <= 0 {
+            let thawed = d.thawed_at_unix_nanos.unwrap_or(0);
+            if thawed <= 0 {
                 return Err(fail.v(
                     "required_field",
                     "dispensed with thawed_at_unix_nanos > 0",
-                    format!("thawed_at_unix_nanos is {}", d.thawed_at_unix_nanos),
+                    format!("thawed_at_unix_nanos is {thawed}"),
                 ));
             }
-            if d.thawed_at_unix_nanos as i128 > occurred as i128 + skew {
+            if thawed as i128 > occurred as i128 + skew {
                 return Err(fail.v(
                     "time_order",
                     "a thaw time no later than the dispense event",
                     format!(
                         "thawed_at {} is after the event at {}",
-                        at(d.thawed_at_unix_nanos),
+                        at(thawed),
                         at(occurred)
                     ),
                 ));
             }
+            if let (false, Some(received)) = (legacy, st.received_at_unix_nanos) {
+                if thawed < received {
+                    return Err(fail.v(
+                        "time_order",
+                        "a thaw time not before the product's receipt at this site",
+                        format!(
+                            "thawed_at {} is {} before the receipt at {}",
+                            at(thawed),
+                            span(received as i128 - thawed as i128),
+                            at(received)
+                        ),
+                    ));
+                }
+            }
             st.dispensed_bag_id = Some(d.product_bag_id.clone());
-            st.thawed_at_unix_nanos = Some(d.thawed_at_unix_nanos);
+            st.thawed_at_unix_nanos = Some(thawed);
         }
         Detail::BedsideCheck(b) => {
             required(fail, kind, "wristband_coi_ref", &b.wristband_coi_ref)?;
@@ -517,8 +594,23 @@ pub(super) fn apply_detail(
                 st.dispensed_bag_id.as_ref(),
                 "dispensed (thawed)",
             )?;
+            if let (false, Some(thawed)) = (legacy, st.thawed_at_unix_nanos) {
+                if occurred < thawed {
+                    return Err(fail.v(
+                        "time_order",
+                        "a bedside check not before the thaw",
+                        format!(
+                            "bedside check at {} is {} before the thaw at {}",
+                            at(occurred),
+                            span(thawed as i128 - occurred as i128),
+                            at(thawed)
+                        ),
+                    ));
+                }
+            }
             thaw_window(t, st, fail, kind, occurred)?;
             st.checked_bag_id = Some(b.product_bag_id.clone());
+            st.bedside_checked_at_unix_nanos = Some(occurred);
         }
         Detail::Infused(i) => {
             required(fail, kind, "product_bag_id", &i.product_bag_id)?;
@@ -530,21 +622,38 @@ pub(super) fn apply_detail(
                 st.checked_bag_id.as_ref(),
                 "bedside-checked",
             )?;
-            let started = if i.started_at_unix_nanos > 0 {
-                i.started_at_unix_nanos
-            } else {
-                occurred
+            let started = match i.started_at_unix_nanos {
+                Some(s) if s > 0 => s,
+                Some(s) if !legacy => {
+                    return Err(fail.v(
+                        "required_field",
+                        "infused with started_at_unix_nanos > 0",
+                        format!("started_at_unix_nanos is {s}"),
+                    ))
+                }
+                _ => occurred,
             };
-            if i.ended_at_unix_nanos != 0 && i.ended_at_unix_nanos < started {
+            let ended = i.ended_at_unix_nanos.unwrap_or(0);
+            if (!legacy || ended != 0) && ended < started {
                 return Err(fail.v(
                     "time_order",
                     "infusion ending after it started",
-                    format!(
-                        "started {}, ended {}",
-                        at(started),
-                        at(i.ended_at_unix_nanos)
-                    ),
+                    format!("started {}, ended {}", at(started), at(ended)),
                 ));
+            }
+            if let (false, Some(checked)) = (legacy, st.bedside_checked_at_unix_nanos) {
+                if started < checked {
+                    return Err(fail.v(
+                        "time_order",
+                        "an infusion starting after the bedside identity check",
+                        format!(
+                            "infusion started {}, {} before the bedside check at {}",
+                            at(started),
+                            span(checked as i128 - started as i128),
+                            at(checked)
+                        ),
+                    ));
+                }
             }
             thaw_window(t, st, fail, kind, started)?;
         }

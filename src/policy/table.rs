@@ -120,6 +120,12 @@ struct RawLimits {
     manufacturing_window_days: u64,
     thaw_to_infusion_max_minutes: u64,
     clock_skew_tolerance_seconds: u64,
+    #[serde(default = "default_signature_max_age_days")]
+    signature_max_age_days: u64,
+}
+
+fn default_signature_max_age_days() -> u64 {
+    7
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +190,8 @@ pub struct Limits {
     pub manufacturing_window_days: u64,
     pub thaw_to_infusion_max_minutes: u64,
     pub clock_skew_tolerance_seconds: u64,
+    /// Longest time from a signature to the log's acceptance (entry format 1 on).
+    pub signature_max_age_days: u64,
 }
 
 /// One transition row after validation.
@@ -304,6 +312,7 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
         manufacturing_window_days: raw.limits.manufacturing_window_days,
         thaw_to_infusion_max_minutes: raw.limits.thaw_to_infusion_max_minutes,
         clock_skew_tolerance_seconds: raw.limits.clock_skew_tolerance_seconds,
+        signature_max_age_days: raw.limits.signature_max_age_days,
     };
     for (name, v) in [
         (
@@ -318,6 +327,7 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
             "thaw_to_infusion_max_minutes",
             limits.thaw_to_infusion_max_minutes,
         ),
+        ("signature_max_age_days", limits.signature_max_age_days),
     ] {
         // Bounded so that limit arithmetic in nanoseconds can never overflow an i64.
         if v == 0 || v > 100_000 {

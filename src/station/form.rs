@@ -99,6 +99,12 @@ pub fn questions(kind: &str) -> Vec<Question> {
         "collected" => vec![
             q("din", "Scan the bag (DIN)", Text, false),
             q("volume_ml", "Volume in mL", Number, false),
+            q(
+                "collection_end",
+                "Collection ended how many minutes ago? (Enter = now)",
+                MinutesAgo,
+                true,
+            ),
         ],
         "packed" => vec![
             q("shipper_id", "Scan the shipper (GRAI)", Text, false),
@@ -158,12 +164,21 @@ pub fn questions(kind: &str) -> Vec<Question> {
             ),
             q("product_bag_id", "Scan the product bag (DIN)", Text, false),
         ],
-        "infused" => vec![q(
-            "product_bag_id",
-            "Scan the product bag (DIN)",
-            Text,
-            false,
-        )],
+        "infused" => vec![
+            q("product_bag_id", "Scan the product bag (DIN)", Text, false),
+            q(
+                "started_at",
+                "Infusion started how many minutes ago?",
+                MinutesAgo,
+                false,
+            ),
+            q(
+                "ended_at",
+                "Infusion ended how many minutes ago? (Enter = now)",
+                MinutesAgo,
+                true,
+            ),
+        ],
         "manufacturing_step" => vec![q("step", "Step name", Text, false)],
         "qc_result" => vec![
             q("test", "QC test", Text, false),

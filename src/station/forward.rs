@@ -224,22 +224,25 @@ impl Station {
                             prev_hash: hex::encode(&r.event_hash),
                         },
                     )?;
-                    big(
-                        "ACCEPTED",
-                        &[
-                            format!("{} {} seq {}", q.chain_id, kind, r.seq),
-                            format!(
-                                "log index {}, event {}{}",
-                                r.index,
-                                hex::encode(&r.event_hash[..8.min(r.event_hash.len())]),
-                                if r.duplicate {
-                                    " (was already recorded)"
-                                } else {
-                                    ""
-                                }
-                            ),
-                        ],
+                    let mut lines = vec![
+                        format!("{} {} seq {}", q.chain_id, kind, r.seq),
+                        format!(
+                            "log index {}, event {}{}",
+                            r.index,
+                            hex::encode(&r.event_hash[..8.min(r.event_hash.len())]),
+                            if r.duplicate {
+                                " (was already recorded)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ];
+                    lines.extend(
+                        r.holds_opened
+                            .iter()
+                            .map(|h| format!("HOLD OPENED: {h}; QA must release it")),
                     );
+                    big("ACCEPTED", &lines);
                     return Ok(EXIT_ACCEPTED);
                 }
                 Err(s) if is_offline(&s) => self.client = None,

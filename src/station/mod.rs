@@ -16,6 +16,7 @@ mod args;
 mod bedside;
 mod form;
 mod forward;
+mod outlook;
 mod queue;
 mod queue_cmd;
 mod session;

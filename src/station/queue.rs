@@ -132,6 +132,11 @@ pub struct Queue {
     events: sled::Tree,
     heads: sled::Tree,
     discarded: sled::Tree,
+    /// What this station last saw in the key registry (key id → printed name, role, site), so
+    /// queued events show who signed them while offline.
+    signers: sled::Tree,
+    /// Bag DIN → chain id, for chains this station has seen (offline bag lookup).
+    bags: sled::Tree,
     /// Serialises `push`, which picks the next id from what is stored.
     push_lock: std::sync::Mutex<()>,
 }
@@ -154,6 +159,8 @@ impl Queue {
             events: db.open_tree("events")?,
             heads: db.open_tree("heads")?,
             discarded: db.open_tree("discarded")?,
+            signers: db.open_tree("signers")?,
+            bags: db.open_tree("bags")?,
             db,
             push_lock: std::sync::Mutex::new(()),
         })
@@ -374,6 +381,49 @@ impl Queue {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
         }
+    }
+
+    /// Remembers the key registry's record of each signer (replacing what was known).
+    pub fn remember_signers(
+        &self,
+        infos: &std::collections::HashMap<String, crate::manifest::SignerInfo>,
+    ) -> anyhow::Result<()> {
+        for (k, v) in infos {
+            self.signers.insert(k.as_bytes(), serde_json::to_vec(v)?)?;
+        }
+        self.db.flush().context("flush the station queue")?;
+        Ok(())
+    }
+
+    /// The signers this station has seen in the key registry.
+    pub fn signer_infos(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, crate::manifest::SignerInfo>> {
+        let mut out = std::collections::HashMap::new();
+        for kv in self.signers.iter() {
+            let (k, v) = kv?;
+            if let Ok(info) = serde_json::from_slice(&v) {
+                out.insert(String::from_utf8_lossy(&k).into_owned(), info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers that bag `din` belongs to `chain`.
+    pub fn remember_bag(&self, din: &str, chain: &str) -> anyhow::Result<()> {
+        if self.bags.get(din)?.as_deref() != Some(chain.as_bytes()) {
+            self.bags.insert(din, chain.as_bytes())?;
+            self.db.flush().context("flush the station queue")?;
+        }
+        Ok(())
+    }
+
+    /// The chain bag `din` belongs to, as last seen by this station.
+    pub fn bag_chain(&self, din: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .bags
+            .get(din)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 }
 

@@ -176,10 +176,11 @@ fn discard(a: DiscardArgs) -> anyhow::Result<()> {
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {
     let q = Queue::open_existing(&a.dir.queue)?;
+    let signers = q.signer_infos()?;
     let out = if let Some(e) = q.get(a.id)? {
-        render_show(a.id, &e, None)?
+        render_show(a.id, &e, None, &signers)?
     } else if let Some(d) = q.discarded_one(a.id)? {
-        render_show(a.id, &d.queued, Some(&d))?
+        render_show(a.id, &d.queued, Some(&d), &signers)?
     } else {
         anyhow::bail!(
             "no queue entry #{} in {} (queued or discarded): see `celltrail queue list`",
@@ -433,7 +434,12 @@ pub fn discarded_json(dir: &str, gone: &[Discarded]) -> Value {
 }
 
 /// One event decoded, for `queue show`.
-pub fn render_show(id: u64, q: &Queued, discarded: Option<&Discarded>) -> anyhow::Result<String> {
+pub fn render_show(
+    id: u64,
+    q: &Queued,
+    discarded: Option<&Discarded>,
+    signers: &std::collections::HashMap<String, crate::manifest::SignerInfo>,
+) -> anyhow::Result<String> {
     let ev = q.signed_event()?;
     let body = EventBody::decode(ev.body.as_slice()).context("queued event body")?;
     let mut s = String::new();
@@ -473,26 +479,32 @@ pub fn render_show(id: u64, q: &Queued, discarded: Option<&Discarded>) -> anyhow
         let _ = writeln!(s, "  comment      {}", body.comment);
     }
     let _ = writeln!(s, "  queued at    {}", crate::time::rfc3339(q.queued_at));
-    match &body.detail {
-        Some(d) => {
-            let _ = writeln!(s, "  detail       {}", detail_text(d));
+    match crate::bundle::record::fields::detail_fields(&ev.body) {
+        Some((kind, fields)) => {
+            let _ = writeln!(s, "  detail       {kind}");
+            for f in fields {
+                let _ = writeln!(s, "    {:<24} {}", f.label, f.value);
+            }
         }
         None => {
             let _ = writeln!(s, "  detail       (none)");
         }
     }
+    // Part 11 §11.50: who (printed name, role, site as this station last saw the key
+    // registry), meaning, UTC and local time.
     for sig in &ev.signatures {
-        let meaning = SignatureMeaning::try_from(sig.meaning)
-            .map(|m| m.as_str_name().to_string())
-            .unwrap_or_else(|_| format!("meaning {}", sig.meaning));
+        let info = signers.get(&sig.key_id);
         let _ = writeln!(
             s,
-            "  signature    {} {} at {}  {}",
-            sig.key_id,
-            meaning,
-            crate::time::rfc3339(sig.signed_at_unix_nanos),
-            hex::encode(&sig.signature)
+            "  signed by    {}",
+            crate::manifest::signature_line(
+                &sig.key_id,
+                info,
+                sig.meaning,
+                sig.signed_at_unix_nanos
+            )
         );
+        let _ = writeln!(s, "    signature  {}", hex::encode(&sig.signature));
     }
     let _ = writeln!(
         s,
@@ -500,16 +512,6 @@ pub fn render_show(id: u64, q: &Queued, discarded: Option<&Discarded>) -> anyhow
         q.event.len() / 2
     );
     Ok(s)
-}
-
-/// The event detail's fields, `name: value` as prost's Debug prints them, on one line.
-fn detail_text(d: &crate::pb::event_body::Detail) -> String {
-    let dbg = format!("{d:?}");
-    // `Collected(Collected { din: "...", ... })` -> `Collected { din: "...", ... }`
-    match (dbg.find('('), dbg.rfind(')')) {
-        (Some(open), Some(close)) if close > open => dbg[open + 1..close].to_string(),
-        _ => dbg,
-    }
 }
 
 /// The queue directory as the operator should pass it back (`--queue DIR` unless default).

@@ -4,6 +4,7 @@
 
 use super::args::{ScanArgs, EXIT_ACCEPTED, EXIT_MISMATCH, EXIT_QUEUED, EXIT_REJECTED};
 use super::forward::{is_offline, try_connect};
+use super::outlook;
 use super::queue::{Link, Queue};
 use super::ui::{big, Ui};
 use super::{apply_scans, bedside_check, comment_required, form, queue_cmd, Code, Status};
@@ -42,10 +43,12 @@ impl Station {
             true => Queue::open_existing(&a.queue)?,
             false => Queue::open(&a.queue)?,
         };
-        let client = try_connect(&a.server).await;
-        let ui = Ui {
-            interactive: !a.yes && !a.drain,
-        };
+        let mut client = try_connect(&a.server).await;
+        if let Some(c) = client.as_mut() {
+            // Who is who, for showing signatures (also offline, in `queue show`).
+            queue.remember_signers(&client::signer_infos(c).await)?;
+        }
+        let ui = Ui::new(!a.yes && !a.drain);
         Ok(Station {
             a,
             queue,
@@ -157,6 +160,8 @@ impl Station {
         loop {
             match self.one_event(&me, &mut cosigner, req).await? {
                 Step::Done(c) => last = c,
+                // CANCEL abandons the form, not the station.
+                Step::Quit if self.ui.take_cancelled() => last = EXIT_REJECTED,
                 Step::Quit => return Ok(last),
             }
             req = Request {
@@ -171,7 +176,7 @@ impl Station {
                 }
             }
             println!(
-                "Next: scan the next bag, or type QUIT. ({})",
+                "Next: scan the next bag, or type QUIT (CANCEL abandons a form at any prompt). ({})",
                 self.queue_line()?
             );
         }
@@ -232,9 +237,9 @@ impl Station {
     }
 
     /// Asks until the answer parses (or is empty for an optional question).
-    fn ask_field(&self, q: &form::Question) -> Option<Option<String>> {
+    fn ask_field(&self, q: &form::Question, hint: &str) -> Option<Option<String>> {
         loop {
-            let line = self.ui.ask(q.prompt)?;
+            let line = self.ui.ask(&format!("{}{hint}", q.prompt))?;
             let t = line.trim();
             if t.is_empty() && q.optional {
                 return Some(if q.answer == form::Answer::MinutesAgo {
@@ -340,6 +345,55 @@ impl Station {
                 }
             }
         }
+        // Before any question: what the custody policy allows next on this chain (asked of
+        // the server, so the station keeps no copy of the rules); offline, whether the event
+        // can be chained at all.
+        let next = self.allowed_next(&chain, &site).await;
+        if let Some(n) = &next {
+            if let Some(code) = refuse_before_form(n, &kind, &chain) {
+                return Ok(Step::Done(code));
+            }
+            if !n.hold_reasons.is_empty() {
+                println!("  ON HOLD: {}", n.hold_reasons.join("; "));
+            }
+            // Fields the chain already knows are shown, not asked.
+            if kind == "received" {
+                if let Some(f) = n.known.get("from_site") {
+                    fields.entry("from_site".into()).or_insert(f.clone());
+                    println!("  FROM SITE  {f}   (known from the shipment)");
+                }
+                if let Some(sh) = n.known.get("shipper_id") {
+                    println!("  SHIPPER    {sh} was named by the shipment: scan it to confirm");
+                }
+            }
+        } else if self.client.is_none()
+            && kind != "enrolled"
+            && self.queue.last_for_chain(&chain)?.is_none()
+            && self.queue.head(&chain)?.is_none()
+        {
+            if kind == "bedside_check" {
+                big(
+                    "CANNOT CHECK",
+                    &[
+                        "the server is unreachable: the bedside check needs the chain".into(),
+                        "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
+                    ],
+                );
+                return Ok(Step::Done(EXIT_MISMATCH));
+            }
+            big(
+                "CANNOT CHAIN",
+                &[
+                    format!(
+                        "OFFLINE, and this station has never seen chain {chain}: it cannot chain \
+                         the event to the bag's history. Wait for the network."
+                    ),
+                    "nothing was asked and nothing was signed".into(),
+                ],
+            );
+            return Ok(Step::Done(EXIT_REJECTED));
+        }
+
         // Inferred from the station and the second person.
         if matches!(kind.as_str(), "shipped" | "custody_handoff") {
             fields.entry("from_site".into()).or_insert(site.clone());
@@ -350,7 +404,8 @@ impl Station {
             if fields.contains_key(q.field) || !interactive {
                 continue;
             }
-            match self.ask_field(&q) {
+            let hint = outlook::range_hint(next.as_ref(), &kind, q.field);
+            match self.ask_field(&q, &hint) {
                 None => return Ok(Step::Quit),
                 Some(Some(v)) => {
                     fields.insert(q.field.to_string(), v);
@@ -468,7 +523,37 @@ impl Station {
         if let (Some(c), Some(m)) = (cosigner.as_ref(), second_meaning) {
             signers.push((c, m));
         }
+        // What the readings would do, judged by the server's policy before anyone signs.
+        let mut warnings = Vec::new();
+        if self.client.is_some() {
+            let body = crate::pb::EventBody {
+                chain_id: chain.clone(),
+                seq: link.seq,
+                prev_hash: hex::decode(&link.prev_hash).unwrap_or_default(),
+                occurred_at_unix_nanos: occurred_at,
+                site: site.clone(),
+                actor_key_id: me.name.clone(),
+                comment: comment.clone(),
+                detail: Some(detail.clone()),
+                not_measured: Vec::new(),
+            };
+            match outlook::preview(&self.a.server.server, prost::Message::encode_to_vec(&body))
+                .await
+            {
+                Ok(p) if !p.refused.is_empty() => {
+                    big("REFUSED", &[p.refused, "nothing was signed".into()]);
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+                Ok(p) => warnings = p.opens_hold,
+                Err(_) => println!("  (could not ask the server whether this opens a hold)"),
+            }
+        } else {
+            println!("  OFFLINE: the server cannot say now whether these readings open a hold");
+        }
         println!("------------------------ SUMMARY ------------------------");
+        for w in &warnings {
+            println!("  THIS WILL OPEN A HOLD: {w}");
+        }
         println!("  EVENT      {}", kind.to_ascii_uppercase());
         println!("  CHAIN      {chain}   (seq {})", link.seq);
         println!("  SITE       {site}");
@@ -478,8 +563,16 @@ impl Station {
         if !comment.is_empty() {
             println!("  COMMENT    {comment}");
         }
+        let infos = self.queue.signer_infos().unwrap_or_default();
         for (s, m) in &signers {
-            println!("  SIGNER     {} ({})", s.name, m.as_str_name());
+            let who = match infos.get(&s.name) {
+                Some(i) => format!("{} ({}; {} at {})", i.printed_name, s.name, i.role, i.site),
+                None => format!("{} (not in the key registry known here)", s.name),
+            };
+            println!(
+                "  SIGNER     {who} {}",
+                crate::manifest::meaning_text(*m as i32)
+            );
         }
         println!("---------------------------------------------------------");
         if interactive {
@@ -624,6 +717,25 @@ impl Station {
         )))
     }
 
+    /// What the policy allows next on `chain` (`None` offline or when the server cannot say).
+    async fn allowed_next(&mut self, chain: &str, site: &str) -> Option<crate::pb::AllowedNext> {
+        self.client.as_ref()?;
+        match outlook::allowed_next(&self.a.server.server, chain, site).await {
+            Ok(n) => Some(n),
+            Err(s) if is_offline(&s) => {
+                self.client = None;
+                None
+            }
+            Err(s) => {
+                println!(
+                    "  (the server could not say what is allowed next: {})",
+                    s.message()
+                );
+                None
+            }
+        }
+    }
+
     /// Shows MATCH or MISMATCH; `Some(exit code)` when the check stops the event.
     async fn bedside(
         &mut self,
@@ -682,6 +794,46 @@ impl Station {
             big("MISMATCH", &lines);
             Ok(Some(EXIT_MISMATCH))
         }
+    }
+}
+
+/// Stops an event the policy does not allow now, before any question; for a bedside check the
+/// reason takes the big word's place (never MATCH for a bag that must not be infused).
+fn refuse_before_form(n: &crate::pb::AllowedNext, kind: &str, chain: &str) -> Option<i32> {
+    if kind == "bedside_check" && !n.bedside_refusal_word.is_empty() {
+        big(
+            &n.bedside_refusal_word,
+            &[
+                n.bedside_refusal.clone(),
+                "NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into(),
+            ],
+        );
+        return Some(EXIT_MISMATCH);
+    }
+    match n.events.iter().find(|e| e.kind == kind) {
+        None => {
+            let allowed: Vec<&str> = n.events.iter().map(|e| e.kind.as_str()).collect();
+            let mut lines = vec![format!("chain {chain} is in state {}", n.state)];
+            if !n.hold_reasons.is_empty() {
+                lines.push(format!("ON HOLD: {}", n.hold_reasons.join("; ")));
+            }
+            lines.push(if allowed.is_empty() {
+                "nothing may follow: the chain has ended".into()
+            } else {
+                format!("allowed next: {}", allowed.join(", "))
+            });
+            lines.push("nothing was signed".into());
+            big(&format!("NO {} NOW", kind.to_ascii_uppercase()), &lines);
+            Some(EXIT_REJECTED)
+        }
+        Some(e) if !e.not_here.is_empty() => {
+            big(
+                "NOT AT THIS SITE",
+                &[e.not_here.clone(), "nothing was signed".into()],
+            );
+            Some(EXIT_REJECTED)
+        }
+        Some(_) => None,
     }
 }
 

@@ -6,11 +6,47 @@ use std::io::{BufRead, Write};
 pub struct Ui {
     /// False in scripted mode (`--yes`): nothing is ever asked.
     pub interactive: bool,
+    /// Set when the operator typed CANCEL (or Esc): the form is abandoned, not the station.
+    cancelled: std::cell::Cell<bool>,
 }
 
+/// What the operator types to abandon a half-filled form, at any prompt.
+pub const CANCEL: &str = "CANCEL";
+
 impl Ui {
-    /// Prints `prompt` and reads one line; `None` at end of input.
+    pub fn new(interactive: bool) -> Ui {
+        Ui {
+            interactive,
+            cancelled: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Whether the last `None` from [`Ui::ask`] was a CANCEL (clears it).
+    pub fn take_cancelled(&self) -> bool {
+        self.cancelled.replace(false)
+    }
+
+    /// Prints `prompt` and reads one line. `None` at end of input, for QUIT/EXIT (never taken
+    /// as data), and for CANCEL or Esc (then [`Ui::take_cancelled`] is true and the operator
+    /// has been told that nothing was signed).
     pub fn ask(&self, prompt: &str) -> Option<String> {
+        let line = self.read(prompt)?;
+        let t = line.trim();
+        if t.eq_ignore_ascii_case(CANCEL) || t.starts_with('\u{1b}') {
+            self.cancelled.set(true);
+            big(
+                "CANCELLED",
+                &["the form was abandoned: nothing was signed".into()],
+            );
+            return None;
+        }
+        if t.eq_ignore_ascii_case("quit") || t.eq_ignore_ascii_case("exit") {
+            return None;
+        }
+        Some(line)
+    }
+
+    fn read(&self, prompt: &str) -> Option<String> {
         print!("{prompt} > ");
         let _ = std::io::stdout().flush();
         let mut line = String::new();

@@ -99,6 +99,7 @@ impl Builder {
                 hash: hash.0,
                 state_name: format!("S{seq}"),
                 state: None,
+                hold: Vec::new(),
             };
             self.heads.insert(chain.to_string(), head);
             if !group_heads.iter().any(|c| c == chain) {

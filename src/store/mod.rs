@@ -566,6 +566,7 @@ mod tests {
 
     fn head(seq: u64) -> Head {
         Head {
+            hold: Vec::new(),
             seq,
             hash: [seq as u8; 32],
             state_name: "S".into(),

@@ -248,6 +248,45 @@ pub async fn admin_event(
     client::append_draft(c, draft, &[(admin, SignatureMeaning::Performed)]).await
 }
 
+/// When the signatures of an event that happened at `at` are made: at the event, unless it
+/// is older than the policy's signature window (7 days) allows; then now, as a station that
+/// held an event re-signs it (simulated lifecycles happen weeks in the past).
+pub fn signing_time(at: i64) -> i64 {
+    let now = celltrail::time::now_nanos();
+    if at < now - 6 * 86_400 * 1_000_000_000 {
+        now
+    } else {
+        at
+    }
+}
+
+/// [`signed_at_link`] with the signatures made at an explicit `signed_at`.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_explicitly(
+    chain: &str,
+    seq: u64,
+    prev: Vec<u8>,
+    at: i64,
+    signed_at: i64,
+    site: &str,
+    detail: Detail,
+    signers: &[(&NoteSigner, SignatureMeaning)],
+) -> SignedEvent {
+    client::sign_draft(
+        Draft {
+            chain_id: chain.into(),
+            seq,
+            prev_hash: prev,
+            occurred_at: at,
+            site: site.into(),
+            comment: String::new(),
+            detail,
+        },
+        signers,
+        signed_at,
+    )
+}
+
 /// Builds and signs an event at an explicit seq/prev_hash (for link tests).
 pub fn signed_at_link(
     chain: &str,
@@ -269,7 +308,7 @@ pub fn signed_at_link(
             detail,
         },
         signers,
-        at,
+        signing_time(at),
     )
 }
 
@@ -389,4 +428,21 @@ pub fn assert_tampered_copy_fails(dir: &Path, scratch: &Path, index: u64) -> Dir
         v.stderr
     );
     v
+}
+
+/// `collection_end=<now>` for a `collected` event recorded now (a required reading).
+pub fn collection_end_now() -> String {
+    format!(
+        "collection_end={}",
+        celltrail::time::rfc3339(celltrail::time::now_nanos() / 1_000_000_000 * 1_000_000_000)
+    )
+}
+
+/// A DIN of its own for `chain` (one bag belongs to one chain): facility A9999, year 26,
+/// serial from a hash of the chain id.
+pub fn din_for(chain: &str) -> String {
+    let h = chain.bytes().fold(1_469_598_103_934_665_603u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(1_099_511_628_211)
+    });
+    format!("A999926{:06}", h % 1_000_000)
 }

@@ -105,10 +105,10 @@ fn shipped(from: &str, to: &str, shipper: &str) -> Detail {
 fn received(from: &str, shipper: &str, tmin: f64, tmax: f64, elapsed: u64) -> Detail {
     Detail::Received(pb::Received {
         from_site: from.into(),
-        seal_intact: true,
-        temp_min_c: tmin,
-        temp_max_c: tmax,
-        elapsed_seconds: elapsed,
+        seal_intact: Some(true),
+        temp_min_c: Some(tmin),
+        temp_max_c: Some(tmax),
+        elapsed_seconds: Some(elapsed),
         shipper_id: shipper.into(),
     })
 }
@@ -131,9 +131,10 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             APH,
             Detail::Collected(pb::Collected {
                 din: "W000025123456".into(),
-                product_code: "S1234".into(),
-                volume_ml: 210,
-                collection_end_unix_nanos: 0,
+                product_code: "S1234000".into(),
+                volume_ml: Some(210),
+                // Filled in by `ChainCursor::sign`: the collection ended at the event.
+                collection_end_unix_nanos: None,
             }),
             vec![(&k.aph, Performed)],
         ),
@@ -212,7 +213,7 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
                 test: test.into(),
                 method: "validated method".into(),
                 result: "within specification".into(),
-                passed: true,
+                passed: Some(true),
                 specification: "per spec".into(),
             }),
             vec![(&k.qc, Performed)],
@@ -255,7 +256,7 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             CLINIC,
             Detail::Stored(pb::Stored {
                 location: "LN2 freezer 3, rack B".into(),
-                temp_c: -185.0,
+                temp_c: Some(-185.0),
             }),
             vec![(&k.pharm, Performed)],
         ),
@@ -264,7 +265,7 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             CLINIC,
             Detail::Dispensed(pb::Dispensed {
                 product_bag_id: "BAG-A".into(),
-                thawed_at_unix_nanos: 0,
+                thawed_at_unix_nanos: None,
             }),
             vec![(&k.pharm, Performed)],
         ),
@@ -282,8 +283,9 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             CLINIC,
             Detail::Infused(pb::Infused {
                 product_bag_id: "BAG-A".into(),
-                started_at_unix_nanos: 0,
-                ended_at_unix_nanos: 0,
+                // Filled in by `ChainCursor::sign`: started at the event, ended 30 min later.
+                started_at_unix_nanos: None,
+                ended_at_unix_nanos: None,
             }),
             vec![(&k.nurse1, Performed)],
         ),
@@ -297,6 +299,9 @@ pub struct ChainCursor {
     pub seq: u64,
     pub prev: Vec<u8>,
     pub now: i64,
+    /// Rewrite the happy path's bags to this chain's own (one bag belongs to one chain): the
+    /// DIN becomes `din_for(chain)`, product bag `BAG-A` becomes `<chain>-BAG-A`.
+    pub own_bags: bool,
 }
 
 impl ChainCursor {
@@ -306,14 +311,42 @@ impl ChainCursor {
             seq: 0,
             prev: vec![0; 32],
             now: t0,
+            own_bags: false,
+        }
+    }
+
+    /// A further chain on the same server: its bags are its own (see `own_bags`).
+    pub fn with_own_bags(chain: &str, t0: i64) -> ChainCursor {
+        ChainCursor {
+            own_bags: true,
+            ..ChainCursor::new(chain, t0)
         }
     }
 
     /// Signs the next event of the chain from `s` (times filled in).
     pub fn sign(&mut self, mut s: Step<'_>) -> SignedEvent {
         self.now += s.after;
-        if let Detail::Dispensed(d) = &mut s.detail {
-            d.thawed_at_unix_nanos = self.now - 10 * MIN;
+        if self.own_bags {
+            let bag = |b: &mut String| *b = format!("{}-{b}", self.chain);
+            match &mut s.detail {
+                Detail::Collected(c) => c.din = crate::common::din_for(&self.chain),
+                Detail::ManufacturingStep(m) => m.product_bag_ids.iter_mut().for_each(bag),
+                Detail::Dispensed(d) => bag(&mut d.product_bag_id),
+                Detail::BedsideCheck(b) => bag(&mut b.product_bag_id),
+                Detail::Infused(i) => bag(&mut i.product_bag_id),
+                _ => {}
+            }
+        }
+        match &mut s.detail {
+            Detail::Dispensed(d) => d.thawed_at_unix_nanos = Some(self.now - 10 * MIN),
+            Detail::Collected(c) if c.collection_end_unix_nanos.is_none() => {
+                c.collection_end_unix_nanos = Some(self.now)
+            }
+            Detail::Infused(i) => {
+                let started = *i.started_at_unix_nanos.get_or_insert(self.now);
+                i.ended_at_unix_nanos.get_or_insert(started + 30 * MIN);
+            }
+            _ => {}
         }
         let ev = signed_at_link(
             &self.chain,

@@ -152,7 +152,7 @@ impl Appender {
         }
     }
 
-    fn detail(seq: u64) -> Detail {
+    fn detail(chain: &str, seq: u64) -> Detail {
         if seq == 0 {
             Detail::Enrolled(Enrolled {
                 coi_ref: "COI-7F3A-2291".into(),
@@ -162,10 +162,10 @@ impl Appender {
         } else {
             let now = celltrail::time::now_nanos();
             Detail::Collected(Collected {
-                din: "A999926123456".into(),
+                din: crate::common::din_for(chain),
                 product_code: "S1234000".into(),
-                volume_ml: 250,
-                collection_end_unix_nanos: now,
+                volume_ml: Some(250),
+                collection_end_unix_nanos: Some(now),
             })
         }
     }
@@ -189,7 +189,7 @@ impl Appender {
                     occurred_at: now,
                     site: "HOSP-A".into(),
                     comment: String::new(),
-                    detail: Self::detail(seq),
+                    detail: Self::detail(&self.chain, seq),
                 },
                 &[(&self.nurse, SignatureMeaning::Performed)],
                 now,

@@ -51,7 +51,7 @@ fn qc(test: &str, passed: bool, result: &str) -> Detail {
         test: test.into(),
         method: "validated method".into(),
         result: result.into(),
-        passed,
+        passed: Some(passed),
         specification: ">= 20% cytotoxicity at E:T 10:1".into(),
     })
 }
@@ -70,10 +70,10 @@ fn main_steps<'a>(k: &'a Keys, qa2: &'a NoteSigner, qa3: &'a NoteSigner) -> Vec<
     // seq 4: received after 90 minutes out of controlled storage (limit 60): a hold opens.
     p[4].detail = Detail::Received(pb::Received {
         from_site: APH.into(),
-        seal_intact: true,
-        temp_min_c: 3.5,
-        temp_max_c: 6.0,
-        elapsed_seconds: 90 * 60,
+        seal_intact: Some(true),
+        temp_min_c: Some(3.5),
+        temp_max_c: Some(6.0),
+        elapsed_seconds: Some(90 * 60),
         shipper_id: "GRAI-SHIPPER-1".into(),
     });
     let release_idx = p
@@ -153,15 +153,15 @@ pub async fn build() -> Fixture {
     let mut main = ChainCursor::new(MAIN, t0);
     main.append(&mut c, main_steps(&k, &qa2, &qa3)).await;
 
-    let mut open = ChainCursor::new(OPEN, t0 + 20 * DAY);
+    let mut open = ChainCursor::with_own_bags(OPEN, t0 + 20 * DAY);
     let mut steps = happy_path(&k);
     steps.truncate(5);
     steps[4].detail = Detail::Received(pb::Received {
         from_site: APH.into(),
-        seal_intact: true,
-        temp_min_c: 4.0,
-        temp_max_c: 12.0,
-        elapsed_seconds: 20 * 60,
+        seal_intact: Some(true),
+        temp_min_c: Some(4.0),
+        temp_max_c: Some(12.0),
+        elapsed_seconds: Some(20 * 60),
         shipper_id: "GRAI-SHIPPER-1".into(),
     });
     open.append(&mut c, steps).await;
@@ -183,7 +183,7 @@ pub async fn build() -> Fixture {
     )
     .await
     .unwrap();
-    let mut x = ChainCursor::new(XSS_CHAIN, t0 + 30 * DAY);
+    let mut x = ChainCursor::with_own_bags(XSS_CHAIN, t0 + 30 * DAY);
     x.append(
         &mut c,
         vec![

@@ -252,10 +252,10 @@ mod tests {
             chain_id: "BAG-1".into(),
             detail: Some(Detail::Received(Received {
                 from_site: "APH-1".into(),
-                seal_intact: true,
-                temp_min_c: 3.5,
-                temp_max_c: 6.0,
-                elapsed_seconds: 5400,
+                seal_intact: Some(true),
+                temp_min_c: Some(3.5),
+                temp_max_c: Some(6.0),
+                elapsed_seconds: Some(5400),
                 shipper_id: String::new(),
             })),
             ..Default::default()

@@ -429,7 +429,8 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                     method: q.method.clone(),
                     result: q.result.clone(),
                     specification: q.specification.clone(),
-                    passed: q.passed,
+                    // Unset only in format-0 entries, where unset meant false.
+                    passed: q.passed.unwrap_or(false),
                     retest,
                     occurred_at: crate::time::rfc3339(occurred),
                 });
@@ -447,17 +448,20 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                     ));
                 }
                 let limit = limits.ambient_exposure_max_minutes as i64 * min;
-                let secs = i64::try_from(r.elapsed_seconds).unwrap_or(i64::MAX);
-                rec.legs.push(Leg {
-                    leg: format!("ambient exposure in transport (seq {})", body.seq),
-                    from: format!("shipped from {}", r.from_site),
-                    to: format!("seq {} received", body.seq),
-                    elapsed_seconds: secs,
-                    elapsed: duration(secs as f64 * 1e9),
-                    limit_seconds: Some(limit),
-                    limit: duration(limit as f64 * 1e9),
-                    over_limit: secs > limit,
-                });
+                // Not measured: no leg (its hold says so).
+                if let Some(elapsed) = r.elapsed_seconds {
+                    let secs = i64::try_from(elapsed).unwrap_or(i64::MAX);
+                    rec.legs.push(Leg {
+                        leg: format!("ambient exposure in transport (seq {})", body.seq),
+                        from: format!("shipped from {}", r.from_site),
+                        to: format!("seq {} received", body.seq),
+                        elapsed_seconds: secs,
+                        elapsed: duration(secs as f64 * 1e9),
+                        limit_seconds: Some(limit),
+                        limit: duration(limit as f64 * 1e9),
+                        over_limit: secs > limit,
+                    });
+                }
             }
             Some(Detail::ManufacturingStep(_)) => last_mfg = Some((occurred, body.seq)),
             Some(Detail::BedsideCheck(_)) => {
@@ -473,11 +477,10 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                 }
             }
             Some(Detail::Infused(i)) => {
-                let started = if i.started_at_unix_nanos > 0 {
-                    i.started_at_unix_nanos
-                } else {
-                    occurred
-                };
+                let started = i
+                    .started_at_unix_nanos
+                    .filter(|t| *t > 0)
+                    .unwrap_or(occurred);
                 let to = format!("seq {} infusion start", body.seq);
                 if let Some(t) = after.thawed_at_unix_nanos {
                     rec.legs.push(leg(

@@ -13,9 +13,12 @@ fn rejects_body_without_detail() {
     let c = Chain::new();
     let mut body = c.body(APH, APH_NURSE, enrolled(COI));
     body.detail = None;
-    let r = c
-        .policy
-        .apply(None, &body, &[APH_NURSE.signs(Performed, T0)]);
+    let r = c.policy.apply(
+        None,
+        &body,
+        &[APH_NURSE.signs(Performed, T0)],
+        &Context::current(T0),
+    );
     assert_violation(r, "event_kind", &["in state Start", "carries no detail"]);
 }
 
@@ -28,9 +31,12 @@ fn rejects_key_registry_event_on_a_bag_chain() {
         revoked_at_unix_nanos: T0,
         reason: "lost".into(),
     }));
-    let r = c
-        .policy
-        .apply(c.state.as_ref(), &body, &[APH_NURSE.signs(Performed, T0)]);
+    let r = c.policy.apply(
+        c.state.as_ref(),
+        &body,
+        &[APH_NURSE.signs(Performed, T0)],
+        &Context::current(T0),
+    );
     assert_violation(r, "event_kind", &["\"keys\" chain"]);
 }
 
@@ -338,8 +344,8 @@ fn rejects_collection_without_din() {
     let r = c.try_(plan(DAY, APH, APH_NURSE, collected("  ")));
     assert_violation(
         r,
-        "required_field",
-        &["expected collected with a non-empty din"],
+        "missing_fields",
+        &["expected collected with din", "missing: din"],
     );
 }
 
@@ -404,9 +410,14 @@ fn rejects_event_earlier_than_previous() {
 #[test]
 fn rejects_signature_made_before_the_event() {
     let c = Chain::upto(COLLECT);
-    let body = c.body(APH, APH_NURSE, collected("W000025123456"));
+    let mut body = c.body(APH, APH_NURSE, collected("W000025123456"));
+    if let Some(Detail::Collected(d)) = &mut body.detail {
+        d.collection_end_unix_nanos = Some(c.now);
+    }
     let signer = APH_NURSE.signs(Performed, c.now - HOUR);
-    let r = c.policy.apply(c.state.as_ref(), &body, &[signer]);
+    let r = c
+        .policy
+        .apply(c.state.as_ref(), &body, &[signer], &Context::current(c.now));
     assert_violation(
         r,
         "time_order",

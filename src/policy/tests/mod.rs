@@ -3,6 +3,7 @@
 //! and property tests.
 
 mod custody;
+mod integrity;
 mod lifecycle;
 mod product;
 mod props;
@@ -11,7 +12,7 @@ mod table;
 use crate::pb::event_body::Detail;
 use crate::pb::{self, EventBody, SignatureMeaning};
 
-use super::{ChainState, Policy, Signer, Violation};
+use super::{ChainState, Context, Policy, Signer, Violation};
 
 pub(super) const SEC: i64 = 1_000_000_000;
 pub(super) const MIN: i64 = 60 * SEC;
@@ -123,6 +124,7 @@ impl Chain {
             site: site.into(),
             actor_key_id: actor.0.into(),
             comment: String::new(),
+            not_measured: Vec::new(),
             detail: Some(detail),
         }
     }
@@ -130,11 +132,24 @@ impl Chain {
     /// Decide `p` (after its wait) without changing the chain.
     pub(super) fn try_(&self, p: Planned) -> Result<ChainState, Violation> {
         let now = self.now + p.after;
-        let mut body = self.body(p.site, p.actor, p.detail);
+        let mut detail = p.detail;
+        // Times the constructors leave open happen "now" (the event's time).
+        match &mut detail {
+            Detail::Collected(c) if c.collection_end_unix_nanos.is_none() => {
+                c.collection_end_unix_nanos = Some(now)
+            }
+            Detail::Infused(i) => {
+                let started = *i.started_at_unix_nanos.get_or_insert(now);
+                i.ended_at_unix_nanos.get_or_insert(started);
+            }
+            _ => {}
+        }
+        let mut body = self.body(p.site, p.actor, detail);
         body.occurred_at_unix_nanos = now;
         let mut signers = vec![p.actor.signs(Performed, now)];
         signers.extend(p.others.iter().map(|(k, m)| k.signs(*m, now)));
-        self.policy.apply(self.state.as_ref(), &body, &signers)
+        self.policy
+            .apply(self.state.as_ref(), &body, &signers, &Context::current(now))
     }
 
     /// Decide `p` and, if accepted, advance the chain; panics with the violation otherwise.
@@ -153,7 +168,9 @@ impl Chain {
         body: &EventBody,
         signers: &[Signer],
     ) -> Result<ChainState, Violation> {
-        let r = self.policy.apply(self.state.as_ref(), body, signers);
+        let r = self
+            .policy
+            .apply(self.state.as_ref(), body, signers, &ctx_of(body, signers));
         if let Ok(s) = &r {
             self.now = body.occurred_at_unix_nanos;
             self.state = Some(s.clone());
@@ -168,6 +185,17 @@ impl Chain {
         self.state = Some(s);
         self.st()
     }
+}
+
+/// The current rules, accepted when the last signature was made (or at the event).
+pub(super) fn ctx_of(body: &EventBody, signers: &[Signer]) -> Context {
+    let at = signers
+        .iter()
+        .map(|s| s.signed_at_unix_nanos)
+        .max()
+        .unwrap_or(body.occurred_at_unix_nanos)
+        .max(body.occurred_at_unix_nanos);
+    Context::current(at)
 }
 
 /// Assert a rejection by `rule` whose message contains every fragment.
@@ -205,9 +233,9 @@ pub(super) fn enrolled(coi: &str) -> Detail {
 pub(super) fn collected(din: &str) -> Detail {
     Detail::Collected(pb::Collected {
         din: din.into(),
-        product_code: "S1234".into(),
-        volume_ml: 210,
-        collection_end_unix_nanos: 0,
+        product_code: "S1234000".into(),
+        volume_ml: Some(210),
+        collection_end_unix_nanos: None,
     })
 }
 
@@ -233,10 +261,10 @@ pub(super) fn shipped(from: &str, to: &str, shipper: &str) -> Detail {
 pub(super) fn received(from: &str, shipper: &str, tmin: f64, tmax: f64, elapsed_s: u64) -> Detail {
     Detail::Received(pb::Received {
         from_site: from.into(),
-        seal_intact: true,
-        temp_min_c: tmin,
-        temp_max_c: tmax,
-        elapsed_seconds: elapsed_s,
+        seal_intact: Some(true),
+        temp_min_c: Some(tmin),
+        temp_max_c: Some(tmax),
+        elapsed_seconds: Some(elapsed_s),
         shipper_id: shipper.into(),
     })
 }
@@ -255,7 +283,7 @@ pub(super) fn qc(test: &str, passed: bool, result: &str) -> Detail {
         test: test.into(),
         method: "validated method".into(),
         result: result.into(),
-        passed,
+        passed: Some(passed),
         specification: "per spec".into(),
     })
 }
@@ -270,14 +298,14 @@ pub(super) fn released(exceptional: bool, deviation: &str) -> Detail {
 pub(super) fn stored(temp: f64) -> Detail {
     Detail::Stored(pb::Stored {
         location: "LN2 freezer 3, rack B".into(),
-        temp_c: temp,
+        temp_c: Some(temp),
     })
 }
 
 pub(super) fn dispensed(bag: &str, thawed_at: i64) -> Detail {
     Detail::Dispensed(pb::Dispensed {
         product_bag_id: bag.into(),
-        thawed_at_unix_nanos: thawed_at,
+        thawed_at_unix_nanos: Some(thawed_at),
     })
 }
 
@@ -291,8 +319,8 @@ pub(super) fn bedside(wristband: &str, bag: &str) -> Detail {
 pub(super) fn infused(bag: &str, started: i64) -> Detail {
     Detail::Infused(pb::Infused {
         product_bag_id: bag.into(),
-        started_at_unix_nanos: started,
-        ended_at_unix_nanos: 0,
+        started_at_unix_nanos: (started != 0).then_some(started),
+        ended_at_unix_nanos: None,
     })
 }
 
@@ -407,7 +435,7 @@ pub(super) fn happy_path() -> Vec<Planned> {
     for e in &mut p {
         t += e.after;
         if let Detail::Dispensed(d) = &mut e.detail {
-            d.thawed_at_unix_nanos = t - 10 * MIN;
+            d.thawed_at_unix_nanos = Some(t - 10 * MIN);
         }
     }
     p

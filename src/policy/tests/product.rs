@@ -86,7 +86,7 @@ fn broken_seal_on_receipt_raises_hold() {
     let mut c = Chain::upto(RECEIVE);
     let mut d = received(APH, "GRAI-SHIPPER-1", 3.0, 6.0, 0);
     if let Detail::Received(r) = &mut d {
-        r.seal_intact = false;
+        r.seal_intact = Some(false);
     }
     let s = c.ok(plan(20 * HOUR, MFG, MFG_OP, d));
     assert_eq!(

@@ -1,0 +1,440 @@
+//! A witnessed log end to end with real processes: `celltrail serve --witness URL=VKEY …`
+//! submits its checkpoints to two real `celltrail witness` processes, serves the cosigned
+//! checkpoint, exports bundles that carry the cosignatures, and `celltrail verify --witness …
+//! --quorum K` decides on them; a log whose witnesses are all down still appends; `celltrail
+//! monitor` detects a fork signed with the log's own key.
+
+mod common;
+mod realproc;
+
+use celltrail::note::NoteSigner;
+use celltrail::pb::GetCheckpointRequest;
+use celltrail::witness::cosig::{self, Cosigner, CosignerVerifier};
+use realproc::{admin_key, Appender, Proc};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_celltrail")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `celltrail witness` process.
+struct WitnessProc {
+    child: Child,
+    url: String,
+    vkey: String,
+}
+
+impl Drop for WitnessProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WitnessProc {
+    fn start(dir: &Path, name: &str, log_vkey: &str) -> WitnessProc {
+        let port = free_port();
+        let child = Command::new(bin())
+            .args(["witness", "--name", name, "--log", log_vkey, "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .env("CELLTRAIL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn celltrail witness");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "witness did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let vkey = std::fs::read_to_string(dir.join("witness.vkey"))
+            .unwrap()
+            .trim()
+            .to_string();
+        WitnessProc {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            vkey,
+        }
+    }
+
+    fn spec(&self) -> String {
+        format!("{}={}", self.url, self.vkey)
+    }
+}
+
+/// A log data directory with its key made in advance, so witnesses can be configured with it.
+fn new_log_dir(root: &Path, origin: &str) -> (PathBuf, String) {
+    let dir = root.join("log");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = NoteSigner::generate(origin).unwrap();
+    celltrail::keys::write_key_file(&dir.join("log.key"), &key).unwrap();
+    let vkey = key.verifier().to_key_string();
+    std::fs::write(dir.join("log.vkey"), format!("{vkey}\n")).unwrap();
+    (dir, vkey)
+}
+
+async fn append_some(p: &Proc, chain: &str, ms: u64) -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut c = p.client().await;
+    // `serve` binds its port before it opens the data directory (and writes admin.key).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.data_dir.join("trust-anchors.txt").exists() {
+        assert!(Instant::now() < deadline, "no admin key: {}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = admin_key(&p.data_dir);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nurse = NoteSigner::generate(&format!("nurse.{}.{n}", chain.to_lowercase())).unwrap();
+    common::register(&mut c, &admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let mut a = Appender::new(chain.into(), nurse);
+    a.run(&mut c, Instant::now() + Duration::from_millis(ms))
+        .await
+}
+
+/// Waits until the log serves a checkpoint cosigned by `n` witnesses at its current size.
+async fn wait_cosigned(p: &Proc, keys: &[CosignerVerifier], n: usize) -> (u64, String) {
+    let mut c = p.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if r.cosigned_tree_size == r.tree_size {
+            let got = cosig::verify_cosignatures(&r.cosigned_checkpoint, keys).unwrap();
+            if got.len() >= n {
+                return (r.cosigned_tree_size, r.cosigned_checkpoint);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint cosigned by {n} witnesses: {r:?}\n{}",
+            p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("CELLTRAIL_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn export(p: &Proc, chain: &str, out: &Path) {
+    let (ok, stdout, stderr) = run(&[
+        "export",
+        "--server",
+        &p.addr,
+        "--chain",
+        chain,
+        "--log-vkey",
+        p.data_dir.join("log.vkey").to_str().unwrap(),
+        "--trust-anchors",
+        p.data_dir.join("trust-anchors.txt").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "export failed: {stdout}{stderr}");
+}
+
+fn verify(
+    bundle: &Path,
+    log_vkey: &str,
+    witnesses: &[&str],
+    quorum: Option<usize>,
+) -> (bool, String) {
+    let mut args = vec![
+        "verify".to_string(),
+        bundle.display().to_string(),
+        "--log-key".into(),
+        log_vkey.into(),
+    ];
+    for w in witnesses {
+        args.push("--witness".into());
+        args.push(w.to_string());
+    }
+    if let Some(k) = quorum {
+        args.push("--quorum".into());
+        args.push(k.to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = run(&a);
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[tokio::test]
+async fn log_collects_cosignatures_and_verify_requires_the_quorum() {
+    let root = tempfile::tempdir().unwrap();
+    let (log_dir, log_vkey) = new_log_dir(root.path(), "hospital.example/log");
+    let w1 = WitnessProc::start(
+        &root.path().join("w1"),
+        "hospital.example/witness",
+        &log_vkey,
+    );
+    let w2 = WitnessProc::start(&root.path().join("w2"), "cro.example/witness", &log_vkey);
+    let p = Proc::start(
+        &log_dir,
+        &["--witness", &w1.spec(), "--witness", &w2.spec()],
+    )
+    .await;
+    let appended = append_some(&p, "BAG-W", 300).await;
+    assert!(appended > 0);
+    let keys = [
+        CosignerVerifier::from_key_string(&w1.vkey).unwrap(),
+        CosignerVerifier::from_key_string(&w2.vkey).unwrap(),
+    ];
+    let (size, note) = wait_cosigned(&p, &keys, 2).await;
+    // The cosigned checkpoint is the log's own signed checkpoint plus the two cosignatures.
+    celltrail::note::open_note(
+        &note,
+        &[celltrail::note::NoteVerifier::from_key_string(&log_vkey).unwrap()],
+    )
+    .unwrap();
+    assert!(size >= appended as u64);
+
+    let bundle = root.path().join("bag.json");
+    export(&p, "BAG-W", &bundle);
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    assert_eq!(
+        cosig::verify_cosignatures(b["checkpoint"].as_str().unwrap(), &keys)
+            .unwrap()
+            .len(),
+        2,
+        "the bundle's checkpoint carries both cosignatures"
+    );
+
+    // Quorum 2 of 2: verified, naming both witnesses.
+    let (ok, out) = verify(&bundle, &log_vkey, &[&w1.vkey, &w2.vkey], Some(2));
+    assert!(ok, "{out}");
+    assert!(out.contains("quorum 2: MET — 2"), "{out}");
+    assert!(
+        out.contains("hospital.example/witness at ") && out.contains("cro.example/witness at "),
+        "{out}"
+    );
+    // Quorum 1 with one trusted witness: verified.
+    let (ok, out) = verify(&bundle, &log_vkey, &[&w2.vkey], Some(1));
+    assert!(ok, "{out}");
+    // Without --quorum: the report says how many cosignatures it saw.
+    let (ok, out) = verify(&bundle, &log_vkey, &[], None);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 cosignature(s) on the checkpoint, not checked"),
+        "{out}"
+    );
+
+    // A witness the auditor trusts but that did not cosign: quorum 2 of {w1, stranger} fails,
+    // and so does quorum 1 of {stranger} (0 of 2 and 0 of 1).
+    let stranger =
+        Cosigner::from_note_signer(&NoteSigner::generate("regulator.example/witness").unwrap())
+            .verifier()
+            .to_key_string();
+    let (ok, out) = verify(&bundle, &log_vkey, &[&w1.vkey, &stranger], Some(2));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("quorum 2: NOT MET — 1") && out.contains("missing: regulator.example/witness"),
+        "{out}"
+    );
+    let (ok, out) = verify(&bundle, &log_vkey, &[&stranger], Some(1));
+    assert!(!ok, "{out}");
+    assert!(out.contains("NOT MET — 0"), "{out}");
+
+    // A bundle whose cosignature was tampered with fails outright.
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cp = v["checkpoint"].as_str().unwrap().to_string();
+    let last = cp.trim_end().rsplit('\n').next().unwrap().to_string();
+    let b64 = last.rsplit(' ').next().unwrap();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    raw[20] ^= 1;
+    let forged = last.replace(
+        b64,
+        &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw),
+    );
+    v["checkpoint"] = serde_json::Value::String(cp.replace(&last, &forged));
+    let bad = root.path().join("bad.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let (ok, out) = verify(&bad, &log_vkey, &[&w1.vkey, &w2.vkey], Some(1));
+    assert!(!ok, "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    drop(p);
+}
+
+#[tokio::test]
+async fn a_log_whose_witnesses_are_all_down_still_appends() {
+    let root = tempfile::tempdir().unwrap();
+    let (log_dir, _) = new_log_dir(root.path(), "lonely.example/log");
+    // Two witnesses that do not exist: one refuses connections, one accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let w = |name: &str| {
+        Cosigner::from_note_signer(&NoteSigner::generate(name).unwrap())
+            .verifier()
+            .to_key_string()
+    };
+    // Port 1: nothing listens there, so connections are refused (no free-port race).
+    let refused = format!("http://127.0.0.1:1={}", w("w1"));
+    let hanging = format!("http://{}={}", silent.local_addr().unwrap(), w("w2"));
+    let p = Proc::start(&log_dir, &["--witness", &refused, "--witness", &hanging]).await;
+    let started = Instant::now();
+    let n = append_some(&p, "BAG-L", 1500).await;
+    assert!(n >= 10, "only {n} appends in 1.5 s with the witnesses down");
+    let mut c = p.client().await;
+    let r = c
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.witnesses, 2);
+    assert!(r.cosigned_checkpoint.is_empty());
+    assert!(r.tree_size > n as u64);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // An export does not hang on the missing witnesses forever and still verifies.
+    let bundle = root.path().join("b.json");
+    export(&p, "BAG-L", &bundle);
+    let (ok, out) = verify(
+        &bundle,
+        &p.data_dir.join("log.vkey").display().to_string(),
+        &[],
+        None,
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("0 cosignature(s)"), "{out}");
+}
+
+fn monitor_once(addr: &str, log_vkey: &str, state: &Path) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .args([
+            "monitor",
+            "--server",
+            addr,
+            "--log-key",
+            log_vkey,
+            "--once",
+            "--state",
+        ])
+        .arg(state)
+        .env("CELLTRAIL_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn tree_size(p: &Proc) -> u64 {
+    let mut c = p.client().await;
+    c.get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_size
+}
+
+/// The two signed checkpoints of an alarm's evidence, each opened with the log key.
+fn evidence_checkpoints(out: &str, log_vkey: &str) -> (u64, u64) {
+    let lk = celltrail::note::NoteVerifier::from_key_string(log_vkey).unwrap();
+    let after = out
+        .split_once("--- signed checkpoint accepted earlier ---\n")
+        .unwrap()
+        .1;
+    let (first, rest) = after.split_once("\n--- signed checkpoint from ").unwrap();
+    let second = rest.split_once(" ---\n").unwrap().1;
+    let second = &second[..second.find("celltrail monitor:").unwrap_or(second.len())];
+    let size = |n: &str| {
+        let n = format!("{}\n", n.trim_end());
+        let o = celltrail::note::open_note(&n, std::slice::from_ref(&lk)).unwrap();
+        celltrail::note::Checkpoint::parse(&o.text).unwrap().size
+    };
+    (size(first), size(second))
+}
+
+#[tokio::test]
+async fn monitor_detects_a_rollback_and_a_fork_signed_with_the_log_key() {
+    let root = tempfile::tempdir().unwrap();
+    let (log_dir, log_vkey) = new_log_dir(root.path(), "fork.example/log");
+    let state = root.path().join("monitor");
+    // The honest log: the monitor follows it as it grows.
+    let p = Proc::start(&log_dir, &[]).await;
+    append_some(&p, "BAG-F", 200).await;
+    let (code, out) = monitor_once(&p.addr, &log_vkey, &state);
+    assert_eq!(code, Some(0), "{out}");
+    drop(p); // SIGKILL
+
+    // The fork: a copy of the data directory (same log key) that will go on differently.
+    let fork_dir = root.path().join("fork");
+    common::copy_dir(&log_dir, &fork_dir);
+    let p = Proc::start(&log_dir, &[]).await;
+    append_some(&p, "BAG-G", 200).await;
+    let honest_size = tree_size(&p).await;
+    let (code, out) = monitor_once(&p.addr, &log_vkey, &state);
+    assert_eq!(code, Some(0), "honest growth: {out}");
+    assert!(
+        out.contains(&format!("size {honest_size} consistent")),
+        "{out}"
+    );
+    let honest = std::fs::read_to_string(state.join("state.json")).unwrap();
+    drop(p);
+
+    // Served the stale copy: a smaller tree after a larger one.
+    let f = Proc::start(&fork_dir, &[]).await;
+    let stale = tree_size(&f).await;
+    assert!(stale < honest_size);
+    let (code, out) = monitor_once(&f.addr, &log_vkey, &state);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("ALARM: rollback"), "{out}");
+    assert_eq!(evidence_checkpoints(&out, &log_vkey), (honest_size, stale));
+
+    // The copy grows past the honest log with other events: a split view.
+    while tree_size(&f).await <= honest_size {
+        append_some(&f, "BAG-X", 200).await;
+    }
+    let forked = tree_size(&f).await;
+    let (code, out) = monitor_once(&f.addr, &log_vkey, &state);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("ALARM: split view"), "{out}");
+    assert_eq!(evidence_checkpoints(&out, &log_vkey), (honest_size, forked));
+    // The state still holds the honest checkpoint (an alarm never moves it); evidence is kept.
+    assert_eq!(
+        std::fs::read_to_string(state.join("state.json")).unwrap(),
+        honest
+    );
+    let evidence = std::fs::read_dir(&state)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("evidence-")
+        })
+        .count();
+    assert!(evidence >= 1);
+}
