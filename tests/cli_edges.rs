@@ -2,9 +2,10 @@
 //! must create nothing, a missing queue, an unreachable server, keeping a checkpoint, errors
 //! printed once, logs without colour codes, and a JSON start-up banner.
 
-mod cli_support;
+mod common;
+mod realproc;
 
-use cli_support::{command, run, serve};
+use realproc::{command, run, serve};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::Stdio;
@@ -16,7 +17,7 @@ fn ok(cwd: &Path, args: &[&str]) -> String {
 }
 
 /// A server in `cwd` with a registered nurse (`nurse.key`) and one enrolled bag `BAG-1`.
-fn served_with_a_bag(cwd: &Path) -> (cli_support::Serve, String) {
+fn served_with_a_bag(cwd: &Path) -> (realproc::Proc, String) {
     let (server, addr) = serve(cwd);
     let vkey = ok(cwd, &["keygen", "--name", "nurse.e", "--out", "nurse.key"]);
     let vkey = vkey.lines().next().unwrap().to_string();

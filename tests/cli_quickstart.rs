@@ -1,60 +1,27 @@
 //! The README's quick start, run with the real binary: `serve` with zero configuration creates
 //! its data directory and first admin key, then keygen → key register → event → chain.
 
-use std::io::{BufRead, BufReader};
+mod common;
+mod realproc;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts `celltrail serve` in `cwd` with no flags but a free port; returns it, its address
+/// and what it printed up to "serving on".
+fn serve(cwd: &Path) -> (realproc::Proc, String, Vec<String>) {
+    let p = realproc::Serve::new().cwd(cwd).start();
+    let (addr, lines) = (p.addr.clone(), p.stdout_lines());
+    (p, addr, lines)
 }
 
-/// Starts `celltrail serve` in `cwd` with no flags but a free port; returns its address.
-fn serve(cwd: &Path) -> (Serve, String, Vec<String>) {
-    let child = Command::new(BIN)
-        .current_dir(cwd)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut serve = Serve(child);
-    let mut lines = Vec::new();
-    let mut out = BufReader::new(serve.0.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "serve exited early: {lines:?}"
-        );
-        lines.push(line.trim_end().to_string());
-        if let Some(rest) = line.trim_end().strip_prefix("celltrail serving on ") {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            return (serve, addr, lines);
-        }
-    }
-}
-
-/// Runs the binary in `cwd`; key passphrases come from `cwd/passphrase` (written if missing),
-/// as an automated user would provide them (never on the command line).
+/// Runs the binary in `cwd`; key passphrases come from `cwd/passphrase`, as an automated user
+/// would provide them (never on the command line).
 fn run(cwd: &Path, args: &[&str]) -> Output {
-    let pass = cwd.join("passphrase");
-    if !pass.exists() {
-        std::fs::write(&pass, "quick start passphrase\n").unwrap();
-    }
-    Command::new(BIN)
-        .current_dir(cwd)
+    realproc::command(cwd)
         .args(args)
-        .env("CELLTRAIL_PASSPHRASE_FILE", &pass)
-        .env("CELLTRAIL_COSIGN_PASSPHRASE_FILE", &pass)
+        .env("CELLTRAIL_COSIGN_PASSPHRASE_FILE", cwd.join("passphrase"))
         .output()
         .unwrap()
 }
@@ -273,8 +240,7 @@ fn quick_start_from_zero_configuration() {
         "{table}"
     );
     // Local time follows the reader's time zone (POSIX TZ "XYZ-2" is UTC+2).
-    let o = Command::new(BIN)
-        .current_dir(cwd)
+    let o = realproc::command(cwd)
         .args(["chain", "--server", &addr, "BAG-0001"])
         .env("TZ", "XYZ-2")
         .output()

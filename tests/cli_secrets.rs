@@ -6,9 +6,10 @@
 use base64::Engine as _;
 use std::path::PathBuf;
 
-mod cli_support;
+mod common;
+mod realproc;
 
-use cli_support::{run, serve};
+use realproc::{run, serve};
 
 const REFUSAL: &str = "this is a private key file; give its verifier key (.vkey / keygen's output)";
 

@@ -2,83 +2,22 @@
 //! configuration precedence (flag > environment > file > default), backup and restore commands.
 
 mod common;
+mod realproc;
 
 use celltrail::client::{self, Draft};
 use celltrail::pb::{event_body::Detail, Enrolled, SignatureMeaning::Performed};
 use common::{base_time, register, signer};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-struct Running {
-    child: Child,
-    addr: String,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-/// Starts `celltrail serve` with `args` and `envs`; waits for its "serving on" line.
-fn serve(args: &[&str], envs: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celltrail"));
-    cmd.arg("serve")
-        .args(args)
-        .env_remove("CELLTRAIL_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in ["CELLTRAIL_LISTEN", "CELLTRAIL_DATA_DIR", "CELLTRAIL_CONFIG"] {
-        cmd.env_remove(var);
-    }
+/// Starts `celltrail serve` with exactly `args` and `envs` (no `--listen` of its own); waits
+/// for its "serving on" line.
+fn serve(args: &[&str], envs: &[(&str, &str)]) -> realproc::Proc {
+    let mut b = realproc::Serve::new().no_listen().args(args.iter().copied());
     for (k, v) in envs {
-        cmd.env(k, v);
+        b = b.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn celltrail serve");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break None;
-        }
-        if let Some(rest) = line.strip_prefix("celltrail serving on ") {
-            break Some(rest.split_whitespace().next().unwrap().to_string());
-        }
-        // With --log-format json the banner is JSON too.
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "celltrail serving" {
-                break Some(v["addr"].as_str().unwrap().to_string());
-            }
-        }
-    };
-    let Some(addr) = addr else {
-        let mut err = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        let status = child.wait();
-        panic!("server exited ({status:?}) before serving: {err}");
-    };
-    Running {
-        child,
-        addr,
-        stdout,
-    }
-}
-
-impl Running {
-    /// SIGTERM, wait, and return stderr.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "server exit {status}: {err}");
-        let mut rest = String::new();
-        let _ = self.stdout.read_to_string(&mut rest);
-        err
-    }
+    b.start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

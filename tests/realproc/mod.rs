@@ -1,6 +1,8 @@
-//! Harness for tests that run the real `celltrail serve` process: start it on a free port,
-//! wait until it answers, kill it (SIGKILL) or stop it (SIGTERM); appenders that record every
-//! acknowledged event; an offline check of a data directory's store.
+//! The one harness for tests that run the real `celltrail` binary as a separate process:
+//! `Serve` starts `celltrail serve` (or `celltrail witness`) on 127.0.0.1:0 and reads the bound
+//! address from its banner; `Proc` kills it (SIGKILL) or stops it (SIGTERM) and keeps what it
+//! printed; `command`/`run` run other commands to completion the way a user would; appenders
+//! record every acknowledged event; `check_store` checks a stopped server's data directory.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use celltrail::client::{self, Client, Draft};
@@ -8,85 +10,305 @@ use celltrail::crypto::EventHash;
 use celltrail::note::{NoteSigner, NoteVerifier};
 use celltrail::pb::{event_body::Detail, Collected, Enrolled, LogEntry, SignatureMeaning};
 use prost::Message;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub struct Proc {
-    pub child: Child,
-    pub addr: String,
-    pub data_dir: PathBuf,
-    /// Everything the server wrote to stderr so far (drained by a thread, so the server never
-    /// blocks on a full pipe).
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+pub const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
+
+/// How long a process may take to print its serving banner.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The binary with a clean environment: no `CELLTRAIL_*` variable of the test's own
+/// environment leaks in, stdin is empty, and the working directory is `cwd`. Key passphrases
+/// come from `cwd/passphrase` (written if missing), as automation gives them (never argv).
+pub fn command(cwd: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CELLTRAIL_") {
+            c.env_remove(k);
+        }
+    }
+    let pass = cwd.join("passphrase");
+    if !pass.exists() {
+        std::fs::write(&pass, "cli test passphrase\n").unwrap();
+    }
+    c.env("CELLTRAIL_PASSPHRASE_FILE", &pass);
+    c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Runs `args` (with `envs`) in `cwd` to completion, at most 60 s; returns (success, stdout +
+/// stderr).
+pub fn run(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> (bool, String) {
+    let mut c = command(cwd);
+    c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
 }
 
-impl Proc {
-    /// Starts `celltrail serve` on `data_dir` with `extra` flags and waits until it answers.
-    pub async fn start(data_dir: &Path, extra: &[&str]) -> Proc {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_celltrail"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen")
-            .arg(&addr)
-            .args(extra)
-            .env("CELLTRAIL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn celltrail serve");
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr is piped");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let p = Proc {
-            child,
-            addr,
-            data_dir: data_dir.to_path_buf(),
-            stderr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // The port is bound only after the data directory is open: a TCP connect means
-            // the server is up (works for TLS servers too).
-            if tokio::net::TcpStream::connect(&p.addr).await.is_ok() {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not come up on {}",
-                p.addr
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+/// The README's zero-configuration server in `cwd`; returns it and its address.
+pub fn serve(cwd: &Path) -> (Proc, String) {
+    let p = Serve::new().cwd(cwd).start();
+    let addr = p.addr.clone();
+    (p, addr)
+}
+
+/// A `celltrail serve` (or `witness`) process to start: `Serve::new()` is the zero-configuration
+/// server of the README (data directory `celltrail-data` under the working directory); every setter adds
+/// to the command line or environment. `--listen 127.0.0.1:0` unless `listen` says otherwise.
+pub struct Serve {
+    subcommand: &'static str,
+    cwd: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    args: Vec<OsString>,
+    envs: Vec<(String, String)>,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve::new()
+    }
+}
+
+impl Serve {
+    pub fn new() -> Serve {
+        Serve {
+            subcommand: "serve",
+            cwd: None,
+            data_dir: None,
+            listen: Some("127.0.0.1:0".into()),
+            args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
-    /// What the server wrote to stderr so far.
+    /// `celltrail witness` instead of `serve` (same banner, same flags for listen and data).
+    pub fn witness() -> Serve {
+        Serve {
+            subcommand: "witness",
+            ..Serve::new()
+        }
+    }
+
+    /// Working directory (and where `passphrase` is written); default: the data directory's
+    /// parent, or a fresh temporary directory kept for the life of the process.
+    pub fn cwd(mut self, dir: &Path) -> Serve {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn data_dir(mut self, dir: &Path) -> Serve {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn listen(mut self, addr: &str) -> Serve {
+        self.listen = Some(addr.to_string());
+        self
+    }
+
+    /// No `--listen` flag: the address comes from the environment or the config file.
+    pub fn no_listen(mut self) -> Serve {
+        self.listen = None;
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Serve {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Serve {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Serve {
+        self.envs
+            .push((k.to_string(), v.as_ref().to_string_lossy().into_owned()));
+        self
+    }
+
+    /// Starts the process and waits for its "serving on ADDR" banner (text or JSON). Panics
+    /// with everything it printed if it exits first or takes longer than 30 s.
+    pub fn start(self) -> Proc {
+        let scratch = tempfile::tempdir().unwrap();
+        let cwd = self
+            .cwd
+            .clone()
+            .or_else(|| self.data_dir.as_ref().and_then(|d| d.parent().map(Path::to_path_buf)))
+            .filter(|d| d.is_dir())
+            .unwrap_or_else(|| scratch.path().to_path_buf());
+        let mut c = command(&cwd);
+        c.arg(self.subcommand);
+        if let Some(l) = &self.listen {
+            c.arg("--listen").arg(l);
+        }
+        if let Some(d) = &self.data_dir {
+            c.arg("--data-dir").arg(d);
+        }
+        c.args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn celltrail");
+        let out = Arc::new(Output::default());
+        drain(child.stdout.take().unwrap(), out.clone(), true);
+        drain(child.stderr.take().unwrap(), out.clone(), false);
+        let mut p = Proc {
+            child,
+            addr: String::new(),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| cwd.join("celltrail-data")),
+            out,
+            _scratch: scratch,
+        };
+        let line = p.wait_for_line(|l| banner_addr(l).is_some(), START_TIMEOUT);
+        p.addr = banner_addr(&line).unwrap();
+        p
+    }
+}
+
+/// The address in a "celltrail serving on ADDR" (or "witness serving http://ADDR") banner
+/// line, text or JSON.
+fn banner_addr(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("celltrail serving on ") {
+        return rest.split_whitespace().next().map(str::to_string);
+    }
+    if let Some(rest) = line.strip_prefix("celltrail witness serving http://") {
+        return rest.split_whitespace().next().map(str::to_string);
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["message"] == "celltrail serving")
+        .then(|| v["addr"].as_str().map(str::to_string))
+        .flatten()
+}
+
+/// Everything a process printed: stdout lines and stderr text, appended by drain threads (so
+/// the process never blocks on a full pipe), with a condition variable to wait on.
+#[derive(Default)]
+struct Output {
+    seen: Mutex<Seen>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Seen {
+    stdout: Vec<String>,
+    stderr: String,
+    /// Both pipes closed: the process has exited.
+    closed: u8,
+}
+
+fn drain(pipe: impl Read + Send + 'static, out: Arc<Output>, is_stdout: bool) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        loop {
+            let mut line = String::new();
+            let n = r.read_line(&mut line).unwrap_or(0);
+            let mut seen = out.seen.lock().unwrap();
+            if n == 0 {
+                seen.closed += 1;
+                out.changed.notify_all();
+                return;
+            }
+            if is_stdout {
+                seen.stdout.push(line.trim_end().to_string());
+            } else {
+                seen.stderr.push_str(&line);
+            }
+            out.changed.notify_all();
+        }
+    });
+}
+
+/// A running `celltrail` process; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// The gRPC (or witness HTTP) address from the banner, `host:port`.
+    pub addr: String,
+    pub data_dir: PathBuf,
+    out: Arc<Output>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Proc {
+    /// Starts `celltrail serve` on `data_dir` with `extra` flags (`CELLTRAIL_LOG=warn`) and waits
+    /// until it serves.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Proc {
+        let b = Serve::new()
+            .data_dir(data_dir)
+            .args(extra.iter().copied())
+            .env("CELLTRAIL_LOG", "warn");
+        tokio::task::spawn_blocking(move || b.start()).await.unwrap()
+    }
+
+    /// The first stdout line `want` accepts, waiting up to `limit` for it. Panics with all
+    /// output if the process exits first.
+    pub fn wait_for_line(&self, want: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        let mut seen = self.out.seen.lock().unwrap();
+        loop {
+            if let Some(l) = seen.stdout.iter().find(|l| want(l)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if seen.closed == 2 || now >= deadline {
+                panic!(
+                    "celltrail {} before the expected line\n--- stdout\n{}\n--- stderr\n{}",
+                    if seen.closed == 2 { "exited" } else { "timed out" },
+                    seen.stdout.join("\n"),
+                    seen.stderr
+                );
+            }
+            seen = self.out.changed.wait_timeout(seen, deadline - now).unwrap().0;
+        }
+    }
+
+    /// The URL of `serve --http`'s console, from its "celltrail console on URL" line (no
+    /// trailing slash).
+    pub fn console_url(&self) -> String {
+        let line = self.wait_for_line(|l| l.starts_with("celltrail console on "), START_TIMEOUT);
+        line["celltrail console on ".len()..]
+            .trim()
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// Stdout lines so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.out.seen.lock().unwrap().stdout.clone()
+    }
+
+    /// What the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.out.seen.lock().unwrap().stderr.clone()
     }
 
     pub async fn client(&self) -> Client {
@@ -108,6 +330,25 @@ impl Proc {
             .expect("run kill")
             .success();
         assert!(ok, "kill -TERM failed");
+    }
+
+    /// SIGTERM, then waits for the exit, which must be a clean one; returns stderr (all of it:
+    /// the pipes are drained).
+    pub fn stop(mut self) -> String {
+        self.sigterm();
+        let status = self.child.wait().expect("reap");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = self.out.seen.lock().unwrap();
+        while seen.closed < 2 && Instant::now() < deadline {
+            seen = self
+                .out
+                .changed
+                .wait_timeout(seen, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        assert!(status.success(), "exit {status} after SIGTERM: {}", seen.stderr);
+        seen.stderr.clone()
     }
 }
 
