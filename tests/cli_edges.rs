@@ -6,7 +6,7 @@ mod common;
 mod realproc;
 
 use realproc::{command, run, serve};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -314,30 +314,11 @@ fn an_os_error_is_printed_once() {
 fn serve_and_log(format: &str) -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let mut child = command(cwd)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", format])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut banner = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "serve exited: {banner}"
-        );
-        banner.push_str(&line);
-        if let Some(rest) = line.strip_prefix("celltrail serving on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "celltrail serving" {
-                break v["addr"].as_str().unwrap().to_string();
-            }
-        }
-    };
+    let server = realproc::Serve::new()
+        .cwd(cwd)
+        .args(["--log-format", format])
+        .start();
+    let addr = server.addr.clone();
     let (_, vkey) = run(cwd, &["keygen", "--name", "n.l", "--out", "n.key"], &[]);
     let (registered, why) = run(
         cwd,
@@ -360,20 +341,8 @@ fn serve_and_log(format: &str) -> (String, String) {
         &[],
     );
     assert!(registered, "{why}");
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    out.read_to_string(&mut banner).unwrap();
-    assert!(child.wait().unwrap().success(), "{err}");
+    let banner = server.stdout_lines().join("\n");
+    let err = server.stop();
     (banner, err)
 }
 

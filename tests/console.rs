@@ -8,13 +8,14 @@
 mod browser;
 mod common;
 mod lifecycle;
+mod realproc;
 mod record_fixture;
 
 use browser::{artifacts, chromium, pdf_pages, Browser};
 use record_fixture::{Fixture, MAIN, OPEN, XSS_CHAIN};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
@@ -35,7 +36,7 @@ fn fixture() -> &'static Fixture {
 
 /// The real server with the console, on loopback ports it picks.
 struct Server {
-    child: Child,
+    _proc: realproc::Proc,
     console: String,
 }
 
@@ -43,43 +44,19 @@ impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let token = data_dir.parent().unwrap().join("console.token");
         std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--http-token-file")
+        let p = realproc::Serve::new()
+            .data_dir(data_dir)
+            .args(["--http", "127.0.0.1:0", "--http-token-file"])
             .arg(&token)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let console = loop {
-            let line = lines.next().expect("serve exited").unwrap();
-            if let Some(rest) = line.strip_prefix("celltrail console on ") {
-                break rest.trim().trim_end_matches('/').to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, console }
+            .args(extra.iter().copied())
+            .start();
+        let console = p.console_url();
+        Server { _proc: p, console }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.console)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A plain HTTP/1.1 GET (no browser): status line and headers, lower-cased, and the body.

@@ -2,19 +2,19 @@
 //! `--client-ca` it admits only clients with a certificate from that CA (mTLS, no token).
 //! Certificates are made at test time (rcgen); the server is the real `celltrail serve`.
 
+mod common;
+mod realproc;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
 
 fn leaf(
     dir: &Path,
@@ -100,34 +100,16 @@ async fn console_speaks_only_tls_and_admits_only_certified_clients() {
     let server = leaf(dir.path(), &ca, "server", false);
     let qa = leaf(dir.path(), &ca, "qa-reviewer", true);
 
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--tls-cert")
+    let p = realproc::Serve::new()
+        .data_dir(&dir.path().join("data"))
+        .args(["--http", "127.0.0.1:0", "--tls-cert"])
         .arg(&server.0)
         .arg("--tls-key")
         .arg(&server.1)
         .arg("--client-ca")
         .arg(&ca_pem)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("celltrail console on ") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .start();
+    let url = p.console_url();
     assert!(url.starts_with("https://"), "{url}");
     let addr = url
         .trim_start_matches("https://")
@@ -163,10 +145,5 @@ async fn console_speaks_only_tls_and_admits_only_certified_clients() {
     let _ = plain.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("Latest checkpoint"));
 
-    unsafe { kill(child.id() as i32, 15) };
-    let _ = child.wait();
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
+    p.stop();
 }

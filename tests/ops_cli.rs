@@ -13,7 +13,9 @@ use std::process::Command;
 /// Starts `celltrail serve` with exactly `args` and `envs` (no `--listen` of its own); waits
 /// for its "serving on" line.
 fn serve(args: &[&str], envs: &[(&str, &str)]) -> realproc::Proc {
-    let mut b = realproc::Serve::new().no_listen().args(args.iter().copied());
+    let mut b = realproc::Serve::new()
+        .no_listen()
+        .args(args.iter().copied());
     for (k, v) in envs {
         b = b.env(k, v);
     }

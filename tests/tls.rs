@@ -234,34 +234,12 @@ async fn cli_registers_a_key_over_mutual_tls_with_the_real_binary() {
 
 /// Starts `serve`, waits until it is serving, stops it and returns what it wrote to stderr.
 fn stderr_of_serve(data: &Path, extra: &[&str]) -> String {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(extra)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    // Serving starts after the warning would have been printed: wait for "serving on".
-    for line in stdout.lines() {
-        if line.unwrap().contains("serving on") {
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+    realproc::Serve::new()
+        .no_listen()
+        .data_dir(data)
+        .args(extra.iter().copied())
+        .start()
+        .stop()
 }
 
 #[test]

@@ -12,61 +12,34 @@ use celltrail::pb::GetCheckpointRequest;
 use celltrail::witness::cosig::{self, Cosigner, CosignerVerifier};
 use realproc::{admin_key, Appender, Proc};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_celltrail")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `celltrail witness` process.
 struct WitnessProc {
-    child: Child,
+    _proc: Proc,
     url: String,
     vkey: String,
 }
 
-impl Drop for WitnessProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl WitnessProc {
     fn start(dir: &Path, name: &str, log_vkey: &str) -> WitnessProc {
-        let port = free_port();
-        let child = Command::new(bin())
-            .args(["witness", "--name", name, "--log", log_vkey, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir)
+        let p = realproc::Serve::witness()
+            .data_dir(dir)
+            .args(["--name", name, "--log", log_vkey])
             .env("CELLTRAIL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn celltrail witness");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "witness did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .start();
         let vkey = std::fs::read_to_string(dir.join("witness.vkey"))
             .unwrap()
             .trim()
             .to_string();
         WitnessProc {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{}", p.addr),
+            _proc: p,
             vkey,
         }
     }

@@ -158,7 +158,11 @@ impl Serve {
         let cwd = self
             .cwd
             .clone()
-            .or_else(|| self.data_dir.as_ref().and_then(|d| d.parent().map(Path::to_path_buf)))
+            .or_else(|| {
+                self.data_dir
+                    .as_ref()
+                    .and_then(|d| d.parent().map(Path::to_path_buf))
+            })
             .filter(|d| d.is_dir())
             .unwrap_or_else(|| scratch.path().to_path_buf());
         let mut c = command(&cwd);
@@ -266,7 +270,9 @@ impl Proc {
             .data_dir(data_dir)
             .args(extra.iter().copied())
             .env("CELLTRAIL_LOG", "warn");
-        tokio::task::spawn_blocking(move || b.start()).await.unwrap()
+        tokio::task::spawn_blocking(move || b.start())
+            .await
+            .unwrap()
     }
 
     /// The first stdout line `want` accepts, waiting up to `limit` for it. Panics with all
@@ -282,12 +288,21 @@ impl Proc {
             if seen.closed == 2 || now >= deadline {
                 panic!(
                     "celltrail {} before the expected line\n--- stdout\n{}\n--- stderr\n{}",
-                    if seen.closed == 2 { "exited" } else { "timed out" },
+                    if seen.closed == 2 {
+                        "exited"
+                    } else {
+                        "timed out"
+                    },
                     seen.stdout.join("\n"),
                     seen.stderr
                 );
             }
-            seen = self.out.changed.wait_timeout(seen, deadline - now).unwrap().0;
+            seen = self
+                .out
+                .changed
+                .wait_timeout(seen, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
@@ -347,7 +362,11 @@ impl Proc {
                 .unwrap()
                 .0;
         }
-        assert!(status.success(), "exit {status} after SIGTERM: {}", seen.stderr);
+        assert!(
+            status.success(),
+            "exit {status} after SIGTERM: {}",
+            seen.stderr
+        );
         seen.stderr.clone()
     }
 }
