@@ -559,15 +559,4 @@ impl ServerArg {
             domain: None,
         }
     }
-
-    /// Connects to the first of `--server` that answers, with the TLS flags given (plain
-    /// text when none).
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        Ok(self.servers()?.connect().await?.1)
-    }
-
-    /// The `--server` list with the TLS flags, for calls that fail over (appends).
-    pub fn servers(&self) -> anyhow::Result<crate::failover::Servers> {
-        crate::failover::Servers::new(&self.server, self.tls())
-    }
 }

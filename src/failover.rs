@@ -172,6 +172,21 @@ impl Servers {
     }
 }
 
+/// `--server` with its TLS flags, as the commands use it (here, not in `client`, so the client
+/// does not depend on failover).
+impl crate::client::ServerArg {
+    /// Connects to the first of `--server` that answers, with the TLS flags given (plain
+    /// text when none).
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        Ok(self.servers()?.connect().await?.1)
+    }
+
+    /// The `--server` list with the TLS flags, for calls that fail over (appends).
+    pub fn servers(&self) -> anyhow::Result<Servers> {
+        Servers::new(&self.server, self.tls())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,27 +1,14 @@
-//! Sending to the server: connecting with short timeouts, telling "away" from "refused",
-//! submitting one event (or queuing it), and replaying the queue in order.
+//! Sending to the server: submitting one event (or queuing it), appending at the writer among
+//! `--server`, and replaying the queue in order.
 
+use super::net::{is_conflict, is_offline, try_connect_one};
 use super::queue::{Link, Queued, Status};
 use super::session::Station;
 use super::ui::big;
 use super::{queue_cmd, EXIT_ACCEPTED, EXIT_QUEUED, EXIT_REJECTED};
 use crate::client::Client;
-use crate::pb::ledger_client::LedgerClient;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tonic::Code as GrpcCode;
-
-/// Connects to the first of `servers` (one address or `a,b,c`, the remembered writer first)
-/// that answers, with short timeouts: a station must fall back to its queue quickly.
-pub(super) async fn try_connect(servers: &crate::client::ServerArg) -> Option<Client> {
-    let tls = servers.tls();
-    for server in crate::failover::ordered(&crate::failover::parse_list(&servers.server)) {
-        if let Some(c) = try_connect_one(&server, &tls).await {
-            return Some(c);
-        }
-    }
-    None
-}
 
 /// Appends at the connected server; where that one is down or a standby and `--server` lists
 /// others, at the writer among them (and stays connected to it).
@@ -48,30 +35,6 @@ async fn append_failover(
         }
         other => other,
     }
-}
-
-/// One server, with the TLS flags.
-async fn try_connect_one(server: &str, tls: &crate::tls::TlsOptions) -> Option<Client> {
-    let ep = crate::client::endpoint(server, tls)
-        .ok()?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(20));
-    let ch = ep.connect().await.ok()?;
-    Some(LedgerClient::new(ch).max_decoding_message_size(crate::rules::MAX_GRPC_MESSAGE))
-}
-
-/// The server could not be reached or the answer was lost (as opposed to: it answered no).
-pub(super) fn is_offline(s: &tonic::Status) -> bool {
-    crate::client::is_transport_failure(s)
-}
-
-/// The chain moved on the server since the event was signed (needs a rebase and re-signature).
-pub(super) fn is_conflict(s: &tonic::Status) -> bool {
-    s.code() == GrpcCode::AlreadyExists
-        || (s.code() == GrpcCode::FailedPrecondition
-            && (s.message().starts_with("stale prev_hash")
-                || s.message().contains("would leave a gap")
-                || s.message().contains("does not exist; its first event")))
 }
 
 /// Test hooks of the replay, compiled into debug builds only (the crash tests drive the real

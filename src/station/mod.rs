@@ -7,7 +7,7 @@
 //! bedside it shows MATCH / MISMATCH (`bedside`) before anything can be signed.
 //!
 //! `args` holds the flags and exit codes, `session` one operator's run (scans, questions,
-//! summary, signing), `forward` sending to the server and replaying the queue.
+//! summary, signing), `net` reaching the server, `forward` sending to it and replaying the queue.
 //!
 //! Exit codes: 0 ACCEPTED (or queue drained), 1 REJECTED or error, 2 MISMATCH / bedside check
 //! impossible, 3 QUEUED (signed and kept locally, waiting for the server).
@@ -16,6 +16,7 @@ mod args;
 mod bedside;
 mod form;
 mod forward;
+mod net;
 mod outlook;
 mod queue;
 mod queue_cmd;

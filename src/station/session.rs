@@ -3,7 +3,7 @@
 //! `forward`; the bedside MATCH / MISMATCH before anything is signed.
 
 use super::args::{ScanArgs, EXIT_ACCEPTED, EXIT_MISMATCH, EXIT_QUEUED, EXIT_REJECTED};
-use super::forward::{is_offline, try_connect};
+use super::net::{is_offline, try_connect};
 use super::outlook;
 use super::queue::{Link, Queue};
 use super::ui::{big, Ui};
