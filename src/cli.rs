@@ -67,6 +67,9 @@ pub enum Command {
     Export(crate::bundle::cmd::ExportArgs),
     /// Verify an audit bundle, or a copied data directory, offline; exit 0 only if all holds.
     Verify(crate::bundle::cmd::VerifyArgs),
+    /// Add later witness-cosigned checkpoints (with consistency proofs) to a bundle, so
+    /// `verify --quorum` can count witnesses that cosigned after the export.
+    AttachCosigned(crate::bundle::attach::AttachArgs),
     /// Render the batch record of a bundle (or of a chain on a server): HTML, text or JSON.
     Report(crate::bundle::cmd::ReportArgs),
     /// Take a consistent online snapshot of a running server into a new directory.
@@ -268,6 +271,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chain(a) => chain(a).await,
         Command::Export(a) => crate::bundle::cmd::export(a).await,
         Command::Verify(a) => crate::bundle::cmd::verify(a),
+        Command::AttachCosigned(a) => crate::bundle::attach::run(a).await,
         Command::Report(a) => crate::bundle::cmd::report(a).await,
         Command::Backup(a) => backup(a).await,
         Command::Restore(a) => restore(a),

@@ -704,6 +704,7 @@ fn forged(n: usize, mut tweak: impl FnMut(&mut LogEntry)) -> Bundle {
         registry_head: None,
         chains: vec![],
         consistency: vec![],
+        later_checkpoints: vec![],
     }
 }
 

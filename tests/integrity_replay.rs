@@ -139,6 +139,7 @@ fn bundle(p: &People, events: Vec<Ev<'_>>, format: u32, accept_after: i64, until
             head: None,
         }],
         consistency: vec![],
+        later_checkpoints: vec![],
     }
 }
 

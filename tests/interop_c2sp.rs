@@ -274,7 +274,7 @@ async fn a_checkpoint_cosigned_by_cloudflares_cosigner_verifies_in_celltrail() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].timestamp, 1_767_225_601);
     let r = celltrail::witness::quorum::check(
-        &cosigned,
+        &[&cosigned],
         &log_key,
         std::slice::from_ref(&ours),
         Some(1),

@@ -411,3 +411,134 @@ async fn monitor_detects_a_rollback_and_a_fork_signed_with_the_log_key() {
         .count();
     assert!(evidence >= 1);
 }
+
+/// `celltrail attach-cosigned BUNDLE …` with the given extra arguments.
+fn attach(p: &Proc, bundle: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "attach-cosigned",
+        bundle.to_str().unwrap(),
+        "--server",
+        &p.addr,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = run(&args);
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[tokio::test]
+async fn verify_counts_witnesses_that_cosigned_a_later_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let (log_dir, log_vkey) = new_log_dir(root.path(), "later.example/log");
+    let w1 = WitnessProc::start(
+        &root.path().join("w1"),
+        "hospital.example/witness",
+        &log_vkey,
+    );
+    let w2 = WitnessProc::start(&root.path().join("w2"), "cro.example/witness", &log_vkey);
+    let keys = [
+        CosignerVerifier::from_key_string(&w1.vkey).unwrap(),
+        CosignerVerifier::from_key_string(&w2.vkey).unwrap(),
+    ];
+    let both = [w1.vkey.as_str(), w2.vkey.as_str()];
+
+    // Exported before the log had witnesses: the bundle's checkpoint has no cosignature.
+    let p = Proc::start(&log_dir, &[]).await;
+    append_some(&p, "BAG-E", 200).await;
+    let bundle = root.path().join("bag.json");
+    export(&p, "BAG-E", &bundle);
+    let exported_size = tree_size(&p).await;
+    drop(p);
+
+    // The log gets its witnesses and grows; both cosign a later checkpoint.
+    let p = Proc::start(
+        &log_dir,
+        &["--witness", &w1.spec(), "--witness", &w2.spec()],
+    )
+    .await;
+    append_some(&p, "BAG-F", 200).await;
+    let (later_size, _) = wait_cosigned(&p, &keys, 2).await;
+    assert!(later_size > exported_size);
+
+    // 0 of 2: the bundle alone.
+    let (ok, out) = verify(&bundle, &log_vkey, &both, Some(1));
+    assert!(!ok, "{out}");
+    assert!(out.contains("quorum 1: NOT MET — 0"), "{out}");
+
+    // 1 of 2: the later checkpoint as witness 1 serves it (cosigned by witness 1 only).
+    let one = root.path().join("one.json");
+    let (ok, out) = attach(
+        &p,
+        &bundle,
+        &one,
+        &["--no-log-checkpoint", "--witness-url", &w1.url],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = verify(&one, &log_vkey, &both, Some(2));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("quorum 2: NOT MET — 1") && out.contains("missing: cro.example/witness"),
+        "{out}"
+    );
+    let (ok, out) = verify(&one, &log_vkey, &both, Some(1));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("hospital.example/witness at ") && out.contains("(on later size "),
+        "{out}"
+    );
+    // The bundle's own bytes are untouched: only `later_checkpoints` was added.
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    let mut after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    after.as_object_mut().unwrap().remove("later_checkpoints");
+    assert_eq!(before, after);
+
+    // A later checkpoint with only the log's signature counts no witness: still 0 of 2.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&one).unwrap()).unwrap();
+    let note = v["later_checkpoints"][0]["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (text, sigs) = note.split_once("\n\n").unwrap();
+    let log_line = sigs.lines().next().unwrap();
+    v["later_checkpoints"][0]["checkpoint"] =
+        serde_json::Value::String(format!("{text}\n\n{log_line}\n"));
+    let bare = root.path().join("bare.json");
+    std::fs::write(&bare, v.to_string()).unwrap();
+    let (ok, out) = verify(&bare, &log_vkey, &both, Some(1));
+    assert!(!ok, "{out}");
+    assert!(out.contains("quorum 1: NOT MET — 0"), "{out}");
+
+    // 2 of 2: the log's own cosigned checkpoint carries both cosignatures.
+    let two = root.path().join("two.json");
+    let (ok, out) = attach(&p, &bundle, &two, &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = verify(&two, &log_vkey, &both, Some(2));
+    assert!(ok, "{out}");
+    assert!(out.contains("quorum 2: MET — 2"), "{out}");
+
+    // A tampered consistency proof fails the bundle, with or without --quorum.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&two).unwrap()).unwrap();
+    let h = v["later_checkpoints"][0]["proof"][0].as_str().unwrap();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, h).unwrap();
+    raw[0] ^= 1;
+    v["later_checkpoints"][0]["proof"][0] = serde_json::Value::String(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        raw,
+    ));
+    let bad = root.path().join("bad-proof.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    for quorum in [None, Some(2)] {
+        let ws: &[&str] = if quorum.is_some() { &both } else { &[] };
+        let (ok, out) = verify(&bad, &log_vkey, ws, quorum);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("does not extend the bundle's checkpoint"),
+            "{out}"
+        );
+    }
+}

@@ -68,7 +68,8 @@ pub struct VerifyArgs {
         value_delimiter = ','
     )]
     pub witnesses: Vec<String>,
-    /// Fail unless at least K of the --witness keys cosigned the bundle's checkpoint.
+    /// Fail unless at least K of the --witness keys cosigned the bundle's checkpoint or a later
+    /// checkpoint the bundle proves extends it (`celltrail attach-cosigned`).
     #[arg(long, requires = "witnesses")]
     pub quorum: Option<usize>,
 }
@@ -80,7 +81,7 @@ fn read_vkey_file(path: &std::path::Path) -> anyhow::Result<crate::note::NoteVer
 /// Adds the witness verdict to a verified bundle's report (`--witness`, `--quorum`).
 fn check_witnesses(
     mut r: crate::bundle::verify::Report,
-    checkpoint: &str,
+    notes: &[&str],
     specs: &[String],
     quorum: Option<usize>,
 ) -> anyhow::Result<crate::bundle::verify::Report> {
@@ -102,14 +103,14 @@ fn check_witnesses(
     }
     let log_key = crate::note::NoteVerifier::from_key_string(&r.log_key)
         .map_err(|e| anyhow::anyhow!("log key: {e}"))?;
-    match crate::witness::quorum::check(checkpoint, &log_key, &keys, quorum) {
+    match crate::witness::quorum::check(notes, &log_key, &keys, quorum) {
         Ok(w) => {
             let met = w.quorum_met();
             let line = w.line();
             r.witnesses = Some(w);
             if !met {
                 r = r.fail(crate::bundle::verify::top(format!(
-                    "witness {line}: the checkpoint is not cosigned by enough independent witnesses, so the log could be showing a different history to others (export again once the witnesses have cosigned, or ask the operator why they did not)"
+                    "witness {line}: the checkpoint is not cosigned by enough independent witnesses, so the log could be showing a different history to others (add a later cosigned checkpoint with `celltrail attach-cosigned BUNDLE --server ADDR`, or ask the operator why the witnesses did not cosign)"
                 )));
             }
         }
@@ -241,7 +242,11 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             };
             let mut r = verify::verify_bundle(&b, &opts);
             if r.failure.is_none() {
-                r = check_witnesses(r, &b.checkpoint, &a.witnesses, a.quorum)?;
+                // verify_bundle proved every later checkpoint extends the bundle's.
+                let notes: Vec<&str> = std::iter::once(b.checkpoint.as_str())
+                    .chain(b.later_checkpoints.iter().map(|l| l.checkpoint.as_str()))
+                    .collect();
+                r = check_witnesses(r, &notes, &a.witnesses, a.quorum)?;
             }
             (r, path.display().to_string())
         }

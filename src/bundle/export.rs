@@ -115,6 +115,7 @@ pub fn from_store(
         registry,
         chains,
         consistency,
+        later_checkpoints: Vec::new(),
     })
 }
 
@@ -201,6 +202,7 @@ pub async fn from_server(
         registry_head,
         chains,
         consistency,
+        later_checkpoints: Vec::new(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! shape and link checks, `registry`, `policy`, `crypto`, `merkle`, `note`), and `report`
 //! renders the verdict for people or machines.
 
+pub mod attach;
 pub mod audit;
 pub mod cmd;
 pub mod export;
@@ -40,6 +41,11 @@ pub struct Bundle {
     /// Consistency proofs from earlier tree sizes to `tree_size` (`export --since-size`).
     #[serde(default)]
     pub consistency: Vec<ConsistencyProof>,
+    /// Later checkpoints of the same log, each with a consistency proof from `tree_size`: their
+    /// witness cosignatures count toward `verify --quorum` (a witness that cosigned a later
+    /// checkpoint has seen a history that contains this one). Added by `celltrail attach-cosigned`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_checkpoints: Vec<LaterCheckpoint>,
 }
 
 /// Keys the exporter copied in; an auditor should pin their own with `--log-key`.
@@ -76,6 +82,16 @@ pub struct Entry {
 pub struct ConsistencyProof {
     pub old_size: u64,
     /// base64 hashes of the RFC 9162 consistency proof from `old_size` to `tree_size`.
+    pub proof: Vec<String>,
+}
+
+/// A later checkpoint of the bundle's log and the proof that it extends the bundle's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaterCheckpoint {
+    /// The C2SP signed note: the log's signature and any witness cosignatures.
+    pub checkpoint: String,
+    /// base64 hashes of the RFC 9162 consistency proof from the bundle's `tree_size` to this
+    /// checkpoint's size (empty when the sizes are equal).
     pub proof: Vec<String>,
 }
 
@@ -134,6 +150,7 @@ mod tests {
                 head: Some("celltrail chain head v1\n".into()),
             }],
             consistency: vec![],
+            later_checkpoints: vec![],
         }
     }
 

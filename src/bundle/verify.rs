@@ -117,6 +117,10 @@ pub struct Report {
     pub checkpoint: Option<CheckpointInfo>,
     /// Size of the `--previous` checkpoint proven to be a prefix, if one was given.
     pub previous_size: Option<u64>,
+    /// Sizes of the bundle's later checkpoints proven to extend its checkpoint
+    /// (`later_checkpoints`); their cosignatures count toward `--quorum`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_checkpoints: Vec<u64>,
     pub registry_entries: usize,
     pub chains: usize,
     pub entries_verified: usize,
@@ -146,6 +150,7 @@ impl Report {
             log_key_source: source.to_string(),
             checkpoint: None,
             previous_size: None,
+            later_checkpoints: Vec::new(),
             registry_entries: 0,
             chains: 0,
             entries_verified: 0,
@@ -727,6 +732,10 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
             Err(f) => return report.fail(f),
         }
     }
+    match check_later(b, &key, &cp) {
+        Ok(sizes) => report.later_checkpoints = sizes,
+        Err(f) => return report.fail(f),
+    }
     let registry = match decode_items(&b.registry, KEYS_CHAIN) {
         Ok(r) => r,
         Err(f) => return report.fail(f),
@@ -824,6 +833,53 @@ fn check_chain_end(
     Ok(())
 }
 
+/// Checks the bundle's later checkpoints: each signed by the log key for the same origin, not
+/// smaller than `cp`, and proven by its consistency proof to extend `cp`. Returns their sizes.
+/// A later checkpoint that does not extend the bundle's is not ignored: two checkpoints signed
+/// by one log that no proof joins are a split view, so the bundle fails.
+pub(super) fn check_later(
+    b: &Bundle,
+    key: &NoteVerifier,
+    cp: &Checkpoint,
+) -> Result<Vec<u64>, Failure> {
+    let mut sizes = Vec::with_capacity(b.later_checkpoints.len());
+    for (i, l) in b.later_checkpoints.iter().enumerate() {
+        let what = format!("later checkpoint {i}");
+        if l.proof.len() > 2 * MAX_PROOF_HASHES {
+            return Err(top(format!(
+                "{what}: its consistency proof has {} hashes; no tree of up to 2^64 entries needs more than {}",
+                l.proof.len(),
+                2 * MAX_PROOF_HASHES
+            )));
+        }
+        let later = open_checkpoint(&l.checkpoint, key, &what)?;
+        if later.size < cp.size {
+            return Err(top(format!(
+                "{what} (size {}) is older than the bundle's checkpoint (size {}); only a later checkpoint can vouch for it",
+                later.size, cp.size
+            )));
+        }
+        let proof = l
+            .proof
+            .iter()
+            .enumerate()
+            .map(|(j, h)| {
+                unb64(h).map_err(|e| top(format!("{what}: proof hash {j} is not base64: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        merkle::verify_consistency_bytes(cp.size, later.size, &cp.root, &later.root, &proof)
+            .map_err(|e| {
+                top(format!(
+                    "{what} (size {}) does not extend the bundle's checkpoint (size {}): {e}; \
+                     if both are signed by the log, it has shown two histories (keep the bundle as evidence)",
+                    later.size, cp.size
+                ))
+            })?;
+        sizes.push(later.size);
+    }
+    Ok(sizes)
+}
+
 /// Checks that the auditor's earlier checkpoint is a prefix of `cp`; returns its size.
 pub(super) fn check_previous(
     prev_note: &str,
@@ -865,4 +921,130 @@ pub(super) fn check_previous(
         },
     )?;
     Ok(prev.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{Anchors, LaterCheckpoint, FORMAT};
+    use crate::note::{b64, sign_note, NoteSigner};
+
+    /// A log of `n` opaque leaves and its signed checkpoint at `size`.
+    fn signed(log: &NoteSigner, leaves: &[Hash], size: usize) -> String {
+        let cp = Checkpoint {
+            origin: log.name.clone(),
+            size: size as u64,
+            root: merkle::root(&leaves[..size]),
+            extensions: vec![],
+        };
+        sign_note(&cp.to_text(), &[log]).unwrap()
+    }
+
+    fn bundle(log: &NoteSigner, leaves: &[Hash], size: usize) -> Bundle {
+        Bundle {
+            format: FORMAT.into(),
+            exported_at: "2026-01-01T00:00:00Z".into(),
+            anchors: Anchors {
+                log_key: log.verifier().to_key_string(),
+                admin_keys: vec![],
+            },
+            checkpoint: signed(log, leaves, size),
+            tree_size: size as u64,
+            registry: vec![],
+            registry_head: None,
+            chains: vec![],
+            consistency: vec![],
+            later_checkpoints: vec![],
+        }
+    }
+
+    fn later(log: &NoteSigner, leaves: &[Hash], old: usize, new: usize) -> LaterCheckpoint {
+        LaterCheckpoint {
+            checkpoint: signed(log, leaves, new),
+            proof: merkle::consistency_proof(&leaves[..new], old as u64)
+                .unwrap()
+                .iter()
+                .map(|h| b64(h))
+                .collect(),
+        }
+    }
+
+    fn opts() -> Options {
+        Options {
+            log_key: None,
+            admins: None,
+            policy: Policy::default_autologous_car_t(),
+            previous: None,
+        }
+    }
+
+    fn leaves(n: u8) -> Vec<Hash> {
+        (0..n).map(|i| merkle::leaf_hash(&[i])).collect()
+    }
+
+    #[test]
+    fn later_checkpoint_that_extends_the_bundle_is_accepted() {
+        let log = NoteSigner::generate("log.example/a").unwrap();
+        let l = leaves(9);
+        let mut b = bundle(&log, &l, 5);
+        b.later_checkpoints = vec![later(&log, &l, 5, 9), later(&log, &l, 5, 5)];
+        let r = verify_bundle(&b, &opts());
+        assert!(r.ok, "{:?}", r.failure);
+        assert_eq!(r.later_checkpoints, vec![9, 5]);
+    }
+
+    #[test]
+    fn later_checkpoint_with_a_tampered_proof_fails_the_bundle() {
+        let log = NoteSigner::generate("log.example/a").unwrap();
+        let l = leaves(9);
+        let mut b = bundle(&log, &l, 5);
+        let mut bad = later(&log, &l, 5, 9);
+        let mut h = unb64(&bad.proof[1]).unwrap();
+        h[0] ^= 1;
+        bad.proof[1] = b64(&h);
+        b.later_checkpoints = vec![bad];
+        let r = verify_bundle(&b, &opts());
+        let f = r.failure.unwrap().reason;
+        assert!(
+            f.contains(
+                "later checkpoint 0 (size 9) does not extend the bundle's checkpoint (size 5)"
+            ),
+            "{f}"
+        );
+        // A later checkpoint of another history (same size and key, other leaves) fails too.
+        let mut other = leaves(9);
+        other[2] = merkle::leaf_hash(b"forged");
+        b.later_checkpoints = vec![later(&log, &other, 5, 9)];
+        assert!(!verify_bundle(&b, &opts()).ok);
+    }
+
+    #[test]
+    fn later_checkpoint_must_be_later_and_signed_by_the_log() {
+        let log = NoteSigner::generate("log.example/a").unwrap();
+        let l = leaves(9);
+        let mut b = bundle(&log, &l, 5);
+        b.later_checkpoints = vec![LaterCheckpoint {
+            checkpoint: signed(&log, &l, 3),
+            proof: vec![],
+        }];
+        let f = verify_bundle(&b, &opts()).failure.unwrap().reason;
+        assert!(f.contains("is older than the bundle's checkpoint"), "{f}");
+
+        let stranger = NoteSigner::generate("log.example/a").unwrap();
+        b.later_checkpoints = vec![later(&stranger, &l, 5, 9)];
+        let f = verify_bundle(&b, &opts()).failure.unwrap().reason;
+        assert!(
+            f.contains("later checkpoint 0: signature does not verify with log key"),
+            "{f}"
+        );
+        b.later_checkpoints = vec![LaterCheckpoint {
+            proof: vec![b64(&[0; 32]); 2 * MAX_PROOF_HASHES + 1],
+            ..later(&log, &l, 5, 9)
+        }];
+        let f = verify_bundle(&b, &opts()).failure.unwrap().reason;
+        assert!(
+            f.contains("no tree of up to 2^64 entries needs more"),
+            "{f}"
+        );
+    }
 }
