@@ -18,11 +18,12 @@
 
 pub mod lease;
 pub mod schema;
+mod storage_impl;
 
 use crate::crypto::EventHash;
 use crate::role::Role;
 use crate::rules::Head;
-use crate::storage::{Group as CommitBatch, Storage, StorageError};
+use crate::storage::Group;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::sync::Arc;
@@ -190,6 +191,11 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(format!("{shown}: {e}")))?;
+        if config.get_password().is_none() {
+            if let Ok(pw) = std::env::var("PGPASSWORD") {
+                config.password(pw);
+            }
+        }
         config.application_name("celltrail");
         config.options(format!(
             "-c idle_in_transaction_session_timeout={}",
@@ -431,7 +437,7 @@ impl PgStore {
 
     /// Writes one group in one transaction that first proves the lease epoch (when fenced)
     /// and the tree size the group was built on. Returns after PostgreSQL reported the commit.
-    pub fn commit(&self, batch: &CommitBatch) -> Result<(), PgError> {
+    pub fn commit(&self, batch: &Group) -> Result<(), PgError> {
         let held = match &self.role {
             Some(role) => match role.epoch() {
                 Some(e) => Some(e),
@@ -515,7 +521,7 @@ struct WriteSet {
 }
 
 impl WriteSet {
-    fn of(batch: &CommitBatch) -> Result<WriteSet, PgError> {
+    fn of(batch: &Group) -> Result<WriteSet, PgError> {
         let mut w = WriteSet {
             e_idx: vec![],
             e_bytes: vec![],
@@ -670,69 +676,5 @@ impl Drop for PgStore {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-impl From<PgError> for StorageError {
-    fn from(e: PgError) -> StorageError {
-        match e {
-            PgError::Corrupt(m) => StorageError::Corrupt(m),
-            other => StorageError::Io(other.to_string()),
-        }
-    }
-}
-
-/// The PostgreSQL backend behind the storage seam (every method is the inherent one).
-impl Storage for PgStore {
-    fn commit(&self, group: &CommitBatch) -> Result<(), StorageError> {
-        Ok(PgStore::commit(self, group)?)
-    }
-    fn flush(&self) -> Result<(), StorageError> {
-        Ok(PgStore::flush(self)?)
-    }
-    fn tree_size(&self) -> Result<u64, StorageError> {
-        Ok(PgStore::tree_size(self)?)
-    }
-    fn checkpoint(&self) -> Result<Option<String>, StorageError> {
-        Ok(PgStore::checkpoint(self)?)
-    }
-    fn head(&self, chain_id: &str) -> Result<Option<Head>, StorageError> {
-        Ok(PgStore::head(self, chain_id)?)
-    }
-    fn chain_ids(&self) -> Result<Vec<String>, StorageError> {
-        Ok(PgStore::chain_ids(self)?)
-    }
-    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(PgStore::entry(self, index)?)
-    }
-    fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        Ok(PgStore::entries_from(self, start, limit)?)
-    }
-    fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StorageError> {
-        Ok(PgStore::chain_event(self, chain_id, seq)?)
-    }
-    fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StorageError> {
-        Ok(PgStore::chain_indices(self, chain_id)?)
-    }
-    fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StorageError> {
-        Ok(PgStore::index_of_hash(self, hash)?)
-    }
-    fn chains_of_bag(&self, bag: &str) -> Result<Vec<String>, StorageError> {
-        Ok(PgStore::chains_of_bag(self, bag)?)
-    }
-    fn bag_in_chain(&self, bag: &str, chain_id: &str) -> Result<bool, StorageError> {
-        Ok(PgStore::bag_in_chain(self, bag, chain_id)?)
-    }
-    fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
-        Ok(PgStore::node(self, level, index)?)
-    }
-    fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
-        Ok(PgStore::recorded_leaf(self, index)?)
-    }
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(PgStore::meta(self, key)?)
-    }
-    fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(PgStore::size_on_disk(self)?)
     }
 }
