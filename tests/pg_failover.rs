@@ -341,3 +341,59 @@ async fn a_paused_writer_commits_nothing_after_the_takeover_and_steps_down() {
     let (ok, report) = verify_store(&url, adir.path());
     assert!(ok, "verify --store: {report}");
 }
+
+/// grpc.health.v1 status of `celltrail.v1.Ledger` on `addr`.
+async fn ledger_health(addr: &str) -> i32 {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+    h.check(tonic_health::pb::HealthCheckRequest {
+        service: "celltrail.v1.Ledger".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_is_serving_only_while_the_database_answers_reads() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut cluster = pg::PgCluster::start();
+    let url = cluster.create_db();
+    let adir = tempfile::tempdir().unwrap();
+    let a = Proc::start(adir.path(), &["--store", &url]).await;
+    let bdir = shared_dir(adir.path());
+    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(ledger_health(&a.addr).await, serving, "the writer is ready");
+    assert_eq!(
+        ledger_health(&b.addr).await,
+        serving,
+        "a standby answers reads: ready"
+    );
+    cluster.kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ledger_health(&b.addr).await == serving || ledger_health(&a.addr).await == serving {
+        assert!(
+            Instant::now() < deadline,
+            "still SERVING without a database"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger_health(&b.addr).await != serving || ledger_health(&a.addr).await != serving {
+        assert!(
+            Instant::now() < deadline,
+            "not SERVING again once the database is back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the log is readable again through either.
+    let mut c = b.client().await;
+    common::snapshot(&mut c).await;
+}
