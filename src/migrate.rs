@@ -3,7 +3,7 @@
 //!
 //! The copy carries each entry's exact bytes and the source's signed checkpoint unchanged;
 //! everything else (chain indexes, bag index, Merkle nodes) is rebuilt from the entries, and
-//! the chain heads are copied from the source. At the end the root recomputed from the copy's
+//! the chain heads (with their open holds) and chain summaries are copied from the source. At the end the root recomputed from the copy's
 //! nodes must equal the root in the source's checkpoint (whose signature is checked with the
 //! log key), and the copy's checkpoint must be that very note.
 
@@ -109,7 +109,8 @@ pub fn migrate(
         prune(&mut nodes, next);
         to.commit(&g)?;
     }
-    // Heads as the source has them, and its signed checkpoint, in the last group.
+    // Heads (with their open holds) and the console's chain summaries as the source has them,
+    // and its signed checkpoint, in the last group.
     let chains = from.chain_ids()?;
     let mut last = Group {
         tree_size: size,
@@ -121,6 +122,9 @@ pub fn migrate(
             .head(id)?
             .with_context(|| format!("the source lists chain {id} but has no head for it"))?;
         last.heads.push((id.clone(), head));
+        if let Some(summary) = from.chain_summary(id)? {
+            last.summaries.push((id.clone(), summary));
+        }
     }
     to.commit(&last)?;
     // The proof: the copy's root, from its own nodes, is the signed checkpoint's root.
@@ -193,13 +197,11 @@ fn open_source(from: &str) -> anyhow::Result<std::sync::Arc<dyn Storage>> {
     ))
 }
 
+/// A PostgreSQL target and the epoch of the writer lease `migrate` holds while copying.
+type HeldLease = (std::sync::Arc<crate::pg::PgStore>, u64);
+
 /// The target store, and for PostgreSQL the writer lease it holds while copying.
-fn open_target(
-    to: &str,
-) -> anyhow::Result<(
-    std::sync::Arc<dyn Storage>,
-    Option<(std::sync::Arc<crate::pg::PgStore>, u64)>,
-)> {
+fn open_target(to: &str) -> anyhow::Result<(std::sync::Arc<dyn Storage>, Option<HeldLease>)> {
     if crate::pg::is_postgres_url(to) {
         let role = std::sync::Arc::new(crate::role::Role::standby());
         let store = std::sync::Arc::new(crate::pg::PgStore::open(

@@ -3,7 +3,7 @@
 //! and the whole log verifying; a writer paused (SIGSTOP) until the standby took over commits
 //! nothing when it wakes (SIGCONT) and steps down.
 mod common;
-mod pg;
+use common::pg;
 mod realproc;
 
 use celltrail::client::{self, Draft};

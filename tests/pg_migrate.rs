@@ -2,7 +2,7 @@
 //! `celltrail verify --store postgres://…`: the same root under the same signed checkpoint.
 mod common;
 mod lifecycle;
-mod pg;
+use common::pg;
 
 use common::TestServer;
 use std::path::Path;
@@ -107,6 +107,20 @@ async fn a_log_moves_to_postgres_and_back_under_the_same_signed_checkpoint() {
             "entry {i}: exact bytes"
         );
     }
+    // Heads (with any open hold) and the console's chain summaries came along both ways.
+    for id in orig.chain_ids().unwrap() {
+        assert_eq!(
+            orig.head(&id).unwrap(),
+            copy.head(&id).unwrap(),
+            "head of {id}"
+        );
+    }
+    let summaries = orig.chain_summaries().unwrap();
+    assert!(
+        summaries.iter().any(|s| !s.coi_ref.is_empty()),
+        "the lifecycle chain has a stored summary: {summaries:?}"
+    );
+    assert_eq!(summaries, copy.chain_summaries().unwrap());
 }
 
 #[tokio::test]

@@ -67,6 +67,15 @@ impl Storage for PgStore {
     fn recorded_leaf(&self, index: u64) -> Result<Option<Hash>, StorageError> {
         Ok(PgStore::node(self, 0, index)?)
     }
+    fn chain_summary(
+        &self,
+        chain_id: &str,
+    ) -> Result<Option<crate::summary::ChainSummary>, StorageError> {
+        Ok(PgStore::chain_summary(self, chain_id)?)
+    }
+    fn chain_summaries(&self) -> Result<Vec<crate::summary::ChainSummary>, StorageError> {
+        Ok(PgStore::chain_summaries(self)?)
+    }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(PgStore::meta(self, key)?)
     }
