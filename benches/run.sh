@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the throughput benchmark (and the console worklist benchmark) with a throw-away local PostgreSQL as baseline B.
+# Runs the throughput benchmark (and the console worklist benchmark) with a throw-away local
+# PostgreSQL as baseline B and as the PostgreSQL store (P: C and G beside sled), then the
+# takeover time of two servers on it.
 # Installs PostgreSQL from Debian packages if it is missing (needs root and apt).
 # Usage: benches/run.sh            (extra env: CELLTRAIL_BENCH_CHAINS, _EVENTS, _STREAMS, _MILLION)
 set -euo pipefail
@@ -29,3 +31,9 @@ fi
 cargo bench --bench throughput
 # The QA console's worklist for 10,000 chains (goal < 200 ms).
 cargo bench --bench console
+if [ -n "$PGBIN" ]; then
+  # Takeover: two `celltrail serve` processes on one throw-away database, appends under load,
+  # kill -9 of the writer; the time until the standby acknowledges (tests/pg_failover.rs).
+  CELLTRAIL_PG_BIN="$PGBIN" cargo test --release --test pg_failover kill_9 -- --nocapture 2>&1 \
+    | grep '^takeover:' || echo "takeover: the failover run failed (see cargo test --test pg_failover)"
+fi

@@ -176,6 +176,15 @@ struct Env {
 const BENCH_PASSPHRASE: &str = "benchmark log key passphrase";
 
 fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
+    open_ledger_on(admin, policy_path, None)
+}
+
+/// [`open_ledger`] on the sled store (`None`) or a PostgreSQL database (its URL).
+fn open_ledger_on(
+    admin: &NoteSigner,
+    policy_path: &std::path::Path,
+    pg_url: Option<String>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let anchors = dir.path().join("anchors.txt");
     std::fs::write(&anchors, format!("{}\n", admin.verifier().to_key_string())).unwrap();
@@ -183,6 +192,12 @@ fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
     opts.trust_anchors = Some(anchors);
     opts.policy = Some(policy_path.to_path_buf());
     opts.ledger = LedgerOptions::default();
+    if let Some(url) = pg_url {
+        opts.storage = Some(Arc::new(
+            celltrail::pg::PgStore::open(&url, None, &Default::default())
+                .expect("open the PostgreSQL store"),
+        ));
+    }
     // The log key is encrypted as in production (one PBKDF2 at open, outside every timing).
     opts.key_passphrase = Some(celltrail::keys::Passphrase::new(BENCH_PASSPHRASE));
     let opened = celltrail::server::open(&opts).expect("open ledger");
@@ -485,6 +500,20 @@ fn main() {
         println!("   1 M-entry run (disk, RSS, restart): not run; set CELLTRAIL_BENCH_MILLION=1");
     }
 
+    if let Ok(conn) = std::env::var("CELLTRAIL_BENCH_PG") {
+        pgstore::run(
+            &rt,
+            &conn,
+            &keys,
+            &regs,
+            &work,
+            &policy_path,
+            streams,
+            (c_rate, u_rate, s_rate),
+        );
+    } else {
+        println!("P  PostgreSQL store: SKIPPED (CELLTRAIL_BENCH_PG not set; run benches/run.sh)");
+    }
     match std::env::var("CELLTRAIL_BENCH_PG") {
         Ok(conn) => rt.block_on(baseline::run(&conn, &keys, work.clone(), chains, u_rate.max(s_rate))),
         Err(_) => println!("B  PostgreSQL baseline: SKIPPED (CELLTRAIL_BENCH_PG not set; run benches/run.sh to install and start one)"),
@@ -781,5 +810,80 @@ mod million {
             rss_after as f64 / 1024.0
         );
         println!("M  restart after kill -9 to serving: {restart:.2?}");
+    }
+}
+
+/// P: the same server on the PostgreSQL store (`serve --store postgres://…`), beside sled in
+/// the same run: C (in-process) and G (unary and stream), each on a fresh database.
+mod pgstore {
+    use super::*;
+
+    /// Creates (anew) database `name` on the server of `conn` and returns its connection string.
+    async fn fresh_db(conn: &str, name: &str) -> String {
+        let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the benchmark PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let rest: Vec<&str> = conn
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("dbname="))
+            .collect();
+        format!("{} dbname={name}", rest.join(" "))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        rt: &tokio::runtime::Runtime,
+        conn: &str,
+        keys: &Keys,
+        regs: &[SignedEvent],
+        work: &[Vec<SignedEvent>],
+        policy: &std::path::Path,
+        streams: usize,
+        sled: (f64, f64, f64),
+    ) {
+        let chains = work.len();
+        let open = |name: &str| {
+            let url = rt.block_on(fresh_db(conn, name));
+            open_ledger_on(&keys.admin, policy, Some(url))
+        };
+        let c_env = open("celltrail_bench_c");
+        let c = rt.block_on(in_process(&c_env, regs, work.to_vec()));
+        println!(
+            "P  PostgreSQL store, C in-process:  {c:>10.0} events/s  (sled {:.0}: ratio {:.2})",
+            sled.0,
+            c / sled.0
+        );
+        let u_env = open("celltrail_bench_u");
+        let (u, p50, p99) = rt.block_on(async {
+            let addr = serve(&u_env).await;
+            grpc_unary(&addr, regs, work.to_vec()).await
+        });
+        println!(
+            "P  PostgreSQL store, G unary, {chains} clients: {u:>10.0} events/s  p50 {p50:.2?}  p99 {p99:.2?}  (sled {:.0}: ratio {:.2}; goal >= 5000)",
+            sled.1,
+            u / sled.1
+        );
+        let s_env = open("celltrail_bench_s");
+        let s = rt.block_on(async {
+            let addr = serve(&s_env).await;
+            grpc_stream(&addr, regs, work.to_vec(), streams).await
+        });
+        println!(
+            "P  PostgreSQL store, G AppendStream, {streams} streams: {s:>10.0} events/s  (sled {:.0}: ratio {:.2}; goal >= 5000)",
+            sled.2,
+            s / sled.2
+        );
+        for env in [c_env, u_env, s_env] {
+            env.ledger.shutdown();
+        }
     }
 }

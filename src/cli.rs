@@ -81,6 +81,9 @@ pub enum Command {
     Witness(crate::witness_cmd::WitnessArgs),
     /// Follow a log: check every checkpoint's signature, consistency and cosignatures.
     Monitor(crate::monitor::MonitorArgs),
+    /// Copy a log between stores (a data directory and PostgreSQL, either way) and prove the
+    /// copy has the same root under the same signed checkpoint.
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +150,15 @@ pub struct ServeArgs {
     /// cosignature key `celltrail witness` prints). Repeat for several witnesses.
     #[arg(long = "witness", env = "CELLTRAIL_WITNESSES", value_delimiter = ',')]
     pub witnesses: Vec<String>,
+    /// Keep the ledger in PostgreSQL instead of DATA_DIR/db: postgres://USER@HOST:PORT/DB
+    /// (a password from PGPASSWORD, not the command line). Several servers may share one
+    /// database: one writes, the others stand by and take over (deploy/postgres/README.md).
+    #[arg(long, env = "CELLTRAIL_STORE")]
+    pub store: Option<String>,
+    /// With --store: the address clients dial to reach this server; a standby names the
+    /// writer's [default: the address it listens on].
+    #[arg(long, env = "CELLTRAIL_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -279,6 +291,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => restore(a),
         Command::Witness(a) => crate::witness_cmd::run(a).await,
         Command::Monitor(a) => crate::monitor::run(a).await,
+        Command::Migrate(a) => crate::migrate::run(a),
     }
 }
 
@@ -346,6 +359,15 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         tls_cert: &a.tls_cert,
         tls_key: &a.tls_key,
     })?;
+    if let Some(s) = &a.store {
+        if !crate::pg::is_postgres_url(s) {
+            bail!(
+                "--store {}: expected a PostgreSQL URL postgres://USER@HOST:PORT/DB (without \
+                 --store the ledger is kept in DATA_DIR/db)",
+                crate::pg::redact_url(s)
+            );
+        }
+    }
     let shutdown = crate::server::shutdown_signal();
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.
@@ -362,6 +384,30 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
     opts.policy = a.policy;
     opts.origin = a.origin;
     opts.key_passphrase = key_passphrase;
+    // PostgreSQL: the store with its writer lease; kept until the ledger has drained, so a
+    // clean stop hands the lease to a standby at once.
+    let pg = match &a.store {
+        Some(url) => {
+            let advertise = match &a.advertise {
+                Some(adv) => adv.clone(),
+                None if addr.ip().is_unspecified() => bail!(
+                    "--store: give --advertise HOST:PORT, the address clients dial to reach this \
+                     server (it listens on {addr}, which a client cannot dial)"
+                ),
+                None => addr.to_string(),
+            };
+            let ss = crate::pg::lease::ServerStore::open(
+                url,
+                &advertise,
+                &Default::default(),
+                Default::default(),
+            )?;
+            opts.storage = Some(ss.store.clone());
+            opts.ledger.role = Some(ss.role.clone());
+            Some(ss)
+        }
+        None => None,
+    };
     let opened = crate::server::open(&opts)?;
     let listener = socket
         .listen(1024)
@@ -405,18 +451,36 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         &[("log_vkey", vkey.clone())],
         &format!("celltrail log {vkey} "),
     );
-    banner.say(
-        "INFO",
-        "celltrail serving",
-        &[
-            ("addr", addr.to_string()),
-            ("data_dir", a.data_dir.display().to_string()),
-        ],
-        &format!(
+    let mut fields = vec![
+        ("addr", addr.to_string()),
+        ("data_dir", a.data_dir.display().to_string()),
+    ];
+    let text = match &pg {
+        Some(ss) => {
+            let role = match ss.role.epoch() {
+                Some(e) => {
+                    fields.push(("lease_epoch", e.to_string()));
+                    format!("the writer, lease epoch {e}")
+                }
+                None => {
+                    let w = ss.role.writer_address().unwrap_or_else(|| "unknown".into());
+                    fields.push(("writer", w.clone()));
+                    format!("a standby; the writer is {w}")
+                }
+            };
+            fields.push(("store", ss.store.url().to_string()));
+            format!(
+                "celltrail serving on {addr} (data {}, store {}, {role})",
+                a.data_dir.display(),
+                ss.store.url(),
+            )
+        }
+        None => format!(
             "celltrail serving on {addr} (data {})",
             a.data_dir.display()
         ),
-    );
+    };
+    banner.say("INFO", "celltrail serving", &fields, &text);
     let run_opts = crate::server::RunOptions::of(&opened)
         .with_tls(tls)
         .with_witnesses(witnesses);
@@ -431,6 +495,8 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
     if let Some(t) = console_task {
         let _ = t.await;
     }
+    // After the ledger drained: a clean stop hands the writer lease to a standby at once.
+    drop(pg);
     served
 }
 

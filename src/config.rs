@@ -29,6 +29,10 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     /// Log filter (tracing `EnvFilter` syntax); `CELLTRAIL_LOG` overrides it.
     pub log: Option<String>,
+    /// PostgreSQL store URL (`serve --store`).
+    pub store: Option<String>,
+    /// Address clients dial to reach this server (`serve --advertise`).
+    pub advertise: Option<String>,
 }
 
 impl ConfigFile {
@@ -99,6 +103,12 @@ pub fn apply_to_serve(a: &mut ServeArgs, m: &ArgMatches, file: &ConfigFile) {
         if let Some(w) = &file.witnesses {
             a.witnesses = w.clone();
         }
+    }
+    if defaulted(m, "store") && file.store.is_some() {
+        a.store = file.store.clone();
+    }
+    if defaulted(m, "advertise") && file.advertise.is_some() {
+        a.advertise = file.advertise.clone();
     }
 }
 

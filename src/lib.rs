@@ -32,6 +32,7 @@ pub mod log;
 pub mod manifest;
 pub mod merkle;
 pub mod metrics;
+pub mod migrate;
 pub mod monitor;
 pub mod note;
 pub mod pg;

@@ -22,6 +22,8 @@ pub use crate::rules::MAX_GRPC_MESSAGE;
 /// Longest a request may run on the server (a client's shorter `grpc-timeout` wins); an append
 /// normally answers within one group commit, milliseconds.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often health re-checks that the store answers reads.
+pub const READINESS_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most requests one connection may have in progress at once; more wait for a free slot.
 pub const CONCURRENCY_PER_CONNECTION: usize = 256;
 
@@ -302,9 +304,35 @@ pub async fn run(
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
+    // Readiness follows the store: SERVING while it answers reads (a standby's does: it serves
+    // reads), NOT_SERVING while it does not (a database out of reach).
+    let probe = {
+        let reporter = health.clone();
+        let store = ledger.store().clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::time::sleep(READINESS_PROBE).await;
+                let s = store.clone();
+                let ok = tokio::task::spawn_blocking(move || s.tree_size().is_ok())
+                    .await
+                    .unwrap_or(false);
+                if ok != serving {
+                    serving = ok;
+                    if ok {
+                        reporter.set_serving::<LedgerSvc>().await;
+                    } else {
+                        tracing::warn!("the store does not answer: health NOT_SERVING");
+                        reporter.set_not_serving::<LedgerSvc>().await;
+                    }
+                }
+            }
+        })
+    };
     let reporter = health.clone();
     let shutdown = async move {
         shutdown.await;
+        probe.abort();
         reporter.set_not_serving::<LedgerSvc>().await;
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -90,9 +90,10 @@ fn a_group_is_stored_as_exact_bytes_and_read_back_after_reopen() {
     assert_eq!(
         c.sql(
             url.rsplit('/').next().unwrap(),
-            "SELECT max(version) FROM celltrail.schema_migrations"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM celltrail.schema_migrations"
         ),
-        "1"
+        "1,2",
+        "every migration is applied, in order"
     );
 }
 
@@ -169,6 +170,47 @@ fn a_database_of_a_newer_schema_is_refused() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+/// A database written by the first schema version (before heads kept holds and chains had
+/// summaries) is upgraded in place at start: its data reads back, holds empty, and a group
+/// then writes the new columns.
+#[test]
+fn a_database_at_schema_version_1_is_upgraded_at_start() {
+    let c = pg::PgCluster::shared();
+    let url = c.create_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let (version, description, sql) = celltrail::pg::schema::MIGRATIONS[0];
+    assert_eq!(version, 1);
+    c.sql(
+        &db,
+        &format!(
+            "CREATE SCHEMA celltrail; \
+             CREATE TABLE celltrail.schema_migrations (version int PRIMARY KEY, \
+               description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); \
+             {sql}; \
+             INSERT INTO celltrail.schema_migrations (version, description) VALUES (1, '{description}'); \
+             INSERT INTO celltrail.entries VALUES (0, '\\x00', '\\x{h}', 'A', 0); \
+             INSERT INTO celltrail.heads VALUES ('A', 0, '\\x{h}', 'S'); \
+             UPDATE celltrail.log SET tree_size = 1;",
+            h = "11".repeat(32)
+        ),
+    );
+    let s = PgStore::open(&url, None, &PgOptions::default()).unwrap();
+    assert_eq!(
+        c.sql(&db, "SELECT max(version) FROM celltrail.schema_migrations"),
+        celltrail::pg::schema::latest().to_string()
+    );
+    let h = s.head("A").unwrap().expect("the old head is kept");
+    assert_eq!((h.seq, h.hash, h.hold.len()), (0, [0x11; 32], 0));
+    assert_eq!(s.entry(0).unwrap(), Some(vec![0]));
+    let mut g = group(1, 1);
+    g.heads[0].1.hold = vec!["qc: sterility pending".into()];
+    s.commit(&g).unwrap();
+    assert_eq!(
+        s.head("A").unwrap().unwrap().hold,
+        ["qc: sterility pending"]
+    );
 }
 
 #[test]

@@ -38,11 +38,15 @@ pub struct ExportArgs {
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// Bundle file written by `celltrail export`.
-    #[arg(required_unless_present = "data_dir")]
+    #[arg(required_unless_present_any = ["data_dir", "store"])]
     pub bundle: Option<PathBuf>,
     /// Audit a whole copied data directory instead of a bundle.
     #[arg(long, conflicts_with = "bundle")]
     pub data_dir: Option<PathBuf>,
+    /// Audit a whole PostgreSQL ledger (postgres://USER@HOST:PORT/DB; read-only access is
+    /// enough) instead of a bundle; needs --log-key and --trust-anchors.
+    #[arg(long, env = "CELLTRAIL_VERIFY_STORE", conflicts_with_all = ["bundle", "data_dir"])]
+    pub store: Option<String>,
     /// Log verifier key the auditor trusts: a key string or a file holding one
     /// [default: the bundle's anchor, or DATA_DIR/log.vkey].
     // Hyphen values are taken, so a pasted PEM is refused by celltrail, not echoed by clap.
@@ -203,6 +207,23 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         None => None,
     };
     let (r, what) = match (&a.bundle, &a.data_dir) {
+        (None, None) if a.store.is_some() => {
+            let url = a.store.as_deref().expect("checked by the guard");
+            let shown = crate::pg::redact_url(url);
+            let log_key = log_key.context(
+                "--store needs --log-key: the log's verifier key (log.vkey) the auditor trusts",
+            )?;
+            let admins = admins
+                .context("--store needs --trust-anchors: the admin keys the auditor trusts")?;
+            let store = crate::pg::PgStore::open_for_audit(url)?;
+            let keys = crate::bundle::audit::DataDirKeys {
+                log_key,
+                log_key_source: "--log-key (supplied by the auditor)".to_string(),
+                admins,
+            };
+            let r = crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref());
+            (r, format!("--store {shown}"))
+        }
         (_, Some(root)) => {
             let dir = DataDir::new(root);
             let (log_key, source) = match log_key {
@@ -250,7 +271,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             }
             (r, path.display().to_string())
         }
-        (None, None) => bail!("give a BUNDLE file or --data-dir DIR"),
+        (None, None) => bail!("give a BUNDLE file, --data-dir DIR or --store postgres://…"),
     };
     if a.json {
         print!("{}", report::json(&r));

@@ -3,7 +3,8 @@
 //! reads and take over; see `lease`).
 //!
 //! Tables (schema `celltrail`, see `schema`): `entries` (index → the exact signed entry bytes,
-//! with event hash, chain id and seq), `heads`, `nodes` (every completed Merkle subtree hash,
+//! with event hash, chain id and seq), `heads` (with the open hold's reasons), `summaries`
+//! (the console worklist's row per chain), `nodes` (every completed Merkle subtree hash,
 //! leaves included), `bags`, `log` (tree size and latest checkpoint, one row), `lease` (the
 //! writer lease, one row). One group commit is one transaction that first proves the writer's
 //! lease epoch (row locked `FOR SHARE`) and that the tree size is the one the group was built
@@ -18,11 +19,13 @@
 
 pub mod lease;
 pub mod schema;
+mod storage_impl;
 
 use crate::crypto::EventHash;
 use crate::role::Role;
 use crate::rules::Head;
-use crate::storage::{Group as CommitBatch, Storage, StorageError};
+use crate::storage::Group;
+use crate::summary::ChainSummary;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::sync::Arc;
@@ -190,6 +193,11 @@ impl PgStore {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(format!("{shown}: {e}")))?;
+        if config.get_password().is_none() {
+            if let Ok(pw) = std::env::var("PGPASSWORD") {
+                config.password(pw);
+            }
+        }
         config.application_name("celltrail");
         config.options(format!(
             "-c idle_in_transaction_session_timeout={}",
@@ -315,7 +323,7 @@ impl PgStore {
 
     pub fn head(&self, chain_id: &str) -> Result<Option<Head>, PgError> {
         let rows = self.query(
-            "SELECT seq, hash, state_name FROM celltrail.heads WHERE chain_id = $1",
+            "SELECT seq, hash, state_name, hold FROM celltrail.heads WHERE chain_id = $1",
             vec![Box::new(chain_id.to_string())],
         )?;
         rows.first()
@@ -325,11 +333,50 @@ impl PgStore {
                     hash: hash32(r.get(1), "head hash")?,
                     state_name: r.get(2),
                     state: None,
-                    // Not stored in PostgreSQL yet: GetHead shows no open hold there.
-                    hold: Vec::new(),
+                    hold: serde_json::from_slice(r.get::<_, &[u8]>(3))
+                        .map_err(|e| PgError::Corrupt(format!("hold of chain {chain_id}: {e}")))?,
                 })
             })
             .transpose()
+    }
+
+    /// The stored summary of a chain (`None` for a chain without one).
+    pub fn chain_summary(&self, chain_id: &str) -> Result<Option<ChainSummary>, PgError> {
+        let rows = self.query(
+            "SELECT summary FROM celltrail.summaries WHERE chain_id = $1",
+            vec![Box::new(chain_id.to_string())],
+        )?;
+        rows.first()
+            .map(|r| {
+                ChainSummary::from_bytes(r.get(0))
+                    .ok_or_else(|| PgError::Corrupt(format!("summary of chain {chain_id}")))
+            })
+            .transpose()
+    }
+
+    /// Every custody chain's summary in chain id order; a chain without a stored summary
+    /// (copied in by `migrate`) is listed with its head's state only. One query.
+    pub fn chain_summaries(&self) -> Result<Vec<ChainSummary>, PgError> {
+        let rows = self.query(
+            "SELECT h.chain_id, h.seq, h.state_name, s.summary FROM celltrail.heads h \
+             LEFT JOIN celltrail.summaries s ON s.chain_id = h.chain_id \
+             WHERE h.chain_id <> $1 ORDER BY h.chain_id",
+            vec![Box::new(crate::registry::KEYS_CHAIN.to_string())],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let chain: String = r.get(0);
+                match r.get::<_, Option<&[u8]>>(3) {
+                    Some(b) => ChainSummary::from_bytes(b)
+                        .ok_or_else(|| PgError::Corrupt(format!("summary of chain {chain}"))),
+                    None => Ok(ChainSummary::from_head(
+                        &chain,
+                        r.get(2),
+                        u64_of(r.get(1), "head seq")?,
+                    )),
+                }
+            })
+            .collect()
     }
 
     pub fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, PgError> {
@@ -431,7 +478,7 @@ impl PgStore {
 
     /// Writes one group in one transaction that first proves the lease epoch (when fenced)
     /// and the tree size the group was built on. Returns after PostgreSQL reported the commit.
-    pub fn commit(&self, batch: &CommitBatch) -> Result<(), PgError> {
+    pub fn commit(&self, batch: &Group) -> Result<(), PgError> {
         let held = match &self.role {
             Some(role) => match role.epoch() {
                 Some(e) => Some(e),
@@ -504,6 +551,9 @@ struct WriteSet {
     h_seq: Vec<i64>,
     h_hash: Vec<Vec<u8>>,
     h_state: Vec<String>,
+    h_hold: Vec<Vec<u8>>,
+    s_chain: Vec<String>,
+    s_summary: Vec<Vec<u8>>,
     n_level: Vec<i16>,
     n_idx: Vec<i64>,
     n_hash: Vec<Vec<u8>>,
@@ -515,7 +565,7 @@ struct WriteSet {
 }
 
 impl WriteSet {
-    fn of(batch: &CommitBatch) -> Result<WriteSet, PgError> {
+    fn of(batch: &Group) -> Result<WriteSet, PgError> {
         let mut w = WriteSet {
             e_idx: vec![],
             e_bytes: vec![],
@@ -526,6 +576,9 @@ impl WriteSet {
             h_seq: vec![],
             h_hash: vec![],
             h_state: vec![],
+            h_hold: vec![],
+            s_chain: vec![],
+            s_summary: vec![],
             n_level: vec![],
             n_idx: vec![],
             n_hash: vec![],
@@ -547,6 +600,12 @@ impl WriteSet {
             w.h_seq.push(i64_of(h.seq, "seq")?);
             w.h_hash.push(h.hash.to_vec());
             w.h_state.push(h.state_name.clone());
+            w.h_hold
+                .push(serde_json::to_vec(&h.hold).expect("strings serialize"));
+        }
+        for (id, summary) in &batch.summaries {
+            w.s_chain.push(id.clone());
+            w.s_summary.push(summary.to_bytes());
         }
         for ((level, index), hash) in &batch.nodes {
             w.n_level.push(
@@ -590,17 +649,33 @@ impl WriteSet {
         if !self.h_chain.is_empty() {
             let s = tx
                 .prepare_cached(
-                    "INSERT INTO celltrail.heads (chain_id, seq, hash, state_name) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[]) \
+                    "INSERT INTO celltrail.heads (chain_id, seq, hash, state_name, hold) \
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[]) \
                      ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-                     state_name = excluded.state_name",
+                     state_name = excluded.state_name, hold = excluded.hold",
                 )
                 .await?;
             tx.execute(
                 &s,
-                &[&self.h_chain, &self.h_seq, &self.h_hash, &self.h_state],
+                &[
+                    &self.h_chain,
+                    &self.h_seq,
+                    &self.h_hash,
+                    &self.h_state,
+                    &self.h_hold,
+                ],
             )
             .await?;
+        }
+        if !self.s_chain.is_empty() {
+            let s = tx
+                .prepare_cached(
+                    "INSERT INTO celltrail.summaries (chain_id, summary) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                     ON CONFLICT (chain_id) DO UPDATE SET summary = excluded.summary",
+                )
+                .await?;
+            tx.execute(&s, &[&self.s_chain, &self.s_summary]).await?;
         }
         if !self.n_idx.is_empty() {
             let s = tx
@@ -670,69 +745,5 @@ impl Drop for PgStore {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-impl From<PgError> for StorageError {
-    fn from(e: PgError) -> StorageError {
-        match e {
-            PgError::Corrupt(m) => StorageError::Corrupt(m),
-            other => StorageError::Io(other.to_string()),
-        }
-    }
-}
-
-/// The PostgreSQL backend behind the storage seam (every method is the inherent one).
-impl Storage for PgStore {
-    fn commit(&self, group: &CommitBatch) -> Result<(), StorageError> {
-        Ok(PgStore::commit(self, group)?)
-    }
-    fn flush(&self) -> Result<(), StorageError> {
-        Ok(PgStore::flush(self)?)
-    }
-    fn tree_size(&self) -> Result<u64, StorageError> {
-        Ok(PgStore::tree_size(self)?)
-    }
-    fn checkpoint(&self) -> Result<Option<String>, StorageError> {
-        Ok(PgStore::checkpoint(self)?)
-    }
-    fn head(&self, chain_id: &str) -> Result<Option<Head>, StorageError> {
-        Ok(PgStore::head(self, chain_id)?)
-    }
-    fn chain_ids(&self) -> Result<Vec<String>, StorageError> {
-        Ok(PgStore::chain_ids(self)?)
-    }
-    fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(PgStore::entry(self, index)?)
-    }
-    fn entries_from(&self, start: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        Ok(PgStore::entries_from(self, start, limit)?)
-    }
-    fn chain_event(&self, chain_id: &str, seq: u64) -> Result<Option<u64>, StorageError> {
-        Ok(PgStore::chain_event(self, chain_id, seq)?)
-    }
-    fn chain_indices(&self, chain_id: &str) -> Result<Vec<u64>, StorageError> {
-        Ok(PgStore::chain_indices(self, chain_id)?)
-    }
-    fn index_of_hash(&self, hash: &EventHash) -> Result<Option<u64>, StorageError> {
-        Ok(PgStore::index_of_hash(self, hash)?)
-    }
-    fn chains_of_bag(&self, bag: &str) -> Result<Vec<String>, StorageError> {
-        Ok(PgStore::chains_of_bag(self, bag)?)
-    }
-    fn bag_in_chain(&self, bag: &str, chain_id: &str) -> Result<bool, StorageError> {
-        Ok(PgStore::bag_in_chain(self, bag, chain_id)?)
-    }
-    fn node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
-        Ok(PgStore::node(self, level, index)?)
-    }
-    fn recorded_leaf(&self, index: u64) -> Result<Option<[u8; 32]>, StorageError> {
-        Ok(PgStore::recorded_leaf(self, index)?)
-    }
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(PgStore::meta(self, key)?)
-    }
-    fn size_on_disk(&self) -> Result<u64, StorageError> {
-        Ok(PgStore::size_on_disk(self)?)
     }
 }

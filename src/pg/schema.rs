@@ -7,10 +7,11 @@
 //! Migrations are append-only: a released one is never edited, a change is a new version.
 
 /// (version, what it does, SQL). Versions start at 1 and have no gaps.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "log entries, chain heads, Merkle nodes, bag index, meta, log state, writer lease",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "log entries, chain heads, Merkle nodes, bag index, meta, log state, writer lease",
+        r#"
 CREATE TABLE celltrail.entries (
     idx        bigint PRIMARY KEY CHECK (idx >= 0),
     -- The exact bytes hashed into the Merkle log (an encoded LogEntry): never re-encoded.
@@ -64,7 +65,22 @@ CREATE TABLE celltrail.lease (
 );
 INSERT INTO celltrail.lease VALUES (1, 0, NULL, NULL, NULL);
 "#,
-)];
+    ),
+    (
+        2,
+        "open hold reasons in chain heads; per-chain summaries for the console worklist",
+        r#"
+-- Reasons of the hold open after the head event, as a JSON array of strings (empty: none).
+ALTER TABLE celltrail.heads ADD COLUMN hold bytea NOT NULL DEFAULT '\x5b5d';
+-- What the worklist shows about a chain (summary::ChainSummary as JSON), rewritten by every
+-- group that appends to the chain, so the console never replays a chain.
+CREATE TABLE celltrail.summaries (
+    chain_id text  COLLATE "C" PRIMARY KEY,
+    summary  bytea NOT NULL
+);
+"#,
+    ),
+];
 
 /// The newest schema version this code writes.
 pub fn latest() -> i32 {

@@ -334,6 +334,53 @@ pub fn a_log_past_a_thousand_entries_reads_back(open: Open, dir: &Path) {
     assert_reads_match(s.as_ref(), &b);
 }
 
+/// A head keeps the reasons of its open hold until a later group clears them; a chain's stored
+/// summary is read back as written, and a chain without one is listed from its head (the keys
+/// chain never). All of it survives a reopen.
+pub fn holds_and_summaries_round_trip(open: Open, dir: &Path) {
+    use crate::summary::{ChainSummary, HoldSummary};
+    let mut b = Builder::default();
+    let reasons = vec!["temperature_range: logger recorded 3.5..14.5 C".to_string()];
+    let summary = ChainSummary {
+        hold: Some(HoldSummary {
+            opened_seq: 0,
+            opened_at_unix_nanos: 7,
+            reasons: reasons.clone(),
+        }),
+        coi_ref: "COI-1".into(),
+        dins: vec!["BAG-0".into()],
+        ..ChainSummary::from_head("A", "S0", 0)
+    };
+    {
+        let s = open(dir);
+        let keys = crate::registry::KEYS_CHAIN;
+        let mut g = b.group(&["A", "B", keys]);
+        g.heads[0].1.hold = reasons.clone();
+        g.summaries = vec![("A".into(), summary.clone())];
+        s.commit(&g).unwrap();
+        assert_eq!(s.head("A").unwrap().unwrap().hold, reasons);
+        assert!(s.head("B").unwrap().unwrap().hold.is_empty());
+        assert_eq!(s.chain_summary("A").unwrap(), Some(summary.clone()));
+        assert_eq!(s.chain_summary("B").unwrap(), None);
+    }
+    let s = open(dir);
+    assert_eq!(s.head("A").unwrap().unwrap().hold, reasons);
+    assert_eq!(
+        s.chain_summaries().unwrap(),
+        [summary.clone(), ChainSummary::from_head("B", "S0", 0)]
+    );
+    // The hold is released: the next head carries no reasons, the summary is rewritten.
+    let mut g = b.group(&["A"]);
+    let released = ChainSummary {
+        hold: None,
+        ..ChainSummary::from_head("A", "S1", 1)
+    };
+    g.summaries = vec![("A".into(), released.clone())];
+    s.commit(&g).unwrap();
+    assert!(s.head("A").unwrap().unwrap().hold.is_empty());
+    assert_eq!(s.chain_summary("A").unwrap(), Some(released));
+}
+
 /// Runs every case of the suite against one backend: `storage_suite!(open)` in a test file.
 #[macro_export]
 macro_rules! storage_suite {
@@ -369,6 +416,13 @@ macro_rules! storage_suite {
         #[test]
         fn storage_meta_values_round_trip() {
             $crate::storage::suite::meta_values_round_trip(
+                &$open,
+                tempfile::tempdir().unwrap().path(),
+            );
+        }
+        #[test]
+        fn storage_holds_and_summaries_round_trip() {
+            $crate::storage::suite::holds_and_summaries_round_trip(
                 &$open,
                 tempfile::tempdir().unwrap().path(),
             );

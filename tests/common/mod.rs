@@ -4,6 +4,25 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod mutate;
+#[path = "../pg/mod.rs"]
+pub mod pg;
+
+/// The store a test server keeps its ledger in: sled in the data directory (`None`), or with
+/// `CELLTRAIL_TEST_STORE=postgres` a database of a throw-away PostgreSQL cluster, one per data
+/// directory (a restart on the same directory finds the same database). `.ci/run` runs the
+/// gRPC API tests both ways.
+pub fn test_store(data_dir: &Path) -> Option<std::sync::Arc<dyn celltrail::storage::Storage>> {
+    if std::env::var("CELLTRAIL_TEST_STORE").as_deref() != Ok("postgres") {
+        return None;
+    }
+    use sha2::Digest;
+    let key = hex::encode(&sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes())[..12]);
+    let url = pg::PgCluster::shared().db_for(&key);
+    Some(std::sync::Arc::new(
+        celltrail::pg::PgStore::open(&url, None, &Default::default())
+            .expect("open PostgreSQL store"),
+    ))
+}
 
 use celltrail::client::{self, Client, Draft};
 use celltrail::datadir::DataDir;
@@ -79,7 +98,10 @@ impl Builder {
         self
     }
 
-    pub async fn start(self) -> TestServer {
+    pub async fn start(mut self) -> TestServer {
+        if self.opts.storage.is_none() {
+            self.opts.storage = test_store(&self.opts.data_dir);
+        }
         let opened = open(&self.opts).expect("open data dir");
         let admin = self.admin.unwrap_or_else(|| {
             celltrail::keys::read_key_file_with(

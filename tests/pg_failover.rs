@@ -1,0 +1,399 @@
+//! Two real `celltrail serve` processes on one real PostgreSQL database: the writer is killed
+//! (`kill -9`) under load and the standby takes over with every acknowledged event present
+//! and the whole log verifying; a writer paused (SIGSTOP) until the standby took over commits
+//! nothing when it wakes (SIGCONT) and steps down.
+mod common;
+use common::pg;
+mod realproc;
+
+use celltrail::client::{self, Draft};
+use celltrail::crypto::EventHash;
+use celltrail::failover::{self, Servers};
+use celltrail::note::NoteSigner;
+use celltrail::pb::{event_body::Detail, Collected, Enrolled, SignatureMeaning};
+use realproc::Proc;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Copies the log key and trust anchors of `from` into a new data directory: servers sharing
+/// a database share the log key (the new writer continues the same log) and the anchors.
+fn shared_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for f in ["log.key", "log.vkey", "trust-anchors.txt"] {
+        std::fs::copy(from.join(f), to.path().join(f)).unwrap();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            to.path().join("log.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    to
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(p.child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// The lease row's holder address, as PostgreSQL has it.
+fn lease_address(c: &pg::PgCluster, db: &str) -> String {
+    c.sql(db, "SELECT coalesce(address, '') FROM celltrail.lease")
+}
+
+async fn register_nurse(servers: &Servers, admin: &NoteSigner) -> NoteSigner {
+    let nurse = common::signer("nurse.ha");
+    let detail = Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+        key_id: nurse.name.clone(),
+        public_key: nurse.key.verifying_key().as_bytes().to_vec(),
+        printed_name: "Nurse HA (test)".into(),
+        role: "apheresis_nurse".into(),
+        site: "HOSP-A".into(),
+        valid_from_unix_nanos: common::base_time() - 365 * 86_400_000_000_000,
+        valid_until_unix_nanos: 0,
+    });
+    let draft = Draft {
+        chain_id: "keys".into(),
+        seq: 0,
+        prev_hash: vec![],
+        occurred_at: celltrail::time::now_nanos(),
+        site: String::new(),
+        comment: String::new(),
+        detail,
+    };
+    servers
+        .append_draft(draft, &[(admin, SignatureMeaning::Performed)])
+        .await
+        .expect("register the nurse");
+    nurse
+}
+
+fn event(nurse: &NoteSigner, chain: &str, seq: u64, prev: Vec<u8>) -> celltrail::pb::SignedEvent {
+    let now = celltrail::time::now_nanos();
+    let detail = if seq == 0 {
+        Detail::Enrolled(Enrolled {
+            coi_ref: "COI-7F3A-2291".into(),
+            therapy: "CAR-T anti-CD19".into(),
+            manufacturing_site: "MFG-1".into(),
+        })
+    } else {
+        Detail::Collected(Collected {
+            din: common::din_for(chain),
+            product_code: "S1234000".into(),
+            volume_ml: Some(250),
+            collection_end_unix_nanos: Some(now),
+        })
+    };
+    client::sign_draft(
+        Draft {
+            chain_id: chain.into(),
+            seq,
+            prev_hash: prev,
+            occurred_at: now,
+            site: "HOSP-A".into(),
+            comment: String::new(),
+            detail,
+        },
+        &[(nurse, SignatureMeaning::Performed)],
+        now,
+    )
+}
+
+/// One chain appended to through the server list until `until`: every event is resent
+/// (same bytes) until some server acknowledges it. Returns (acknowledged hashes, time of
+/// each acknowledgement).
+async fn append_chain(
+    servers: Servers,
+    nurse: NoteSigner,
+    chain: String,
+    until: Instant,
+) -> Vec<([u8; 32], Instant)> {
+    let mut acked = Vec::new();
+    let (mut seq, mut prev) = (0u64, vec![0u8; 32]);
+    while Instant::now() < until {
+        let ev = event(&nurse, &chain, seq, prev.clone());
+        let hash = EventHash::of_body(&ev.body).0;
+        loop {
+            match servers.append(&ev).await {
+                Ok(r) => {
+                    assert_eq!(r.event_hash, hash);
+                    acked.push((hash, Instant::now()));
+                    break;
+                }
+                Err(s) if failover::try_next(&s) || s.code() == tonic::Code::ResourceExhausted => {
+                    assert!(
+                        Instant::now() < until + Duration::from_secs(30),
+                        "chain {chain}: no server took the event: {s:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(s) => panic!(
+                    "chain {chain} seq {seq}: refused: {:?} {}",
+                    s.code(),
+                    s.message()
+                ),
+            }
+        }
+        seq += 1;
+        prev = hash.to_vec();
+    }
+    acked
+}
+
+/// `celltrail verify --store URL`: the whole log, offline from the servers.
+fn verify_store(url: &str, dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        .args(["verify", "--store", url, "--log-key"])
+        .arg(dir.join("log.vkey"))
+        .arg("--trust-anchors")
+        .arg(dir.join("trust-anchors.txt"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
+    let cluster = pg::PgCluster::start();
+    let url = cluster.create_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let adir = tempfile::tempdir().unwrap();
+    let mut a = Proc::start(adir.path(), &["--store", &url]).await;
+    let bdir = shared_dir(adir.path());
+    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    assert_eq!(
+        lease_address(&cluster, &db),
+        a.addr,
+        "the first server writes"
+    );
+
+    let servers = Servers::new(&format!("{},{}", a.addr, b.addr), Default::default()).unwrap();
+    let admin = realproc::admin_key(adir.path());
+    let nurse = register_nurse(&servers, &admin).await;
+    let until = Instant::now() + Duration::from_secs(6);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(append_chain(
+                servers.clone(),
+                nurse.clone(),
+                format!("HA-{i}"),
+                until,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = Instant::now();
+    a.kill9();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let after_kill = acked
+        .iter()
+        .filter(|(_, t)| *t > killed)
+        .map(|(_, t)| *t)
+        .min();
+    let before = acked.iter().filter(|(_, t)| *t <= killed).count();
+    let takeover = after_kill.expect("the standby acknowledged events after the kill") - killed;
+    println!(
+        "takeover: first acknowledgement by the standby {:.2} s after kill -9 of the writer \
+         ({before} events acknowledged before, {} after)",
+        takeover.as_secs_f64(),
+        acked.len() - before
+    );
+    assert!(before > 0, "the writer took events before it was killed");
+    assert_eq!(
+        lease_address(&cluster, &db),
+        b.addr,
+        "the standby holds the lease"
+    );
+
+    // Every acknowledged event is in the log, read through the surviving server.
+    let mut c = b.client().await;
+    let entries = common::snapshot(&mut c).await;
+    let recorded: std::collections::HashSet<[u8; 32]> = entries
+        .iter()
+        .map(|bytes| {
+            let e = <celltrail::pb::LogEntry as prost::Message>::decode(bytes.as_slice()).unwrap();
+            EventHash::of_body(&e.body).0
+        })
+        .collect();
+    for (hash, _) in &acked {
+        assert!(
+            recorded.contains(hash),
+            "acknowledged event {} lost",
+            hex::encode(hash)
+        );
+    }
+    let (ok, report) = verify_store(&url, adir.path());
+    assert!(ok, "verify --store: {report}");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_writer_commits_nothing_after_the_takeover_and_steps_down() {
+    let cluster = pg::PgCluster::start();
+    let url = cluster.create_db();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let adir = tempfile::tempdir().unwrap();
+    let a = Proc::start(adir.path(), &["--store", &url]).await;
+    let bdir = shared_dir(adir.path());
+    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    let both = Servers::new(&format!("{},{}", a.addr, b.addr), Default::default()).unwrap();
+    let admin = realproc::admin_key(adir.path());
+    let nurse = register_nurse(&both, &admin).await;
+
+    // Pause the writer, then send it an event it cannot answer while paused.
+    signal(&a, "STOP");
+    let only_a = Servers::new(&a.addr, Default::default()).unwrap();
+    let stale = event(&nurse, "PAUSED-1", 0, vec![0; 32]);
+    let stale_hash = EventHash::of_body(&stale.body);
+    let pending = tokio::spawn(async move { only_a.append(&stale).await });
+
+    // The standby takes over and writes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lease_address(&cluster, &db) != b.addr {
+        assert!(Instant::now() < deadline, "the standby did not take over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let only_b = Servers::new(&b.addr, Default::default()).unwrap();
+    let mut r = None;
+    while r.is_none() {
+        match only_b
+            .append(&event(&nurse, "AFTER-1", 0, vec![0; 32]))
+            .await
+        {
+            Ok(x) => r = Some(x),
+            Err(s) if failover::try_next(&s) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the new writer never wrote: {s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    let size_at_wake = r.unwrap().tree_size;
+
+    // Wake the old writer: its queued event is refused, never recorded.
+    signal(&a, "CONT");
+    let answer = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("the woken writer answers")
+        .unwrap();
+    let err = answer.expect_err("a fenced writer gives no receipt");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let mut bc = b.client().await;
+    let entries = common::snapshot(&mut bc).await;
+    assert_eq!(
+        entries.len() as u64,
+        size_at_wake,
+        "the old writer committed nothing"
+    );
+    for bytes in &entries {
+        let e = <celltrail::pb::LogEntry as prost::Message>::decode(bytes.as_slice()).unwrap();
+        assert_ne!(
+            EventHash::of_body(&e.body),
+            stale_hash,
+            "the stale event is not in the log"
+        );
+    }
+    // It stepped down: it now refuses appends and names the new writer.
+    let mut ac = a.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = ac
+            .append(event(&nurse, "PAUSED-2", 0, vec![0; 32]))
+            .await
+            .expect_err("a standby records nothing");
+        if failover::writer_hint(&s).as_deref() == Some(b.addr.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old writer did not step down: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It still answers reads.
+    let mut reads = a.client().await;
+    assert_eq!(
+        common::snapshot(&mut reads).await.len() as u64,
+        size_at_wake
+    );
+    let (ok, report) = verify_store(&url, adir.path());
+    assert!(ok, "verify --store: {report}");
+}
+
+/// grpc.health.v1 status of `celltrail.v1.Ledger` on `addr`.
+async fn ledger_health(addr: &str) -> i32 {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+    h.check(tonic_health::pb::HealthCheckRequest {
+        service: "celltrail.v1.Ledger".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_is_serving_only_while_the_database_answers_reads() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut cluster = pg::PgCluster::start();
+    let url = cluster.create_db();
+    let adir = tempfile::tempdir().unwrap();
+    let a = Proc::start(adir.path(), &["--store", &url]).await;
+    let bdir = shared_dir(adir.path());
+    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    let serving = ServingStatus::Serving as i32;
+    assert_eq!(ledger_health(&a.addr).await, serving, "the writer is ready");
+    assert_eq!(
+        ledger_health(&b.addr).await,
+        serving,
+        "a standby answers reads: ready"
+    );
+    cluster.kill();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ledger_health(&b.addr).await == serving || ledger_health(&a.addr).await == serving {
+        assert!(
+            Instant::now() < deadline,
+            "still SERVING without a database"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger_health(&b.addr).await != serving || ledger_health(&a.addr).await != serving {
+        assert!(
+            Instant::now() < deadline,
+            "not SERVING again once the database is back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the log is readable again through either.
+    let mut c = b.client().await;
+    common::snapshot(&mut c).await;
+}
