@@ -677,3 +677,124 @@ async fn allowed_next_comes_from_the_policy_with_signer_slots() {
     assert!(done.events.is_empty());
     assert_eq!(done.bedside_refusal_word, "INFUSED");
 }
+
+/// Issue 14 point 7: a station that saw a chain online finds it from the product bag alone
+/// while the server is down and queues the event on it; a station that never saw the chain
+/// refuses before any question, and signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_station_finds_the_chain_of_a_bag_it_has_seen_and_queues_on_it() {
+    let w = dispensed_chain().await;
+    let addr = w.server.addr;
+    let nurse = w.nurse1.clone();
+    let bag = w.product_bag.0.clone();
+    // Online, for an event the chain does not allow now: refused, but the bag is learnt.
+    let learn = [
+        "--key", &nurse, "--site", "CLINIC-1", "--event", "infused", "--scan", &bag, "--yes",
+    ];
+    expect(&scan(addr, &w.queue, &learn).await, 1, "NO INFUSED NOW");
+    let Ward {
+        _dir,
+        server,
+        chain,
+        queue,
+        ..
+    } = w;
+    server.stop().await;
+    let hold = [
+        "--key",
+        &nurse,
+        "--site",
+        "CLINIC-1",
+        "--event",
+        "hold",
+        "--scan",
+        &bag,
+        "--set",
+        "reason=label smudged",
+        "--comment",
+        "label smudged",
+        "--yes",
+    ];
+    let out = expect(&scan(addr, &queue, &hold).await, 3, "QUEUED");
+    assert!(
+        out.contains(&format!("belongs to chain {chain}")),
+        "the remembered chain is named:\n{out}"
+    );
+    let q = celltrail::station::Queue::open(&queue).unwrap();
+    let all = q.all().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].1.chain_id, chain);
+    assert_eq!(all[0].1.seq, 20, "chained after the head seen online");
+    drop(q);
+    // A station that never saw the chain cannot chain the event.
+    let fresh = _dir.path().join("fresh-station");
+    let out = expect(&scan(addr, &fresh, &hold).await, 1, "CANNOT CHAIN");
+    assert!(out.contains("nothing was asked"), "{out}");
+    let q = celltrail::station::Queue::open(&fresh).unwrap();
+    assert_eq!(q.counts().unwrap(), (0, 0), "nothing queued");
+}
+
+/// Issue 14 point 5: at a receipt whose shipment named a shipper, the shipper scan is
+/// required and must be that shipper; a wrong one stops the receipt before anything is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_requires_the_shipper_the_shipment_named() {
+    let s = shipped_to_mfg(610).await;
+    let mut c = s.server.client().await;
+    let before = snapshot(&mut c).await;
+    let mk = s.mfg_key.to_str().unwrap();
+    let queue = s.dir.path().join("mfg-station");
+    let receive = |shipper: Option<&'static str>| {
+        let mut a: Vec<String> = [
+            "--key",
+            mk,
+            "--site",
+            "MFG-1",
+            "--yes",
+            "--event",
+            "received",
+            "--scan",
+            &s.bag,
+            "--set",
+            "seal_intact=yes",
+            "--set",
+            "temp_min_c=3.5",
+            "--set",
+            "temp_max_c=6",
+            "--set",
+            "elapsed_seconds=600",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if let Some(sh) = shipper {
+            a.extend(["--scan".to_string(), sh.to_string()]);
+        }
+        a
+    };
+    let run = |args: Vec<String>| {
+        let queue = queue.clone();
+        let addr = s.server.addr;
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            scan(addr, &queue, &a).await
+        }
+    };
+    let out = expect(&run(receive(None)).await, 1, "REJECTED");
+    assert!(
+        out.contains(&format!("the shipment named shipper {SHIPPER_ID}")),
+        "{out}"
+    );
+    let out = expect(
+        &run(receive(Some("(8003)09506000134352SHIP2"))).await,
+        2,
+        "WRONG SHIPPER",
+    );
+    assert!(out.contains("09506000134352SHIP2"), "{out}");
+    assert!(!out.contains("SUMMARY"), "{out}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+    expect(&run(receive(Some(SHIPPER))).await, 0, "ACCEPTED");
+    assert_eq!(
+        kinds(&chain_events(&mut c, &s.chain).await).last(),
+        Some(&"received")
+    );
+}
