@@ -60,6 +60,7 @@ pub enum Command {
     #[command(subcommand)]
     Key(KeyCommand),
     /// Append one signed custody event to a bag's chain.
+    #[command(after_help = crate::event_fields::help_text())]
     Event(EventArgs),
     /// Print a bag's chain as a table.
     Chain(ChainArgs),
@@ -228,14 +229,15 @@ pub struct EventArgs {
     /// Chain id of the bag (e.g. its DIN or the chain-of-identity reference).
     #[arg(long)]
     pub chain: String,
-    /// Event kind (enrolled, collected, shipped, received, ...).
+    /// Event kind; every kind and its fields are listed below.
     #[arg(long)]
     pub kind: String,
     /// Site where the event happens.
     #[arg(long)]
     pub site: String,
-    /// Event fields, name=value (repeatable); see the README for each kind's fields. A reading
-    /// that was genuinely not possible: not_measured.FIELD=REASON (records it and opens a hold).
+    /// Event fields, name=value (repeatable); each kind's fields are listed below and in
+    /// docs/events.md. A reading that was genuinely not possible: not_measured.FIELD=REASON
+    /// (records it and opens a hold).
     #[arg(long = "set")]
     pub set: Vec<String>,
     /// When it happened, RFC 3339 [default: now].
@@ -603,7 +605,7 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
         ));
     }
     let mut fields = Fields::parse(&a.set).map_err(|e| anyhow::anyhow!(e))?;
-    let not_measured = fields.take_not_measured();
+    let not_measured = fields.take_not_measured(&a.kind);
     let detail = detail_from_fields(&a.kind, fields).map_err(|e| anyhow::anyhow!(e))?;
     let mut signers = vec![(&performer, SignatureMeaning::Performed)];
     signers.extend(cosigners.iter().map(|(k, m)| (k, *m)));

@@ -198,46 +198,10 @@ impl Fields {
         Fields { map }
     }
 
-    fn str(&mut self, k: &str) -> String {
-        self.map.remove(k).unwrap_or_default()
-    }
-    fn required(&mut self, kind: &str, k: &str) -> Result<String, String> {
-        self.map
-            .remove(k)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| format!("event {kind} needs --set {k}=..."))
-    }
-    /// A reading: `None` when not given (never a default in its place).
-    fn num<T: std::str::FromStr>(&mut self, k: &str) -> Result<Option<T>, String> {
-        match self.map.remove(k) {
-            None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("--set {k}={v}: not a number")),
-        }
-    }
-    fn flag(&mut self, k: &str) -> Result<Option<bool>, String> {
-        match self.map.remove(k).as_deref().map(str::trim) {
-            None => Ok(None),
-            Some("yes" | "true" | "1" | "y") => Ok(Some(true)),
-            Some("no" | "false" | "0" | "n") => Ok(Some(false)),
-            Some(v) => Err(format!("--set {k}={v}: expected yes or no")),
-        }
-    }
-    fn time(&mut self, k: &str) -> Result<Option<i64>, String> {
-        match self.map.remove(k) {
-            None => Ok(None),
-            Some(v) => crate::time::parse_rfc3339(&v)
-                .map(Some)
-                .map_err(|e| format!("--set {k}: {e}")),
-        }
-    }
-
     /// Takes the `not_measured.FIELD=REASON` entries: readings that were genuinely not
-    /// possible, each with its reason.
-    pub fn take_not_measured(&mut self) -> Vec<pb::NotMeasured> {
+    /// possible, each with its reason. A `--set` name (`collection_end`) is recorded under its proto name
+    /// (`collection_end_unix_nanos`), which the policy names.
+    pub fn take_not_measured(&mut self, kind: &str) -> Vec<pb::NotMeasured> {
         let keys: Vec<String> = self
             .map
             .keys()
@@ -247,200 +211,16 @@ impl Fields {
         keys.into_iter()
             .map(|k| pb::NotMeasured {
                 reason: self.map.remove(&k).unwrap_or_default(),
-                field: k["not_measured.".len()..].to_string(),
+                field: crate::event_fields::proto_name(kind, &k["not_measured.".len()..]),
             })
             .collect()
     }
-    fn list(&mut self, k: &str) -> Vec<String> {
-        self.str(k)
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    }
-    fn finish(self, kind: &str) -> Result<(), String> {
-        match self.map.keys().next() {
-            None => Ok(()),
-            Some(k) => {
-                let valid = KINDS
-                    .iter()
-                    .find(|(name, _)| *name == kind)
-                    .map(|(_, fields)| *fields)
-                    .unwrap_or("none");
-                Err(format!(
-                    "event {kind} has no field {k:?}; its fields are: {valid} (* = required)"
-                ))
-            }
-        }
-    }
 }
 
-#[cfg(test)]
-mod field_tests {
-    #[test]
-    fn an_unknown_field_error_lists_the_valid_ones() {
-        let f = super::Fields::parse(&["reason=r".into(), "colour=red".into()]).unwrap();
-        let e = super::detail_from_fields("hold", f).unwrap_err();
-        assert!(
-            e.contains("\"colour\"") && e.contains("its fields are: reason*"),
-            "{e}"
-        );
-    }
-}
-
-/// Every event kind a client can name, with its fields, for `--help` and errors.
-pub const KINDS: &[(&str, &str)] = &[
-    ("enrolled", "coi_ref*, therapy, manufacturing_site"),
-    (
-        "collected",
-        "din*, product_code, volume_ml*, collection_end* (RFC 3339)",
-    ),
-    ("packed", "shipper_id, logger_id, seal_id"),
-    (
-        "shipped",
-        "from_site, to_site*, courier, shipper_id, logger_id, condition",
-    ),
-    (
-        "received",
-        "from_site, seal_intact* (yes/no), temp_min_c*, temp_max_c*, elapsed_seconds*, shipper_id",
-    ),
-    (
-        "manufacturing_step",
-        "step*, batch_id, product_bag_ids (comma list), param.NAME=VALUE",
-    ),
-    (
-        "qc_result",
-        "test*, method, result*, passed* (yes/no), specification",
-    ),
-    ("released", "exceptional (yes/no), deviation_id"),
-    ("rejected", "reason*"),
-    ("stored", "location*, temp_c*"),
-    ("dispensed", "product_bag_id*, thawed_at* (RFC 3339)"),
-    ("bedside_check", "wristband_coi_ref*, product_bag_id*"),
-    (
-        "infused",
-        "product_bag_id*, started_at*, ended_at* (RFC 3339)",
-    ),
-    ("hold", "reason*"),
-    ("hold_released", "reason*"),
-    ("deviation", "deviation_id*, description*"),
-    ("destroyed", "reason*"),
-    ("custody_handoff", "from_site, to_site*"),
-];
-
-/// Builds an event detail of `kind` from named fields; unknown or missing fields are errors.
-pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
-    let d = match kind {
-        "enrolled" => Detail::Enrolled(pb::Enrolled {
-            coi_ref: f.required(kind, "coi_ref")?,
-            therapy: f.str("therapy"),
-            manufacturing_site: f.str("manufacturing_site"),
-        }),
-        "collected" => Detail::Collected(pb::Collected {
-            din: f.required(kind, "din")?,
-            product_code: f.str("product_code"),
-            volume_ml: f.num("volume_ml")?,
-            collection_end_unix_nanos: f.time("collection_end")?,
-        }),
-        "packed" => Detail::Packed(pb::Packed {
-            shipper_id: f.str("shipper_id"),
-            logger_id: f.str("logger_id"),
-            seal_id: f.str("seal_id"),
-        }),
-        "shipped" => Detail::Shipped(pb::Shipped {
-            from_site: f.str("from_site"),
-            to_site: f.required(kind, "to_site")?,
-            courier: f.str("courier"),
-            shipper_id: f.str("shipper_id"),
-            logger_id: f.str("logger_id"),
-            condition: f.str("condition"),
-        }),
-        "received" => Detail::Received(pb::Received {
-            from_site: f.str("from_site"),
-            seal_intact: f.flag("seal_intact")?,
-            temp_min_c: f.num("temp_min_c")?,
-            temp_max_c: f.num("temp_max_c")?,
-            elapsed_seconds: f.num("elapsed_seconds")?,
-            shipper_id: f.str("shipper_id"),
-        }),
-        "manufacturing_step" => {
-            let params: Vec<String> = f
-                .map
-                .keys()
-                .filter(|k| k.starts_with("param."))
-                .cloned()
-                .collect();
-            let mut parameters = std::collections::HashMap::new();
-            for k in params {
-                let v = f.map.remove(&k).unwrap_or_default();
-                parameters.insert(k["param.".len()..].to_string(), v);
-            }
-            Detail::ManufacturingStep(pb::ManufacturingStep {
-                step: f.required(kind, "step")?,
-                batch_id: f.str("batch_id"),
-                parameters,
-                product_bag_ids: f.list("product_bag_ids"),
-            })
-        }
-        "qc_result" => Detail::QcResult(pb::QcResult {
-            test: f.required(kind, "test")?,
-            method: f.str("method"),
-            result: f.str("result"),
-            passed: f.flag("passed")?,
-            specification: f.str("specification"),
-        }),
-        "released" => Detail::Released(pb::Released {
-            exceptional: f.flag("exceptional")?.unwrap_or(false),
-            deviation_id: f.str("deviation_id"),
-        }),
-        "rejected" => Detail::Rejected(pb::Rejected {
-            reason: f.required(kind, "reason")?,
-        }),
-        "stored" => Detail::Stored(pb::Stored {
-            location: f.required(kind, "location")?,
-            temp_c: f.num("temp_c")?,
-        }),
-        "dispensed" => Detail::Dispensed(pb::Dispensed {
-            product_bag_id: f.required(kind, "product_bag_id")?,
-            thawed_at_unix_nanos: f.time("thawed_at")?,
-        }),
-        "bedside_check" => Detail::BedsideCheck(pb::BedsideCheck {
-            wristband_coi_ref: f.required(kind, "wristband_coi_ref")?,
-            product_bag_id: f.required(kind, "product_bag_id")?,
-        }),
-        "infused" => Detail::Infused(pb::Infused {
-            product_bag_id: f.required(kind, "product_bag_id")?,
-            started_at_unix_nanos: f.time("started_at")?,
-            ended_at_unix_nanos: f.time("ended_at")?,
-        }),
-        "hold" => Detail::Hold(pb::Hold {
-            reason: f.required(kind, "reason")?,
-        }),
-        "hold_released" => Detail::HoldReleased(pb::HoldReleased {
-            reason: f.required(kind, "reason")?,
-        }),
-        "deviation" => Detail::Deviation(pb::Deviation {
-            deviation_id: f.required(kind, "deviation_id")?,
-            description: f.required(kind, "description")?,
-        }),
-        "destroyed" => Detail::Destroyed(pb::Destroyed {
-            reason: f.required(kind, "reason")?,
-        }),
-        "custody_handoff" => Detail::CustodyHandoff(pb::CustodyHandoff {
-            from_site: f.str("from_site"),
-            to_site: f.required(kind, "to_site")?,
-        }),
-        other => {
-            let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-            return Err(format!(
-                "unknown event kind {other:?}; one of: {}",
-                names.join(", ")
-            ));
-        }
-    };
-    f.finish(kind)?;
-    Ok(d)
+/// Builds an event detail of `kind` from named fields (the table in `event_fields`); unknown
+/// or missing fields are errors that list the kind's fields.
+pub fn detail_from_fields(kind: &str, f: Fields) -> Result<Detail, String> {
+    crate::event_fields::build(kind, f.map)
 }
 
 /// Appends with the chain's current head filled in; returns the receipt.

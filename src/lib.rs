@@ -23,6 +23,7 @@ pub mod config;
 pub mod console;
 pub mod crypto;
 pub mod datadir;
+pub mod event_fields;
 pub mod failover;
 pub mod keylist;
 pub mod keys;

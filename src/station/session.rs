@@ -8,7 +8,8 @@ use super::outlook;
 use super::queue::{Link, Queue};
 use super::ui::{big, Ui};
 use super::{apply_scans, bedside_check, comment_required, form, queue_cmd, Code, Status};
-use crate::client::{self, Client, Draft, Fields, KINDS};
+use crate::client::{self, Client, Draft, Fields};
+use crate::event_fields::KINDS;
 use crate::keys::read_key_file;
 use crate::note::NoteSigner;
 use crate::pb::{FindChainsByBagRequest, GetChainRequest, SignatureMeaning};
@@ -198,7 +199,7 @@ impl Station {
                 return None;
             }
             let lower = t.to_ascii_lowercase();
-            if KINDS.iter().any(|(k, _)| *k == lower) {
+            if KINDS.iter().any(|k| k.name == lower) {
                 println!("  EVENT  {lower}");
                 req.kind = Some(lower);
                 continue;
@@ -215,8 +216,8 @@ impl Station {
 
     fn choose_kind(&self) -> Option<String> {
         println!("Which event?");
-        for (i, (k, _)) in KINDS.iter().enumerate() {
-            print!("  {:>2} {:<19}", i + 1, k);
+        for (i, k) in KINDS.iter().enumerate() {
+            print!("  {:>2} {:<19}", i + 1, k.name);
             if i % 3 == 2 {
                 println!();
             }
@@ -226,10 +227,10 @@ impl Station {
             let t = self.ui.ask("event")?.trim().to_ascii_lowercase();
             if let Ok(n) = t.parse::<usize>() {
                 if (1..=KINDS.len()).contains(&n) {
-                    return Some(KINDS[n - 1].0.to_string());
+                    return Some(KINDS[n - 1].name.to_string());
                 }
             }
-            if KINDS.iter().any(|(k, _)| *k == t) {
+            if KINDS.iter().any(|k| k.name == t) {
                 return Some(t);
             }
             println!("  type a number from the list or an event name");
@@ -293,7 +294,7 @@ impl Station {
                 return Ok(Step::Done(EXIT_REJECTED));
             }
         };
-        if !KINDS.iter().any(|(k, _)| *k == kind) {
+        if !KINDS.iter().any(|k| k.name == kind) {
             big("REJECTED", &[format!("unknown event kind {kind:?}")]);
             return Ok(Step::Done(EXIT_REJECTED));
         }
