@@ -24,8 +24,9 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// TOML config file (keys as the serve flags: data_dir, listen, metrics_addr, ...);
-    /// precedence: flag > environment > file > default.
+    /// TOML config file: serve's keys at the top (data_dir, listen, tls_cert, ...), [client]
+    /// (server, tls_ca, tls_cert, tls_key) for client commands, [station] (site, queue, key) for
+    /// scan and queue; precedence: flag > environment > file > default.
     #[arg(long, global = true, env = "CELLTRAIL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log line format on stderr.

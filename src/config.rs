@@ -6,18 +6,33 @@
 //! came from and lets the file override only values that came from a default (or nowhere).
 //! Relative paths in the file are relative to the file's directory. Unknown keys are an error,
 //! so a typo is not silently ignored.
+//!
+//! Top-level keys are `serve`'s (including its TLS); `[client]` holds what every client command
+//! takes (`server`, `tls_ca`, `tls_cert`, `tls_key`), `[station]` what `scan` and `queue` take
+//! (`site`, `queue`, `key`), so a scanning station is configured by one file.
 
-use crate::cli::{Cli, Command, LogFormat, ServeArgs};
+use crate::cli::{Cli, Command, KeyCommand, LogFormat, ServeArgs};
+use crate::client::ServerArg;
 use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// The TOML configuration file. Every key is optional; names match the `serve` flags.
+/// The TOML configuration file. Every key is optional; names match the flags.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// `serve --tls-cert` / `--tls-key` / `--client-ca`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    /// What every client command takes.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// What `scan` and `queue` take.
+    #[serde(default)]
+    pub station: StationSection,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub trust_anchors: Option<PathBuf>,
@@ -35,6 +50,31 @@ pub struct ConfigFile {
     pub advertise: Option<String>,
 }
 
+/// `[client]`: the flags of every client command (event, chain, scan, key, export, report,
+/// backup, monitor).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// `--server` (one address, or several as `a,b,c`).
+    pub server: Option<String>,
+    /// `--tls-ca`, `--tls-cert`, `--tls-key` (the client's own certificate for mutual TLS).
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[station]`: the flags of `scan` (and `queue`'s `--queue`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSection {
+    /// `scan --site`.
+    pub site: Option<String>,
+    /// `scan --queue`, `queue ... --queue`.
+    pub queue: Option<PathBuf>,
+    /// `scan --key`: the operator's key file.
+    pub key: Option<PathBuf>,
+}
+
 impl ConfigFile {
     /// Reads and parses `path`; relative paths inside are resolved against its directory.
     pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
@@ -47,6 +87,14 @@ impl ConfigFile {
             &mut file.data_dir,
             &mut file.trust_anchors,
             &mut file.policy,
+            &mut file.tls_cert,
+            &mut file.tls_key,
+            &mut file.client_ca,
+            &mut file.client.tls_ca,
+            &mut file.client.tls_cert,
+            &mut file.client.tls_key,
+            &mut file.station.queue,
+            &mut file.station.key,
         ]
         .into_iter()
         .flatten()
@@ -104,11 +152,59 @@ pub fn apply_to_serve(a: &mut ServeArgs, m: &ArgMatches, file: &ConfigFile) {
             a.witnesses = w.clone();
         }
     }
-    if defaulted(m, "store") && file.store.is_some() {
-        a.store = file.store.clone();
+    fill(&mut a.tls_cert, m, "tls_cert", &file.tls_cert);
+    fill(&mut a.tls_key, m, "tls_key", &file.tls_key);
+    fill(&mut a.client_ca, m, "client_ca", &file.client_ca);
+    fill(&mut a.store, m, "store", &file.store);
+    fill(&mut a.advertise, m, "advertise", &file.advertise);
+}
+
+/// Sets an optional value from the file when neither a flag nor the environment gave it.
+fn fill<T: Clone>(v: &mut Option<T>, m: &ArgMatches, id: &str, file: &Option<T>) {
+    if defaulted(m, id) && file.is_some() {
+        *v = file.clone();
     }
-    if defaulted(m, "advertise") && file.advertise.is_some() {
-        a.advertise = file.advertise.clone();
+}
+
+/// Applies `[client]` under the flags and environment of a client command.
+pub fn apply_to_client(a: &mut ServerArg, m: &ArgMatches, c: &ClientSection) {
+    if defaulted(m, "server") {
+        if let Some(v) = &c.server {
+            a.server = v.clone();
+        }
+    }
+    fill(&mut a.tls_ca, m, "tls_ca", &c.tls_ca);
+    fill(&mut a.tls_cert, m, "tls_cert", &c.tls_cert);
+    fill(&mut a.tls_key, m, "tls_key", &c.tls_key);
+}
+
+/// The client flags of a subcommand, if it has them.
+fn server_arg(cmd: &mut Command) -> Option<&mut ServerArg> {
+    Some(match cmd {
+        Command::Scan(a) => &mut a.server,
+        Command::Event(a) => &mut a.server,
+        Command::Chain(a) => &mut a.server,
+        Command::Export(a) => &mut a.server,
+        Command::Report(a) => &mut a.server,
+        Command::Backup(a) => &mut a.server,
+        Command::Monitor(a) => &mut a.server,
+        Command::Key(KeyCommand::Register { server, .. })
+        | Command::Key(KeyCommand::List { server, .. })
+        | Command::Key(KeyCommand::Revoke { server, .. }) => server,
+        _ => return None,
+    })
+}
+
+/// A certificate needs its key, and the other way round, wherever each came from.
+fn check_pair(what: &str, cert: &Option<PathBuf>, key: &Option<PathBuf>) -> anyhow::Result<()> {
+    match (cert, key) {
+        (Some(_), None) => anyhow::bail!(
+            "{what}: tls_cert is set but tls_key is not; give both (flags, environment or config file)"
+        ),
+        (None, Some(_)) => anyhow::bail!(
+            "{what}: tls_key is set but tls_cert is not; give both (flags, environment or config file)"
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -139,8 +235,39 @@ pub fn resolve(matches: &ArgMatches) -> anyhow::Result<(Cli, Settings)> {
             cli.log_format = f;
         }
     }
+    // The matches of the innermost subcommand (`key register`'s, not `key`'s).
+    let mut leaf = matches;
+    while let Some((_, m)) = leaf.subcommand() {
+        leaf = m;
+    }
     if let (Command::Serve(a), Some(m)) = (&mut cli.command, matches.subcommand_matches("serve")) {
         apply_to_serve(a, m, &file);
+        check_pair("serve", &a.tls_cert, &a.tls_key)?;
+        if a.client_ca.is_some() && a.tls_cert.is_none() {
+            anyhow::bail!("serve: client_ca (mutual TLS) needs tls_cert and tls_key");
+        }
+    }
+    if let Some(a) = server_arg(&mut cli.command) {
+        apply_to_client(a, leaf, &file.client);
+        check_pair("client", &a.tls_cert, &a.tls_key)?;
+    }
+    let st = &file.station;
+    match &mut cli.command {
+        Command::Scan(a) => {
+            fill(&mut a.site, leaf, "site", &st.site);
+            fill(&mut a.key, leaf, "key", &st.key);
+            if defaulted(leaf, "queue") {
+                if let Some(q) = &st.queue {
+                    a.queue = q.clone();
+                }
+            }
+        }
+        Command::Queue(q) => {
+            if let (Some(dir), true) = (&st.queue, defaulted(leaf, "queue")) {
+                q.dir_mut().queue = dir.clone();
+            }
+        }
+        _ => {}
     }
     let log_filter = std::env::var("CELLTRAIL_LOG")
         .ok()

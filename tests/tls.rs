@@ -233,6 +233,80 @@ async fn cli_registers_a_key_over_mutual_tls_with_the_real_binary() {
     assert!(!out.status.success(), "plain text: must fail");
 }
 
+/// Server TLS (certificate, key, client CA) from `serve`'s config file, and a client's server
+/// address and TLS identity from the `[client]` section of its own file: mutual TLS configured
+/// by files alone, paths relative to each file.
+#[tokio::test]
+async fn config_files_set_server_and_client_tls() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let server_toml = p.dir.path().join("server.toml");
+    std::fs::write(
+        &server_toml,
+        "tls_cert = \"server.pem\"\ntls_key = \"server.key\"\nclient_ca = \"hospital-ca.pem\"\n",
+    )
+    .unwrap();
+    let srv =
+        realproc::Proc::start(data.path(), &["--config", server_toml.to_str().unwrap()]).await;
+    // TLS, and mutual: a client without a certificate is refused.
+    probe(&srv.addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .expect("station with its certificate");
+    assert!(probe(&srv.addr, &opts(Some(&p.ca.pem), None))
+        .await
+        .is_err());
+    assert!(probe(&srv.addr, &opts(None, None)).await.is_err());
+
+    let station_toml = p.dir.path().join("station.toml");
+    std::fs::write(
+        &station_toml,
+        format!(
+            "[client]\nserver = \"{}\"\ntls_ca = \"hospital-ca.pem\"\ntls_cert = \"station.pem\"\ntls_key = \"station.key\"\n",
+            srv.addr
+        ),
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let key_list = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
+            .current_dir(elsewhere.path())
+            .args(args)
+            .env_remove("CELLTRAIL_SERVER")
+            .output()
+            .expect("run celltrail")
+    };
+    let cfg = station_toml.to_str().unwrap();
+    let out = key_list(&["--config", cfg, "key", "list"]);
+    assert!(
+        out.status.success(),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the file the same command has no server address and no TLS: it fails.
+    let out = key_list(&["key", "list", "--server", &srv.addr]);
+    assert!(
+        !out.status.success(),
+        "plain text to a TLS server must fail"
+    );
+    // A flag beats the file.
+    let out = key_list(&["--config", cfg, "key", "list", "--server", "127.0.0.1:1"]);
+    assert!(!out.status.success(), "--server must override the file");
+    // A client certificate without its key is refused before anything is sent.
+    std::fs::write(
+        &station_toml,
+        format!(
+            "[client]\nserver = \"{}\"\ntls_cert = \"station.pem\"\n",
+            srv.addr
+        ),
+    )
+    .unwrap();
+    let out = key_list(&["--config", cfg, "key", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls_cert is set but tls_key is not"), "{err}");
+}
+
 /// Starts `serve`, waits until it is serving, stops it and returns what it wrote to stderr.
 fn stderr_of_serve(data: &Path, extra: &[&str]) -> String {
     realproc::Serve::new()

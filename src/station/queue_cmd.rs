@@ -13,6 +13,17 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+impl QueueCommand {
+    /// The `--queue` flag of whichever subcommand this is (for the config file's `[station]`).
+    pub fn dir_mut(&mut self) -> &mut QueueDir {
+        match self {
+            QueueCommand::List(a) => &mut a.dir,
+            QueueCommand::Discard(a) => &mut a.dir,
+            QueueCommand::Show(a) => &mut a.dir,
+        }
+    }
+}
+
 pub const EXIT_CODES: &str = "Exit codes: 0 done (also: the queue is empty), 1 error or refused \
 (unknown id, a WAITING entry, an empty --reason, no queue at --queue DIR, the queue is in use \
 by a running station), 2 bad command line.";
