@@ -100,6 +100,7 @@ impl Station for StationService {
             bedside_refusal: why,
             ambient_exposure_max_minutes: o.ambient_exposure_max_minutes,
             thaw_to_infusion_max_minutes: o.thaw_to_infusion_max_minutes,
+            bag_ids: o.bag_ids,
         }))
     }
 

@@ -677,3 +677,59 @@ async fn allowed_next_comes_from_the_policy_with_signer_slots() {
     assert!(done.events.is_empty());
     assert_eq!(done.bedside_refusal_word, "INFUSED");
 }
+
+/// Issue 14 point 7: a station that saw a chain online finds it from the product bag alone
+/// while the server is down and queues the event on it; a station that never saw the chain
+/// refuses before any question, and signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_station_finds_the_chain_of_a_bag_it_has_seen_and_queues_on_it() {
+    let w = dispensed_chain().await;
+    let addr = w.server.addr;
+    let nurse = w.nurse1.clone();
+    let bag = w.product_bag.0.clone();
+    // Online, for an event the chain does not allow now: refused, but the bag is learnt.
+    let learn = [
+        "--key", &nurse, "--site", "CLINIC-1", "--event", "infused", "--scan", &bag, "--yes",
+    ];
+    expect(&scan(addr, &w.queue, &learn).await, 1, "NO INFUSED NOW");
+    let Ward {
+        _dir,
+        server,
+        chain,
+        queue,
+        ..
+    } = w;
+    server.stop().await;
+    let hold = [
+        "--key",
+        &nurse,
+        "--site",
+        "CLINIC-1",
+        "--event",
+        "hold",
+        "--scan",
+        &bag,
+        "--set",
+        "reason=label smudged",
+        "--comment",
+        "label smudged",
+        "--yes",
+    ];
+    let out = expect(&scan(addr, &queue, &hold).await, 3, "QUEUED");
+    assert!(
+        out.contains(&format!("belongs to chain {chain}")),
+        "the remembered chain is named:\n{out}"
+    );
+    let q = celltrail::station::Queue::open(&queue).unwrap();
+    let all = q.all().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].1.chain_id, chain);
+    assert_eq!(all[0].1.seq, 20, "chained after the head seen online");
+    drop(q);
+    // A station that never saw the chain cannot chain the event.
+    let fresh = _dir.path().join("fresh-station");
+    let out = expect(&scan(addr, &fresh, &hold).await, 1, "CANNOT CHAIN");
+    assert!(out.contains("nothing was asked"), "{out}");
+    let q = celltrail::station::Queue::open(&fresh).unwrap();
+    assert_eq!(q.counts().unwrap(), (0, 0), "nothing queued");
+}

@@ -161,3 +161,56 @@ async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
         "nothing was recorded"
     );
 }
+
+/// Issue 14 point 7: offline, a station that has never seen the bag's chain says so right
+/// after the event is chosen, before the form's first question, and signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_station_says_it_cannot_chain_before_asking_any_question() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let addr = server.addr;
+    let nurse = signer("pharm.pat");
+    let key = key_file(dir.path(), &nurse);
+    server.stop().await;
+    let (bag, _) = din(330);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(addr.to_string())
+        .arg("--queue")
+        .arg(dir.path().join("station"))
+        .arg("--key")
+        .arg(&key)
+        .arg("--site")
+        .arg("CLINIC-1")
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&key))
+        .env("CELLTRAIL_LOG", "warn");
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        step(&mut p, "OFFLINE", None);
+        step(&mut p, "scan >", Some(&bag));
+        step(&mut p, "scan >", Some(""));
+        step(&mut p, "event >", Some("stored"));
+        step(&mut p, "CANNOT CHAIN", None);
+        step(&mut p, "nothing was asked and nothing was signed", None);
+        step(&mut p, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        !seen.contains("storage location") && !seen.contains("temperature"),
+        "no question was asked:\n{seen}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod common;
 mod realproc;
+mod station_support;
 
 use celltrail::pb::GetHeadRequest;
 use celltrail::tls::{ServerTls, TlsOptions};
@@ -271,4 +272,63 @@ fn plain_text_on_a_non_loopback_address_warns_and_tls_does_not() {
     );
     assert!(!err.contains("WARNING: serving plain-text"), "{err}");
     assert!(!err.contains("note: TLS without --client-ca"), "{err}");
+}
+
+/// The station's policy questions (GetAllowedNext, PreviewEvent) go over the station's TLS
+/// flags like its appends: over mutual TLS the station is ONLINE, records the enrolment and
+/// shows the policy's refusal of an event the chain does not allow (it never falls back to
+/// "offline" because the policy RPCs spoke plain text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn station_asks_the_policy_over_its_tls_settings() {
+    use station_support::*;
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let (addr, srv) = start_tls(
+        &data.path().join("data"),
+        ServerTls {
+            cert: p.server.0.clone(),
+            key: p.server.1.clone(),
+            client_ca: Some(p.ca.pem.clone()),
+        },
+    )
+    .await;
+    let mut c = celltrail::client::connect_with(&addr, &opts(Some(&p.ca.pem), Some(&p.station)))
+        .await
+        .unwrap();
+    let nurse = common::signer("nurse.tls");
+    common::register(&mut c, &srv.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let key = key_file(data.path(), &nurse);
+    let s = |x: &Path| x.to_str().unwrap().to_string();
+    let (ca, sc, sk, k) = (s(&p.ca.pem), s(&p.station.0), s(&p.station.1), s(&key));
+    let (bag, _) = din(700);
+    let (wrist, _) = coi("PAT700");
+    let tls = ["--tls-ca", &ca, "--tls-cert", &sc, "--tls-key", &sk];
+    let queue = data.path().join("station");
+    let mut args = tls.to_vec();
+    args.extend([
+        "--key",
+        &k,
+        "--site",
+        "HOSP-A",
+        "--yes",
+        "--event",
+        "enrolled",
+        "--scan",
+        &bag,
+        "--scan",
+        &wrist,
+        "--set",
+        "manufacturing_site=MFG-1",
+    ]);
+    let out = expect(&scan(srv.addr, &queue, &args).await, 0, "ACCEPTED");
+    assert!(out.contains("ONLINE"), "{out}");
+    let mut args = tls.to_vec();
+    args.extend([
+        "--key", &k, "--site", "HOSP-A", "--yes", "--event", "infused", "--scan", &bag,
+    ]);
+    let out = expect(&scan(srv.addr, &queue, &args).await, 1, "NO INFUSED NOW");
+    assert!(
+        out.contains("state Enrolled"),
+        "the policy answered over TLS:\n{out}"
+    );
 }

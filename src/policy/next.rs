@@ -45,6 +45,8 @@ pub struct Outlook {
     pub bedside_refusal: Option<Refusal>,
     pub ambient_exposure_max_minutes: u64,
     pub thaw_to_infusion_max_minutes: u64,
+    /// Bags the chain has named: collected DINs, then product bags.
+    pub bag_ids: Vec<String>,
 }
 
 impl Policy {
@@ -115,6 +117,9 @@ impl Policy {
             bedside_refusal,
             ambient_exposure_max_minutes: t.limits.ambient_exposure_max_minutes,
             thaw_to_infusion_max_minutes: t.limits.thaw_to_infusion_max_minutes,
+            bag_ids: state
+                .map(|s| s.dins.iter().chain(&s.product_bag_ids).cloned().collect())
+                .unwrap_or_default(),
         }
     }
 

@@ -2,52 +2,82 @@
 //! events a chain allows next and what the chain already knows, and whether an event would open
 //! a hold. The station decides nothing here itself; offline it says it cannot know.
 
+use crate::client::ServerArg;
 use crate::pb::station_client::StationClient;
 use crate::pb::{AllowedNext, GetAllowedNextRequest, PreviewEventRequest, PreviewEventResponse};
 use std::time::Duration;
 use tonic::transport::Channel;
 
-async fn connect(server: &str) -> Result<StationClient<Channel>, tonic::Status> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    let ep = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+/// One server of the list, with the station's TLS flags.
+async fn connect(
+    server: &str,
+    tls: &crate::tls::TlsOptions,
+) -> Result<StationClient<Channel>, tonic::Status> {
+    let ep = crate::client::endpoint(server, tls)
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(20));
     let ch = ep
         .connect()
         .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        .map_err(|e| tonic::Status::unavailable(format!("{server}: {e}")))?;
     Ok(StationClient::new(ch))
+}
+
+/// Asks the first server of `--server a,b,c` (the remembered writer first) that answers; a
+/// server that is away passes the question to the next. Both questions are reads, so any
+/// server of the list (a standby too) may answer.
+async fn ask<T, F, Fut>(servers: &ServerArg, call: F) -> Result<T, tonic::Status>
+where
+    F: Fn(StationClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let tls = servers.tls();
+    let mut last = tonic::Status::unavailable(format!("no server in {:?}", servers.server));
+    for server in crate::failover::ordered(&crate::failover::parse_list(&servers.server)) {
+        let r = match connect(&server, &tls).await {
+            Ok(c) => call(c).await,
+            Err(s) => Err(s),
+        };
+        match r {
+            Err(s) if crate::client::is_transport_failure(&s) => last = s,
+            other => return other,
+        }
+    }
+    Err(last)
 }
 
 /// What the policy allows next on `chain`, asked from `site`.
 pub(super) async fn allowed_next(
-    server: &str,
+    servers: &ServerArg,
     chain: &str,
     site: &str,
 ) -> Result<AllowedNext, tonic::Status> {
-    let mut c = connect(server).await?;
-    Ok(c.get_allowed_next(GetAllowedNextRequest {
-        chain_id: chain.to_string(),
-        site: site.to_string(),
+    ask(servers, |mut c| async move {
+        Ok(c.get_allowed_next(GetAllowedNextRequest {
+            chain_id: chain.to_string(),
+            site: site.to_string(),
+        })
+        .await?
+        .into_inner())
     })
-    .await?
-    .into_inner())
+    .await
 }
 
 /// What an unsigned event body would do to its chain.
 pub(super) async fn preview(
-    server: &str,
+    servers: &ServerArg,
     body: Vec<u8>,
 ) -> Result<PreviewEventResponse, tonic::Status> {
-    let mut c = connect(server).await?;
-    Ok(c.preview_event(PreviewEventRequest { body })
-        .await?
-        .into_inner())
+    ask(servers, |mut c| {
+        let body = body.clone();
+        async move {
+            Ok(c.preview_event(PreviewEventRequest { body })
+                .await?
+                .into_inner())
+        }
+    })
+    .await
 }
 
 /// The allowed range shown next to a question, if the policy checks one for this field.

@@ -537,9 +537,7 @@ impl Station {
                 detail: Some(detail.clone()),
                 not_measured: Vec::new(),
             };
-            match outlook::preview(&self.a.server.server, prost::Message::encode_to_vec(&body))
-                .await
-            {
+            match outlook::preview(&self.a.server, prost::Message::encode_to_vec(&body)).await {
                 Ok(p) if !p.refused.is_empty() => {
                     big("REFUSED", &[p.refused, "nothing was signed".into()]);
                     return Ok(Step::Done(EXIT_REJECTED));
@@ -621,8 +619,13 @@ impl Station {
         if kind == "enrolled" || self.queue.last_for_chain(din)?.is_some() {
             return Ok(Ok(None));
         }
+        // Offline: the chain this station last saw the bag in (`remember_bag`).
+        let remembered = match self.queue.head(din)? {
+            Some(_) => None, // the DIN names a chain this station has seen
+            None => self.queue.bag_chain(din)?,
+        };
         let Some(c) = self.client.as_mut() else {
-            return Ok(Ok(None));
+            return Ok(Ok(remembered));
         };
         match client::next_link(c, din).await {
             Ok((0, _)) => {} // no chain has this id
@@ -630,6 +633,7 @@ impl Station {
             Err(s) => {
                 if is_offline(&s) {
                     self.client = None;
+                    return Ok(Ok(remembered));
                 }
                 return Ok(Ok(None));
             }
@@ -648,7 +652,10 @@ impl Station {
                     .map(|h| h.chain_id)
                     .collect();
                 match chains.as_slice() {
-                    [one] => Ok(Ok(Some(one.clone()))),
+                    [one] => {
+                        self.queue.remember_bag(din, one)?;
+                        Ok(Ok(Some(one.clone())))
+                    }
                     _ => Ok(Err(format!(
                         "bag {din} is named by {} chains ({}): give --chain",
                         chains.len(),
@@ -659,6 +666,7 @@ impl Station {
             Err(s) => {
                 if is_offline(&s) {
                     self.client = None;
+                    return Ok(Ok(remembered));
                 }
                 Ok(Ok(None))
             }
@@ -717,11 +725,39 @@ impl Station {
         )))
     }
 
+    /// Remembers what an offline station needs of a chain it has seen online: which bags
+    /// belong to it and where its next event goes.
+    async fn learn_chain(&mut self, chain: &str, n: &crate::pb::AllowedNext) -> anyhow::Result<()> {
+        for bag in n.bag_ids.iter().filter(|b| b.as_str() != chain) {
+            self.queue.remember_bag(bag, chain)?;
+        }
+        if n.state == "Start" || self.queue.last_for_chain(chain)?.is_some() {
+            return Ok(());
+        }
+        if let Some(c) = self.client.as_mut() {
+            if let Ok((seq, prev)) = client::next_link(c, chain).await {
+                self.queue.set_head(
+                    chain,
+                    &Link {
+                        seq,
+                        prev_hash: hex::encode(prev),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// What the policy allows next on `chain` (`None` offline or when the server cannot say).
     async fn allowed_next(&mut self, chain: &str, site: &str) -> Option<crate::pb::AllowedNext> {
         self.client.as_ref()?;
-        match outlook::allowed_next(&self.a.server.server, chain, site).await {
-            Ok(n) => Some(n),
+        match outlook::allowed_next(&self.a.server, chain, site).await {
+            Ok(n) => {
+                if let Err(e) = self.learn_chain(chain, &n).await {
+                    println!("  (could not remember chain {chain} for offline use: {e:#})");
+                }
+                Some(n)
+            }
             Err(s) if is_offline(&s) => {
                 self.client = None;
                 None
