@@ -733,3 +733,68 @@ async fn offline_station_finds_the_chain_of_a_bag_it_has_seen_and_queues_on_it()
     let q = celltrail::station::Queue::open(&fresh).unwrap();
     assert_eq!(q.counts().unwrap(), (0, 0), "nothing queued");
 }
+
+/// Issue 14 point 5: at a receipt whose shipment named a shipper, the shipper scan is
+/// required and must be that shipper; a wrong one stops the receipt before anything is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_requires_the_shipper_the_shipment_named() {
+    let s = shipped_to_mfg(610).await;
+    let mut c = s.server.client().await;
+    let before = snapshot(&mut c).await;
+    let mk = s.mfg_key.to_str().unwrap();
+    let queue = s.dir.path().join("mfg-station");
+    let receive = |shipper: Option<&'static str>| {
+        let mut a: Vec<String> = [
+            "--key",
+            mk,
+            "--site",
+            "MFG-1",
+            "--yes",
+            "--event",
+            "received",
+            "--scan",
+            &s.bag,
+            "--set",
+            "seal_intact=yes",
+            "--set",
+            "temp_min_c=3.5",
+            "--set",
+            "temp_max_c=6",
+            "--set",
+            "elapsed_seconds=600",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        if let Some(sh) = shipper {
+            a.extend(["--scan".to_string(), sh.to_string()]);
+        }
+        a
+    };
+    let run = |args: Vec<String>| {
+        let queue = queue.clone();
+        let addr = s.server.addr;
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            scan(addr, &queue, &a).await
+        }
+    };
+    let out = expect(&run(receive(None)).await, 1, "REJECTED");
+    assert!(
+        out.contains(&format!("the shipment named shipper {SHIPPER_ID}")),
+        "{out}"
+    );
+    let out = expect(
+        &run(receive(Some("(8003)09506000134352SHIP2"))).await,
+        2,
+        "WRONG SHIPPER",
+    );
+    assert!(out.contains("09506000134352SHIP2"), "{out}");
+    assert!(!out.contains("SUMMARY"), "{out}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+    expect(&run(receive(Some(SHIPPER))).await, 0, "ACCEPTED");
+    assert_eq!(
+        kinds(&chain_events(&mut c, &s.chain).await).last(),
+        Some(&"received")
+    );
+}

@@ -214,3 +214,65 @@ async fn offline_station_says_it_cannot_chain_before_asking_any_question() {
         "no question was asked:\n{seen}"
     );
 }
+
+/// Issue 14 point 5 through a terminal: the shipper prompt at a receipt takes only a GRAI
+/// (`YES` and a logger's GIAI are refused and asked again); Ctrl-C asks before quitting and
+/// Enter goes on; Ctrl-C then YES quits, and nothing was signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompted_scans_are_checked_against_the_code_asked_and_ctrl_c_asks_before_quitting() {
+    let s = shipped_to_mfg(620).await;
+    let mut c = s.server.client().await;
+    let before = snapshot(&mut c).await;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(s.server.addr.to_string())
+        .arg("--queue")
+        .arg(s.dir.path().join("mfg-station"))
+        .arg("--key")
+        .arg(&s.mfg_key)
+        .arg("--site")
+        .arg("MFG-1")
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&s.mfg_key))
+        .env("CELLTRAIL_LOG", "warn");
+    let bag = s.bag.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        step(&mut p, "scan >", Some(&bag));
+        step(&mut p, "scan >", Some(""));
+        step(&mut p, "event >", Some("received"));
+        step(&mut p, "FROM SITE  HOSP-A", None);
+        step(&mut p, "named by the shipment >", Some("YES"));
+        step(&mut p, "expected a shipper (GS1 GRAI)", None);
+        step(
+            &mut p,
+            "named by the shipment >",
+            Some("(8004)0950600013435LOGGER7"),
+        );
+        step(&mut p, "WRONG CODE TYPE", None);
+        step(&mut p, "named by the shipment >", Some(SHIPPER));
+        step(&mut p, "Seal intact? (yes/no) >", None);
+        p.send_control('c').unwrap();
+        step(&mut p, "quit the station?", Some(""));
+        step(&mut p, "going on", None);
+        step(&mut p, "Seal intact? (yes/no) >", Some("CANCEL"));
+        step(&mut p, "nothing was signed", None);
+        step(&mut p, "scan >", None);
+        p.send_control('c').unwrap();
+        step(&mut p, "quit the station?", Some("YES"));
+        p.exp_eof().expect("station quits after Ctrl-C and YES");
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&mut c).await, before, "nothing was signed");
+}

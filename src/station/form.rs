@@ -56,6 +56,65 @@ impl Code {
     }
 }
 
+/// The kind of code a prompt asks to be scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// An ISBT 128 DIN: a bag.
+    Din,
+    /// A chain-of-identity code: a wristband.
+    Coi,
+    /// A GS1 GRAI: a shipper.
+    Grai,
+    /// A GS1 GIAI: a temperature logger or a storage location.
+    Giai,
+}
+
+impl Expected {
+    /// What the operator is asked for, e.g. `a bag (DIN)`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Expected::Din => "a bag (ISBT 128 DIN)",
+            Expected::Coi => "a wristband (chain of identity)",
+            Expected::Grai => "a shipper (GS1 GRAI)",
+            Expected::Giai => "a logger or location (GS1 GIAI)",
+        }
+    }
+}
+
+/// The code type a field's prompt asks to be scanned (`None`: free text).
+pub fn expected_code(field: &str) -> Option<Expected> {
+    Some(match field {
+        "din" | "product_bag_id" => Expected::Din,
+        "coi_ref" | "wristband_coi_ref" => Expected::Coi,
+        "shipper_id" => Expected::Grai,
+        "logger_id" | "location" => Expected::Giai,
+        _ => return None,
+    })
+}
+
+/// The value of a scan given at a prompt that asked for `want`, or what to tell the operator:
+/// a shipper's GRAI is never taken for a logger, `YES` never for a shipper.
+pub fn accept_scan(want: Expected, scan: Result<Code, String>) -> Result<String, String> {
+    let got = match scan {
+        Ok(c) => c,
+        Err(e) => return Err(format!("{e}; expected {}", want.describe())),
+    };
+    match (want, &got) {
+        (Expected::Din, Code::Bag(v))
+        | (Expected::Coi, Code::Wristband(v))
+        | (Expected::Grai, Code::Shipper(v))
+        | (Expected::Giai, Code::Asset(v)) => Ok(v.clone()),
+        _ => Err(format!(
+            "WRONG CODE TYPE: that is {}, expected {}; scan again",
+            got.describe()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            want.describe()
+        )),
+    }
+}
+
 /// How an open question is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -143,7 +202,7 @@ pub fn questions(kind: &str) -> Vec<Question> {
             ),
         ],
         "stored" => vec![
-            q("location", "Scan the storage location", Text, false),
+            q("location", "Scan the storage location (GIAI)", Text, false),
             q("temp_c", "Storage temperature, °C", Number, false),
         ],
         "dispensed" => vec![
@@ -404,6 +463,43 @@ mod tests {
         assert!(comment_required("received", &yes).is_none());
         assert!(comment_required("deviation", &BTreeMap::new()).is_some());
         assert!(comment_required("stored", &BTreeMap::new()).is_none());
+    }
+
+    #[test]
+    fn each_prompted_scan_must_be_the_code_type_asked_for() {
+        let scan = |l: &str| Code::from_scan(classify(l));
+        let grai = "(8003)09506000134352SHIP1";
+        let giai = "(8004)0950600013435LOGGER7";
+        assert_eq!(
+            accept_scan(Expected::Grai, scan(grai)).unwrap(),
+            "09506000134352SHIP1"
+        );
+        assert_eq!(
+            accept_scan(Expected::Giai, scan(giai)).unwrap(),
+            "0950600013435LOGGER7"
+        );
+        assert_eq!(
+            accept_scan(Expected::Din, scan(DIN1)).unwrap(),
+            "G123417654321"
+        );
+        let wrist = CoiFixture::barcode();
+        assert!(accept_scan(Expected::Coi, scan(&wrist)).is_ok());
+        for (want, line) in [
+            (Expected::Grai, "YES"),
+            (Expected::Giai, "hello world"),
+            (Expected::Giai, grai),
+            (Expected::Grai, giai),
+            (Expected::Din, wrist.as_str()),
+            (Expected::Coi, DIN1),
+        ] {
+            let e = accept_scan(want, scan(line)).unwrap_err();
+            assert!(e.contains(want.describe()), "{line}: {e}");
+        }
+        assert_eq!(expected_code("shipper_id"), Some(Expected::Grai));
+        assert_eq!(expected_code("logger_id"), Some(Expected::Giai));
+        assert_eq!(expected_code("product_bag_id"), Some(Expected::Din));
+        assert_eq!(expected_code("wristband_coi_ref"), Some(Expected::Coi));
+        assert_eq!(expected_code("seal_id"), None);
     }
 
     #[test]

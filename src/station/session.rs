@@ -252,6 +252,16 @@ impl Station {
                 println!("  needed: {}", q.prompt);
                 continue;
             }
+            if let Some(want) = form::expected_code(q.field) {
+                // A prompted scan must be the code type asked for.
+                match form::accept_scan(want, Code::from_scan(crate::codes::classify(t))) {
+                    Ok(v) => return Some(Some(v)),
+                    Err(e) => {
+                        println!("  {e}");
+                        continue;
+                    }
+                }
+            }
             if q.answer == form::Answer::Text {
                 // A scanned answer is recognised like any scan; free text stays as typed.
                 match Code::from_scan(crate::codes::classify(t)) {
@@ -392,6 +402,50 @@ impl Station {
                 ],
             );
             return Ok(Step::Done(EXIT_REJECTED));
+        }
+
+        // At receipt, the shipper the shipment named must be scanned and be that one.
+        let named_shipper = next
+            .as_ref()
+            .filter(|_| kind == "received")
+            .and_then(|n| n.known.get("shipper_id").cloned());
+        if let Some(expected) = named_shipper {
+            if !fields.contains_key("shipper_id") {
+                if !interactive {
+                    big(
+                        "REJECTED",
+                        &[
+                            format!("the shipment named shipper {expected}: scan it (--scan GRAI)"),
+                            "nothing was signed".into(),
+                        ],
+                    );
+                    return Ok(Step::Done(EXIT_REJECTED));
+                }
+                let q = form::Question {
+                    field: "shipper_id",
+                    prompt: "Scan the shipper (GRAI) named by the shipment",
+                    answer: form::Answer::Text,
+                    optional: false,
+                };
+                match self.ask_field(&q, "") {
+                    Some(Some(v)) => {
+                        fields.insert("shipper_id".into(), v);
+                    }
+                    _ => return Ok(Step::Quit),
+                }
+            }
+            let scanned = fields.get("shipper_id").cloned().unwrap_or_default();
+            if scanned != expected {
+                big(
+                    "WRONG SHIPPER",
+                    &[
+                        format!("scanned shipper {scanned}, the shipment named {expected}"),
+                        "NOTHING WAS SIGNED for the receipt. Do not accept this shipper;".into(),
+                        "call the sender.".into(),
+                    ],
+                );
+                return Ok(Step::Done(EXIT_MISMATCH));
+            }
         }
 
         // Inferred from the station and the second person.

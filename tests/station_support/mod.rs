@@ -230,3 +230,71 @@ pub fn expect_err(o: &Output, code: i32, msg: &str) -> String {
     assert!(err.contains(msg), "stderr should contain {msg:?}:\n{err}");
     err
 }
+
+/// A chain enrolled, collected, packed in [`SHIPPER`] and shipped from HOSP-A to MFG-1 by the
+/// scripted station: the shipment names the shipper, the receipt at MFG-1 is next.
+pub struct Shipped {
+    pub dir: tempfile::TempDir,
+    pub server: TestServer,
+    pub bag: String,
+    pub chain: String,
+    /// The manufacturing person's key file (signs the receipt at MFG-1).
+    pub mfg_key: PathBuf,
+}
+
+pub async fn shipped_to_mfg(n: u32) -> Shipped {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let (nurse, courier, mfg) = (signer("nurse.ada"), signer("courier.bo"), signer("mfg.cy"));
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    register(&mut c, &server.admin, &courier, "courier", "COURIER-1").await;
+    register(&mut c, &server.admin, &mfg, "manufacturing", "MFG-1").await;
+    let nk = key_file(dir.path(), &nurse);
+    let ck = key_file(dir.path(), &courier);
+    let mfg_key = key_file(dir.path(), &mfg);
+    let (nk, ck) = (nk.to_str().unwrap(), ck.to_str().unwrap());
+    let queue = dir.path().join("hosp-station");
+    let (bag, chain) = din(n);
+    let (wrist, _) = coi(&format!("PAT{n}"));
+    let ended = collection_end_now();
+    let at_hosp = ["--key", nk, "--site", "HOSP-A", "--yes", "--scan", &bag];
+    let steps: [&[&str]; 4] = [
+        &[
+            "--event",
+            "enrolled",
+            "--scan",
+            &wrist,
+            "--set",
+            "manufacturing_site=MFG-1",
+        ],
+        &[
+            "--event",
+            "collected",
+            "--set",
+            "volume_ml=250",
+            "--set",
+            &ended,
+        ],
+        &["--event", "packed", "--scan", SHIPPER],
+        &[
+            "--event",
+            "shipped",
+            "--set",
+            "to_site=MFG-1",
+            "--cosign-key",
+            ck,
+        ],
+    ];
+    for extra in steps {
+        let args: Vec<&str> = at_hosp.iter().chain(extra).copied().collect();
+        expect(&scan(server.addr, &queue, &args).await, 0, "ACCEPTED");
+    }
+    Shipped {
+        dir,
+        server,
+        bag,
+        chain,
+        mfg_key,
+    }
+}
