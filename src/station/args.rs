@@ -10,6 +10,22 @@ pub struct ScanArgs {
     /// Your key file (you sign PERFORMED). Not needed with --drain.
     #[arg(long, env = "CELLTRAIL_KEY")]
     pub key: Option<PathBuf>,
+    /// Directory of the signers' key files (NAME.key, and badges.txt mapping badge codes to key
+    /// names). Each signer then scans their badge (or types their key name) and types their
+    /// passphrase; later signings in the same session need the passphrase only. Interactive
+    /// only; replaces --key and --cosign-key.
+    #[arg(long, env = "CELLTRAIL_KEYS_DIR", conflicts_with_all = ["key", "cosign_key", "yes"])]
+    pub keys_dir: Option<PathBuf>,
+    /// With --keys-dir: a signing session ends after this many seconds without input.
+    #[arg(long, env = "CELLTRAIL_SESSION_TIMEOUT", default_value_t = 900)]
+    pub session_timeout: u64,
+    /// With --keys-dir: wrong passphrases in a row before the person is locked out here.
+    #[arg(long, env = "CELLTRAIL_MAX_PASSPHRASE_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_passphrase_attempts: u32,
+    /// With --keys-dir: how long a lockout lasts, in minutes.
+    #[arg(long, env = "CELLTRAIL_LOCKOUT_MINUTES", default_value_t = 30)]
+    pub lockout_minutes: u64,
     /// A second person's key file, for events the policy wants two people on (bedside check:
     /// VERIFIED; shipment and hand-off: RECEIVED; destruction: APPROVED). Asked for if missing.
     #[arg(long, env = "CELLTRAIL_COSIGN_KEY")]

@@ -21,6 +21,8 @@ mod outlook;
 mod queue;
 mod queue_cmd;
 mod session;
+mod signin;
+mod signing;
 mod ui;
 
 pub use args::{ScanArgs, EXIT_ACCEPTED, EXIT_MISMATCH, EXIT_QUEUED, EXIT_REJECTED};

@@ -28,6 +28,22 @@ pub(super) async fn try_connect_one(server: &str, tls: &crate::tls::TlsOptions) 
     Some(LedgerClient::new(ch).max_decoding_message_size(crate::rules::MAX_GRPC_MESSAGE))
 }
 
+/// The `Station` service (policy questions) of one server, with the TLS flags.
+pub(super) async fn station_client(
+    server: &str,
+    tls: &crate::tls::TlsOptions,
+) -> Result<crate::pb::station_client::StationClient<tonic::transport::Channel>, tonic::Status> {
+    let ep = crate::client::endpoint(server, tls)
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(20));
+    let ch = ep
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{server}: {e}")))?;
+    Ok(crate::pb::station_client::StationClient::new(ch))
+}
+
 /// The server could not be reached or the answer was lost (as opposed to: it answered no).
 pub(super) fn is_offline(s: &tonic::Status) -> bool {
     crate::client::is_transport_failure(s)

@@ -5,24 +5,7 @@
 use crate::client::ServerArg;
 use crate::pb::station_client::StationClient;
 use crate::pb::{AllowedNext, GetAllowedNextRequest, PreviewEventRequest, PreviewEventResponse};
-use std::time::Duration;
 use tonic::transport::Channel;
-
-/// One server of the list, with the station's TLS flags.
-async fn connect(
-    server: &str,
-    tls: &crate::tls::TlsOptions,
-) -> Result<StationClient<Channel>, tonic::Status> {
-    let ep = crate::client::endpoint(server, tls)
-        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(20));
-    let ch = ep
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("{server}: {e}")))?;
-    Ok(StationClient::new(ch))
-}
 
 /// Asks the first server of `--server a,b,c` (the remembered writer first) that answers; a
 /// server that is away passes the question to the next. Both questions are reads, so any
@@ -35,7 +18,7 @@ where
     let tls = servers.tls();
     let mut last = tonic::Status::unavailable(format!("no server in {:?}", servers.server));
     for server in crate::failover::ordered(&crate::failover::parse_list(&servers.server)) {
-        let r = match connect(&server, &tls).await {
+        let r = match super::net::station_client(&server, &tls).await {
             Ok(c) => call(c).await,
             Err(s) => Err(s),
         };

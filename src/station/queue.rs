@@ -409,6 +409,16 @@ impl Queue {
         Ok(out)
     }
 
+    /// The station directory's database (for the sign-in counters, `signin`).
+    pub(super) fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
+
+    /// The station's sign-in log (lockouts), oldest first.
+    pub fn signin_log(&self) -> anyhow::Result<Vec<String>> {
+        super::signin::Counters::new(self.db())?.logged()
+    }
+
     /// Remembers that bag `din` belongs to `chain`.
     pub fn remember_bag(&self, din: &str, chain: &str) -> anyhow::Result<()> {
         if self.bags.get(din)?.as_deref() != Some(chain.as_bytes()) {

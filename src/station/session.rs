@@ -23,6 +23,11 @@ pub(super) struct Station {
     pub(super) client: Option<Client>,
     pub(super) ui: Ui,
     pub(super) sent: u64,
+    /// With `--keys-dir`: the signers' key files and badges (`signin`).
+    pub(super) keys: Option<super::signin::KeysDir>,
+    pub(super) rules: super::signin::Rules,
+    /// The person signed in to this session (their first signature identified them).
+    pub(super) signed_in: Option<String>,
 }
 
 /// What the operator or the script asked for before the station fills in the rest.
@@ -31,7 +36,7 @@ struct Request {
     codes: Vec<Code>,
 }
 
-enum Step {
+pub(super) enum Step {
     Done(i32),
     Quit,
 }
@@ -50,12 +55,24 @@ impl Station {
             queue.remember_signers(&client::signer_infos(c).await)?;
         }
         let ui = Ui::new(!a.yes && !a.drain);
+        let keys = match (&a.keys_dir, a.drain) {
+            (Some(d), false) => Some(super::signin::KeysDir::open(d)?),
+            _ => None,
+        };
+        let rules = super::signin::Rules {
+            idle: std::time::Duration::from_secs(a.session_timeout),
+            max_attempts: a.max_passphrase_attempts,
+            lockout: std::time::Duration::from_secs(a.lockout_minutes * 60),
+        };
         Ok(Station {
             a,
             queue,
             client,
             ui,
             sent: 0,
+            keys,
+            rules,
+            signed_in: None,
         })
     }
 
@@ -113,14 +130,17 @@ impl Station {
             );
             return Ok(EXIT_REJECTED);
         }
-        let key =
-            self.a.key.clone().ok_or_else(|| {
-                anyhow!("--key FILE is required: the station signs with your key")
-            })?;
-        let me = read_key_file(&key)?;
         if self.a.site.is_none() {
             bail!("--site is required: the site code of this station");
         }
+        let me = match (&self.keys, &self.a.key) {
+            (Some(_), _) => None,
+            (None, Some(key)) => Some(read_key_file(key)?),
+            (None, None) => bail!(
+                "--keys-dir DIR (signers pick their key by badge) or --key FILE is required: \
+                 the station signs with its users' keys"
+            ),
+        };
         let mut cosigner = match &self.a.cosign_key {
             Some(p) => Some(crate::keys::read_key_file_with(
                 p,
@@ -128,11 +148,17 @@ impl Station {
             )?),
             None => None,
         };
-        println!(
-            "Signed in as {} at site {}.",
-            me.name,
-            self.a.site.as_deref().unwrap_or_default()
-        );
+        let site = self.a.site.clone().unwrap_or_default();
+        match (&me, &self.a.keys_dir) {
+            (Some(me), _) => println!("Signed in as {} at site {site}.", me.name),
+            (None, Some(d)) => println!(
+                "Site {site}. Signers scan their badge (or type their key name) and type their \
+                 passphrase at the first signature; later ones need the passphrase only. Keys \
+                 in {}. LOGOUT ends the session.",
+                d.display()
+            ),
+            (None, None) => {}
+        }
         let mut req = Request {
             kind: self
                 .a
@@ -152,15 +178,23 @@ impl Station {
             }
         }
         if !self.ui.interactive {
-            return match self.one_event(&me, &mut cosigner, req).await? {
+            return match self.one_event(me.as_ref(), &mut cosigner, req).await? {
                 Step::Done(c) => Ok(c),
                 Step::Quit => Ok(EXIT_REJECTED),
             };
         }
         let mut last = EXIT_ACCEPTED;
         loop {
-            match self.one_event(&me, &mut cosigner, req).await? {
+            match self.one_event(me.as_ref(), &mut cosigner, req).await? {
                 Step::Done(c) => last = c,
+                // LOGOUT ends the signing session and abandons the form, not the station.
+                Step::Quit if self.ui.take_logout() => {
+                    self.ui.take_cancelled();
+                    if let Some(who) = self.signed_in.take() {
+                        println!("  {who} signed out");
+                    }
+                    last = EXIT_REJECTED;
+                }
                 // CANCEL abandons the form, not the station.
                 Step::Quit if self.ui.take_cancelled() => last = EXIT_REJECTED,
                 Step::Quit => return Ok(last),
@@ -285,7 +319,7 @@ impl Station {
     /// One event from scans to ACCEPTED / REJECTED / QUEUED / MISMATCH.
     async fn one_event(
         &mut self,
-        me: &NoteSigner,
+        me: Option<&NoteSigner>,
         cosigner: &mut Option<NoteSigner>,
         mut req: Request,
     ) -> anyhow::Result<Step> {
@@ -507,9 +541,28 @@ impl Station {
             }
         }
 
-        // Second person.
+        // Who signs: with --keys-dir, picked now by badge (the passphrases come after the
+        // summary); else the --key holder and a second person's key file.
         let second = form::second_signature(&kind, &fields);
-        if second.is_some() && cosigner.is_none() {
+        let second_meaning = match second {
+            Some(m) => Some(client::parse_meaning(m).map_err(|e| anyhow!(e))?),
+            None => None,
+        };
+        let mut picked = Vec::new();
+        if self.keys.is_some() {
+            match self.pick_first()? {
+                Ok(p) => picked.push(p),
+                Err(step) => return Ok(step),
+            }
+            if let Some(m) = second_meaning {
+                let first = picked[0].name.clone();
+                match self.pick_second(&first, m)? {
+                    Ok(p) => picked.push(p),
+                    Err(step) => return Ok(step),
+                }
+            }
+        } else if second.is_some() && cosigner.is_none() {
+            let me = me.expect("--key is open without --keys-dir");
             if !interactive {
                 big(
                     "REJECTED",
@@ -542,9 +595,20 @@ impl Station {
                 }
             }
         }
+        // Names and meanings of the signers, in signing order.
+        let who: Vec<(String, SignatureMeaning)> = if self.keys.is_some() {
+            picked.iter().map(|p| (p.name.clone(), p.meaning)).collect()
+        } else {
+            let me = me.expect("--key is open without --keys-dir");
+            let mut w = vec![(me.name.clone(), SignatureMeaning::Performed)];
+            if let (Some(c), Some(m)) = (cosigner.as_ref(), second_meaning) {
+                w.push((c.name.clone(), m));
+            }
+            w
+        };
         if kind == "shipped" {
-            if let Some(c) = cosigner.as_ref() {
-                fields.entry("courier".into()).or_insert(c.name.clone());
+            if let Some((c, _)) = who.get(1) {
+                fields.entry("courier".into()).or_insert(c.clone());
             }
         }
 
@@ -569,15 +633,6 @@ impl Station {
         };
 
         // Summary and confirmation.
-        let mut signers: Vec<(&NoteSigner, SignatureMeaning)> =
-            vec![(me, SignatureMeaning::Performed)];
-        let second_meaning = match second {
-            Some(m) => Some(client::parse_meaning(m).map_err(|e| anyhow!(e))?),
-            None => None,
-        };
-        if let (Some(c), Some(m)) = (cosigner.as_ref(), second_meaning) {
-            signers.push((c, m));
-        }
         // What the readings would do, judged by the server's policy before anyone signs.
         let mut warnings = Vec::new();
         if self.client.is_some() {
@@ -587,7 +642,7 @@ impl Station {
                 prev_hash: hex::decode(&link.prev_hash).unwrap_or_default(),
                 occurred_at_unix_nanos: occurred_at,
                 site: site.clone(),
-                actor_key_id: me.name.clone(),
+                actor_key_id: who[0].0.clone(),
                 comment: comment.clone(),
                 detail: Some(detail.clone()),
                 not_measured: Vec::new(),
@@ -617,33 +672,52 @@ impl Station {
             println!("  COMMENT    {comment}");
         }
         let infos = self.queue.signer_infos().unwrap_or_default();
-        for (s, m) in &signers {
-            let who = match infos.get(&s.name) {
-                Some(i) => format!("{} ({}; {} at {})", i.printed_name, s.name, i.role, i.site),
-                None => format!("{} (not in the key registry known here)", s.name),
+        for (name, m) in &who {
+            let line = match infos.get(name) {
+                Some(i) => format!("{} ({name}; {} at {})", i.printed_name, i.role, i.site),
+                None => format!("{name} (not in the key registry known here)"),
             };
             println!(
-                "  SIGNER     {who} {}",
+                "  SIGNER     {line} {}",
                 crate::manifest::meaning_text(*m as i32)
             );
         }
         println!("---------------------------------------------------------");
-        if interactive {
-            for (s, m) in &signers {
-                let Some(ans) = self.ui.ask(&format!(
-                    "{}: type YES to sign ({})",
-                    s.name,
-                    m.as_str_name()
-                )) else {
-                    return Ok(Step::Quit);
-                };
-                if !ans.trim().eq_ignore_ascii_case("yes") && !ans.trim().eq_ignore_ascii_case("y")
-                {
-                    big("CANCELLED", &["nothing was signed".into()]);
-                    return Ok(Step::Done(EXIT_REJECTED));
+        // Signing: with --keys-dir each signer's passphrase opens their key now; else YES.
+        let unlocked = if self.keys.is_some() {
+            match self.unlock_all(&picked)? {
+                Ok(keys) => keys,
+                Err(step) => return Ok(step),
+            }
+        } else {
+            if interactive {
+                for (name, m) in &who {
+                    let Some(ans) = self
+                        .ui
+                        .ask(&format!("{name}: type YES to sign ({})", m.as_str_name()))
+                    else {
+                        return Ok(Step::Quit);
+                    };
+                    if !ans.trim().eq_ignore_ascii_case("yes")
+                        && !ans.trim().eq_ignore_ascii_case("y")
+                    {
+                        big("CANCELLED", &["nothing was signed".into()]);
+                        return Ok(Step::Done(EXIT_REJECTED));
+                    }
                 }
             }
-        }
+            Vec::new()
+        };
+        let signers: Vec<(&NoteSigner, SignatureMeaning)> = if self.keys.is_some() {
+            unlocked.iter().zip(who.iter().map(|w| w.1)).collect()
+        } else {
+            let me = me.expect("--key is open without --keys-dir");
+            let mut v = vec![(me, SignatureMeaning::Performed)];
+            if let (Some(c), Some(m)) = (cosigner.as_ref(), second_meaning) {
+                v.push((c, m));
+            }
+            v
+        };
 
         let prev_hash = hex::decode(&link.prev_hash).context("stored prev_hash")?;
         let ev = client::sign_draft(

@@ -1,9 +1,11 @@
 //! The station's terminal: prompts, scanner lines from stdin (a keyboard-wedge scanner types
 //! the code and Enter) and the big result words a gloved pharmacist reads from across the room.
 
+use std::cell::Cell;
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What Ctrl-C asks; the answer is the next line typed.
 const QUIT_QUESTION: &str =
@@ -17,7 +19,16 @@ pub struct Ui {
     cancelled: std::cell::Cell<bool>,
     /// Set by Ctrl-C: the next line answers "quit the station?".
     interrupted: Arc<AtomicBool>,
+    /// Set when the operator typed LOGOUT: the form is abandoned and the signer signed out.
+    logout: Cell<bool>,
+    /// When the last line was typed, and the longest wait between two lines since [`Ui::mark`]
+    /// (a signing session ends after too long without input).
+    last_input: Cell<Instant>,
+    longest_gap: Cell<Duration>,
 }
+
+/// What the operator types to end the signing session (and abandon the form), at any prompt.
+pub const LOGOUT: &str = "LOGOUT";
 
 /// What the operator types to abandon a half-filled form, at any prompt.
 pub const CANCEL: &str = "CANCEL";
@@ -39,8 +50,90 @@ impl Ui {
         }
         Ui {
             interactive,
-            cancelled: std::cell::Cell::new(false),
+            cancelled: Cell::new(false),
             interrupted,
+            logout: Cell::new(false),
+            last_input: Cell::new(Instant::now()),
+            longest_gap: Cell::new(Duration::ZERO),
+        }
+    }
+
+    /// Whether the last `None` from [`Ui::ask`] was a LOGOUT (clears it).
+    pub fn take_logout(&self) -> bool {
+        self.logout.replace(false)
+    }
+
+    /// Starts measuring inactivity afresh (a signing session starts).
+    pub fn mark(&self) {
+        self.longest_gap.set(Duration::ZERO);
+    }
+
+    /// The longest time without input since [`Ui::mark`], counting the wait until now.
+    pub fn idle_since_mark(&self) -> Duration {
+        self.longest_gap.get().max(self.last_input.get().elapsed())
+    }
+
+    fn typed(&self) {
+        let gap = self.last_input.get().elapsed();
+        self.longest_gap.set(self.longest_gap.get().max(gap));
+        self.last_input.set(Instant::now());
+    }
+
+    /// Says the form was abandoned and remembers it (as CANCEL does).
+    fn cancel(&self) {
+        self.cancelled.set(true);
+        big(
+            "CANCELLED",
+            &["the form was abandoned: nothing was signed".into()],
+        );
+    }
+
+    /// The commands every prompt understands; `true` when `t` was one (then the caller
+    /// returns `None`).
+    fn command(&self, t: &str) -> bool {
+        if t.eq_ignore_ascii_case(CANCEL) || t.starts_with('\u{1b}') {
+            self.cancel();
+            return true;
+        }
+        if t.eq_ignore_ascii_case(LOGOUT) {
+            self.logout.set(true);
+            self.cancelled.set(true);
+            big(
+                "SIGNED OUT",
+                &["the form was abandoned: nothing was signed".into()],
+            );
+            return true;
+        }
+        t.eq_ignore_ascii_case("quit") || t.eq_ignore_ascii_case("exit")
+    }
+
+    /// Asks for a passphrase without echo (on the terminal). `None` for an empty line (the
+    /// signing is cancelled), CANCEL, LOGOUT, QUIT, or Ctrl-C answered YES.
+    pub fn ask_secret(&self, prompt: &str) -> Option<crate::keys::Passphrase> {
+        loop {
+            let p = tokio::task::block_in_place(|| {
+                crate::keys::prompt_passphrase(&format!("{prompt} > "))
+            });
+            self.typed();
+            let p = p.ok()?;
+            if self.interrupted.swap(false, Ordering::SeqCst) {
+                if p.expose().trim().eq_ignore_ascii_case("yes") {
+                    println!("  quitting: nothing unsigned was kept");
+                    return None;
+                }
+                println!("  going on");
+                continue;
+            }
+            let t = p.expose().trim();
+            if t.is_empty() {
+                self.cancel();
+                return None;
+            }
+            // Passphrases are at least 12 characters: these words are never one.
+            if self.command(t) {
+                return None;
+            }
+            return Some(p);
         }
     }
 
@@ -50,20 +143,11 @@ impl Ui {
     }
 
     /// Prints `prompt` and reads one line. `None` at end of input, for QUIT/EXIT (never taken
-    /// as data), and for CANCEL or Esc (then [`Ui::take_cancelled`] is true and the operator
-    /// has been told that nothing was signed).
+    /// as data), for CANCEL or Esc (then [`Ui::take_cancelled`] is true and the operator
+    /// has been told that nothing was signed), and for LOGOUT (also [`Ui::take_logout`]).
     pub fn ask(&self, prompt: &str) -> Option<String> {
         let line = self.read(prompt)?;
-        let t = line.trim();
-        if t.eq_ignore_ascii_case(CANCEL) || t.starts_with('\u{1b}') {
-            self.cancelled.set(true);
-            big(
-                "CANCELLED",
-                &["the form was abandoned: nothing was signed".into()],
-            );
-            return None;
-        }
-        if t.eq_ignore_ascii_case("quit") || t.eq_ignore_ascii_case("exit") {
+        if self.command(line.trim()) {
             return None;
         }
         Some(line)
@@ -90,6 +174,7 @@ impl Ui {
     fn read_line(&self) -> Option<String> {
         let mut line = String::new();
         let read = tokio::task::block_in_place(|| std::io::stdin().lock().read_line(&mut line));
+        self.typed();
         match read {
             Ok(0) | Err(_) => {
                 println!();

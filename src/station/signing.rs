@@ -1,0 +1,236 @@
+//! Signing with a key directory (`--keys-dir`, rules in `signin`): who signs (badge or key
+//! name, or the person signed in to this session), then each signer's passphrase, which opens
+//! their key file. Nothing is signed until every signer's key is open.
+
+use super::args::EXIT_REJECTED;
+use super::session::{Station, Step};
+use super::signin::{count_failure, Failed};
+use super::ui::big;
+use crate::keys::{KeyFile, KeyFileError};
+use crate::note::NoteSigner;
+use crate::pb::SignatureMeaning;
+use std::path::PathBuf;
+
+/// A signer picked for a signature, not yet unlocked.
+pub(super) struct Picked {
+    pub name: String,
+    path: PathBuf,
+    pub meaning: SignatureMeaning,
+}
+
+/// `Err(step)`: the form ends there (cancelled, quit, or refused with a word on screen).
+pub(super) type Flow<T> = Result<T, Step>;
+
+impl Station {
+    /// The PERFORMED signer: the person signed in to this session, unless it ended (LOGOUT or
+    /// too long without input); else whoever scans their badge now.
+    pub(super) fn pick_first(&mut self) -> anyhow::Result<Flow<Picked>> {
+        if self.signed_in.is_some() && self.ui.idle_since_mark() > self.rules.idle {
+            let who = self.signed_in.take().unwrap_or_default();
+            println!(
+                "  SESSION ENDED: {who} was signed out after more than {} min without input; \
+                 identify again",
+                self.rules.idle.as_secs().div_ceil(60)
+            );
+        }
+        if let Some(name) = self.signed_in.clone() {
+            let path = self.keys_dir()?.find(&name).map_err(anyhow::Error::msg)?.1;
+            println!("  signing as {name} (signed in; LOGOUT to change)");
+            return Ok(Ok(Picked {
+                name,
+                path,
+                meaning: SignatureMeaning::Performed,
+            }));
+        }
+        self.pick(
+            "Sign: scan your badge or type your key name",
+            None,
+            SignatureMeaning::Performed,
+        )
+    }
+
+    /// A second person for `meaning`: always identified anew, someone other than `first`.
+    pub(super) fn pick_second(
+        &mut self,
+        first: &str,
+        meaning: SignatureMeaning,
+    ) -> anyhow::Result<Flow<Picked>> {
+        self.pick(
+            &format!(
+                "Second person ({}): scan your badge or type your key name",
+                meaning.as_str_name()
+            ),
+            Some(first),
+            meaning,
+        )
+    }
+
+    fn pick(
+        &mut self,
+        prompt: &str,
+        not: Option<&str>,
+        meaning: SignatureMeaning,
+    ) -> anyhow::Result<Flow<Picked>> {
+        let registry = self.queue.signer_infos().unwrap_or_default();
+        loop {
+            let Some(typed) = self.ui.ask(prompt) else {
+                return Ok(Err(Step::Quit));
+            };
+            let (name, path) = match self.keys_dir()?.find(&typed) {
+                Ok(found) => found,
+                Err(e) => {
+                    println!("  {e}");
+                    continue;
+                }
+            };
+            if not == Some(name.as_str()) {
+                println!(
+                    "  {name} already signs this event: the second person must be someone else"
+                );
+                continue;
+            }
+            match registry.get(&name) {
+                Some(i) => println!("  {} ({name}; {} at {})", i.printed_name, i.role, i.site),
+                None if registry.is_empty() => {
+                    println!("  {name} (this station has not seen the key registry yet)")
+                }
+                None => {
+                    println!("  {name} is not a registered signer: ask the administrator");
+                    continue;
+                }
+            }
+            return Ok(Ok(Picked {
+                name,
+                path,
+                meaning,
+            }));
+        }
+    }
+
+    /// Opens `p`'s key with the passphrase they type now; counts wrong ones and locks the
+    /// person out on this station after the limit.
+    pub(super) fn unlock(&mut self, p: &Picked) -> anyhow::Result<Flow<NoteSigner>> {
+        let counters = self.counters()?;
+        let kf = KeyFile::load(&p.path)?;
+        if !kf.is_encrypted() {
+            big(
+                "REFUSED",
+                &[
+                    format!(
+                        "{}'s key file is not encrypted, so a passphrase proves nothing:",
+                        p.name
+                    ),
+                    format!(
+                        "convert it with `celltrail key encrypt {}`",
+                        p.path.display()
+                    ),
+                    "nothing was signed".into(),
+                ],
+            );
+            return Ok(Err(Step::Done(EXIT_REJECTED)));
+        }
+        if kf.name() != p.name {
+            anyhow::bail!(
+                "{} holds key {:?}, not {:?}",
+                p.path.display(),
+                kf.name(),
+                p.name
+            );
+        }
+        loop {
+            let now = crate::time::now_nanos();
+            let mut a = counters.get(&p.name)?;
+            if a.locked_until > now {
+                big(
+                    "LOCKED OUT",
+                    &[
+                        format!(
+                            "{} is locked out on this station until {} (too many wrong \
+                             passphrases)",
+                            p.name,
+                            crate::manifest::when(a.locked_until)
+                        ),
+                        "nothing was signed; another person may sign, or wait".into(),
+                    ],
+                );
+                return Ok(Err(Step::Done(EXIT_REJECTED)));
+            }
+            let Some(pass) = self.ui.ask_secret(&format!(
+                "{}: type your passphrase to sign ({})",
+                p.name,
+                p.meaning.as_str_name()
+            )) else {
+                return Ok(Err(Step::Quit));
+            };
+            match kf.open(&pass) {
+                Ok(signer) => {
+                    if a.failed > 0 {
+                        a.failed = 0;
+                        counters.put(&p.name, &a)?;
+                    }
+                    return Ok(Ok(signer));
+                }
+                Err(KeyFileError::WrongPassphrase { .. }) => {
+                    match count_failure(&mut a, &self.rules, now) {
+                        Failed::Again { n, left } => {
+                            counters.put(&p.name, &a)?;
+                            println!(
+                                "  wrong passphrase ({n} of {}; {left} more before {} is locked \
+                                 out here)",
+                                self.rules.max_attempts, p.name
+                            );
+                        }
+                        Failed::LockedOut { until, n } => {
+                            counters.put(&p.name, &a)?;
+                            let line = format!(
+                                "LOCKOUT {} at site {}: {n} wrong passphrases in a row; locked \
+                                 out on this station until {}",
+                                p.name,
+                                self.a.site.as_deref().unwrap_or_default(),
+                                crate::time::rfc3339(until)
+                            );
+                            counters.log(now, &line)?;
+                            tracing::warn!(signer = %p.name, "{line}");
+                            eprintln!("celltrail scan: {line}");
+                            if self.signed_in.as_deref() == Some(p.name.as_str()) {
+                                self.signed_in = None;
+                            }
+                            big("LOCKED OUT", &[line, "nothing was signed".into()]);
+                            return Ok(Err(Step::Done(EXIT_REJECTED)));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Opens every picked signer's key, in order; the first one signs in to the session.
+    pub(super) fn unlock_all(
+        &mut self,
+        picked: &[Picked],
+    ) -> anyhow::Result<Flow<Vec<NoteSigner>>> {
+        let mut out = Vec::new();
+        for (i, p) in picked.iter().enumerate() {
+            match self.unlock(p)? {
+                Ok(s) => out.push(s),
+                Err(step) => return Ok(Err(step)),
+            }
+            if i == 0 && self.signed_in.as_deref() != Some(p.name.as_str()) {
+                self.signed_in = Some(p.name.clone());
+                self.ui.mark();
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    fn keys_dir(&self) -> anyhow::Result<&super::signin::KeysDir> {
+        self.keys
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no --keys-dir: this station signs with --key"))
+    }
+
+    fn counters(&self) -> anyhow::Result<super::signin::Counters> {
+        super::signin::Counters::new(self.queue.db())
+    }
+}
