@@ -327,6 +327,11 @@ pub const KINDS: &[(&str, &str)] = &[
     ("deviation", "deviation_id*, description*"),
     ("destroyed", "reason*"),
     ("custody_handoff", "from_site, to_site*"),
+    (
+        "lymphodepletion_started",
+        "regimen*, started_at* (RFC 3339)",
+    ),
+    ("lymphodepletion_completed", "completed_at* (RFC 3339)"),
 ];
 
 /// Builds an event detail of `kind` from named fields; unknown or missing fields are errors.
@@ -431,6 +436,15 @@ pub fn detail_from_fields(kind: &str, mut f: Fields) -> Result<Detail, String> {
             from_site: f.str("from_site"),
             to_site: f.required(kind, "to_site")?,
         }),
+        "lymphodepletion_started" => Detail::LymphodepletionStarted(pb::LymphodepletionStarted {
+            regimen: f.required(kind, "regimen")?,
+            started_at_unix_nanos: f.time("started_at")?,
+        }),
+        "lymphodepletion_completed" => {
+            Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted {
+                completed_at_unix_nanos: f.time("completed_at")?,
+            })
+        }
         other => {
             let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
             return Err(format!(
