@@ -141,6 +141,19 @@ pub const KINDS: &[Kind] = &[
         ],
     },
     Kind {
+        name: "lymphodepletion_started",
+        about: "the first dose of the patient's lymphodepleting course (treating site)",
+        fields: &[
+            f("regimen", "", "regimen as prescribed, e.g. fludarabine/cyclophosphamide (no PHI)"),
+            f("started_at_unix_nanos", "", "when the first dose started"),
+        ],
+    },
+    Kind {
+        name: "lymphodepletion_completed",
+        about: "the last dose of the course; the infusion window counts from it",
+        fields: &[f("completed_at_unix_nanos", "", "when the last dose ended")],
+    },
+    Kind {
         name: "dispensed",
         about: "dispensed by the pharmacy for infusion",
         fields: &[
