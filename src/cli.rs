@@ -24,8 +24,8 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// TOML config file (keys as the serve flags: data_dir, listen, metrics_addr, ...);
-    /// precedence: flag > environment > file > default.
+    /// TOML config file (keys as the serve flags: data_dir, listen, store, ...; and `server`
+    /// for the client commands); precedence: flag > environment > file > default.
     #[arg(long, global = true, env = "CELLTRAIL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log line format on stderr.

@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub store: Option<String>,
     /// Address clients dial to reach this server (`serve --advertise`).
     pub advertise: Option<String>,
+    /// Server(s) the client commands talk to (`--server`, e.g. `"a:50051,b:50051"`).
+    pub server: Option<String>,
 }
 
 impl ConfigFile {
@@ -118,10 +120,42 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     let matches = Cli::command()
-        .try_get_matches_from(args)
+        .try_get_matches_from(args.clone())
         .unwrap_or_else(|e| e.exit());
+    // The file's `server` is the default of every client command's --server: parse again with
+    // that default, so a flag or CELLTRAIL_SERVER still wins over it.
+    let file_server = match matches.get_one::<PathBuf>("config") {
+        Some(p) => ConfigFile::load(p)?.server,
+        None => None,
+    };
+    let matches = match file_server {
+        Some(server) => {
+            let server: &'static str = Box::leak(server.into_boxed_str());
+            with_server_default(Cli::command(), server)
+                .try_get_matches_from(args)
+                .unwrap_or_else(|e| e.exit())
+        }
+        None => matches,
+    };
     resolve(&matches)
+}
+
+/// `cmd` with `server` as the default of every `--server` in it and its subcommands.
+fn with_server_default(cmd: clap::Command, server: &'static str) -> clap::Command {
+    let cmd = if cmd.get_arguments().any(|a| a.get_id() == "server") {
+        cmd.mut_arg("server", |a| a.default_value(server))
+    } else {
+        cmd
+    };
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    subs.into_iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, |s| with_server_default(s, server))
+    })
 }
 
 /// [`parse_from`] over already parsed matches.
@@ -216,6 +250,54 @@ mod tests {
             "file beats default, relative to file"
         );
         assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
+    }
+
+    /// Issue 18: the PostgreSQL store and the client commands' server list come from the file
+    /// too; a flag still wins.
+    #[test]
+    fn file_gives_the_store_and_the_client_server_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(
+            &cfg,
+            "store = \"postgres://celltrail@db:5432/ledger\"\nadvertise = \"a:50051\"\n\
+             server = \"a:50051,b:50051\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let a = serve(parse_from(["celltrail", "--config", c, "serve"]).unwrap().0);
+        assert_eq!(
+            a.store.as_deref(),
+            Some("postgres://celltrail@db:5432/ledger")
+        );
+        assert_eq!(a.advertise.as_deref(), Some("a:50051"));
+        let backup_server = |args: &[&str]| match parse_from(args).unwrap().0.command {
+            Command::Backup(b) => b.server.server,
+            other => panic!("expected backup, got {other:?}"),
+        };
+        assert_eq!(
+            backup_server(&["celltrail", "--config", c, "backup", "--to", "x"]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            backup_server(&[
+                "celltrail",
+                "backup",
+                "--to",
+                "x",
+                "--config",
+                c,
+                "--server",
+                "c:1"
+            ]),
+            "c:1",
+            "flag beats file"
+        );
+        assert_eq!(
+            backup_server(&["celltrail", "backup", "--to", "x"]),
+            "127.0.0.1:50051",
+            "no file: the built-in default"
+        );
     }
 
     #[test]
