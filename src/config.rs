@@ -345,6 +345,54 @@ mod tests {
         assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
     }
 
+    /// Issue 18: the PostgreSQL store and the client commands' server list come from the file
+    /// too; a flag still wins.
+    #[test]
+    fn file_gives_the_store_and_the_client_server_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(
+            &cfg,
+            "store = \"postgres://celltrail@db:5432/ledger\"\nadvertise = \"a:50051\"\n\
+             [client]\nserver = \"a:50051,b:50051\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let a = serve(parse_from(["celltrail", "--config", c, "serve"]).unwrap().0);
+        assert_eq!(
+            a.store.as_deref(),
+            Some("postgres://celltrail@db:5432/ledger")
+        );
+        assert_eq!(a.advertise.as_deref(), Some("a:50051"));
+        let backup_server = |args: &[&str]| match parse_from(args).unwrap().0.command {
+            Command::Backup(b) => b.server.server,
+            other => panic!("expected backup, got {other:?}"),
+        };
+        assert_eq!(
+            backup_server(&["celltrail", "--config", c, "backup", "--to", "x"]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            backup_server(&[
+                "celltrail",
+                "backup",
+                "--to",
+                "x",
+                "--config",
+                c,
+                "--server",
+                "c:1"
+            ]),
+            "c:1",
+            "flag beats file"
+        );
+        assert_eq!(
+            backup_server(&["celltrail", "backup", "--to", "x"]),
+            "127.0.0.1:50051",
+            "no file: the built-in default"
+        );
+    }
+
     #[test]
     fn flag_after_subcommand_beats_file_for_global_log_format() {
         let dir = tempfile::tempdir().unwrap();

@@ -56,11 +56,19 @@ async fn a_log_moves_to_postgres_and_back_under_the_same_signed_checkpoint() {
         "{out}"
     );
 
-    // An auditor checks the database like a data directory.
+    // An auditor checks the database like a data directory, with a role that may only read.
+    let db = url.rsplit('/').next().unwrap();
+    cluster.sql(
+        db,
+        "CREATE ROLE auditor LOGIN; GRANT USAGE ON SCHEMA celltrail TO auditor; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA celltrail TO auditor;",
+    );
+    let auditor_url = url.replacen("postgres@", "auditor@", 1);
+    assert_ne!(auditor_url, url);
     let (ok, out) = celltrail(&[
         "verify",
         "--store",
-        &url,
+        &auditor_url,
         "--log-key",
         path(&vkey),
         "--trust-anchors",

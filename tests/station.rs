@@ -598,6 +598,52 @@ async fn bedside_refuses_match_for_an_infused_bag_before_any_question() {
     assert_eq!(snapshot(&mut c).await, before, "nothing appended");
 }
 
+/// Issue 18: a station given several servers (`--server a,b`) asks the policy at whichever
+/// answers, as it appends: with the first server down, an infused bag is still refused by the
+/// policy before any question, and a new bag's check still warns from the server's preview.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_given_a_server_list_asks_the_policy_at_the_server_that_answers() {
+    let w = dispensed_chain().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let servers = format!("{dead},{}", w.server.addr);
+    let (wrist, _) = coi("PAT500");
+    let args = |bag: &str| {
+        vec![
+            "--bedside".to_string(),
+            "--key".into(),
+            w.nurse1.clone(),
+            "--cosign-key".into(),
+            w.nurse2.clone(),
+            "--site".into(),
+            "CLINIC-1".into(),
+            "--chain".into(),
+            w.chain.clone(),
+            "--scan".into(),
+            wrist.clone(),
+            "--scan".into(),
+            bag.to_string(),
+            "--yes".into(),
+        ]
+    };
+    let a = args(&w.product_bag.0);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = expect(&scan_at(&servers, &w.queue, &a, &[]).await, 0, "ACCEPTED");
+    assert!(
+        !out.contains("could not"),
+        "the station reached the policy:\n{out}"
+    );
+    infuse(&w).await;
+    let mut c = w.server.client().await;
+    let before = snapshot(&mut c).await;
+    let out = expect(&scan_at(&servers, &w.queue, &a, &[]).await, 2, "INFUSED");
+    assert!(out.contains("the chain ended with Infused"), "{out}");
+    assert!(out.contains("NOTHING WAS SIGNED"), "{out}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+}
+
 /// A bag that was never dispensed is refused at the bedside (the policy says why), and the
 /// events the policy allows next come from the server with their signer slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

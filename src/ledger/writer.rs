@@ -148,10 +148,21 @@ impl Writer {
                                 LedgerError::Uncertain(e.to_string())
                             }
                             other => {
+                                // Servers sharing a database (a role): give up the lease, so
+                                // this or another server takes it with a new epoch and reloads
+                                // the state from the store (`check_role`), e.g. once a
+                                // promoted standby answers. Alone: only a restart re-reads it.
+                                let until = match &self.role {
+                                    Some(role) => {
+                                        role.step_down(None);
+                                        "a server takes the writer lease again and reloads the \
+                                         store's state"
+                                    }
+                                    None => "the server restarts",
+                                };
                                 let why = format!(
                                     "after a failed write ({e}) the store's tree size is {other:?}, \
-                                     expected {} or {new_size}; appends are refused until the \
-                                     server restarts",
+                                     expected {} or {new_size}; appends are refused until {until}",
                                     self.tree_size
                                 );
                                 self.poisoned = Some(why);

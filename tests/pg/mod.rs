@@ -73,6 +73,76 @@ impl PgCluster {
 
     /// Like [`PgCluster::start`], with extra `postgres -c name=value` settings.
     pub fn start_with(settings: &[(&str, &str)]) -> PgCluster {
+        let mut c = PgCluster::empty();
+        let out = c.pg(
+            "initdb",
+            &[
+                "-D",
+                c.data().to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync", // only the throw-away cluster's creation; the server runs fsync=on
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        assert!(out.status.success(), "initdb failed: {}", text(&out));
+        c.start_on_a_free_port(settings);
+        c
+    }
+
+    /// A streaming standby of `primary`: `pg_basebackup -R` into a new temporary directory,
+    /// started on its own free port, connecting to the primary as `application_name` `name`
+    /// (the name `synchronous_standby_names` on the primary refers to).
+    pub fn start_standby(primary: &PgCluster, name: &str) -> PgCluster {
+        let mut c = PgCluster::empty();
+        let port = primary.port.to_string();
+        let out = c.pg(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                c.data().to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup failed: {}", text(&out));
+        // Appended last, so it wins over the primary_conninfo that -R wrote.
+        let conninfo = format!(
+            "\nprimary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'\n"
+        );
+        let auto = c.data().join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&auto).expect("postgresql.auto.conf");
+        conf.push_str(&conninfo);
+        std::fs::write(&auto, conf).expect("write postgresql.auto.conf");
+        c.start_on_a_free_port(&[]);
+        c
+    }
+
+    /// Promotes a standby to a primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let out = self.pg(
+            "pg_ctl",
+            &["-D", self.data().to_str().unwrap(), "-w", "promote"],
+        );
+        assert!(out.status.success(), "pg_ctl promote: {}", text(&out));
+    }
+
+    /// A cluster directory (owned by `postgres` when we are root) with nothing in it yet.
+    fn empty() -> PgCluster {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("celltrail-pg.")
@@ -91,39 +161,26 @@ impl PgCluster {
                 });
             std::os::unix::fs::chown(dir.path(), Some(uid), None).expect("chown cluster dir");
         }
-        let mut c = PgCluster {
+        PgCluster {
             dir,
             bin,
             port: 0,
             stopped: true,
             next_db: std::sync::atomic::AtomicU32::new(0),
-        };
-        let out = c.pg(
-            "initdb",
-            &[
-                "-D",
-                c.data().to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync", // only the throw-away cluster's creation; the server runs fsync=on
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        );
-        assert!(out.status.success(), "initdb failed: {}", text(&out));
+        }
+    }
+
+    fn start_on_a_free_port(&mut self, settings: &[(&str, &str)]) {
         for _attempt in 0..5 {
-            c.port = free_port();
-            if c.try_start(settings) {
-                c.stopped = false;
-                return c;
+            self.port = free_port();
+            if self.try_start(settings) {
+                self.stopped = false;
+                return;
             }
         }
         panic!(
             "PostgreSQL did not start; its log:\n{}",
-            std::fs::read_to_string(c.log()).unwrap_or_default()
+            std::fs::read_to_string(self.log()).unwrap_or_default()
         );
     }
 

@@ -95,10 +95,15 @@ pub async fn scan_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Output {
+    scan_at(&addr.to_string(), queue, args, env).await
+}
+
+/// `celltrail scan --server SERVERS` (one address or a list `a,b,c`).
+pub async fn scan_at(servers: &str, queue: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("scan")
         .arg("--server")
-        .arg(addr.to_string())
+        .arg(servers)
         .arg("--queue")
         .arg(queue)
         .args(args)
