@@ -69,13 +69,14 @@ pub fn code_of(e: &LedgerError) -> Code {
             }
             LedgerError::Registry(_) => Code::FailedPrecondition,
             LedgerError::Overloaded(_) => Code::ResourceExhausted,
-            LedgerError::Policy(_) => Code::FailedPrecondition,
+            LedgerError::Policy(_) | LedgerError::Link(_) => Code::FailedPrecondition,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
             LedgerError::Storage(_)
             | LedgerError::Uncertain(_)
             | LedgerError::ShuttingDown
-            | LedgerError::NotWriter(_) => Code::Unavailable,
+            | LedgerError::NotWriter(_)
+            | LedgerError::KeyRotation(_) => Code::Unavailable,
         }
     }
 }

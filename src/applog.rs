@@ -71,6 +71,8 @@ pub fn reason(e: &LedgerError) -> &'static str {
         LedgerError::Uncertain(_) => "uncertain",
         LedgerError::ShuttingDown => "shutting_down",
         LedgerError::NotWriter(_) => "not_writer",
+        LedgerError::KeyRotation(_) => "key_rotation",
+        LedgerError::Link(_) => "log_link",
     }
 }
 

@@ -85,6 +85,9 @@ pub enum Command {
     /// Copy a log between stores (a data directory and PostgreSQL, either way) and prove the
     /// copy has the same root under the same signed checkpoint.
     Migrate(crate::migrate::MigrateArgs),
+    /// Retire the log key and link a new one (docs/log-rotation.md).
+    #[command(subcommand)]
+    Log(crate::rotation::LogCommand),
 }
 
 #[derive(Args, Debug)]
@@ -293,6 +296,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Witness(a) => crate::witness_cmd::run(a).await,
         Command::Monitor(a) => crate::monitor::run(a).await,
         Command::Migrate(a) => crate::migrate::run(a),
+        Command::Log(c) => crate::rotation::run(c).await,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The layout of a data directory, in one place. A server's data directory holds `db/` (the
 //! ledger store), `log.key` (the log's checkpoint signing key, 0600), `log.vkey` (its verifier
 //! key, for auditors), `trust-anchors.txt` (operator admin verifier keys that may sign the key
-//! registry) and, when a first start created it, `admin.key` (the first admin key, 0600). A
+//! registry) and, when a first start created it, `admin.key` (the first admin key, 0600); after a
+//! log key rotation, `retired-keys/` holds the retired log keys. A
 //! backup directory has the same public files plus `backup.json`, and never `log.key` or
 //! `admin.key`. Every other module asks this type for a path; none spells a file name.
 
@@ -36,6 +37,27 @@ impl DataDir {
     /// The log's public verifier key.
     pub fn log_vkey(&self) -> PathBuf {
         self.root.join("log.vkey")
+    }
+
+    /// The next log key while `celltrail log rotate` runs (becomes `log.key` at its end).
+    pub fn log_key_next(&self) -> PathBuf {
+        self.root.join("log.key.next")
+    }
+
+    /// Where `celltrail log rotate` moves a retired log key and its verifier key, named by
+    /// the retired origin: `retired-keys/<origin with '/' as '_'>.key` / `.vkey`.
+    pub fn retired_key(&self, origin: &str, ext: &str) -> PathBuf {
+        let safe: String = origin
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.root.join("retired-keys").join(format!("{safe}.{ext}"))
     }
 
     /// The default trust-anchor file (admin verifier keys, one per line).

@@ -306,7 +306,7 @@ pub fn detail_descriptor(kind: &str) -> Option<MessageDescriptor> {
 }
 
 /// The names of the `EventBody.detail` oneof that are custody events (key registry details
-/// are written by `celltrail key`, not `--set`).
+/// are written by `celltrail key` and log links by `celltrail log rotate`, not `--set`).
 pub fn proto_kinds() -> Vec<String> {
     let body = body_descriptor();
     let oneof = body
@@ -316,7 +316,7 @@ pub fn proto_kinds() -> Vec<String> {
     oneof
         .fields()
         .map(|f| f.name().to_string())
-        .filter(|n| !n.starts_with("key_"))
+        .filter(|n| !n.starts_with("key_") && n != "log_link")
         .collect()
 }
 

@@ -105,6 +105,7 @@ pub fn kind_name(d: &Detail) -> &'static str {
     match d {
         Detail::KeyRegistered(_) => "key_registered",
         Detail::KeyRevoked(_) => "key_revoked",
+        Detail::LogLink(_) => "log_link",
         Detail::Enrolled(_) => "enrolled",
         Detail::Collected(_) => "collected",
         Detail::Packed(_) => "packed",

@@ -705,6 +705,7 @@ fn forged(n: usize, mut tweak: impl FnMut(&mut LogEntry)) -> Bundle {
         chains: vec![],
         consistency: vec![],
         later_checkpoints: vec![],
+        log_links: vec![],
     }
 }
 

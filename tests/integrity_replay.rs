@@ -140,6 +140,7 @@ fn bundle(p: &People, events: Vec<Ev<'_>>, format: u32, accept_after: i64, until
         }],
         consistency: vec![],
         later_checkpoints: vec![],
+        log_links: vec![],
     }
 }
 

@@ -542,3 +542,223 @@ async fn verify_counts_witnesses_that_cosigned_a_later_checkpoint() {
         );
     }
 }
+
+/// The operator's whole log key rotation with real processes (docs/log-rotation.md): retire
+/// the old key, let the witnesses cosign its final checkpoint, link a new key (new origin) to
+/// it, move the witnesses to the new key, and go on appending to the same chain. A bundle
+/// whose chain spans both keys verifies end to end from either key, with the quorum on both
+/// checkpoints; bundles exported before the rotation still verify with the old key.
+#[tokio::test]
+async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() {
+    let root = tempfile::tempdir().unwrap();
+    let (log_dir, old_vkey) = new_log_dir(root.path(), "mfr.example/log-2026");
+    let (w1_dir, w2_dir) = (root.path().join("w1"), root.path().join("w2"));
+    let w1 = WitnessProc::start(&w1_dir, "hospital.example/witness", &old_vkey);
+    let w2 = WitnessProc::start(&w2_dir, "cro.example/witness", &old_vkey);
+    let keys = [
+        CosignerVerifier::from_key_string(&w1.vkey).unwrap(),
+        CosignerVerifier::from_key_string(&w2.vkey).unwrap(),
+    ];
+    let (w1_vkey, w2_vkey) = (w1.vkey.clone(), w2.vkey.clone());
+    let both = [w1_vkey.as_str(), w2_vkey.as_str()];
+    let specs = |a: &WitnessProc, b: &WitnessProc| {
+        vec![
+            "--witness".to_string(),
+            a.spec(),
+            "--witness".to_string(),
+            b.spec(),
+        ]
+    };
+    let dir = log_dir.to_str().unwrap().to_string();
+
+    // Years of the old log: a bag's first events.
+    let s = specs(&w1, &w2);
+    let p = Proc::start(&log_dir, &s.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let first = append_some(&p, "BAG-LONG", 300).await;
+    assert!(first >= 2);
+    wait_cosigned(&p, &keys, 2).await;
+    let old_bundle = root.path().join("old.json");
+    export(&p, "BAG-LONG", &old_bundle);
+    drop(p);
+
+    // 1. Retire: the restarted log appends nothing, and its witnesses cosign the final checkpoint.
+    let (ok, out, err) = run(&["log", "retire", "--data-dir", &dir]);
+    assert!(ok, "{out}{err}");
+    let p = Proc::start(&log_dir, &s.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let size_before = tree_size(&p).await;
+    let mut c = p.client().await;
+    let late = NoteSigner::generate("nurse.late").unwrap();
+    let err = common::admin_event(
+        &mut c,
+        &admin_key(&log_dir),
+        celltrail::pb::event_body::Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+            key_id: late.name.clone(),
+            public_key: late.verifier().key.as_bytes().to_vec(),
+            printed_name: "Late".into(),
+            role: "apheresis_nurse".into(),
+            site: "HOSP-A".into(),
+            valid_from_unix_nanos: 1,
+            valid_until_unix_nanos: 0,
+        }),
+    )
+    .await
+    .expect_err("a retired log appended");
+    assert!(
+        err.to_string().contains("Unavailable") && err.to_string().contains("is retired"),
+        "{err}"
+    );
+    assert_eq!(tree_size(&p).await, size_before);
+    let final_note = root.path().join("final.note");
+    let (ok, out, err) = run(&[
+        "log",
+        "final",
+        "--server",
+        &p.addr,
+        "--log-key",
+        &old_vkey,
+        "--witness",
+        &w1_vkey,
+        "--witness",
+        &w2_vkey,
+        "--out",
+        final_note.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        cosig::verify_cosignatures(&std::fs::read_to_string(&final_note).unwrap(), &keys)
+            .unwrap()
+            .len(),
+        2
+    );
+    drop(p);
+
+    // 2. Rotate: new key and origin, linked to the cosigned final checkpoint.
+    let (ok, out, err) = run(&[
+        "log",
+        "rotate",
+        "--data-dir",
+        &dir,
+        "--final",
+        final_note.to_str().unwrap(),
+        "--new-origin",
+        "mfr.example/log-2036",
+        "--witness",
+        &w1_vkey,
+        "--witness",
+        &w2_vkey,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("linked: entry {size_before}")),
+        "{out}"
+    );
+    let new_vkey = std::fs::read_to_string(log_dir.join("log.vkey"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(new_vkey.starts_with("mfr.example/log-2036+"), "{new_vkey}");
+    assert!(log_dir
+        .join("retired-keys/mfr.example_log-2026.key")
+        .exists());
+
+    // 3. The witnesses follow the new key only (the old log is closed at the witnesses).
+    drop((w1, w2));
+    let w1 = WitnessProc::start(&w1_dir, "hospital.example/witness", &new_vkey);
+    let w2 = WitnessProc::start(&w2_dir, "cro.example/witness", &new_vkey);
+    let s = specs(&w1, &w2);
+    let p = Proc::start(&log_dir, &s.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // The same bag goes on under the new key.
+    let more = append_some(&p, "BAG-LONG", 300).await;
+    assert!(more >= 1);
+    wait_cosigned(&p, &keys, 2).await;
+    let spanning = root.path().join("spanning.json");
+    export(&p, "BAG-LONG", &spanning);
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&spanning).unwrap()).unwrap();
+    let indices: Vec<u64> = b["chains"][0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert!(
+        indices.iter().any(|&i| i < size_before) && indices.iter().any(|&i| i > size_before),
+        "the chain spans both keys: {indices:?}"
+    );
+
+    // Verified from the new key (links followed back) and from the old key (followed forward),
+    // with the quorum on the new checkpoint and on the old key's final checkpoint.
+    for pinned in [&new_vkey, &old_vkey] {
+        let (ok, out) = verify(&spanning, pinned, &both, Some(2));
+        assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "log link:   entry {size_before} retired mfr.example/log-2026 (scheduled) at its final checkpoint of size {size_before}"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("final checkpoint witnesses: quorum 2: MET — 2"),
+            "{out}"
+        );
+    }
+    let (_, out) = verify(&spanning, &old_vkey, &both, Some(2));
+    assert!(out.contains("followed 1 log link(s) forward"), "{out}");
+    // A bundle from before the rotation still verifies with the old key.
+    let (ok, out) = verify(&old_bundle, &old_vkey, &both, Some(2));
+    assert!(ok, "{out}");
+    // A key the links do not lead to is refused.
+    let stranger = NoteSigner::generate("mfr.example/log-2026")
+        .unwrap()
+        .verifier()
+        .to_key_string();
+    let (ok, out) = verify(&spanning, &stranger, &[], None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("is none of them"), "{out}");
+
+    // A tampered proof from the final checkpoint to the new checkpoint fails the bundle.
+    let mut v = b.clone();
+    let cons = v["consistency"].as_array_mut().unwrap();
+    let c = cons
+        .iter_mut()
+        .find(|c| c["old_size"].as_u64() == Some(size_before))
+        .expect("the export proves the final checkpoint is a prefix");
+    let h = c["proof"][0].as_str().unwrap();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, h).unwrap();
+    raw[0] ^= 1;
+    c["proof"][0] = serde_json::Value::String(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        raw,
+    ));
+    let bad = root.path().join("bad-link-proof.json");
+    std::fs::write(&bad, v.to_string()).unwrap();
+    let (ok, out) = verify(&bad, &new_vkey, &[], None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("is not a prefix of this log"), "{out}");
+    // Without its links, the old key cannot reach the new checkpoint.
+    let mut v = b.clone();
+    v.as_object_mut().unwrap().remove("log_links");
+    let cut = root.path().join("no-links.json");
+    std::fs::write(&cut, v.to_string()).unwrap();
+    let (ok, out) = verify(&cut, &old_vkey, &[], None);
+    assert!(!ok, "{out}");
+    drop(p);
+
+    // A copied data directory audits across the rotation too, from either key.
+    let copy = root.path().join("copy");
+    common::copy_dir(&log_dir, &copy);
+    for pinned in [&new_vkey, &old_vkey] {
+        let (ok, stdout, stderr) = run(&[
+            "verify",
+            "--data-dir",
+            copy.to_str().unwrap(),
+            "--log-key",
+            pinned,
+        ]);
+        assert!(ok, "{stdout}{stderr}");
+        assert!(
+            stdout.contains(&format!("log link:   entry {size_before} retired")),
+            "{stdout}"
+        );
+    }
+}

@@ -5,8 +5,10 @@
 //! and compared with the stored signed checkpoint.
 
 use super::verify::{
-    check_previous, open_checkpoint, replay, top, CheckpointInfo, Ctx, Failure, Item, Report,
+    check_previous, checkpoint_signer, open_checkpoint, peek_links, replay, replay_links, top,
+    CheckpointInfo, Ctx, Failure, Item, Report,
 };
+use crate::loglink::{Link, LOG_CHAIN};
 use crate::merkle;
 use crate::note::NoteVerifier;
 use crate::pb::{EventBody, LogEntry};
@@ -37,7 +39,34 @@ pub fn verify_store(
         Ok(None) => return report.fail(top("the store holds no signed checkpoint")),
         Err(e) => return report.fail(top(e.to_string())),
     };
-    let cp = match open_checkpoint(&note, &keys.log_key, "stored checkpoint") {
+    // After a log key rotation the checkpoint is signed by the last link's key. The store's
+    // index only picks the key here; the links are checked from the entries themselves below.
+    let indexed_links: Vec<Item> = match store.chain_indices(LOG_CHAIN) {
+        Ok(ix) => ix
+            .into_iter()
+            .filter_map(|index| {
+                let bytes = store.entry(index).ok().flatten()?;
+                Some(Item {
+                    index,
+                    bytes,
+                    proof: None,
+                })
+            })
+            .collect(),
+        Err(e) => return report.fail(top(e.to_string())),
+    };
+    let signer = match peek_links(&indexed_links).and_then(|l| checkpoint_signer(&keys.log_key, &l))
+    {
+        Ok((signer, followed)) => {
+            report.log_key = signer.to_key_string();
+            if let Some(n) = followed {
+                report.log_key_source.push_str(&n);
+            }
+            signer
+        }
+        Err(f) => return report.fail(f),
+    };
+    let cp = match open_checkpoint(&note, &signer, "stored checkpoint") {
         Ok(cp) => cp,
         Err(f) => return report.fail(f),
     };
@@ -117,10 +146,22 @@ pub fn verify_store(
                 .ok()
                 .map(|p| p.iter().map(|h| h.to_vec()).collect())
         };
-        match check_previous(prev, &keys.log_key, &cp, proof) {
+        match check_previous(prev, &signer, &cp, proof) {
             Ok(size) => report.previous_size = Some(size),
             Err(f) => return report.fail(f),
         }
+    }
+    let links = by_chain.remove(LOG_CHAIN).unwrap_or_default();
+    match peek_links(&links).and_then(|l| checkpoint_signer(&keys.log_key, &l)) {
+        Ok((s, _)) if s == signer => {}
+        Ok((s, _)) => {
+            return report.fail(top(format!(
+                "the store's index of the {LOG_CHAIN} chain leads to log key {}, its entries to {}",
+                signer.to_key_string(),
+                s.to_key_string()
+            )))
+        }
+        Err(f) => return report.fail(f),
     }
     let registry = by_chain.remove(KEYS_CHAIN).unwrap_or_default();
     let chains: Vec<(String, Vec<Item>)> = by_chain.into_iter().collect();
@@ -131,6 +172,16 @@ pub fn verify_store(
     };
     let failure = replay(&ctx, &registry, &chains, &keys.admins, &mut report);
     if let Some(f) = failure {
+        return report.fail(f);
+    }
+    let prefix = |l: &Link| {
+        let f = &l.final_checkpoint;
+        match merkle::root(&leaves[..f.size.min(cp.size) as usize]) == f.root {
+            true => Ok(()),
+            false => Err("its root is not the root of the store's first entries".to_string()),
+        }
+    };
+    if let Err(f) = replay_links(&ctx, &links, &keys.admins, &mut report, prefix) {
         return report.fail(f);
     }
     let root = merkle::root(&leaves);

@@ -120,6 +120,33 @@ fn check_witnesses(
         }
         Err(e) => r = r.fail(crate::bundle::verify::top(format!("checkpoint: {e}"))),
     }
+    // Each retired log key's final checkpoint needs the same quorum: the bundle's entries
+    // before it were witnessed under that key.
+    for i in 0..r.log_links.len() {
+        if r.failure.is_some() || keys.is_empty() {
+            break;
+        }
+        let l = &r.log_links[i];
+        let prev = crate::note::NoteVerifier::from_key_string(&l.previous_log_key)
+            .map_err(|e| anyhow::anyhow!("retired log key: {e}"))?;
+        let what = format!(
+            "the final checkpoint of retired log {} (size {})",
+            l.previous_origin, l.final_size
+        );
+        match crate::witness::quorum::check(&[l.final_checkpoint.as_str()], &prev, &keys, quorum) {
+            Ok(w) => {
+                let met = w.quorum_met();
+                let line = w.line();
+                r.log_links[i].witnesses = Some(w);
+                if !met {
+                    r = r.fail(crate::bundle::verify::top(format!(
+                        "witness {line} on {what}: the entries it covers are not witnessed as required"
+                    )));
+                }
+            }
+            Err(e) => r = r.fail(crate::bundle::verify::top(format!("{what}: {e}"))),
+        }
+    }
     Ok(r)
 }
 

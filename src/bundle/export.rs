@@ -5,6 +5,7 @@
 
 use super::{b64, Anchors, Bundle, Chain, ConsistencyProof, Entry, FORMAT};
 use crate::client::{status_error, Client};
+use crate::loglink::LOG_CHAIN;
 use crate::note::{NoteSigner, NoteVerifier};
 use crate::pb::{
     get_inclusion_proof_request::Leaf, EventBody, GetChainRequest, GetCheckpointRequest,
@@ -50,7 +51,7 @@ pub fn from_store(
         Selection::All => store
             .chain_ids()?
             .into_iter()
-            .filter(|c| c != KEYS_CHAIN)
+            .filter(|c| !crate::loglink::admin_signed(c))
             .collect(),
         Selection::Chains(ids) => ids.clone(),
     };
@@ -93,10 +94,11 @@ pub fn from_store(
         });
     }
     let registry = chain_entries(KEYS_CHAIN)?;
+    let log_links = chain_entries(LOG_CHAIN)?;
     let mut consistency = Vec::new();
-    for &old in since {
+    for old in with_link_sizes(since, &log_links) {
         let p = crate::log::consistency_proof(store, old, size)
-            .with_context(|| format!("--since-size {old}"))?;
+            .with_context(|| format!("consistency proof from size {old}"))?;
         consistency.push(ConsistencyProof {
             old_size: old,
             proof: hashes(&p.hashes),
@@ -113,10 +115,30 @@ pub fn from_store(
             false => signed_head(KEYS_CHAIN)?,
         },
         registry,
+        log_links,
         chains,
         consistency,
         later_checkpoints: Vec::new(),
     })
+}
+
+/// The sizes to prove consistency from: the `--since-size` ones, then the final checkpoint of
+/// every log link (so `verify` can check each retired key's final checkpoint is a prefix).
+fn with_link_sizes(since: &[u64], links: &[Entry]) -> Vec<u64> {
+    let mut sizes = since.to_vec();
+    for e in links {
+        let size = super::unb64(&e.entry)
+            .ok()
+            .and_then(|b| LogEntry::decode(b.as_slice()).ok())
+            .and_then(|e| EventBody::decode(e.body.as_slice()).ok())
+            .and_then(|b| crate::loglink::Link::of_body(&b))
+            .and_then(Result::ok)
+            .map(|l| l.final_checkpoint.size);
+        if let Some(s) = size.filter(|s| !sizes.contains(s)) {
+            sizes.push(s);
+        }
+    }
+    sizes
 }
 
 /// Exports from a running server over gRPC.
@@ -145,7 +167,7 @@ pub async fn from_server(
                 for e in &page.entries {
                     let entry = LogEntry::decode(e.entry.as_slice())?;
                     let body = EventBody::decode(entry.body.as_slice())?;
-                    if e.index < size && body.chain_id != KEYS_CHAIN {
+                    if e.index < size && !crate::loglink::admin_signed(&body.chain_id) {
                         ids.insert(body.chain_id);
                     }
                 }
@@ -176,8 +198,13 @@ pub async fn from_server(
         true => None,
         false => server_head(c, KEYS_CHAIN, size).await?,
     };
+    let log_links = match server_chain(c, LOG_CHAIN, size).await {
+        Ok(r) => r,
+        Err(e) if e.to_string().contains("does not exist") => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let mut consistency = Vec::new();
-    for &old in since {
+    for old in with_link_sizes(since, &log_links) {
         let p = c
             .get_consistency_proof(GetConsistencyProofRequest {
                 old_size: old,
@@ -185,7 +212,7 @@ pub async fn from_server(
             })
             .await
             .map_err(status_error)
-            .with_context(|| format!("--since-size {old}"))?
+            .with_context(|| format!("consistency proof from size {old}"))?
             .into_inner();
         consistency.push(ConsistencyProof {
             old_size: old,
@@ -200,6 +227,7 @@ pub async fn from_server(
         tree_size: size,
         registry,
         registry_head,
+        log_links,
         chains,
         consistency,
         later_checkpoints: Vec::new(),

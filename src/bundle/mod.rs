@@ -36,6 +36,10 @@ pub struct Bundle {
     /// registration or revocation follows the last one listed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_head: Option<String>,
+    /// Every entry of the `log` chain in the checkpoint's tree, in seq order: the log key
+    /// rotations (`loglink`) that lead from earlier log keys to the checkpoint's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_links: Vec<Entry>,
     /// The exported chains, each with all its entries in the tree, in seq order.
     pub chains: Vec<Chain>,
     /// Consistency proofs from earlier tree sizes to `tree_size` (`export --since-size`).
@@ -140,6 +144,7 @@ mod tests {
             tree_size: 1,
             registry: vec![],
             registry_head: None,
+            log_links: vec![],
             chains: vec![Chain {
                 chain_id: "BAG-1".into(),
                 entries: vec![Entry {

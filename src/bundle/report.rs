@@ -30,6 +30,16 @@ pub fn text(r: &Report, what: &str) -> String {
     if let Some(w) = &r.witnesses {
         let _ = writeln!(s, "witnesses:  {}", w.line());
     }
+    for l in &r.log_links {
+        let _ = writeln!(
+            s,
+            "log link:   entry {} retired {} ({}) at its final checkpoint of size {} (a prefix of this log); {} signs from there",
+            l.index, l.previous_origin, l.reason, l.final_size, l.origin
+        );
+        if let Some(w) = &l.witnesses {
+            let _ = writeln!(s, "            final checkpoint witnesses: {}", w.line());
+        }
+    }
     let _ = writeln!(s, "policy:     {}", r.policy);
     let mut chain = "";
     for row in &r.timeline {

@@ -9,6 +9,7 @@
 
 use super::{unb64, Bundle};
 use crate::crypto::{verify_signature, EventHash};
+use crate::loglink::{key_sequence, Link, LOG_CHAIN};
 use crate::merkle::{self, Hash};
 use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
@@ -131,6 +132,9 @@ pub struct Report {
     /// entry in the checkpoint's tree), and those a bundle without statements leaves open.
     pub chain_ends_proven: Vec<String>,
     pub chain_ends_unproven: Vec<String>,
+    /// Log key rotations the log went through before the checkpoint (`loglink`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_links: Vec<LinkReport>,
     /// Witness cosignatures on the checkpoint (`verify --witness … --quorum K`); absent for a
     /// data-directory audit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +146,24 @@ pub struct Report {
     pub failure: Option<Failure>,
 }
 
+/// One verified log key rotation: the link entry and the retired key's final checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkReport {
+    /// Log index of the link entry (the first entry under the new key).
+    pub index: u64,
+    pub previous_origin: String,
+    pub previous_log_key: String,
+    /// The retired key's final checkpoint (signed note, with its cosignatures) and its size.
+    pub final_checkpoint: String,
+    pub final_size: u64,
+    pub log_key: String,
+    pub origin: String,
+    pub reason: String,
+    /// Witness cosignatures on the final checkpoint (`verify --witness … --quorum K`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<crate::witness::quorum::WitnessReport>,
+}
+
 impl Report {
     pub(super) fn new(log_key: &str, source: &str, policy: &Policy) -> Report {
         Report {
@@ -151,6 +173,7 @@ impl Report {
             checkpoint: None,
             previous_size: None,
             later_checkpoints: Vec::new(),
+            log_links: Vec::new(),
             registry_entries: 0,
             chains: 0,
             entries_verified: 0,
@@ -626,6 +649,150 @@ pub(super) fn replay(
     failures.into_iter().min_by_key(|f| f.index.unwrap_or(0))
 }
 
+/// Reads the log links from their entries without trusting them yet: which log keys the log
+/// went through, so the checkpoint can be opened with the right one. `replay_links` checks them.
+pub(super) fn peek_links(items: &[Item]) -> Result<Vec<Link>, Failure> {
+    items
+        .iter()
+        .map(|item| {
+            let at = |reason: String| Failure {
+                index: Some(item.index),
+                chain: Some(LOG_CHAIN.to_string()),
+                seq: None,
+                reason,
+            };
+            let body = LogEntry::decode(item.bytes.as_slice())
+                .ok()
+                .and_then(|e| EventBody::decode(e.body.as_slice()).ok())
+                .ok_or_else(|| at("entry is not a LogEntry holding an EventBody".into()))?;
+            match Link::of_body(&body) {
+                Some(Ok(l)) => Ok(l),
+                Some(Err(e)) => Err(at(e.to_string())),
+                None => Err(at(format!(
+                    "the {LOG_CHAIN} chain holds only LogLink events"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The key that signs the checkpoint, given the key the auditor trusts and the log's links:
+/// the last link's new key. The trusted key must be that key (the links are then followed
+/// back to the retired keys) or one the links retired (followed forward: each link is signed
+/// by the operator admins and sits in the tree the checkpoint commits to). Returns the signer
+/// and, when it was reached forward, a note for the report.
+pub(super) fn checkpoint_signer(
+    trusted: &NoteVerifier,
+    links: &[Link],
+) -> Result<(NoteVerifier, Option<String>), Failure> {
+    let keys = key_sequence(links).map_err(|e| top(e.to_string()))?;
+    let Some(signer) = keys.last() else {
+        return Ok((trusted.clone(), None));
+    };
+    if signer == trusted {
+        return Ok((signer.clone(), None));
+    }
+    match keys.iter().position(|k| k == trusted) {
+        Some(i) => Ok((
+            signer.clone(),
+            Some(format!(
+                "; followed {} log link(s) forward from that key to {}",
+                keys.len() - 1 - i,
+                signer.to_key_string()
+            )),
+        )),
+        None => Err(top(format!(
+            "the log's links lead from {} to {}, the key that signs the checkpoint; the log key you \
+             trust ({}) is none of them",
+            keys[0].to_key_string(),
+            signer.to_key_string(),
+            trusted.to_key_string()
+        ))),
+    }
+}
+
+/// Replays the log links like key events: entry checks, `log` chain link, signatures by the
+/// operator admins, inclusion. Then each link's final checkpoint must lie between the previous
+/// link and this one (`final_size` ≤ its index, and past the previous link), and `prefix`
+/// must prove that checkpoint is a prefix of the log (consistency proof, or recomputed root).
+pub(super) fn replay_links(
+    ctx: &Ctx,
+    items: &[Item],
+    admins: &[NoteVerifier],
+    report: &mut Report,
+    prefix: impl Fn(&Link) -> Result<(), String>,
+) -> Result<(), Failure> {
+    let reg = Registry::new(admins);
+    let mut head: Option<Head> = None;
+    let mut after: Option<u64> = None;
+    for item in items {
+        let d = ctx.common(item, LOG_CHAIN, head.as_ref())?;
+        let at = |reason: String| Failure {
+            index: Some(item.index),
+            chain: Some(LOG_CHAIN.into()),
+            seq: Some(d.body.seq),
+            reason,
+        };
+        for sig in &d.entry.signatures {
+            let key = reg.admin(&sig.key_id).ok_or_else(|| {
+                at(format!(
+                    "key {} is not an operator admin key of the trust anchors; only admins sign log links",
+                    sig.key_id
+                ))
+            })?;
+            verify_signature(key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
+        }
+        let link = match Link::of_body(&d.body) {
+            Some(Ok(l)) => l,
+            Some(Err(e)) => return Err(at(e.to_string())),
+            None => {
+                return Err(at(format!(
+                    "the {LOG_CHAIN} chain holds only LogLink events"
+                )))
+            }
+        };
+        let f = link.final_checkpoint.size;
+        if f > item.index || after.is_some_and(|a| f <= a) {
+            return Err(at(format!(
+                "the retired key's final checkpoint has size {f}; it must cover the previous link \
+                 (entry {}) and no entry from this link (entry {}) on",
+                after.map_or("none".into(), |a| a.to_string()),
+                item.index
+            )));
+        }
+        prefix(&link).map_err(|e| {
+            at(format!(
+                "the retired key's final checkpoint (origin {}, size {f}) is not a prefix of this log: {e}",
+                link.previous.name
+            ))
+        })?;
+        ctx.prove(item, LOG_CHAIN, d.body.seq, report)?;
+        if f < item.index {
+            report.warnings.push(format!(
+                "entries {f} to {} were signed into the log only under the new key {} (the retired key's final checkpoint stops at size {f}; link reason: {})",
+                item.index - 1,
+                link.next.name,
+                link.reason
+            ));
+        }
+        report.log_links.push(LinkReport {
+            index: item.index,
+            previous_origin: link.previous.name.clone(),
+            previous_log_key: link.previous.to_key_string(),
+            final_checkpoint: link.final_note.clone(),
+            final_size: f,
+            log_key: link.next.to_key_string(),
+            origin: link.next.name.clone(),
+            reason: link.reason.clone(),
+            witnesses: None,
+        });
+        report.entries_verified += 1;
+        head = Some(head_of(&d));
+        after = Some(item.index);
+    }
+    Ok(())
+}
+
 fn decode_items(entries: &[super::Entry], chain: &str) -> Result<Vec<Item>, Failure> {
     entries
         .iter()
@@ -692,6 +859,21 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
         Err(f) => return report.fail(f),
     };
     let mut report = report;
+    // Log key rotations: the checkpoint is signed by the last link's key.
+    let link_items = match decode_items(&b.log_links, LOG_CHAIN) {
+        Ok(i) => i,
+        Err(f) => return report.fail(f),
+    };
+    let key = match peek_links(&link_items).and_then(|l| checkpoint_signer(&key, &l)) {
+        Ok((signer, followed)) => {
+            report.log_key = signer.to_key_string();
+            if let Some(note) = followed {
+                report.log_key_source.push_str(&note);
+            }
+            signer
+        }
+        Err(f) => return report.fail(f),
+    };
     let cp = match open_checkpoint(&b.checkpoint, &key, "checkpoint") {
         Ok(cp) => cp,
         Err(f) => return report.fail(f),
@@ -760,6 +942,29 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
         keep_events: true,
     };
     if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {
+        return report.fail(f);
+    }
+    let prefix = |l: &Link| {
+        let f = &l.final_checkpoint;
+        let c = b
+            .consistency
+            .iter()
+            .find(|c| c.old_size == f.size)
+            .ok_or_else(|| {
+                format!(
+                    "the bundle carries no consistency proof from size {} (export it again)",
+                    f.size
+                )
+            })?;
+        let proof: Vec<Vec<u8>> = c
+            .proof
+            .iter()
+            .map(|p| unb64(p).unwrap_or_default())
+            .collect();
+        merkle::verify_consistency_bytes(f.size, cp.size, &f.root, &cp.root, &proof)
+            .map_err(|e| e.to_string())
+    };
+    if let Err(f) = replay_links(&ctx, &link_items, &admins, &mut report, prefix) {
         return report.fail(f);
     }
     if let Some(note) = &b.registry_head {
@@ -955,6 +1160,7 @@ mod tests {
             chains: vec![],
             consistency: vec![],
             later_checkpoints: vec![],
+            log_links: vec![],
         }
     }
 

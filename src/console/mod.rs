@@ -305,7 +305,7 @@ async fn search(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response
 
 async fn chain(State(c): State<Shared>, Path(id): Path<String>) -> Response {
     blocking(move || {
-        if !crate::rules::valid_chain_id(&id) || id == crate::registry::KEYS_CHAIN {
+        if !crate::rules::valid_chain_id(&id) || crate::loglink::admin_signed(&id) {
             return html(
                 StatusCode::NOT_FOUND,
                 pages::message("No such chain", "That is not a custody chain id."),

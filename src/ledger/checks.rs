@@ -3,9 +3,10 @@
 //! (`rules::check_link`), signer validity, then the key registry or the custody policy.
 
 use super::verifier::{Accepted, Outcome, Ready};
-use super::writer::{Overlay, Writer};
+use super::writer::{Overlay, Rotation, Writer};
 use super::{malformed, stored_event_hash, LedgerError};
 use crate::crypto::{verify_signature, EventHash, SigError};
+use crate::loglink::{Link, LOG_CHAIN};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
 use crate::policy::{ChainState, Context, Signer, CURRENT_FORMAT};
 use crate::registry::{KeyError, RegistryError, KEYS_CHAIN};
@@ -25,6 +26,16 @@ impl Writer {
         let Ready { hash, body, sig_ok } = *ready;
         if let Some(index) = self.duplicate_of(&hash, &body, ov)? {
             return Ok(Outcome::Duplicate(index));
+        }
+
+        // Key rotation: a retired key appends nothing; a new key appends its link first.
+        if !ov.linked {
+            if let Some(why) = self.rotation.refusal(&self.log_key.name) {
+                let link_awaited = matches!(self.rotation, Rotation::AwaitingLink { .. });
+                if !(link_awaited && body.chain_id == LOG_CHAIN) {
+                    return Err(LedgerError::KeyRotation(why));
+                }
+            }
         }
 
         // Chain link [R2, R3].
@@ -68,7 +79,7 @@ impl Writer {
     /// Refuses an event naming a bag (collection DIN, product bag) that another chain names,
     /// in the store or earlier in this group (ALREADY_EXISTS naming that chain).
     fn check_bags_free(&self, body: &EventBody, ov: &Overlay) -> Result<(), LedgerError> {
-        if body.chain_id == KEYS_CHAIN {
+        if crate::loglink::admin_signed(&body.chain_id) {
             return Ok(());
         }
         for bag in crate::rules::bags_named(body) {
@@ -144,7 +155,7 @@ impl Writer {
         now: i64,
     ) -> Result<Vec<Signer>, LedgerError> {
         let registry = ov.registry.as_ref().unwrap_or(&self.registry);
-        if body.chain_id == KEYS_CHAIN {
+        if crate::loglink::admin_signed(&body.chain_id) {
             for (sig, ok) in ev.signatures.iter().zip(sig_ok) {
                 let key = registry
                     .admin(&sig.key_id)
@@ -199,6 +210,15 @@ impl Writer {
             applied?;
             return Ok(("KeyRegistry".to_string(), None, Vec::new()));
         }
+        if body.chain_id == LOG_CHAIN {
+            return self.apply_link(body, ov);
+        }
+        if matches!(body.detail, Some(Detail::LogLink(_))) {
+            return Err(malformed(format!(
+                "log-link events belong on the {LOG_CHAIN} chain, not on chain {}",
+                body.chain_id
+            )));
+        }
         if matches!(
             body.detail,
             Some(Detail::KeyRegistered(_)) | Some(Detail::KeyRevoked(_))
@@ -242,6 +262,62 @@ impl Writer {
             .map(|h| h.reasons.iter().skip(before).cloned().collect())
             .unwrap_or_default();
         Ok((next.state_name().to_string(), Some(next), opened))
+    }
+
+    /// A log link (`loglink`): accepted only as the first entry under a new log key, naming
+    /// this server's key as the new one and, as the retired one, the key that signed the
+    /// stored checkpoint; its final checkpoint must be a checkpoint of this log's history.
+    fn apply_link(
+        &self,
+        body: &EventBody,
+        ov: &mut Overlay,
+    ) -> Result<(String, Option<ChainState>, Vec<String>), LedgerError> {
+        let Some(Detail::LogLink(d)) = &body.detail else {
+            return Err(malformed(format!(
+                "the {LOG_CHAIN} chain holds only LogLink events"
+            )));
+        };
+        let link = Link::parse(d).map_err(|e| malformed(e.to_string()))?;
+        let own = self.log_key.verifier();
+        let previous_origin = match (&self.rotation, ov.linked) {
+            (Rotation::AwaitingLink { previous_origin }, false) => previous_origin,
+            _ => {
+                return Err(LedgerError::Link(format!(
+                    "this log's checkpoints are already signed by its key {}: a link is only \
+                     the first entry under a new log key (celltrail log rotate)",
+                    own.to_key_string()
+                )))
+            }
+        };
+        if link.next != own {
+            return Err(LedgerError::Link(format!(
+                "the link introduces log key {}, but this server signs with {}",
+                link.next.to_key_string(),
+                own.to_key_string()
+            )));
+        }
+        if link.previous.name != *previous_origin {
+            return Err(LedgerError::Link(format!(
+                "the link retires origin {:?}, but the log's checkpoints are signed by {previous_origin:?}",
+                link.previous.name
+            )));
+        }
+        let stored = self.store.checkpoint()?.unwrap_or_default();
+        crate::note::open_note(&stored, std::slice::from_ref(&link.previous)).map_err(|e| {
+            LedgerError::Link(format!(
+                "the log's latest checkpoint does not verify with the retired key the link names ({}): {e}",
+                link.previous.to_key_string()
+            ))
+        })?;
+        let index = self.tree_size + ov.batch.entries.len() as u64;
+        let size = link.final_checkpoint.size.min(index);
+        let store = self.store.as_ref();
+        let root =
+            crate::merkle::root_at(size, |l, i| super::writer::node(store, &ov.nodes, l, i))?;
+        link.check_prefix(index, &root)
+            .map_err(|e| LedgerError::Link(e.to_string()))?;
+        ov.linked = true;
+        Ok(("LogLink".to_string(), None, Vec::new()))
     }
 
     /// The policy state of a committed chain, replayed from its entries (heads on disk carry

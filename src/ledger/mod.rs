@@ -62,6 +62,13 @@ pub enum LedgerError {
     /// A standby (servers sharing one PostgreSQL database): only the lease holder appends.
     #[error("this server is a standby and records nothing; {}; give clients every server (--server a,b,c) and they find the writer themselves", match .0 { Some(w) => format!("the writer is at {w}: send appends there"), None => "no server holds the writer lease right now (a standby takes over within seconds): retry shortly".into() })]
     NotWriter(Option<String>),
+    /// The log key is retired (`celltrail log retire`), or a new key waits for its link
+    /// (`celltrail log rotate`): nothing is appended; stations keep their events queued.
+    #[error("{0}")]
+    KeyRotation(String),
+    /// A log-link event that does not fit this log.
+    #[error("log link refused: {0}")]
+    Link(String),
 }
 
 impl From<StorageError> for LedgerError {
@@ -139,6 +146,7 @@ impl Ledger {
     ) -> Result<Arc<Ledger>, LedgerError> {
         let registry = replay_registry(store.as_ref(), admins)?;
         let tree_size = store.tree_size()?;
+        let rotation = writer::Rotation::of_store(store.as_ref(), &log_key.name)?;
         let statement_key = log_key.clone();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let shared_registry = Arc::new(RwLock::new(registry.clone()));
@@ -165,6 +173,7 @@ impl Ledger {
             head_cache: HashMap::new(),
             unflushed: false,
             poisoned: None,
+            rotation,
         };
         let spawn_err = |e: std::io::Error| {
             LedgerError::Storage(format!("cannot start the ledger threads: {e}"))

@@ -5,7 +5,7 @@
 use super::{Job, LedgerError, Msg};
 use crate::crypto::{EventHash, SigError};
 use crate::pb::{EventBody, SignedEvent};
-use crate::registry::{Registry, KEYS_CHAIN};
+use crate::registry::Registry;
 use crate::rules::{check_shape, RuleError, MAX_ENTRY_BYTES};
 use prost::Message;
 use std::sync::{Arc, RwLock};
@@ -120,7 +120,7 @@ impl Verifier {
         for (pi, (prep, job)) in preps.iter().zip(group).enumerate() {
             let Prep::Ready(p) = prep else { continue };
             for (si, sig) in job.event.signatures.iter().enumerate() {
-                let key = if p.body.chain_id == KEYS_CHAIN {
+                let key = if crate::loglink::admin_signed(&p.body.chain_id) {
                     registry.admin(&sig.key_id)
                 } else {
                     registry.get(&sig.key_id).map(|r| &r.public_key)

@@ -39,6 +39,68 @@ pub(super) struct Writer {
     /// The store's state after a failed commit could not be read back: refuse appends until
     /// a restart re-reads it (reads keep working).
     pub(super) poisoned: Option<String>,
+    /// Where this log stands in a key rotation (`loglink`), read from the store.
+    pub(super) rotation: Rotation,
+}
+
+/// Whether the writer's log key may append, as far as key rotation goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) enum Rotation {
+    /// The key signed the stored checkpoint (or the log is empty): append.
+    #[default]
+    Current,
+    /// `celltrail log retire` retired this key: append nothing.
+    Retired { origin: String, size: u64 },
+    /// The stored checkpoint is signed under another origin: this is a new key, and its
+    /// first entry must be the link to that origin's final checkpoint.
+    AwaitingLink { previous_origin: String },
+}
+
+impl Rotation {
+    /// Reads the rotation state of `store` for a writer signing as `origin`.
+    pub(super) fn of_store(store: &dyn Storage, origin: &str) -> Result<Rotation, LedgerError> {
+        let retired = store
+            .meta(crate::loglink::META_RETIRED)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        if retired.as_deref() == Some(origin) {
+            return Ok(Rotation::Retired {
+                origin: origin.to_string(),
+                size: store.tree_size()?,
+            });
+        }
+        let Some(note) = store.checkpoint()? else {
+            return Ok(Rotation::Current);
+        };
+        let text = note.split_once("\n\n").map_or(note.as_str(), |(t, _)| t);
+        let text = format!("{text}\n");
+        let stored = Checkpoint::parse(&text).map_err(|e| {
+            LedgerError::Storage(format!("the stored checkpoint does not parse: {e}"))
+        })?;
+        Ok(match stored.origin == origin {
+            true => Rotation::Current,
+            false => Rotation::AwaitingLink {
+                previous_origin: stored.origin,
+            },
+        })
+    }
+
+    /// Why nothing but (possibly) the link may be appended now; `None`: append.
+    pub(super) fn refusal(&self, own_origin: &str) -> Option<String> {
+        match self {
+            Rotation::Current => None,
+            Rotation::Retired { origin, size } => Some(format!(
+                "log {origin} is retired (celltrail log retire) at size {size} and appends \
+                 nothing more; its successor takes appends once `celltrail log rotate` has \
+                 linked it: keep the event and resubmit it then (stations keep it queued)"
+            )),
+            Rotation::AwaitingLink { previous_origin } => Some(format!(
+                "this server signs as {own_origin}, but the log's checkpoints are signed by \
+                 {previous_origin}: the first entry under a new log key must be the link to the \
+                 retired key's final checkpoint (celltrail log rotate); until then nothing is \
+                 appended: keep the event and resubmit it later"
+            )),
+        }
+    }
 }
 
 /// Chains whose committed head the writer keeps in memory before it starts over.
@@ -52,6 +114,8 @@ pub(super) struct Overlay {
     pub(super) nodes: HashMap<(u32, u64), [u8; 32]>,
     pub(super) registry: Option<Registry>,
     pub(super) batch: Group,
+    /// The group holds the log link that makes the writer's key current.
+    pub(super) linked: bool,
 }
 
 impl Writer {
@@ -74,6 +138,16 @@ impl Writer {
                     LedgerError::NotWriter(w) => LedgerError::NotWriter(w.clone()),
                     other => LedgerError::Storage(other.to_string()),
                 }));
+            }
+            return;
+        }
+        if let Rotation::Retired { .. } = self.rotation {
+            let why = self
+                .rotation
+                .refusal(&self.log_key.name)
+                .unwrap_or_default();
+            for job in group {
+                let _ = job.reply.send(Err(LedgerError::KeyRotation(why.clone())));
             }
             return;
         }
@@ -175,6 +249,9 @@ impl Writer {
             if applied {
                 self.tree_size = new_size;
                 self.last_accepted = now;
+                if ov.linked {
+                    self.rotation = Rotation::Current;
+                }
                 if let Some(reg) = ov.registry.take() {
                     *self.shared_registry.write().expect("registry lock") = reg.clone();
                     self.registry = reg;
@@ -255,6 +332,7 @@ impl Writer {
             self.head_cache.clear();
             self.unflushed = false;
             self.poisoned = None;
+            self.rotation = Rotation::of_store(self.store.as_ref(), &self.log_key.name)?;
             self.loaded_epoch = Some(epoch);
             tracing::info!(
                 epoch,
@@ -367,7 +445,7 @@ impl Writer {
 }
 
 /// One stored perfect-subtree hash, from this group's overlay or the store.
-fn node(
+pub(super) fn node(
     store: &dyn Storage,
     overlay: &HashMap<(u32, u64), [u8; 32]>,
     level: u32,

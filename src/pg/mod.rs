@@ -360,8 +360,11 @@ impl PgStore {
         let rows = self.query(
             "SELECT h.chain_id, h.seq, h.state_name, s.summary FROM celltrail.heads h \
              LEFT JOIN celltrail.summaries s ON s.chain_id = h.chain_id \
-             WHERE h.chain_id <> $1 ORDER BY h.chain_id",
-            vec![Box::new(crate::registry::KEYS_CHAIN.to_string())],
+             WHERE h.chain_id <> $1 AND h.chain_id <> $2 ORDER BY h.chain_id",
+            vec![
+                Box::new(crate::registry::KEYS_CHAIN.to_string()),
+                Box::new(crate::loglink::LOG_CHAIN.to_string()),
+            ],
         )?;
         rows.iter()
             .map(|r| {

@@ -57,10 +57,11 @@ impl EventKind {
         EventKind::LymphodepletionCompleted,
     ];
 
-    /// The kind of a custody detail; `None` for key-registry details, which never reach the policy.
+    /// The kind of a custody detail; `None` for key-registry and log-link details, which never
+    /// reach the policy.
     pub fn of(detail: &Detail) -> Option<EventKind> {
         Some(match detail {
-            Detail::KeyRegistered(_) | Detail::KeyRevoked(_) => return None,
+            Detail::KeyRegistered(_) | Detail::KeyRevoked(_) | Detail::LogLink(_) => return None,
             Detail::Enrolled(_) => EventKind::Enrolled,
             Detail::Collected(_) => EventKind::Collected,
             Detail::Packed(_) => EventKind::Packed,

@@ -416,7 +416,7 @@ impl Policy {
             return Err(fail.v(
                 "event_kind",
                 "a custody event",
-                "key registry events belong on the \"keys\" chain, not on a bag's chain",
+                "key registry events belong on the \"keys\" chain and log-link events on the \"log\" chain, not on a bag's chain",
             ));
         };
 

@@ -157,7 +157,7 @@ pub trait Storage: Send + Sync {
     fn chain_summaries(&self) -> Result<Vec<crate::summary::ChainSummary>, StorageError> {
         let mut out = Vec::new();
         for chain in self.chain_ids()? {
-            if chain == crate::registry::KEYS_CHAIN {
+            if crate::loglink::admin_signed(&chain) {
                 continue;
             }
             if let Some(head) = self.head(&chain)? {

@@ -245,7 +245,7 @@ impl Storage for Store {
         let mut stored = self.summaries.iter().peekable();
         for item in self.chains.iter() {
             let (k, v) = item?;
-            if k.as_ref() == crate::registry::KEYS_CHAIN.as_bytes() {
+            if crate::loglink::admin_signed(&String::from_utf8_lossy(&k)) {
                 continue;
             }
             while stored
