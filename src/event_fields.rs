@@ -196,6 +196,19 @@ pub const KINDS: &[Kind] = &[
             f("to_site", "", "site taking custody"),
         ],
     },
+    Kind {
+        name: "lymphodepletion_started",
+        about: "the patient's lymphodepleting chemotherapy began (at the treating site)",
+        fields: &[
+            f("regimen", "", "regimen as prescribed, e.g. fludarabine/cyclophosphamide"),
+            f("started_at_unix_nanos", "", "when the first dose started"),
+        ],
+    },
+    Kind {
+        name: "lymphodepletion_completed",
+        about: "the last lymphodepletion dose was given; thawing may follow",
+        fields: &[f("completed_at_unix_nanos", "", "when the last dose ended")],
+    },
 ];
 
 /// The kind named `name`.

@@ -123,6 +123,8 @@ pub fn kind_name(d: &Detail) -> &'static str {
         Detail::Deviation(_) => "deviation",
         Detail::Destroyed(_) => "destroyed",
         Detail::CustodyHandoff(_) => "custody_handoff",
+        Detail::LymphodepletionStarted(_) => "lymphodepletion_started",
+        Detail::LymphodepletionCompleted(_) => "lymphodepletion_completed",
     }
 }
 

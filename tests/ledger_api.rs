@@ -933,7 +933,7 @@ async fn rejects_key_registration_with_a_role_or_site_the_policy_does_not_know()
     assert!(
         err.contains("\"phramacist\"")
             && err.contains(
-                "one of [apheresis_nurse, courier, manufacturing, nurse, pharmacist, qa, qc]"
+                "one of [apheresis_nurse, courier, manufacturing, nurse, pharmacist, physician, qa, qc]"
             ),
         "{err}"
     );

@@ -148,6 +148,28 @@ impl Ward {
         assert_eq!(snapshot(&mut self.c).await, before);
     }
 
+    /// The patient's lymphodepletion at the clinic, completed two days from now.
+    async fn lymphodepleted(&mut self) {
+        use SignatureMeaning::*;
+        self.ok(
+            HOUR,
+            CLINIC,
+            &[("nurse.ada", Performed)],
+            ld_started(self.now + HOUR),
+        )
+        .await;
+        let done = self.now + 2 * DAY;
+        self.ok(
+            2 * DAY,
+            CLINIC,
+            &[("nurse.ada", Performed)],
+            Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted {
+                completed_at_unix_nanos: Some(done),
+            }),
+        )
+        .await;
+    }
+
     /// Enrolment to arrival at manufacturing.
     async fn through_receipt_at_manufacturing(&mut self, temp_max: f64) -> String {
         use SignatureMeaning::*;
@@ -358,10 +380,60 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
         .await,
         "Stored"
     );
-    let thawed = w.now + 5 * DAY - 10 * MIN;
+    // Thawing before the patient's lymphodepletion is refused (entry format 2).
+    w.refused(
+        DAY,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        Detail::Dispensed(pb::Dispensed {
+            product_bag_id: "BAG-A".into(),
+            thawed_at_unix_nanos: Some(w.now + DAY - 10 * MIN),
+        }),
+        Code::FailedPrecondition,
+        &[
+            "rule lymphodepletion_completed",
+            "no lymphodepletion is recorded on this chain",
+        ],
+    )
+    .await;
+    // Lymphodepletion at another clinic than the one holding the product is refused.
+    w.refused(
+        HOUR,
+        "CLINIC-0002",
+        &[("nurse.ada", Performed)],
+        ld_started(w.now + HOUR),
+        Code::FailedPrecondition,
+        &["rule treating_site", "at the treating site CLINIC-0001"],
+    )
+    .await;
+    let started = w.now + HOUR;
     assert_eq!(
         w.ok(
-            5 * DAY,
+            HOUR,
+            CLINIC,
+            &[("nurse.ada", Performed)],
+            ld_started(started)
+        )
+        .await,
+        "Stored"
+    );
+    let done = w.now + 3 * DAY;
+    assert_eq!(
+        w.ok(
+            3 * DAY,
+            CLINIC,
+            &[("nurse.ada", Performed)],
+            Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted {
+                completed_at_unix_nanos: Some(done)
+            })
+        )
+        .await,
+        "Stored"
+    );
+    let thawed = w.now + 2 * DAY - 10 * MIN;
+    assert_eq!(
+        w.ok(
+            2 * DAY,
             CLINIC,
             &[("pharm.pat", Performed)],
             Detail::Dispensed(pb::Dispensed {
@@ -402,7 +474,7 @@ async fn full_lifecycle_enrolment_to_infusion_over_thirty_days() {
     );
     let days = (w.now - base_time()) as f64 / DAY as f64;
     assert!((28.0..=32.0).contains(&days), "lifecycle spans {days} days");
-    assert_eq!(w.seq, 26);
+    assert_eq!(w.seq, 28);
     // Nothing follows Infused.
     w.refused(
         HOUR,
@@ -521,6 +593,7 @@ async fn bedside_check_rejects_other_patients_wristband() {
         received(MFG, "LN2-9", -190.0, -176.0, 0),
     )
     .await;
+    w.lymphodepleted().await;
     let thawed = w.now + HOUR - 5 * MIN;
     w.ok(
         HOUR,
@@ -557,6 +630,39 @@ async fn bedside_check_rejects_other_patients_wristband() {
         &["more than once"],
     )
     .await;
+    // The right patient, checked by two nurses; the infusion then starts a day after
+    // lymphodepletion ended (the window is 2-14 days): recorded, and the receipt says which
+    // hold it opened.
+    w.ok(
+        10 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed), ("nurse.ben", Verified)],
+        Detail::BedsideCheck(pb::BedsideCheck {
+            wristband_coi_ref: COI.into(),
+            product_bag_id: "BAG-A".into(),
+        }),
+    )
+    .await;
+    let at = w.now + 10 * MIN;
+    let ev = w.event(
+        at,
+        CLINIC,
+        &[("nurse.ada", Performed)],
+        Detail::Infused(pb::Infused {
+            product_bag_id: "BAG-A".into(),
+            started_at_unix_nanos: Some(at),
+            ended_at_unix_nanos: Some(at),
+        }),
+    );
+    let r = w.c.append(ev).await.unwrap().into_inner();
+    assert_eq!(r.holds_opened.len(), 1, "{:?}", r.holds_opened);
+    assert!(
+        r.holds_opened[0].starts_with(
+            "lymphodepletion_window: infusion started 1 h 20 min after lymphodepletion completed"
+        ) && r.holds_opened[0].ends_with("window 2.0 days..14.0 days"),
+        "{:?}",
+        r.holds_opened
+    );
 }
 
 #[tokio::test]
@@ -811,4 +917,11 @@ async fn receipt_and_chain_head_show_the_hold_an_event_opened() {
     )
     .await;
     assert!(head(&mut w.c).await.open_hold.is_empty());
+}
+
+fn ld_started(at: i64) -> Detail {
+    Detail::LymphodepletionStarted(pb::LymphodepletionStarted {
+        regimen: "fludarabine/cyclophosphamide".into(),
+        started_at_unix_nanos: Some(at),
+    })
 }

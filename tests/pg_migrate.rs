@@ -27,7 +27,7 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A stopped data directory holding a full lifecycle (8 keys + 26 events) and 3 more chains.
+/// A stopped data directory holding a full lifecycle (8 keys + 28 events) and 3 more chains.
 async fn populated_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let srv = TestServer::start(dir.path()).await;
@@ -50,7 +50,7 @@ async fn a_log_moves_to_postgres_and_back_under_the_same_signed_checkpoint() {
 
     let (ok, out) = celltrail(&["migrate", "--from", path(dir.path()), "--to", &url]);
     assert!(ok, "migrate to PostgreSQL: {out}");
-    assert!(out.contains("migrated 34 entries"), "{out}");
+    assert!(out.contains("migrated 36 entries"), "{out}");
     assert!(
         out.contains("equals the root of the same signed checkpoint"),
         "{out}"

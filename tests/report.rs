@@ -130,8 +130,8 @@ fn html_record_shows_hold_legs_qc_deviations_review_and_signatures() {
     assert!(html.contains("<svg") && html.contains("allowed 2 to 8 °C"));
     assert!(html.contains("allowed -200 to -150 °C"));
     // Every event, with occurred and recorded times.
-    assert_eq!(html.matches("class=\"event\"").count(), 30);
-    assert_eq!(html.matches("Recorded by the log at").count(), 30);
+    assert_eq!(html.matches("class=\"event\"").count(), 32);
+    assert_eq!(html.matches("Recorded by the log at").count(), 32);
     // Verification section, computed by verify.
     assert!(html.contains("Log key fingerprint"));
     assert!(html.contains("inclusion proofs against the checkpoint"));
@@ -189,7 +189,7 @@ fn json_record_has_every_event_field() {
     let chain = &v["chains"][0];
     assert_eq!(chain["chain_id"], MAIN);
     let events = chain["events"].as_array().unwrap();
-    assert_eq!(events.len(), 30);
+    assert_eq!(events.len(), 32);
     let received = &events[4];
     assert_eq!(received["event"], "received");
     let names: Vec<&str> = received["fields"]

@@ -368,6 +368,27 @@ async fn dispensed_chain() -> Ward {
         t += after;
         events.push(append(t, site, kind, set, signers));
     }
+    // The patient's lymphodepletion, recorded through the same `--set` field table.
+    events.push(append(
+        now - 3 * DAY,
+        "CLINIC-1",
+        "lymphodepletion_started",
+        s(&[
+            "regimen=fludarabine/cyclophosphamide",
+            &format!("started_at={}", celltrail::time::rfc3339(now - 3 * DAY)),
+        ]),
+        vec![(&n1, P)],
+    ));
+    events.push(append(
+        now - 2 * DAY,
+        "CLINIC-1",
+        "lymphodepletion_completed",
+        s(&[&format!(
+            "completed_at={}",
+            celltrail::time::rfc3339(now - 2 * DAY)
+        )]),
+        vec![(&n1, P)],
+    ));
     events.push(append(
         now - 10 * MIN,
         "CLINIC-1",
@@ -382,7 +403,7 @@ async fn dispensed_chain() -> Ward {
         c.append(ev).await.unwrap_or_else(|s| panic!("{s:?}"));
     }
     let head = chain_events(&mut c, &chain).await;
-    assert_eq!(head.len(), 20);
+    assert_eq!(head.len(), 22);
     Ward {
         nurse1: key_file(dir.path(), &n1).to_str().unwrap().into(),
         nurse2: key_file(dir.path(), &n2).to_str().unwrap().into(),
@@ -724,7 +745,7 @@ async fn offline_station_finds_the_chain_of_a_bag_it_has_seen_and_queues_on_it()
     let all = q.all().unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].1.chain_id, chain);
-    assert_eq!(all[0].1.seq, 20, "chained after the head seen online");
+    assert_eq!(all[0].1.seq, 22, "chained after the head seen online");
     drop(q);
     // A station that never saw the chain cannot chain the event.
     let fresh = _dir.path().join("fresh-station");

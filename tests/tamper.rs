@@ -250,10 +250,10 @@ fn full_lifecycle_bundle_verifies_offline_with_timeline_and_pinned_log_key() {
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("from --log-key"), "{out}");
     assert!(
-        out.contains("VERDICT: VERIFIED — 36 entries (10 key registry, 1 chains)"),
+        out.contains("VERDICT: VERIFIED — 38 entries (10 key registry, 1 chains)"),
         "{out}"
     );
-    assert!(out.contains("36 inclusion proofs"), "{out}");
+    assert!(out.contains("38 inclusion proofs"), "{out}");
     // The timeline: UTC time, site, event; under each event its signatures as Part 11 §11.50
     // wants them shown: printed name, role, site, meaning, UTC and local time.
     let lines: Vec<&str> = out.lines().collect();
@@ -302,11 +302,12 @@ fn json_report_lists_the_timeline_and_verdict() {
     assert_eq!(v["ok"], true);
     assert_eq!(v["failure"], serde_json::Value::Null);
     let rows = v["timeline"].as_array().unwrap();
-    assert_eq!(rows.len(), 26);
+    assert_eq!(rows.len(), 28);
     assert_eq!(rows[0]["event"], "enrolled");
-    assert_eq!(rows[25]["state"], "Infused");
-    assert_eq!(rows[24]["signers"][1]["meaning"], "verified");
-    assert_eq!(v["checkpoint"]["size"], 36);
+    assert_eq!(rows[23]["event"], "lymphodepletion_started");
+    assert_eq!(rows[27]["state"], "Infused");
+    assert_eq!(rows[26]["signers"][1]["meaning"], "verified");
+    assert_eq!(v["checkpoint"]["size"], 38);
 }
 
 #[test]
@@ -369,7 +370,7 @@ fn copied_data_dir_audit_passes() {
         out.contains("Merkle root recomputed from every entry"),
         "{out}"
     );
-    assert!(out.contains("VERIFIED — 36 entries"), "{out}");
+    assert!(out.contains("VERIFIED — 38 entries"), "{out}");
 }
 
 // ---- tampered bundles -----------------------------------------------------------------------
@@ -422,7 +423,7 @@ fn detects_one_byte_flipped_in_a_proof_node() {
         &verify(&[p(&path)]),
         &[
             &format!("entry {index} (chain BAG-1 seq 20)"),
-            "inclusion proof against the checkpoint (size 36) fails",
+            "inclusion proof against the checkpoint (size 38) fails",
         ],
     );
 }

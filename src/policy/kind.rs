@@ -28,11 +28,13 @@ pub enum EventKind {
     Deviation,
     Destroyed,
     CustodyHandoff,
+    LymphodepletionStarted,
+    LymphodepletionCompleted,
 }
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Enrolled,
         EventKind::Collected,
         EventKind::Packed,
@@ -51,6 +53,8 @@ impl EventKind {
         EventKind::Deviation,
         EventKind::Destroyed,
         EventKind::CustodyHandoff,
+        EventKind::LymphodepletionStarted,
+        EventKind::LymphodepletionCompleted,
     ];
 
     /// The kind of a custody detail; `None` for key-registry details, which never reach the policy.
@@ -75,6 +79,8 @@ impl EventKind {
             Detail::Deviation(_) => EventKind::Deviation,
             Detail::Destroyed(_) => EventKind::Destroyed,
             Detail::CustodyHandoff(_) => EventKind::CustodyHandoff,
+            Detail::LymphodepletionStarted(_) => EventKind::LymphodepletionStarted,
+            Detail::LymphodepletionCompleted(_) => EventKind::LymphodepletionCompleted,
         })
     }
 
@@ -102,6 +108,12 @@ impl EventKind {
             EventKind::Deviation => Detail::Deviation(pb::Deviation::default()),
             EventKind::Destroyed => Detail::Destroyed(pb::Destroyed::default()),
             EventKind::CustodyHandoff => Detail::CustodyHandoff(pb::CustodyHandoff::default()),
+            EventKind::LymphodepletionStarted => {
+                Detail::LymphodepletionStarted(pb::LymphodepletionStarted::default())
+            }
+            EventKind::LymphodepletionCompleted => {
+                Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted::default())
+            }
         }
     }
 
@@ -126,6 +138,8 @@ impl EventKind {
             EventKind::Deviation => "deviation",
             EventKind::Destroyed => "destroyed",
             EventKind::CustodyHandoff => "custody_handoff",
+            EventKind::LymphodepletionStarted => "lymphodepletion_started",
+            EventKind::LymphodepletionCompleted => "lymphodepletion_completed",
         }
     }
 }

@@ -35,8 +35,13 @@ use table::{Row, Table};
 
 /// The entry format the writer judges new entries under (`LogEntry.format_version`).
 /// Format 0: entries written before presence (an unset measurement then meant 0 or false; no
-/// time-order, code or key-expiry rules of format 1). Format 1: the current rules.
-pub const CURRENT_FORMAT: u32 = 1;
+/// time-order, code or key-expiry rules of format 1). Format 1: presence, time order, codes,
+/// key expiry. Format 2: the current rules, format 1 plus lymphodepletion (a `dispensed` whose
+/// row requires it needs a completed course; the infusion window opens a hold).
+pub const CURRENT_FORMAT: u32 = 2;
+
+/// The first entry format with the lymphodepletion rules.
+pub const LYMPHODEPLETION_FORMAT: u32 = 2;
 
 /// What the policy needs to know about the log entry that carries the event: the rules of
 /// which format apply, and when the log accepted it (the server's clock, or offline the
@@ -59,6 +64,11 @@ impl Context {
     /// An entry written before presence and the format-1 rules.
     pub fn legacy(&self) -> bool {
         self.format == 0
+    }
+
+    /// Whether the lymphodepletion rules (format 2) apply to this entry.
+    pub fn lymphodepletion(&self) -> bool {
+        self.format >= LYMPHODEPLETION_FORMAT
     }
 }
 
@@ -150,6 +160,18 @@ pub struct QcRecord {
     pub seq: u64,
 }
 
+/// The patient's lymphodepletion course as recorded on the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lymphodepletion {
+    /// The treating site, where the course was given.
+    pub site: String,
+    pub regimen: String,
+    pub started_at_unix_nanos: i64,
+    pub started_seq: u64,
+    /// Set by `lymphodepletion_completed`.
+    pub completed_at_unix_nanos: Option<i64>,
+}
+
 /// An open hold: the chain accepts only the table's `[hold] allowed_events` until QA clears it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenHold {
@@ -198,6 +220,9 @@ pub struct ChainState {
     /// Time of the bedside identity check.
     #[serde(default)]
     pub bedside_checked_at_unix_nanos: Option<i64>,
+    /// The latest lymphodepletion course (entry format 2 on).
+    #[serde(default)]
+    pub lymphodepletion: Option<Lymphodepletion>,
     pub last_seq: u64,
     pub last_occurred_unix_nanos: i64,
 }
@@ -236,6 +261,7 @@ impl ChainState {
             checked_bag_id: None,
             received_at_unix_nanos: None,
             bedside_checked_at_unix_nanos: None,
+            lymphodepletion: None,
             last_seq: 0,
             last_occurred_unix_nanos: 0,
         }
@@ -505,6 +531,29 @@ pub fn valid_site(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
+/// The treating site as far as the chain knows it: where the lymphodepletion course was
+/// started; else the destination of a product in transit; else the custodian once the product
+/// has been received after manufacturing (at the site it was shipped to); else `None` (any site; the first
+/// lymphodepletion event fixes it).
+pub(crate) fn treating_site(st: &ChainState) -> Option<&str> {
+    if let Some(ld) = &st.lymphodepletion {
+        return Some(&ld.site);
+    }
+    match &st.custody {
+        Custody::InTransit { to_site, .. } => Some(to_site),
+        // Received after manufacturing started: at the site it was shipped to for infusion.
+        Custody::AtSite { site }
+            if matches!(
+                (st.received_at_unix_nanos, st.manufacturing_started_unix_nanos),
+                (Some(r), Some(m)) if r >= m
+            ) =>
+        {
+            Some(site)
+        }
+        Custody::AtSite { .. } => None,
+    }
+}
+
 fn check_site(
     row: &Row,
     st: &ChainState,
@@ -514,6 +563,17 @@ fn check_site(
 ) -> Result<(), Violation> {
     match (row.site, &st.custody) {
         (SiteRule::Any, _) => Ok(()),
+        (SiteRule::Treating, _) => match treating_site(st) {
+            Some(site) if site != body.site => Err(fail.v(
+                "treating_site",
+                format!("{kind} at the treating site {site}"),
+                format!(
+                    "event at site {:?}; lymphodepletion is recorded where the patient is treated and the product is infused ({site})",
+                    body.site
+                ),
+            )),
+            _ => Ok(()),
+        },
         (SiteRule::Custodian, Custody::AtSite { site }) if *site == body.site => Ok(()),
         (SiteRule::Custodian, Custody::AtSite { site }) => Err(fail.v(
             "custodian_site",

@@ -70,6 +70,19 @@ fn required_fields(detail: &Detail) -> Vec<(&'static str, bool, bool)> {
         ],
         Detail::Deviation(d) => vec![("deviation_id", s(&d.deviation_id), false)],
         Detail::CustodyHandoff(h) => vec![("to_site", s(&h.to_site), false)],
+        Detail::LymphodepletionStarted(l) => vec![
+            ("regimen", s(&l.regimen), false),
+            (
+                "started_at_unix_nanos",
+                l.started_at_unix_nanos.is_some(),
+                false,
+            ),
+        ],
+        Detail::LymphodepletionCompleted(l) => vec![(
+            "completed_at_unix_nanos",
+            l.completed_at_unix_nanos.is_some(),
+            false,
+        )],
         _ => Vec::new(),
     }
 }

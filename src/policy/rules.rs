@@ -215,6 +215,125 @@ fn thaw_window(
     Ok(())
 }
 
+/// A time field that must be set and positive (presence has already refused it unset).
+fn positive_time(
+    fail: &Fail<'_>,
+    kind: EventKind,
+    field: &str,
+    v: Option<i64>,
+) -> Result<i64, Violation> {
+    match v {
+        Some(t) if t > 0 => Ok(t),
+        other => Err(fail.v(
+            "required_field",
+            format!("{kind} with {field} > 0"),
+            format!("{field} is {}", other.unwrap_or(0)),
+        )),
+    }
+}
+
+/// A time the event reports must not lie after the event itself (beyond the skew tolerance).
+fn not_after_event(
+    fail: &Fail<'_>,
+    what: &str,
+    when: i64,
+    occurred: i64,
+    skew: i128,
+) -> Result<(), Violation> {
+    if when as i128 > occurred as i128 + skew {
+        return Err(fail.v(
+            "time_order",
+            format!("a {what} no later than the event that records it"),
+            format!(
+                "{what} at {} is after the event at {}",
+                at(when),
+                at(occurred)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `dispensed` (thaw) needs a completed lymphodepletion course at the dispensing site, and a
+/// thaw not before its completion.
+fn lymphodepleted_before(
+    fail: &Fail<'_>,
+    st: &ChainState,
+    body: &EventBody,
+    thawed: i64,
+) -> Result<(), Violation> {
+    let expected = "a lymphodepletion course completed at the dispensing site before the thaw";
+    let Some(ld) = &st.lymphodepletion else {
+        return Err(fail.v(
+            "lymphodepletion_completed",
+            expected,
+            "no lymphodepletion is recorded on this chain; do not thaw the product for a patient who has not been lymphodepleted (record lymphodepletion_started and lymphodepletion_completed first)",
+        ));
+    };
+    let Some(done) = ld.completed_at_unix_nanos else {
+        return Err(fail.v(
+            "lymphodepletion_completed",
+            expected,
+            format!(
+                "the course started at {} (seq {}) is not completed; do not thaw yet",
+                at(ld.started_at_unix_nanos),
+                ld.started_seq
+            ),
+        ));
+    };
+    if ld.site != body.site {
+        return Err(fail.v(
+            "lymphodepletion_completed",
+            expected,
+            format!(
+                "the patient was lymphodepleted at {}, the product is dispensed at {:?}: wrong site, possible mix-up",
+                ld.site, body.site
+            ),
+        ));
+    }
+    if thawed < done {
+        return Err(fail.v(
+            "time_order",
+            "a thaw not before lymphodepletion was completed",
+            format!(
+                "thawed_at {} is {} before lymphodepletion completed at {}",
+                at(thawed),
+                span(done as i128 - thawed as i128),
+                at(done)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An infusion started outside the window after lymphodepletion completed opens a hold (the
+/// infusion is a fact once done; QA dispositions it).
+fn infusion_window_hold(t: &Table, st: &mut ChainState, body: &EventBody, started: i64) {
+    let Some(done) = st
+        .lymphodepletion
+        .as_ref()
+        .and_then(|ld| ld.completed_at_unix_nanos)
+    else {
+        return;
+    };
+    let min = t.limits.lymphodepletion_to_infusion_min_days as i128 * NANOS_PER_DAY;
+    let max = t.limits.lymphodepletion_to_infusion_max_days as i128 * NANOS_PER_DAY;
+    let since = started as i128 - done as i128;
+    if since < min || since > max {
+        raise_hold(
+            st,
+            body,
+            format!(
+                "lymphodepletion_window: infusion started {} after lymphodepletion completed at {}, window {}..{}",
+                span(since),
+                at(done),
+                span(min),
+                span(max)
+            ),
+        );
+    }
+}
+
 fn temperature_hold(
     row: &Row,
     st: &mut ChainState,
@@ -570,6 +689,9 @@ pub(super) fn apply_detail(
                     ));
                 }
             }
+            if row.requires_lymphodepletion && ctx.lymphodepletion() {
+                lymphodepleted_before(fail, st, body, thawed)?;
+            }
             st.dispensed_bag_id = Some(d.product_bag_id.clone());
             st.thawed_at_unix_nanos = Some(thawed);
         }
@@ -656,6 +778,9 @@ pub(super) fn apply_detail(
                 }
             }
             thaw_window(t, st, fail, kind, started)?;
+            if ctx.lymphodepletion() {
+                infusion_window_hold(t, st, body, started);
+            }
         }
         Detail::Hold(h) => {
             let r = reason(fail, kind, &h.reason, body)?;
@@ -686,6 +811,74 @@ pub(super) fn apply_detail(
         }
         Detail::Destroyed(d) => {
             reason(fail, kind, &d.reason, body)?;
+        }
+        Detail::LymphodepletionStarted(l) => {
+            required(fail, kind, "regimen", &l.regimen)?;
+            let started =
+                positive_time(fail, kind, "started_at_unix_nanos", l.started_at_unix_nanos)?;
+            not_after_event(fail, "lymphodepletion start", started, occurred, skew)?;
+            if let Some(ld) = st
+                .lymphodepletion
+                .as_ref()
+                .filter(|ld| ld.completed_at_unix_nanos.is_none())
+            {
+                return Err(fail.v(
+                    "lymphodepletion_order",
+                    "one lymphodepletion course at a time: complete the course started before a new one",
+                    format!(
+                        "a course started at {} (seq {}) at {} is not completed",
+                        at(ld.started_at_unix_nanos),
+                        ld.started_seq,
+                        ld.site
+                    ),
+                ));
+            }
+            st.lymphodepletion = Some(super::Lymphodepletion {
+                site: body.site.clone(),
+                regimen: l.regimen.trim().to_string(),
+                started_at_unix_nanos: started,
+                started_seq: body.seq,
+                completed_at_unix_nanos: None,
+            });
+        }
+        Detail::LymphodepletionCompleted(l) => {
+            let completed = positive_time(
+                fail,
+                kind,
+                "completed_at_unix_nanos",
+                l.completed_at_unix_nanos,
+            )?;
+            not_after_event(
+                fail,
+                "lymphodepletion completion",
+                completed,
+                occurred,
+                skew,
+            )?;
+            let Some(ld) = st
+                .lymphodepletion
+                .as_mut()
+                .filter(|ld| ld.completed_at_unix_nanos.is_none())
+            else {
+                return Err(fail.v(
+                    "lymphodepletion_order",
+                    "lymphodepletion_started before lymphodepletion_completed",
+                    "no lymphodepletion course is in progress on this chain",
+                ));
+            };
+            if completed < ld.started_at_unix_nanos {
+                return Err(fail.v(
+                    "time_order",
+                    "a lymphodepletion completion not before its start",
+                    format!(
+                        "completed_at {} is {} before the start at {}",
+                        at(completed),
+                        span(ld.started_at_unix_nanos as i128 - completed as i128),
+                        at(ld.started_at_unix_nanos)
+                    ),
+                ));
+            }
+            ld.completed_at_unix_nanos = Some(completed);
         }
         Detail::CustodyHandoff(h) => {
             required(fail, kind, "to_site", &h.to_site)?;

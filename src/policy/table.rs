@@ -34,6 +34,10 @@ pub enum SiteRule {
     Destination,
     /// Any site (enrolment, holds, QA's deviations and hold releases).
     Any,
+    /// The treating site (lymphodepletion): the site of the course already started on this
+    /// chain; else the destination of the product in transit; else the custodian once the
+    /// product has left the manufacturing site; else any site (the event then fixes it).
+    Treating,
 }
 
 /// Where a signer's registered site must be.
@@ -111,6 +115,8 @@ struct RawTransition {
     max_hours_since_collection: Option<u64>,
     #[serde(default)]
     destination_must_be_manufacturing_site: bool,
+    #[serde(default)]
+    requires_lymphodepletion: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,10 +128,22 @@ struct RawLimits {
     clock_skew_tolerance_seconds: u64,
     #[serde(default = "default_signature_max_age_days")]
     signature_max_age_days: u64,
+    #[serde(default = "default_ld_min_days")]
+    lymphodepletion_to_infusion_min_days: u64,
+    #[serde(default = "default_ld_max_days")]
+    lymphodepletion_to_infusion_max_days: u64,
 }
 
 fn default_signature_max_age_days() -> u64 {
     7
+}
+
+fn default_ld_min_days() -> u64 {
+    2
+}
+
+fn default_ld_max_days() -> u64 {
+    14
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +210,10 @@ pub struct Limits {
     pub clock_skew_tolerance_seconds: u64,
     /// Longest time from a signature to the log's acceptance (entry format 1 on).
     pub signature_max_age_days: u64,
+    /// Window from the end of lymphodepletion to the start of infusion (entry format 2 on);
+    /// an infusion outside it opens a hold.
+    pub lymphodepletion_to_infusion_min_days: u64,
+    pub lymphodepletion_to_infusion_max_days: u64,
 }
 
 /// One transition row after validation.
@@ -208,6 +230,9 @@ pub struct Row {
     pub temp_range_c: Option<(f64, f64)>,
     pub max_hours_since_collection: Option<u64>,
     pub destination_must_be_manufacturing_site: bool,
+    /// `dispensed` only (entry format 2 on): refused until a lymphodepletion course is
+    /// completed on the chain, at the dispensing site.
+    pub requires_lymphodepletion: bool,
     /// 1-based line of the row's `event = ...`, for messages.
     pub line: usize,
 }
@@ -313,6 +338,8 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
         thaw_to_infusion_max_minutes: raw.limits.thaw_to_infusion_max_minutes,
         clock_skew_tolerance_seconds: raw.limits.clock_skew_tolerance_seconds,
         signature_max_age_days: raw.limits.signature_max_age_days,
+        lymphodepletion_to_infusion_min_days: raw.limits.lymphodepletion_to_infusion_min_days,
+        lymphodepletion_to_infusion_max_days: raw.limits.lymphodepletion_to_infusion_max_days,
     };
     for (name, v) in [
         (
@@ -328,6 +355,10 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
             limits.thaw_to_infusion_max_minutes,
         ),
         ("signature_max_age_days", limits.signature_max_age_days),
+        (
+            "lymphodepletion_to_infusion_max_days",
+            limits.lymphodepletion_to_infusion_max_days,
+        ),
     ] {
         // Bounded so that limit arithmetic in nanoseconds can never overflow an i64.
         if v == 0 || v > 100_000 {
@@ -335,6 +366,13 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
                 "[limits] {name} = {v}: expected 1..=100000"
             )));
         }
+    }
+    if limits.lymphodepletion_to_infusion_min_days > limits.lymphodepletion_to_infusion_max_days {
+        return Err(PolicyError::Table(format!(
+            "[limits] lymphodepletion_to_infusion_min_days = {} is above lymphodepletion_to_infusion_max_days = {}",
+            limits.lymphodepletion_to_infusion_min_days,
+            limits.lymphodepletion_to_infusion_max_days
+        )));
     }
     if limits.clock_skew_tolerance_seconds > 86_400 {
         return Err(PolicyError::Table(format!(
@@ -481,6 +519,23 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
                 ),
             ));
         }
+        if t.requires_lymphodepletion && event != EventKind::Dispensed {
+            return Err(PolicyError::invalid(
+                line,
+                format!("{what}: requires_lymphodepletion applies to \"dispensed\" only"),
+            ));
+        }
+        if t.site == SiteRule::Treating
+            && !matches!(
+                event,
+                EventKind::LymphodepletionStarted | EventKind::LymphodepletionCompleted
+            )
+        {
+            return Err(PolicyError::invalid(
+                line,
+                format!("{what}: site = \"treating\" applies to the lymphodepletion events only"),
+            ));
+        }
         if t.site == SiteRule::Destination && event != EventKind::Received {
             return Err(PolicyError::invalid(
                 line,
@@ -528,6 +583,7 @@ pub fn parse(text: &str) -> Result<Table, PolicyError> {
                 temp_range_c,
                 max_hours_since_collection: t.max_hours_since_collection,
                 destination_must_be_manufacturing_site: t.destination_must_be_manufacturing_site,
+                requires_lymphodepletion: t.requires_lymphodepletion,
                 line,
             },
             from_any,

@@ -252,6 +252,26 @@ pub fn questions(kind: &str) -> Vec<Question> {
             q("description", "What happened", Text, false),
         ],
         "custody_handoff" => vec![q("to_site", "Receiving site code", Text, false)],
+        "lymphodepletion_started" => vec![
+            q(
+                "regimen",
+                "Regimen (e.g. fludarabine/cyclophosphamide)",
+                Text,
+                false,
+            ),
+            q(
+                "started_at",
+                "First dose started how many minutes ago? (Enter = now)",
+                MinutesAgo,
+                true,
+            ),
+        ],
+        "lymphodepletion_completed" => vec![q(
+            "completed_at",
+            "Last dose ended how many minutes ago? (Enter = now)",
+            MinutesAgo,
+            true,
+        )],
         _ => vec![],
     }
 }

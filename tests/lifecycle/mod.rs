@@ -1,4 +1,4 @@
-//! A full autologous CAR-T lifecycle (enrolment to infusion, 26 events, 8 signers) driven
+//! A full autologous CAR-T lifecycle (enrolment to infusion, 28 events, 8 signers) driven
 //! through the real server, for the log and audit-bundle tests. Mirrors the policy's own happy
 //! path (src/policy/tests) with real keys and signatures.
 #![allow(dead_code)] // each test file uses a different part
@@ -113,7 +113,7 @@ fn received(from: &str, shipper: &str, tmin: f64, tmax: f64, elapsed: u64) -> De
     })
 }
 
-/// The 26 events of the happy lifecycle (same shape as the policy's own happy path).
+/// The 28 events of the happy lifecycle (same shape as the policy's own happy path).
 pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
     let mut p = vec![
         step(
@@ -260,8 +260,28 @@ pub fn happy_path(k: &Keys) -> Vec<Step<'_>> {
             }),
             vec![(&k.pharm, Performed)],
         ),
+        // The patient's lymphodepletion at the clinic; infusion 2-14 days after it ends.
         step(
-            5 * DAY,
+            HOUR,
+            CLINIC,
+            Detail::LymphodepletionStarted(pb::LymphodepletionStarted {
+                regimen: "fludarabine/cyclophosphamide".into(),
+                // Filled in by `ChainCursor::sign`: started at the event.
+                started_at_unix_nanos: None,
+            }),
+            vec![(&k.nurse1, Performed)],
+        ),
+        step(
+            3 * DAY,
+            CLINIC,
+            Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted {
+                // Filled in by `ChainCursor::sign`: completed at the event.
+                completed_at_unix_nanos: None,
+            }),
+            vec![(&k.nurse1, Performed)],
+        ),
+        step(
+            2 * DAY,
             CLINIC,
             Detail::Dispensed(pb::Dispensed {
                 product_bag_id: "BAG-A".into(),
@@ -345,6 +365,12 @@ impl ChainCursor {
             Detail::Infused(i) => {
                 let started = *i.started_at_unix_nanos.get_or_insert(self.now);
                 i.ended_at_unix_nanos.get_or_insert(started + 30 * MIN);
+            }
+            Detail::LymphodepletionStarted(l) => {
+                l.started_at_unix_nanos.get_or_insert(self.now);
+            }
+            Detail::LymphodepletionCompleted(l) => {
+                l.completed_at_unix_nanos.get_or_insert(self.now);
             }
             _ => {}
         }

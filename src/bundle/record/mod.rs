@@ -493,12 +493,19 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                     ));
                 }
                 if let Some((t, seq)) = lymphodepletion {
+                    // From the completion the policy recorded (format 2); the window's upper
+                    // end is the limit (an infusion too soon opens a hold the record shows).
+                    let done = after
+                        .lymphodepletion
+                        .as_ref()
+                        .and_then(|l| l.completed_at_unix_nanos)
+                        .unwrap_or(t);
                     rec.legs.push(leg(
                         "lymphodepletion → infusion",
-                        t,
+                        done,
                         &to,
                         started,
-                        None,
+                        Some(limits.lymphodepletion_to_infusion_max_days as i64 * 86_400),
                         &format!("seq {seq} lymphodepletion"),
                     ));
                 }

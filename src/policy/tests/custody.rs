@@ -140,7 +140,7 @@ fn rejects_event_after_infused() {
         "terminal",
         &[
             "in state Infused expected no further events",
-            "ended with Infused at seq 25",
+            "ended with Infused at seq 27",
             "deviation cannot follow",
         ],
     );

@@ -40,6 +40,8 @@ fn happy_lifecycle_enrolment_to_infusion_over_thirty_days() {
         "InTransitToSite",
         "AtSite",
         "Stored",
+        "Stored",
+        "Stored",
         "Dispensed",
         "BedsideChecked",
         "Infused",
@@ -60,7 +62,19 @@ fn happy_lifecycle_enrolment_to_infusion_over_thirty_days() {
             site: CLINIC.into()
         }
     );
-    assert_eq!(st.last_seq, 25);
+    assert_eq!(st.last_seq, 27);
+    let ld = st
+        .lymphodepletion
+        .as_ref()
+        .expect("lymphodepletion recorded");
+    assert_eq!(
+        (ld.site.as_str(), ld.completed_at_unix_nanos.is_some()),
+        (CLINIC, true)
+    );
+    assert!(
+        st.hold.is_none(),
+        "infusion inside the window opens no hold"
+    );
     for s in &states {
         assert!(c.policy.states().contains(s), "{s} not in states()");
     }

@@ -5,6 +5,7 @@
 mod custody;
 mod integrity;
 mod lifecycle;
+mod lymphodepletion;
 mod product;
 mod props;
 mod table;
@@ -141,6 +142,12 @@ impl Chain {
             Detail::Infused(i) => {
                 let started = *i.started_at_unix_nanos.get_or_insert(now);
                 i.ended_at_unix_nanos.get_or_insert(started);
+            }
+            Detail::LymphodepletionStarted(l) if l.started_at_unix_nanos == Some(0) => {
+                l.started_at_unix_nanos = Some(now)
+            }
+            Detail::LymphodepletionCompleted(l) if l.completed_at_unix_nanos == Some(0) => {
+                l.completed_at_unix_nanos = Some(now)
             }
             _ => {}
         }
@@ -356,6 +363,21 @@ pub(super) fn handoff(from: &str, to: &str) -> Detail {
     })
 }
 
+/// Lymphodepletion started at `at` (0: at the event's time).
+pub(super) fn ld_started(at: i64) -> Detail {
+    Detail::LymphodepletionStarted(pb::LymphodepletionStarted {
+        regimen: "fludarabine/cyclophosphamide".into(),
+        started_at_unix_nanos: Some(at),
+    })
+}
+
+/// Lymphodepletion completed at `at` (0: at the event's time).
+pub(super) fn ld_completed(at: i64) -> Detail {
+    Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted {
+        completed_at_unix_nanos: Some(at),
+    })
+}
+
 pub(super) const REQUIRED_QC: [&str; 7] = [
     "sterility",
     "endotoxin",
@@ -377,11 +399,13 @@ pub(super) const RELEASE: usize = 18;
 pub(super) const SHIP_TO_SITE: usize = 20;
 pub(super) const RECEIVE_AT_SITE: usize = 21;
 pub(super) const STORE: usize = 22;
-pub(super) const DISPENSE: usize = 23;
-pub(super) const BEDSIDE: usize = 24;
-pub(super) const INFUSE: usize = 25;
+pub(super) const LD_START: usize = 23;
+pub(super) const LD_DONE: usize = 24;
+pub(super) const DISPENSE: usize = 25;
+pub(super) const BEDSIDE: usize = 26;
+pub(super) const INFUSE: usize = 27;
 
-/// The autologous CAR-T lifecycle, enrolment to infusion over ~30 days.
+/// The autologous CAR-T lifecycle, enrolment to infusion over ~30 days (28 events).
 pub(super) fn happy_path() -> Vec<Planned> {
     let mut p = vec![
         plan(0, APH, APH_NURSE, enrolled(COI)),
@@ -426,8 +450,11 @@ pub(super) fn happy_path() -> Vec<Planned> {
             received(MFG, "LN2-SHIPPER-9", -190.0, -176.0, 0),
         ),
         plan(HOUR, CLINIC, PHARM, stored(-185.0)),
+        // The patient's lymphodepletion at the clinic; infusion 2-14 days after it ends.
+        plan(HOUR, CLINIC, NURSE1, ld_started(0)),
+        plan(3 * DAY, CLINIC, NURSE1, ld_completed(0)),
         // thawed_at is filled in below: 10 minutes before the dispense is recorded.
-        plan(5 * DAY, CLINIC, PHARM, dispensed("BAG-A", 0)),
+        plan(2 * DAY, CLINIC, PHARM, dispensed("BAG-A", 0)),
         plan(20 * MIN, CLINIC, NURSE1, bedside(COI, "BAG-A")).with(NURSE2, Verified),
         plan(10 * MIN, CLINIC, NURSE1, infused("BAG-A", 0)),
     ]);

@@ -103,6 +103,8 @@ fn detail_for(kind: EventKind, v: u8, now: i64) -> Detail {
         EventKind::Deviation => deviation(pick("DEV-1", "DEV-2"), "desc"),
         EventKind::Destroyed => destroyed(pick("gone", "")),
         EventKind::CustodyHandoff => handoff(pick("", CLINIC), site),
+        EventKind::LymphodepletionStarted => ld_started(now - (v as i64) * DAY),
+        EventKind::LymphodepletionCompleted => ld_completed(now - (v as i64) * HOUR),
     }
 }
 
@@ -148,7 +150,7 @@ proptest! {
                     if prev.hold.is_some() {
                         let kind = kind.expect("custody event");
                         prop_assert!(
-                            matches!(kind, EventKind::HoldReleased | EventKind::Deviation | EventKind::Destroyed | EventKind::Rejected),
+                            matches!(kind, EventKind::HoldReleased | EventKind::Deviation | EventKind::Destroyed | EventKind::Rejected | EventKind::LymphodepletionStarted | EventKind::LymphodepletionCompleted),
                             "accepted {kind} while on hold"
                         );
                     }
