@@ -24,6 +24,51 @@ pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Events of one `AppendStream` in flight at once (they share group commits).
 pub const STREAM_WINDOW: usize = 512;
 
+/// tonic and tonic-prost answer two client mistakes with their own codes and library text: a
+/// message over the size limit (OUT_OF_RANGE, "Error, decoded message length too large: ...")
+/// and bytes that are not protobuf (INTERNAL, "failed to decode Protobuf message: ..."). The
+/// contract (ledger.proto, SECURITY.md) says RESOURCE_EXHAUSTED and INVALID_ARGUMENT. This is
+/// the one mapping: `server` applies it to every response (`contract_response`), and
+/// `AppendStream` to each result.
+pub fn contract_status(s: &Status) -> Option<Status> {
+    let msg = s.message();
+    match s.code() {
+        Code::OutOfRange if msg.starts_with("Error, decoded message length too large") => {
+            let found = msg
+                .split("found ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or("?");
+            Some(Status::resource_exhausted(format!(
+                "the message is {found} bytes; this server decodes at most {} bytes (256 KiB), and a log entry holds at most {} bytes (64 KiB): send a smaller event",
+                crate::rules::MAX_GRPC_MESSAGE,
+                crate::rules::MAX_ENTRY_BYTES
+            )))
+        }
+        Code::Internal if msg.starts_with("failed to decode Protobuf message") => {
+            Some(Status::invalid_argument(format!(
+                "the request is not a valid protobuf message of the method's type ({}); encode it with the celltrail.v1 .proto files",
+                crate::policy::cut_text(msg, 200)
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// [`contract_status`] on an HTTP response whose status travels in its headers (a unary call
+/// refused before the handler ran).
+pub fn contract_response<B>(
+    mut resp: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    if let Some(fixed) = Status::from_header_map(resp.headers()).and_then(|s| contract_status(&s)) {
+        let headers = resp.headers_mut();
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        let _ = fixed.add_header(headers);
+    }
+    resp
+}
+
 impl From<crate::log::LogError> for Status {
     fn from(e: crate::log::LogError) -> Status {
         use crate::log::LogError;
@@ -146,7 +191,7 @@ impl LedgerRpc for LedgerService {
                     async move {
                         let result = match pending {
                             Ok(receipt) => receipt.await.map_err(Status::from),
-                            Err(status) => Err(status),
+                            Err(status) => Err(contract_status(&status).unwrap_or(status)),
                         };
                         let position = position as u64;
                         Ok(match result {

@@ -93,11 +93,20 @@ pub fn sign_event(
 /// Why a signature did not verify.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SigError {
-    #[error("signature by {key_id} is {len} bytes, expected 64")]
+    #[error(
+        "signature by {} is {len} bytes, expected 64",
+        crate::policy::cut(key_id)
+    )]
     Length { key_id: String, len: usize },
-    #[error("key id {key_id:?} is too long ({len} bytes, at most 65535)")]
+    #[error(
+        "key id {:?} is too long ({len} bytes, at most 65535)",
+        crate::policy::cut(key_id)
+    )]
     KeyIdTooLong { key_id: String, len: usize },
-    #[error("signature by {key_id} does not verify (strict ed25519) over event {event}")]
+    #[error(
+        "signature by {} does not verify (strict ed25519) over event {event}",
+        crate::policy::cut(key_id)
+    )]
     Invalid { key_id: String, event: String },
 }
 

@@ -65,7 +65,8 @@ pub fn chain_head_statement(
         .collect();
     let Some(&last) = indices.last() else {
         return Err(LogError::NotFound(format!(
-            "chain {chain_id} has no events in the first {size} log entries"
+            "chain {} has no events in the first {size} log entries",
+            crate::policy::cut(chain_id)
         )));
     };
     let bytes = store

@@ -5,6 +5,7 @@
 
 use crate::note::NoteVerifier;
 use crate::pb::{KeyRegistered, KeyRevoked};
+use crate::policy::cut;
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 
@@ -90,9 +91,15 @@ impl KeyRecord {
 /// Why a signer may not sign at a given time.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("key {0} is not registered in the key registry")]
+    #[error("key {} is not registered in the key registry", cut(.0))]
     Unknown(String),
-    #[error("key {key_id} was revoked at {revoked_at} ({reason}); signature made at {signed_at}")]
+    #[error("key {} is an operator admin key: admin keys sign only the keys chain (key registrations and revocations); a custody event is signed by the registered keys of the people who did it", cut(.0))]
+    AdminKey(String),
+    #[error(
+        "key {} was revoked at {revoked_at} ({}); signature made at {signed_at}",
+        cut(key_id),
+        cut(reason)
+    )]
     Revoked {
         key_id: String,
         revoked_at: String,
@@ -100,9 +107,11 @@ pub enum KeyError {
         signed_at: String,
     },
     #[error(
-        "key {key_id} was revoked at {revoked_at} ({reason}); nothing it signs is accepted after \
+        "key {} was revoked at {revoked_at} ({}); nothing it signs is accepted after \
          that, even a signature dated earlier (this one: {signed_at}); have another authorised \
-         person sign"
+         person sign",
+        cut(key_id),
+        cut(reason)
     )]
     RevokedBeforeAcceptance {
         key_id: String,
@@ -111,7 +120,8 @@ pub enum KeyError {
         signed_at: String,
     },
     #[error(
-        "key {key_id} is valid from {from} until {until}; signature made at {signed_at} is outside"
+        "key {} is valid from {from} until {until}; signature made at {signed_at} is outside",
+        cut(key_id)
     )]
     OutsideValidity {
         key_id: String,
@@ -120,9 +130,10 @@ pub enum KeyError {
         signed_at: String,
     },
     #[error(
-        "key {key_id} expired at {until}; nothing it signs is accepted after that, even a \
+        "key {} expired at {until}; nothing it signs is accepted after that, even a \
          signature dated earlier (this one: {signed_at}, accepted {accepted_at}); have another \
-         authorised person sign"
+         authorised person sign",
+        cut(key_id)
     )]
     ExpiredBeforeAcceptance {
         key_id: String,
@@ -130,7 +141,7 @@ pub enum KeyError {
         signed_at: String,
         accepted_at: String,
     },
-    #[error("key {0} is not an operator admin key of the trust-anchor file; only admins sign the keys chain")]
+    #[error("key {} is not an operator admin key of the trust-anchor file; only admins sign the keys chain", cut(.0))]
     NotAdmin(String),
 }
 
@@ -139,11 +150,11 @@ pub enum KeyError {
 pub enum RegistryError {
     #[error("invalid key registration: {0}")]
     Invalid(String),
-    #[error("key {0} is already registered; register a new key id instead")]
+    #[error("key {} is already registered; register a new key id instead", cut(.0))]
     AlreadyRegistered(String),
-    #[error("key {0} cannot be revoked: it is not registered")]
+    #[error("key {} cannot be revoked: it is not registered", cut(.0))]
     RevokeUnknown(String),
-    #[error("key {0} is already revoked")]
+    #[error("key {} is already revoked", cut(.0))]
     AlreadyRevoked(String),
 }
 
@@ -192,10 +203,13 @@ impl Registry {
         accepted_at: i64,
         format: u32,
     ) -> Result<&KeyRecord, KeyError> {
-        let rec = self
-            .keys
-            .get(key_id)
-            .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
+        let rec = self.keys.get(key_id).ok_or_else(|| {
+            if self.admins.contains_key(key_id) {
+                KeyError::AdminKey(key_id.to_string())
+            } else {
+                KeyError::Unknown(key_id.to_string())
+            }
+        })?;
         rec.may_sign(signed_at, accepted_at, format)?;
         Ok(rec)
     }
@@ -205,7 +219,7 @@ impl Registry {
         if !valid_key_id(&r.key_id) {
             return Err(RegistryError::Invalid(format!(
                 "key id {:?} must be 1-{MAX_KEY_ID} bytes with no '+' and no whitespace",
-                r.key_id
+                cut(&r.key_id)
             )));
         }
         if self.admins.contains_key(&r.key_id) {

@@ -6,6 +6,7 @@
 
 use crate::crypto::EventHash;
 use crate::pb::{event_body::Detail, EventBody, SignatureMeaning, SignedEvent};
+use crate::policy::cut;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -26,22 +27,26 @@ pub enum RuleError {
     Malformed(String),
     #[error("entry is {size} bytes; the limit is {MAX_ENTRY_BYTES} bytes (64 KiB)")]
     TooLarge { size: usize },
-    #[error("chain {chain} does not exist; its first event must have seq 0 (got seq {seq})")]
+    #[error(
+        "chain {} does not exist; its first event must have seq 0 (got seq {seq})",
+        cut(chain)
+    )]
     UnknownChain { chain: String, seq: u64 },
-    #[error("chain {chain} is at seq {head_seq}; seq {seq} would leave a gap (next is {next})", next = head_seq + 1)]
+    #[error("chain {} is at seq {head_seq} (head hash {head_hash}); seq {seq} would leave a gap: the next event is seq {next} with prev_hash {head_hash}; rebase on the head and re-sign", cut(chain), next = head_seq + 1)]
     Gap {
         chain: String,
         seq: u64,
         head_seq: u64,
+        head_hash: String,
     },
-    #[error("stale prev_hash for chain {chain} seq {seq}: current head is seq {head_seq} hash {head_hash}; rebase on it and re-sign")]
+    #[error("stale prev_hash for chain {} seq {seq}: current head is seq {head_seq} hash {head_hash}; rebase on it and re-sign", cut(chain))]
     StalePrev {
         chain: String,
         seq: u64,
         head_seq: u64,
         head_hash: String,
     },
-    #[error("seq {seq} of chain {chain} is already taken by a different event; current head is seq {head_seq} hash {head_hash}")]
+    #[error("seq {seq} of chain {} is already taken by a different event; current head is seq {head_seq} hash {head_hash}", cut(chain))]
     Fork {
         chain: String,
         seq: u64,
@@ -169,7 +174,7 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), R
         if !seen.insert(sig.key_id.as_str()) {
             return Err(malformed(format!(
                 "key {} signs the event more than once",
-                sig.key_id
+                cut(&sig.key_id)
             )));
         }
         let meaning = SignatureMeaning::try_from(sig.meaning)
@@ -178,13 +183,14 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), R
             .ok_or_else(|| {
                 malformed(format!(
                     "signature by {} has no valid meaning ({})",
-                    sig.key_id, sig.meaning
+                    cut(&sig.key_id),
+                    sig.meaning
                 ))
             })?;
         if sig.signed_at_unix_nanos > now.saturating_add(MAX_CLOCK_SKEW_NANOS) {
             return Err(malformed(format!(
                 "signature by {} is dated {}, in the future (server time {}); check the station clock",
-                sig.key_id,
+                cut(&sig.key_id),
                 crate::time::rfc3339(sig.signed_at_unix_nanos),
                 crate::time::rfc3339(now)
             )));
@@ -196,7 +202,7 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), R
     if !actor_performed {
         return Err(malformed(format!(
             "actor {:?} must sign the event with meaning PERFORMED",
-            body.actor_key_id
+            cut(&body.actor_key_id)
         )));
     }
     Ok(())
@@ -224,6 +230,7 @@ pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), RuleError
             chain,
             seq: body.seq,
             head_seq: h.seq,
+            head_hash: hex::encode(h.hash),
         }),
         Some(h) if body.prev_hash != h.hash => Err(RuleError::StalePrev {
             chain,

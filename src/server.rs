@@ -349,6 +349,10 @@ pub async fn run(
             .context("invalid TLS configuration (certificate or key)")?;
     }
     builder
+        // The codes the contract names for an over-size or malformed message (api.rs).
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::contract_response::<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

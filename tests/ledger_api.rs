@@ -606,7 +606,14 @@ async fn rejects_gap_in_seq() {
         EventHash::of_body(&sent[1].body).0.to_vec(),
         2,
     );
-    expect_rejected(&mut f, ev, Code::FailedPrecondition, "gap").await;
+    let msg = expect_rejected(&mut f, ev, Code::FailedPrecondition, "gap").await;
+    // The message names the head a station must rebase on: its seq and its hash.
+    let head_hash = hex::encode(EventHash::of_body(&sent[1].body).0);
+    assert!(
+        msg.contains(&format!("is at seq 1 (head hash {head_hash})"))
+            && msg.contains("the next event is seq 2"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -993,4 +1000,103 @@ async fn key_list_shows_the_registry_with_revocations() {
         f.server.admin.name
     );
     assert!(rows[1]["revoked_at"].is_null());
+}
+
+/// Issue 13 point 8: an operator admin key signing a custody event is told that admin keys
+/// sign only the keys chain (it was "key admin is not registered").
+#[tokio::test]
+async fn admin_key_on_a_bag_chain_is_told_what_admin_keys_sign() {
+    let mut f = fixture().await;
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let admin = f.server.admin.clone();
+    let mut ev = signed_at_link(
+        "BAG-ADM",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail,
+        &[(&admin, Performed)],
+    );
+    ev.signatures.truncate(1);
+    let msg = expect_rejected(
+        &mut f,
+        ev,
+        Code::PermissionDenied,
+        "is an operator admin key",
+    )
+    .await;
+    assert!(msg.contains("admin keys sign only the keys chain"), "{msg}");
+}
+
+/// Issue 13 point 8: identifiers a client sent are echoed in errors cut to 64 characters.
+#[tokio::test]
+async fn ids_echoed_in_errors_are_cut_to_64_characters() {
+    let mut f = fixture().await;
+    let long_key = format!("k{}", "x".repeat(5000));
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let stranger = signer(&long_key);
+    let ev = signed_at_link(
+        "BAG-LONG",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail,
+        &[(&stranger, Performed)],
+    );
+    let msg =
+        f.c.append(ev)
+            .await
+            .expect_err("unknown key")
+            .message()
+            .to_string();
+    assert!(msg.contains(&format!("k{}…", "x".repeat(63))), "{msg}");
+    assert!(msg.len() < 600, "{} bytes: {msg}", msg.len());
+    // A read naming a chain that does not exist.
+    let long_chain = "C".repeat(100_000);
+    let err =
+        f.c.get_head(GetHeadRequest {
+            chain_id: long_chain,
+        })
+        .await
+        .expect_err("no such chain");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().len() < 200, "{}", err.message());
+    assert!(err.message().contains(&format!("{}…", "C".repeat(64))));
+}
+
+/// A message of the wrong protobuf type: `SignedEvent.body` (field 1) sent as a varint.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotASignedEvent {
+    #[prost(uint64, tag = "1")]
+    body: u64,
+}
+
+/// Issue 13 point 8: bytes that are not a `SignedEvent` are INVALID_ARGUMENT (tonic says
+/// INTERNAL), and nothing is stored.
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument() {
+    let mut f = fixture().await;
+    let before = snapshot(&mut f.c).await;
+    let mut grpc = tonic::client::Grpc::new(f.server.channel().await);
+    grpc.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<NotASignedEvent, celltrail::pb::Receipt> =
+        tonic_prost::ProstCodec::default();
+    let err = grpc
+        .unary(
+            tonic::Request::new(NotASignedEvent { body: 7 }),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/celltrail.v1.Ledger/Append"),
+            codec,
+        )
+        .await
+        .expect_err("not a SignedEvent");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("not a valid protobuf message")
+            && err.message().contains("celltrail.v1"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(snapshot(&mut f.c).await, before);
 }

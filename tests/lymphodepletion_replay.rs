@@ -113,6 +113,7 @@ fn forge(admin: &NoteSigner, keys: &Keys, events: &[SignedEvent], format: u32) -
         }],
         consistency: vec![],
         later_checkpoints: vec![],
+        log_links: vec![],
     }
 }
 

@@ -225,7 +225,7 @@ impl Writer {
         ) {
             return Err(malformed(format!(
                 "key registry events belong on the {KEYS_CHAIN} chain, not on chain {}",
-                body.chain_id
+                crate::policy::cut(&body.chain_id)
             )));
         }
         let rebuilt;

@@ -46,7 +46,7 @@ pub enum LedgerError {
     /// The event is malformed by a policy rule (a missing field, a bad code, a key role).
     #[error("invalid event: {0}")]
     Invalid(Violation),
-    #[error("bag {bag} is already named by chain {chain}; one bag belongs to one chain (ISBT 128 DINs are globally unique): check the scan, or record the event on chain {chain}")]
+    #[error("bag {bag} is already named by chain {}; one bag belongs to one chain (ISBT 128 DINs are globally unique): check the scan, or record the event on chain {}", crate::policy::cut(chain), crate::policy::cut(chain))]
     BagTaken { bag: String, chain: String },
     #[error("custody policy (signer role): {0}")]
     Role(Violation),
@@ -215,7 +215,8 @@ impl Ledger {
         )?;
         let note = crate::note::sign_note(&st.to_text(), &[&self.log_key]).map_err(|e| {
             crate::log::LogError::InvalidArgument(format!(
-                "chain id {chain_id:?} cannot go into a signed note: {e}"
+                "chain id {:?} cannot go into a signed note: {e}",
+                crate::policy::cut(chain_id)
             ))
         })?;
         Ok((st, note))
@@ -317,9 +318,12 @@ impl Ledger {
     }
 
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
-        self.store
-            .head(chain_id)?
-            .ok_or_else(|| LedgerError::NotFound(format!("chain {chain_id} does not exist")))
+        self.store.head(chain_id)?.ok_or_else(|| {
+            LedgerError::NotFound(format!(
+                "chain {} does not exist",
+                crate::policy::cut(chain_id)
+            ))
+        })
     }
 }
 

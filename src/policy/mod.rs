@@ -30,6 +30,7 @@ use crate::pb::{EventBody, SignatureMeaning};
 
 pub use kind::EventKind;
 pub use next::{NextEvent, Outlook, Refusal};
+pub use presence::{cut, cut_text};
 pub use table::{Limits, Requirement, SignerSite, SiteRule, ANY_ROLE, ANY_STATE, START};
 use table::{Row, Table};
 
@@ -569,7 +570,7 @@ fn check_site(
                 format!("{kind} at the treating site {site}"),
                 format!(
                     "event at site {:?}; lymphodepletion is recorded where the patient is treated and the product is infused ({site})",
-                    body.site
+                    cut(&body.site)
                 ),
             )),
             _ => Ok(()),
@@ -580,7 +581,7 @@ fn check_site(
             format!("{kind} by the custodian site {site}"),
             format!(
                 "event at site {:?}; only the site holding custody ({site}) acts or hands off",
-                body.site
+                cut(&body.site)
             ),
         )),
         (SiteRule::Custodian, Custody::InTransit { from_site, to_site, courier, .. }) => {
@@ -589,7 +590,7 @@ fn check_site(
                 format!("a received event at {to_site}"),
                 format!(
                     "{kind} at site {:?} refused: the product is in transit from {from_site} to {to_site} (courier {courier:?})",
-                    body.site
+                    cut(&body.site)
                 ),
             ))
         }
@@ -601,7 +602,7 @@ fn check_site(
             format!("receipt at the shipment's destination {to_site}"),
             format!(
                 "received at site {:?}, but the shipment from {from_site} is addressed to {to_site}",
-                body.site
+                cut(&body.site)
             ),
         )),
         (SiteRule::Destination, Custody::AtSite { site }) => Err(fail.v(

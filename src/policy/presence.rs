@@ -179,10 +179,15 @@ pub(super) fn check(
 
 /// At most 64 characters of a client-supplied string, for messages.
 pub fn cut(s: &str) -> String {
-    if s.chars().count() <= 64 {
+    cut_text(s, 64)
+}
+
+/// `s` cut to `max` characters (an ellipsis marks the cut).
+pub fn cut_text(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
         s.to_string()
     } else {
-        let head: String = s.chars().take(64).collect();
+        let head: String = s.chars().take(max).collect();
         format!("{head}…")
     }
 }

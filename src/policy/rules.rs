@@ -9,6 +9,7 @@ use crate::pb::event_body::Detail;
 use crate::pb::EventBody;
 
 use super::kind::EventKind;
+use super::presence::cut;
 use super::table::{Row, Table};
 use super::timefmt::{at, span};
 use super::{ChainState, Context, Custody, Fail, OpenHold, QcRecord, Signer, Violation};
@@ -165,7 +166,8 @@ fn bag_produced(
             st.product_bag_ids.join(", ")
         ),
         format!(
-            "bag {bag:?} was not produced for CoI {}; possible mix-up, do not use it",
+            "bag {:?} was not produced for CoI {}; possible mix-up, do not use it",
+            cut(bag),
             st.coi_ref
         ),
     ))
@@ -182,7 +184,7 @@ fn bag_matches(
         Some(e) if e != bag => Err(fail.v(
             "bag_matches",
             format!("{kind} of the {what} bag {e}"),
-            format!("scanned bag {bag:?}"),
+            format!("scanned bag {:?}", cut(bag)),
         )),
         _ => Ok(()),
     }
@@ -287,7 +289,8 @@ fn lymphodepleted_before(
             expected,
             format!(
                 "the patient was lymphodepleted at {}, the product is dispensed at {:?}: wrong site, possible mix-up",
-                ld.site, body.site
+                ld.site,
+                cut(&body.site)
             ),
         ));
     }
@@ -398,7 +401,7 @@ pub(super) fn apply_detail(
                     "a pseudonymous CoI reference of 1-64 characters [A-Za-z0-9-], no PHI",
                     format!(
                         "coi_ref {:?} ({} bytes) is not of that form",
-                        e.coi_ref,
+                        cut(&e.coi_ref),
                         e.coi_ref.len()
                     ),
                 ));
@@ -450,14 +453,14 @@ pub(super) fn apply_detail(
                 return Err(fail.v(
                     "custody_route",
                     format!("shipment from the custodian site {}", body.site),
-                    format!("from_site is {:?}", s.from_site),
+                    format!("from_site is {:?}", cut(&s.from_site)),
                 ));
             }
             if s.to_site == body.site {
                 return Err(fail.v(
                     "custody_route",
                     "shipment to another site",
-                    format!("to_site {:?} is the sending site", s.to_site),
+                    format!("to_site {:?} is the sending site", cut(&s.to_site)),
                 ));
             }
             if row.destination_must_be_manufacturing_site
@@ -470,7 +473,7 @@ pub(super) fn apply_detail(
                         "shipment to the manufacturing site named at enrolment, {}",
                         st.manufacturing_site
                     ),
-                    format!("to_site is {:?}", s.to_site),
+                    format!("to_site is {:?}", cut(&s.to_site)),
                 ));
             }
             let shipper = if s.shipper_id.is_empty() {
@@ -497,7 +500,7 @@ pub(super) fn apply_detail(
                     return Err(fail.v(
                         "shipment_matches",
                         format!("receipt of the shipment from {from_site}"),
-                        format!("from_site is {:?}", r.from_site),
+                        format!("from_site is {:?}", cut(&r.from_site)),
                     ));
                 }
                 if !r.shipper_id.is_empty() && !shipper_id.is_empty() && r.shipper_id != *shipper_id
@@ -507,7 +510,7 @@ pub(super) fn apply_detail(
                         format!("receipt of shipper {shipper_id}"),
                         format!(
                             "received shipper {:?}; wrong shipper, possible mix-up",
-                            r.shipper_id
+                            cut(&r.shipper_id)
                         ),
                     ));
                 }
@@ -624,7 +627,7 @@ pub(super) fn apply_detail(
                         "an exceptional release citing a deviation recorded on this chain",
                         format!(
                             "deviation_id {:?} is not among the recorded deviations [{}]",
-                            r.deviation_id,
+                            cut(&r.deviation_id),
                             st.deviations.join(", ")
                         ),
                     ));
@@ -703,7 +706,7 @@ pub(super) fn apply_detail(
                     format!("the wristband of the patient enrolled as CoI {}", st.coi_ref),
                     format!(
                         "wristband scanned CoI {:?}: MISMATCH, this product is not for this patient; do not infuse",
-                        b.wristband_coi_ref
+                        cut(&b.wristband_coi_ref)
                     ),
                 ));
             }
@@ -886,14 +889,14 @@ pub(super) fn apply_detail(
                 return Err(fail.v(
                     "custody_route",
                     format!("hand-off from the custodian site {}", body.site),
-                    format!("from_site is {:?}", h.from_site),
+                    format!("from_site is {:?}", cut(&h.from_site)),
                 ));
             }
             if h.to_site == body.site {
                 return Err(fail.v(
                     "custody_route",
                     "hand-off to another site",
-                    format!("to_site {:?} already holds custody", h.to_site),
+                    format!("to_site {:?} already holds custody", cut(&h.to_site)),
                 ));
             }
             st.custody = Custody::AtSite {
