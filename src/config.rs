@@ -345,6 +345,60 @@ mod tests {
         assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
     }
 
+    /// `[client] server` is the default of every client command's --server (a server list
+    /// too, as issue 18 wants for failover); a flag still wins; nested subcommands get it.
+    #[test]
+    fn client_section_gives_every_client_command_its_server_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(
+            &cfg,
+            "listen = \"0.0.0.0:50051\"\n[client]\nserver = \"a:50051,b:50051\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let server_of = |args: &[&str]| match parse(args).command {
+            Command::Backup(b) => b.server.server,
+            Command::Key(KeyCommand::List { server, .. }) => server.server,
+            Command::Scan(s) => s.server.server,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(
+            server_of(&["celltrail", "--config", c, "backup", "--to", "x"]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            server_of(&["celltrail", "key", "list", "--config", c]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            server_of(&["celltrail", "--config", c, "scan", "--drain"]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            server_of(&[
+                "celltrail",
+                "--config",
+                c,
+                "backup",
+                "--to",
+                "x",
+                "--server",
+                "c:1"
+            ]),
+            "c:1",
+            "flag beats file"
+        );
+        assert_eq!(
+            server_of(&["celltrail", "backup", "--to", "x"]),
+            "127.0.0.1:50051",
+            "no file: the built-in default"
+        );
+        // serve's own keys do not leak into the clients, nor the clients' into serve.
+        let a = serve(parse(&["celltrail", "--config", c, "serve"]));
+        assert_eq!(a.listen, "0.0.0.0:50051");
+    }
+
     #[test]
     fn flag_after_subcommand_beats_file_for_global_log_format() {
         let dir = tempfile::tempdir().unwrap();
