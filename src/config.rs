@@ -71,8 +71,15 @@ pub struct StationSection {
     pub site: Option<String>,
     /// `scan --queue`, `queue ... --queue`.
     pub queue: Option<PathBuf>,
-    /// `scan --key`: the operator's key file.
+    /// `scan --key`: the operator's key file (one signer; excludes `keys_dir`).
     pub key: Option<PathBuf>,
+    /// `scan --keys-dir`: the signers' key files and `badges.txt` (badge and passphrase
+    /// signing; excludes `key`).
+    pub keys_dir: Option<PathBuf>,
+    /// `scan --session-timeout` (seconds), `--max-passphrase-attempts`, `--lockout-minutes`.
+    pub session_timeout: Option<u64>,
+    pub max_passphrase_attempts: Option<u32>,
+    pub lockout_minutes: Option<u64>,
 }
 
 impl ConfigFile {
@@ -95,6 +102,7 @@ impl ConfigFile {
             &mut file.client.tls_key,
             &mut file.station.queue,
             &mut file.station.key,
+            &mut file.station.keys_dir,
         ]
         .into_iter()
         .flatten()
@@ -254,12 +262,41 @@ pub fn resolve(matches: &ArgMatches) -> anyhow::Result<(Cli, Settings)> {
     let st = &file.station;
     match &mut cli.command {
         Command::Scan(a) => {
+            if st.key.is_some() && st.keys_dir.is_some() {
+                anyhow::bail!(
+                    "config file [station]: key (one signer) and keys_dir (badge signing) \
+                     exclude each other; keep one"
+                );
+            }
             fill(&mut a.site, leaf, "site", &st.site);
-            fill(&mut a.key, leaf, "key", &st.key);
+            // A signer given on the command line replaces the file's way of signing.
+            if a.keys_dir.is_none() {
+                fill(&mut a.key, leaf, "key", &st.key);
+            }
+            if a.key.is_none() && a.cosign_key.is_none() && !a.yes {
+                fill(&mut a.keys_dir, leaf, "keys_dir", &st.keys_dir);
+            }
             if defaulted(leaf, "queue") {
                 if let Some(q) = &st.queue {
                     a.queue = q.clone();
                 }
+            }
+            if let (Some(v), true) = (st.session_timeout, defaulted(leaf, "session_timeout")) {
+                a.session_timeout = v;
+            }
+            if let (Some(v), true) = (
+                st.max_passphrase_attempts,
+                defaulted(leaf, "max_passphrase_attempts"),
+            ) {
+                if v == 0 {
+                    anyhow::bail!(
+                        "config file [station]: max_passphrase_attempts must be 1 or more"
+                    );
+                }
+                a.max_passphrase_attempts = v;
+            }
+            if let (Some(v), true) = (st.lockout_minutes, defaulted(leaf, "lockout_minutes")) {
+                a.lockout_minutes = v;
             }
         }
         Command::Queue(q) => {
@@ -345,41 +382,44 @@ mod tests {
         assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
     }
 
-    /// Issue 18: the PostgreSQL store and the client commands' server list come from the file
-    /// too; a flag still wins.
+    /// `[client] server` is the default of every client command's --server (a server list
+    /// too, as issue 18 wants for failover); a flag still wins; nested subcommands get it.
     #[test]
-    fn file_gives_the_store_and_the_client_server_list() {
+    fn client_section_gives_every_client_command_its_server_list() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("celltrail.toml");
         std::fs::write(
             &cfg,
-            "store = \"postgres://celltrail@db:5432/ledger\"\nadvertise = \"a:50051\"\n\
-             [client]\nserver = \"a:50051,b:50051\"\n",
+            "listen = \"0.0.0.0:50051\"\n[client]\nserver = \"a:50051,b:50051\"\n",
         )
         .unwrap();
         let c = cfg.to_str().unwrap();
-        let a = serve(parse_from(["celltrail", "--config", c, "serve"]).unwrap().0);
-        assert_eq!(
-            a.store.as_deref(),
-            Some("postgres://celltrail@db:5432/ledger")
-        );
-        assert_eq!(a.advertise.as_deref(), Some("a:50051"));
-        let backup_server = |args: &[&str]| match parse_from(args).unwrap().0.command {
+        let server_of = |args: &[&str]| match parse(args).command {
             Command::Backup(b) => b.server.server,
-            other => panic!("expected backup, got {other:?}"),
+            Command::Key(KeyCommand::List { server, .. }) => server.server,
+            Command::Scan(s) => s.server.server,
+            other => panic!("unexpected {other:?}"),
         };
         assert_eq!(
-            backup_server(&["celltrail", "--config", c, "backup", "--to", "x"]),
+            server_of(&["celltrail", "--config", c, "backup", "--to", "x"]),
             "a:50051,b:50051"
         );
         assert_eq!(
-            backup_server(&[
+            server_of(&["celltrail", "key", "list", "--config", c]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            server_of(&["celltrail", "--config", c, "scan", "--drain"]),
+            "a:50051,b:50051"
+        );
+        assert_eq!(
+            server_of(&[
                 "celltrail",
+                "--config",
+                c,
                 "backup",
                 "--to",
                 "x",
-                "--config",
-                c,
                 "--server",
                 "c:1"
             ]),
@@ -387,10 +427,77 @@ mod tests {
             "flag beats file"
         );
         assert_eq!(
-            backup_server(&["celltrail", "backup", "--to", "x"]),
+            server_of(&["celltrail", "backup", "--to", "x"]),
             "127.0.0.1:50051",
             "no file: the built-in default"
         );
+        // serve's own keys do not leak into the clients, nor the clients' into serve.
+        let a = serve(parse(&["celltrail", "--config", c, "serve"]));
+        assert_eq!(a.listen, "0.0.0.0:50051");
+    }
+
+    /// A badge-signing station from the file alone; a signer on the command line (`--key`, or
+    /// scripted `--yes`) replaces the file's key directory; the file may not name both ways.
+    #[test]
+    fn station_section_sets_badge_signing_and_a_command_line_signer_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("station.toml");
+        std::fs::write(
+            &cfg,
+            "[station]\nsite = \"CLINIC-1\"\nkeys_dir = \"keys\"\nsession_timeout = 300\n\
+             max_passphrase_attempts = 3\nlockout_minutes = 10\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let scan = |args: &[&str]| match parse(args).command {
+            Command::Scan(s) => s,
+            other => panic!("unexpected {other:?}"),
+        };
+        let s = scan(&["celltrail", "--config", c, "scan"]);
+        assert_eq!(
+            s.keys_dir,
+            Some(dir.path().join("keys")),
+            "relative to the file"
+        );
+        assert_eq!(s.site.as_deref(), Some("CLINIC-1"));
+        assert_eq!(
+            (
+                s.session_timeout,
+                s.max_passphrase_attempts,
+                s.lockout_minutes
+            ),
+            (300, 3, 10)
+        );
+        let s = scan(&[
+            "celltrail",
+            "--config",
+            c,
+            "scan",
+            "--session-timeout",
+            "60",
+        ]);
+        assert_eq!(s.session_timeout, 60, "flag beats file");
+        let s = scan(&["celltrail", "--config", c, "scan", "--key", "me.key"]);
+        assert_eq!((s.key.is_some(), s.keys_dir), (true, None));
+        let s = scan(&[
+            "celltrail",
+            "--config",
+            c,
+            "scan",
+            "--yes",
+            "--event",
+            "stored",
+        ]);
+        assert_eq!(
+            s.keys_dir, None,
+            "scripted mode signs with --key, never badges"
+        );
+        std::fs::write(&cfg, "[station]\nkey = \"me.key\"\nkeys_dir = \"keys\"\n").unwrap();
+        let m = Cli::command()
+            .try_get_matches_from(["celltrail", "--config", c, "scan"])
+            .unwrap();
+        let err = resolve(&m).unwrap_err().to_string();
+        assert!(err.contains("exclude each other"), "{err}");
     }
 
     #[test]

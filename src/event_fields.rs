@@ -6,8 +6,8 @@
 //!
 //! Adding an event kind: add its message to `events.proto`'s `EventBody.detail` oneof (the
 //! oneof field name is the kind's name) and one [`Kind`] row below; the builder needs no code.
-//! `tests/events_doc.rs` fails while a detail of the proto has no row, or a row a field the
-//! proto does not have.
+//! `tests/events_doc.rs` fails while a custody detail of the proto (one `EventKind::of` names)
+//! has no row, or a row names a field the proto does not have.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -92,9 +92,9 @@ pub const KINDS: &[Kind] = &[
         fields: &[
             f("from_site", "", "sending site"),
             f("seal_intact", "", "tamper seal intact on arrival"),
-            f("temp_min_c", "°C", "lowest temperature the logger recorded"),
-            f("temp_max_c", "°C", "highest temperature the logger recorded"),
-            f("elapsed_seconds", "s", "time in transit"),
+            f("temp_min_c", "°C", "lowest temperature the logger recorded in transport"),
+            f("temp_max_c", "°C", "highest temperature the logger recorded in transport"),
+            f("elapsed_seconds", "s", "time out of controlled storage during transport"),
             f("shipper_id", "", "shipper (GRAI)"),
         ],
     },
@@ -102,19 +102,19 @@ pub const KINDS: &[Kind] = &[
         name: "manufacturing_step",
         about: "one manufacturing step",
         fields: &[
-            f("step", "", "step name, e.g. transduction"),
+            f("step", "", "activation, transduction, expansion, harvest, formulation, cryopreservation"),
             f("batch_id", "", "manufacturing batch"),
             f("parameters", "", "process parameter (repeatable: param.NAME=VALUE)"),
-            f("product_bag_ids", "", "DINs of the product bags this step produced"),
+            f("product_bag_ids", "", "final product bags this step produced (their DINs or bag ids)"),
         ],
     },
     Kind {
         name: "qc_result",
         about: "a quality-control test result",
         fields: &[
-            f("test", "", "test name, e.g. sterility"),
+            f("test", "", "sterility, endotoxin, mycoplasma, viability, identity, potency, vcn"),
             f("method", "", "test method"),
-            f("result", "", "result as reported"),
+            f("result", "", "the measured result as reported, e.g. \"no growth\", \"82 %\""),
             f("passed", "", "whether the result meets the specification"),
             f("specification", "", "the specification"),
         ],
@@ -305,8 +305,9 @@ pub fn detail_descriptor(kind: &str) -> Option<MessageDescriptor> {
     }
 }
 
-/// The names of the `EventBody.detail` oneof that are custody events (key registry details
-/// are written by `celltrail key` and log links by `celltrail log rotate`, not `--set`).
+/// The names of the `EventBody.detail` oneof that are custody events, as the policy classifies
+/// them (`EventKind::of`): details written by their own commands (the key registry's, and any
+/// other the policy does not judge) are not `--set` by `event`.
 pub fn proto_kinds() -> Vec<String> {
     let body = body_descriptor();
     let oneof = body
@@ -315,8 +316,18 @@ pub fn proto_kinds() -> Vec<String> {
         .expect("EventBody has a detail oneof");
     oneof
         .fields()
+        .filter(|f| {
+            let PKind::Message(m) = f.kind() else {
+                return false;
+            };
+            let mut msg = DynamicMessage::new(body.clone());
+            msg.set_field(f, Value::Message(DynamicMessage::new(m)));
+            pb::EventBody::decode(msg.encode_to_vec().as_slice())
+                .ok()
+                .and_then(|b| b.detail)
+                .is_some_and(|d| EventKind::of(&d).is_some())
+        })
         .map(|f| f.name().to_string())
-        .filter(|n| !n.starts_with("key_") && n != "log_link")
         .collect()
 }
 

@@ -104,8 +104,18 @@ fn run(args: &str, workdir: &Path, target: &Path) -> Vec<String> {
     for step in args.split("&&").map(str::trim) {
         if step.starts_with("cargo ") {
             for check in [
-                &["metadata", "--locked", "--offline", "--format-version", "1"][..],
-                &["fetch", "--locked", "--offline"],
+                // For this machine's target only: CI's cargo home holds the crates its own
+                // build downloaded, not other platforms' (the image's fetch gets those).
+                &[
+                    "metadata",
+                    "--locked",
+                    "--offline",
+                    "--format-version",
+                    "1",
+                    "--filter-platform",
+                    "host-tuple",
+                ][..],
+                &["fetch", "--locked", "--offline", "--target", "host-tuple"],
             ] {
                 let o = Command::new(env!("CARGO"))
                     .args(check)

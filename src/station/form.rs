@@ -436,6 +436,24 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn every_question_fills_a_field_of_the_event_field_table() {
+        for k in crate::event_fields::KINDS {
+            let names: Vec<String> = crate::event_fields::fields(k)
+                .into_iter()
+                .map(|f| f.name)
+                .collect();
+            for q in questions(k.name) {
+                assert!(
+                    names.iter().any(|n| n == q.field),
+                    "the station asks {} for `{}`, which is not a --set field of it ({names:?})",
+                    k.name,
+                    q.field
+                );
+            }
+        }
+    }
+
     const DIN1: &str = "=G12341765432100"; // G123417654321
     const DIN2: &str = "=G12341765432200"; // G123417654322
 
