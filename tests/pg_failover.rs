@@ -531,3 +531,111 @@ async fn with_a_synchronous_standby_no_acknowledged_event_is_lost_with_the_prima
     let (ok, report) = verify_store(&promoted, adir.path());
     assert!(ok, "verify --store on the promoted standby: {report}");
 }
+
+/// The signed checkpoint `note` opened with the log key: (size, root).
+fn opened_checkpoint(note: &str, log_key: &celltrail::note::NoteVerifier) -> (u64, [u8; 32]) {
+    let opened = celltrail::note::open_note(note, std::slice::from_ref(log_key))
+        .expect("the checkpoint is signed by the log key");
+    let cp = celltrail::note::Checkpoint::parse(&opened.text).expect("a tlog checkpoint");
+    (cp.size, cp.root)
+}
+
+/// Issue 18 point 2: a standby serves reads that follow the writer's appends (checkpoint,
+/// chain, inclusion proof), and after a takeover the new writer continues the same tree under
+/// the same log key: its checkpoint proves consistent with the one the old writer signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
+    use celltrail::pb::{
+        GetChainRequest, GetCheckpointRequest, GetConsistencyProofRequest, GetInclusionProofRequest,
+    };
+    let cluster = pg::PgCluster::start();
+    let url = cluster.create_db();
+    let adir = tempfile::tempdir().unwrap();
+    let mut a = Proc::start(adir.path(), &["--store", &url]).await;
+    let bdir = shared_dir(adir.path());
+    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    let log_key = celltrail::keys::read_verifier_key_file(&adir.path().join("log.vkey")).unwrap();
+    let servers = Servers::new(&format!("{},{}", a.addr, b.addr), Default::default()).unwrap();
+    let admin = realproc::admin_key(adir.path());
+    let nurse = register_nurse(&servers, &admin).await;
+    let written = append_chain(
+        servers.clone(),
+        nurse.clone(),
+        "FOLLOW-1".into(),
+        Instant::now() + Duration::from_millis(500),
+    )
+    .await;
+    assert!(written.len() >= 2, "the writer took a few events");
+
+    // The standby answers reads with what the writer wrote.
+    let mut bc = b.client().await;
+    let cp = bc
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (size1, root1) = opened_checkpoint(&cp.checkpoint, &log_key);
+    assert_eq!(size1, 1 + written.len() as u64, "the key and every event");
+    let chain = bc
+        .get_chain(GetChainRequest {
+            chain_id: "FOLLOW-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        chain.entries.len(),
+        written.len(),
+        "the standby has the chain"
+    );
+    let last = size1 - 1;
+    let proof = bc
+        .get_inclusion_proof(GetInclusionProofRequest {
+            leaf: Some(celltrail::pb::get_inclusion_proof_request::Leaf::Index(
+                last,
+            )),
+            tree_size: size1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = common::snapshot(&mut bc).await.pop().unwrap();
+    assert_eq!(proof.entry, entry);
+    celltrail::merkle::verify_inclusion_bytes(
+        &celltrail::merkle::leaf_hash(&entry),
+        last,
+        size1,
+        &proof.hashes,
+        &root1,
+    )
+    .expect("the standby's inclusion proof verifies against the writer's checkpoint");
+
+    // The writer is lost; the standby takes over and appends to the same tree.
+    a.kill9();
+    let more = append_chain(
+        servers.clone(),
+        nurse.clone(),
+        "FOLLOW-2".into(),
+        Instant::now() + Duration::from_millis(500),
+    )
+    .await;
+    assert!(!more.is_empty());
+    let cp2 = bc
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (size2, root2) = opened_checkpoint(&cp2.checkpoint, &log_key);
+    assert_eq!(size2, size1 + more.len() as u64);
+    let cons = bc
+        .get_consistency_proof(GetConsistencyProofRequest {
+            old_size: size1,
+            new_size: size2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    celltrail::merkle::verify_consistency_bytes(size1, size2, &root1, &root2, &cons.hashes)
+        .expect("the new writer's checkpoint extends the old writer's");
+    drop(b);
+}
