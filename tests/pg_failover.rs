@@ -219,6 +219,11 @@ async fn kill_9_of_the_writer_under_load_loses_no_acknowledged_event() {
         acked.len() - before
     );
     assert!(before > 0, "the writer took events before it was killed");
+    // Issue 18: the standby takes over within 5 s of the writer's loss (lease 2 s + a round).
+    assert!(
+        takeover < Duration::from_secs(5),
+        "takeover took {takeover:?}, more than 5 s"
+    );
     assert_eq!(
         lease_address(&cluster, &db),
         b.addr,
@@ -532,6 +537,28 @@ async fn with_a_synchronous_standby_no_acknowledged_event_is_lost_with_the_prima
     assert!(ok, "verify --store on the promoted standby: {report}");
 }
 
+const CONSOLE_TOKEN: &str = "standby-console-token-0123";
+
+/// A plain HTTP/1.1 GET of the console with its token: (status line, body).
+fn console_get(base: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {CONSOLE_TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 /// The signed checkpoint `note` opened with the log key: (size, root).
 fn opened_checkpoint(note: &str, log_key: &celltrail::note::NoteVerifier) -> (u64, [u8; 32]) {
     let opened = celltrail::note::open_note(note, std::slice::from_ref(log_key))
@@ -541,7 +568,7 @@ fn opened_checkpoint(note: &str, log_key: &celltrail::note::NoteVerifier) -> (u6
 }
 
 /// Issue 18 point 2: a standby serves reads that follow the writer's appends (checkpoint,
-/// chain, inclusion proof), and after a takeover the new writer continues the same tree under
+/// chain, inclusion proof, the QA console), and after a takeover the new writer continues the same tree under
 /// the same log key: its checkpoint proves consistent with the one the old writer signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
@@ -553,7 +580,22 @@ async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
     let adir = tempfile::tempdir().unwrap();
     let mut a = Proc::start(adir.path(), &["--store", &url]).await;
     let bdir = shared_dir(adir.path());
-    let b = Proc::start(bdir.path(), &["--store", &url]).await;
+    // The standby also serves the QA console.
+    let token_file = bdir.path().join("console.token");
+    std::fs::write(&token_file, format!("{CONSOLE_TOKEN}\n")).unwrap();
+    let b = Proc::start(
+        bdir.path(),
+        &[
+            "--store",
+            &url,
+            "--http",
+            "127.0.0.1:0",
+            "--http-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let console = b.console_url();
     let log_key = celltrail::keys::read_verifier_key_file(&adir.path().join("log.vkey")).unwrap();
     let servers = Servers::new(&format!("{},{}", a.addr, b.addr), Default::default()).unwrap();
     let admin = realproc::admin_key(adir.path());
@@ -609,6 +651,12 @@ async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
         &root1,
     )
     .expect("the standby's inclusion proof verifies against the writer's checkpoint");
+    let (status, page) = console_get(&console, "/chain/FOLLOW-1");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        page.contains("FOLLOW-1") && page.contains(&format!("seq {}", written.len() - 1)),
+        "the standby's console shows the writer's chain:\n{page}"
+    );
 
     // The writer is lost; the standby takes over and appends to the same tree.
     a.kill9();
@@ -637,5 +685,11 @@ async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
         .into_inner();
     celltrail::merkle::verify_consistency_bytes(size1, size2, &root1, &root2, &cons.hashes)
         .expect("the new writer's checkpoint extends the old writer's");
+    let (status, page) = console_get(&console, "/");
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(
+        page.contains("FOLLOW-1") && page.contains("FOLLOW-2"),
+        "the console lists the chains of both writers:\n{page}"
+    );
     drop(b);
 }
