@@ -382,6 +382,34 @@ mod tests {
         assert_eq!(a.metrics_addr.as_deref(), Some("127.0.0.1:9000"));
     }
 
+    /// Issue 18: serve's PostgreSQL store and advertised address come from the file too.
+    #[test]
+    fn file_gives_the_store_and_the_advertised_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(
+            &cfg,
+            "store = \"postgres://celltrail@db:5432/ledger\"\nadvertise = \"a:50051\"\n",
+        )
+        .unwrap();
+        let c = cfg.to_str().unwrap();
+        let a = serve(parse(&["celltrail", "--config", c, "serve"]));
+        assert_eq!(
+            a.store.as_deref(),
+            Some("postgres://celltrail@db:5432/ledger")
+        );
+        assert_eq!(a.advertise.as_deref(), Some("a:50051"));
+        let a = serve(parse(&[
+            "celltrail",
+            "--config",
+            c,
+            "serve",
+            "--advertise",
+            "b:1",
+        ]));
+        assert_eq!(a.advertise.as_deref(), Some("b:1"), "flag beats file");
+    }
+
     /// `[client] server` is the default of every client command's --server (a server list
     /// too, as issue 18 wants for failover); a flag still wins; nested subcommands get it.
     #[test]
