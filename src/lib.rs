@@ -10,6 +10,16 @@ pub mod pb {
     /// Encoded file descriptor set of our protos, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/celltrail_descriptor.bin"));
+
+    /// The descriptors of our protos, decoded once (for reading messages by reflection).
+    pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+        static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> =
+            std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+                .expect("the embedded descriptor set is built by build.rs from our protos")
+        })
+    }
 }
 
 pub mod api;

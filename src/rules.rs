@@ -12,6 +12,15 @@ use std::collections::HashSet;
 
 /// Largest log entry (encoded `LogEntry`) accepted (docs/design.md §5, "Limits").
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Most bytes a `LogEntry` adds around the body, besides the signatures (events.proto, layout 6).
+pub const ENTRY_OVERHEAD_BYTES: usize = 28;
+/// Most bytes one signature adds to a `LogEntry` (a key id of up to 128 bytes).
+pub const SIGNATURE_OVERHEAD_BYTES: usize = 213;
+
+/// The largest body a client may sign with `signatures` signatures: it always fits in an entry.
+pub const fn max_body_bytes(signatures: usize) -> usize {
+    MAX_ENTRY_BYTES - ENTRY_OVERHEAD_BYTES - SIGNATURE_OVERHEAD_BYTES * signatures
+}
 /// Largest gRPC message a server or station decodes (an entry is capped at 64 KiB; this leaves
 /// room for signatures while refusing anything absurd before it is buffered).
 pub const MAX_GRPC_MESSAGE: usize = 256 * 1024;
@@ -208,6 +217,67 @@ pub fn check_shape(body: &EventBody, ev: &SignedEvent, now: i64) -> Result<(), R
     Ok(())
 }
 
+/// Fields in encoded `EventBody` bytes that this build's proto does not define, one line per
+/// message that has any: its path and the unknown field numbers, e.g.
+/// `EventBody.received: field 9`. prost drops unknown fields when it decodes, so the body would
+/// be signed, stored and hashed with content no reader shows; reflection keeps them.
+pub fn unknown_fields(body: &[u8]) -> Vec<String> {
+    use prost_reflect::{DynamicMessage, Value};
+    fn walk(m: &DynamicMessage, path: &str, out: &mut Vec<String>) {
+        let mut numbers: Vec<u32> = m.unknown_fields().map(|f| f.number()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        if !numbers.is_empty() {
+            let list: Vec<String> = numbers.iter().map(u32::to_string).collect();
+            out.push(format!(
+                "{path}: field{} {}",
+                if numbers.len() > 1 { "s" } else { "" },
+                list.join(", ")
+            ));
+        }
+        for (fd, v) in m.fields() {
+            let p = format!("{path}.{}", fd.name());
+            match v {
+                Value::Message(sub) => walk(sub, &p, out),
+                Value::List(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Value::Message(sub) = item {
+                            walk(sub, &format!("{p}[{i}]"), out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let desc = crate::pb::descriptor_pool()
+        .get_message_by_name("celltrail.v1.EventBody")
+        .expect("events.proto defines EventBody");
+    match DynamicMessage::decode(desc, body) {
+        Ok(m) => {
+            let mut out = Vec::new();
+            walk(&m, "EventBody", &mut out);
+            out
+        }
+        Err(e) => vec![format!("EventBody: does not decode ({e})")],
+    }
+}
+
+/// Refuses a body with fields this server does not know (entry format 2 on; the offline
+/// verifier applies it to entries of that format).
+pub fn check_known_fields(body: &[u8]) -> Result<(), RuleError> {
+    let unknown = unknown_fields(body);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(malformed(format!(
+        "the event body carries fields this server does not know ({}); the ledger does not sign \
+         off on content no reader shows: build the body from this server's celltrail.v1 \
+         events.proto (or upgrade the server)",
+        crate::policy::cut_text(&unknown.join("; "), 300)
+    )))
+}
+
 /// seq / prev_hash rules [R2, R3].
 pub fn check_link(body: &EventBody, head: Option<&Head>) -> Result<(), RuleError> {
     let chain = body.chain_id.clone();
@@ -259,4 +329,40 @@ pub fn bags_named(body: &EventBody) -> Vec<&str> {
     .into_iter()
     .filter(|d| !d.is_empty() && d.len() <= MAX_BAG_ID && !d.contains('\0'))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{LogEntry, Signature};
+    use prost::Message;
+
+    /// The documented largest body (events.proto, layout 6) fills an entry exactly when every
+    /// other field takes its most bytes, so it always fits.
+    #[test]
+    fn the_largest_body_fits_an_entry_with_the_widest_other_fields() {
+        for n in 1..=6 {
+            let entry = LogEntry {
+                body: vec![0x42; max_body_bytes(n)],
+                signatures: (0..n)
+                    .map(|i| Signature {
+                        key_id: format!("{i}{}", "k".repeat(127)),
+                        meaning: SignatureMeaning::Released as i32,
+                        signed_at_unix_nanos: -1,
+                        signature: vec![7; 64],
+                    })
+                    .collect(),
+                accepted_at_unix_nanos: -1,
+                index: u64::MAX,
+                format_version: crate::policy::CURRENT_FORMAT,
+            };
+            assert_eq!(
+                entry.encode_to_vec().len(),
+                MAX_ENTRY_BYTES,
+                "{n} signatures"
+            );
+        }
+        assert_eq!(max_body_bytes(1), 65295);
+        assert_eq!(max_body_bytes(4), 64656);
+    }
 }

@@ -1100,3 +1100,110 @@ async fn malformed_protobuf_is_invalid_argument() {
     );
     assert_eq!(snapshot(&mut f.c).await, before);
 }
+
+/// `ev` with its body bytes replaced by `body` and every signature made again over them.
+fn resigned(ev: &SignedEvent, body: Vec<u8>, signers: &[&NoteSigner]) -> SignedEvent {
+    let hash = EventHash::of_body(&body);
+    let signatures = ev
+        .signatures
+        .iter()
+        .zip(signers)
+        .map(|(s, k)| {
+            celltrail::crypto::sign_event(
+                &k.key,
+                &k.name,
+                &hash,
+                celltrail::pb::SignatureMeaning::try_from(s.meaning).unwrap(),
+                s.signed_at_unix_nanos,
+            )
+        })
+        .collect();
+    SignedEvent { body, signatures }
+}
+
+/// Issue 13 point 9: a body carrying fields the server's proto does not define is refused,
+/// naming the field numbers (prost would drop them and the ledger would sign content that no
+/// reader shows). Top level and inside the detail.
+#[tokio::test]
+async fn rejects_event_body_with_unknown_fields_naming_them() {
+    use prost::Message;
+    let mut f = fixture().await;
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let ev = signed_at_link(
+        "BAG-UNK",
+        0,
+        vec![0; 32],
+        t,
+        site,
+        detail,
+        &[(&f.nurse, Performed)],
+    );
+    let nurse = f.nurse.clone();
+    // Field 99 (varint 1) appended to the body.
+    let mut body = ev.body.clone();
+    body.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let msg = expect_rejected(
+        &mut f,
+        resigned(&ev, body, &[&nurse]),
+        Code::InvalidArgument,
+        "fields this server does not know (EventBody: field 99)",
+    )
+    .await;
+    assert!(msg.contains("events.proto"), "{msg}");
+    // Fields 9 and 12 inside the Enrolled detail (EventBody field 30).
+    let mut decoded = celltrail::pb::EventBody::decode(ev.body.as_slice()).unwrap();
+    let Some(Detail::Enrolled(e)) = decoded.detail.take() else {
+        unreachable!()
+    };
+    let mut inner = e.encode_to_vec();
+    inner.extend_from_slice(&[0x48, 0x01, 0x62, 0x01, b'x']);
+    let mut body = decoded.encode_to_vec();
+    body.push(0xf2); // field 30, length-delimited
+    body.push(0x01);
+    prost::encoding::encode_varint(inner.len() as u64, &mut body);
+    body.extend_from_slice(&inner);
+    expect_rejected(
+        &mut f,
+        resigned(&ev, body, &[&nurse]),
+        Code::InvalidArgument,
+        "EventBody.enrolled: fields 9, 12",
+    )
+    .await;
+    // The same event without them is accepted.
+    f.c.append(ev)
+        .await
+        .expect("the known fields alone are accepted");
+}
+
+/// Issue 13 point 9: the largest body events.proto says a client may sign with one signature
+/// (`rules::max_body_bytes(1)`) is accepted.
+#[tokio::test]
+async fn the_documented_largest_body_is_accepted() {
+    let mut f = fixture().await;
+    let (t, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let draft = |pad: usize| celltrail::client::Draft {
+        chain_id: "BAG-BIG".into(),
+        seq: 0,
+        prev_hash: vec![0; 32],
+        occurred_at: t,
+        site: site.into(),
+        comment: "c".repeat(pad),
+        detail: detail.clone(),
+    };
+    let max = celltrail::rules::max_body_bytes(1);
+    let mut pad = max - 200;
+    let ev = loop {
+        let ev =
+            celltrail::client::sign_draft(draft(pad), &[(&f.nurse, Performed)], signing_time(t));
+        match ev.body.len() {
+            n if n == max => break ev,
+            n if n < max => pad += max - n,
+            _ => pad -= 1,
+        }
+    };
+    let r =
+        f.c.append(ev)
+            .await
+            .expect("a body of the documented largest size fits");
+    assert!(!r.into_inner().duplicate);
+}

@@ -1,5 +1,6 @@
-//! Offline replay of the lymphodepletion rules (issue 13, point 6): each entry is judged under
-//! its own `LogEntry.format_version`. A chain written before lymphodepletion was in the table
+//! Offline replay of the entry-format-2 rules (issue 13, points 6 and 9): lymphodepletion
+//! before the thaw, and bodies without unknown fields. Each entry is judged under its own
+//! `LogEntry.format_version`. A chain written before lymphodepletion was in the table
 //! (format 1: thawed with no course recorded) still verifies; the same events claiming format 2
 //! fail naming the rule, because format 2 never accepted them. The bundles are built entry by
 //! entry and signed with the test's own log and admin keys (the auditor trusts the bundle's
@@ -177,4 +178,43 @@ fn a_format_2_chain_with_lymphodepletion_verifies() {
         events[23..25],
         ["lymphodepletion_started", "lymphodepletion_completed"]
     );
+}
+
+/// The last event (the infusion) with field 99 added to its body and signed again.
+fn with_unknown_field(keys: &Keys, mut events: Vec<SignedEvent>) -> Vec<SignedEvent> {
+    let last = events.pop().unwrap();
+    let mut body = last.body.clone();
+    body.extend_from_slice(&[0x98, 0x06, 0x01]);
+    let hash = EventHash::of_body(&body);
+    let s = &last.signatures[0];
+    let sig = celltrail::crypto::sign_event(
+        &keys.nurse1.key,
+        &keys.nurse1.name,
+        &hash,
+        SignatureMeaning::Performed,
+        s.signed_at_unix_nanos,
+    );
+    events.push(SignedEvent {
+        body,
+        signatures: vec![sig],
+    });
+    events
+}
+
+#[test]
+fn an_unknown_body_field_fails_verify_from_format_2_only() {
+    let (admin, keys) = (signer("admin.ld"), Keys::new());
+    let events = with_unknown_field(&keys, lifecycle(&keys, false));
+    // Written before the rule (format 1): verifies as it was accepted.
+    let r = verify(&forge(&admin, &keys, &events, 1));
+    assert!(r.ok, "{:?}", r.failure);
+    let events = with_unknown_field(&keys, lifecycle(&keys, true));
+    let r = verify(&forge(&admin, &keys, &events, 2));
+    let f = r.failure.expect("format 2 never accepted it");
+    assert!(
+        f.reason
+            .contains("fields this server does not know (EventBody: field 99)"),
+        "{f}"
+    );
+    assert_eq!(f.seq, Some(27), "{f}");
 }

@@ -355,6 +355,10 @@ impl Ctx<'_> {
         };
         check_shape(&body, &ev, entry.accepted_at_unix_nanos)
             .map_err(|e| at(seq, format!("malformed event: {e}")))?;
+        if entry.format_version >= crate::policy::KNOWN_FIELDS_FORMAT {
+            crate::rules::check_known_fields(&entry.body)
+                .map_err(|e| at(seq, format!("malformed event: {e}")))?;
+        }
         check_link(&body, head).map_err(|e| at(seq, format!("chain link broken: {e}")))?;
         Ok(Decoded {
             hash: EventHash::of_body(&entry.body),

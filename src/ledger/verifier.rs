@@ -178,6 +178,9 @@ impl Verifier {
         if let Err(e) = check_shape(&body, ev, now) {
             return reject(e.into());
         }
+        if let Err(e) = crate::rules::check_known_fields(&ev.body) {
+            return reject(e.into());
+        }
         if let Some(sig) = ev.signatures.iter().find(|s| s.signature.len() != 64) {
             return reject(
                 SigError::Length {

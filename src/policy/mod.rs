@@ -38,11 +38,16 @@ use table::{Row, Table};
 /// Format 0: entries written before presence (an unset measurement then meant 0 or false; no
 /// time-order, code or key-expiry rules of format 1). Format 1: presence, time order, codes,
 /// key expiry. Format 2: the current rules, format 1 plus lymphodepletion (a `dispensed` whose
-/// row requires it needs a completed course; the infusion window opens a hold).
+/// row requires it needs a completed course; the infusion window opens a hold) and bodies
+/// without unknown fields.
 pub const CURRENT_FORMAT: u32 = 2;
 
 /// The first entry format with the lymphodepletion rules.
 pub const LYMPHODEPLETION_FORMAT: u32 = 2;
+
+/// The first entry format whose bodies carry no field the server's proto does not define
+/// (`rules::check_known_fields`).
+pub const KNOWN_FIELDS_FORMAT: u32 = 2;
 
 /// What the policy needs to know about the log entry that carries the event: the rules of
 /// which format apply, and when the log accepted it (the server's clock, or offline the
