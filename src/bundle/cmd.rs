@@ -441,3 +441,68 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::verify::{LinkReport, Report};
+    use crate::note::{sign_note, Checkpoint, NoteSigner};
+    use crate::witness::cosig::{add_lines, Cosigner};
+
+    /// A checkpoint of `key`'s origin at `size`, cosigned by `by`.
+    fn cosigned(key: &NoteSigner, size: u64, by: &[&Cosigner]) -> String {
+        let text = Checkpoint {
+            origin: key.name.clone(),
+            size,
+            root: [size as u8; 32],
+            extensions: vec![],
+        }
+        .to_text();
+        let lines: Vec<String> = by.iter().map(|w| w.cosign(&text, 1_800_000_000)).collect();
+        add_lines(&sign_note(&text, &[key]).unwrap(), &lines)
+    }
+
+    #[test]
+    fn the_quorum_also_binds_each_retired_keys_final_checkpoint() {
+        let w = |n: &str| Cosigner::from_note_signer(&NoteSigner::generate(n).unwrap());
+        let (w1, w2) = (w("hospital.example/w"), w("cro.example/w"));
+        let specs = vec![
+            w1.verifier().to_key_string(),
+            w2.verifier().to_key_string(),
+        ];
+        let old = NoteSigner::generate("log.example/2026").unwrap();
+        let new = NoteSigner::generate("log.example/2036").unwrap();
+        let current = cosigned(&new, 9, &[&w1, &w2]);
+        let report = |final_by: &[&Cosigner]| {
+            let mut r = Report::new(
+                &new.verifier().to_key_string(),
+                "test",
+                &crate::policy::Policy::default_autologous_car_t(),
+            );
+            r.ok = true;
+            r.log_links = vec![LinkReport {
+                index: 5,
+                previous_origin: old.name.clone(),
+                previous_log_key: old.verifier().to_key_string(),
+                final_checkpoint: cosigned(&old, 5, final_by),
+                final_size: 5,
+                log_key: new.verifier().to_key_string(),
+                origin: new.name.clone(),
+                reason: "scheduled".into(),
+                witnesses: None,
+            }];
+            r
+        };
+        let r = check_witnesses(report(&[&w1, &w2]), &[&current], &specs, Some(2)).unwrap();
+        assert!(r.failure.is_none(), "{:?}", r.failure);
+        assert!(r.log_links[0].witnesses.as_ref().unwrap().quorum_met());
+        // The new checkpoint has both witnesses, the retired key's final checkpoint only one.
+        let r = check_witnesses(report(&[&w1]), &[&current], &specs, Some(2)).unwrap();
+        let f = r.failure.unwrap().reason;
+        assert!(
+            f.contains("quorum 2: NOT MET — 1")
+                && f.contains("on the final checkpoint of retired log log.example/2026 (size 5)"),
+            "{f}"
+        );
+    }
+}

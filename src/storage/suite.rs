@@ -336,7 +336,7 @@ pub fn a_log_past_a_thousand_entries_reads_back(open: Open, dir: &Path) {
 
 /// A head keeps the reasons of its open hold until a later group clears them; a chain's stored
 /// summary is read back as written, and a chain without one is listed from its head (the keys
-/// chain never). All of it survives a reopen.
+/// and log-link chains never). All of it survives a reopen.
 pub fn holds_and_summaries_round_trip(open: Open, dir: &Path) {
     use crate::summary::{ChainSummary, HoldSummary};
     let mut b = Builder::default();
@@ -354,7 +354,8 @@ pub fn holds_and_summaries_round_trip(open: Open, dir: &Path) {
     {
         let s = open(dir);
         let keys = crate::registry::KEYS_CHAIN;
-        let mut g = b.group(&["A", "B", keys]);
+        let links = crate::loglink::LOG_CHAIN;
+        let mut g = b.group(&["A", "B", keys, links]);
         g.heads[0].1.hold = reasons.clone();
         g.summaries = vec![("A".into(), summary.clone())];
         s.commit(&g).unwrap();
