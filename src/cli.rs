@@ -141,6 +141,11 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090) [default: off].
     #[arg(long, env = "CELLTRAIL_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Serve the log as C2SP tlog-tiles (checkpoint, Merkle tiles, entry bundles) over plain
+    /// HTTP on ADDR, for generic transparency-log tooling [default: off]. No authentication:
+    /// anyone who reaches ADDR reads every entry (docs/witness.md).
+    #[arg(long, env = "CELLTRAIL_TILES")]
+    pub tiles: Option<String>,
     #[command(flatten)]
     pub keys: crate::server::KeyPassphraseArg,
     /// Serve the read-only QA web console on ADDR (e.g. 127.0.0.1:8443) [default: off]. Over TLS
@@ -440,6 +445,19 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
     } else if tls.is_some() && a.client_ca.is_none() && !addr.ip().is_loopback() {
         banner.say("WARN", "TLS without --client-ca: any client can connect", &[("addr", addr.to_string())],
             "note: TLS without --client-ca: any client can connect (events still need registered signing keys)");
+    }
+    if let Some(t) = &a.tiles {
+        let listener = tokio::net::TcpListener::bind(t)
+            .await
+            .with_context(|| format!("--tiles: cannot listen on {t}"))?;
+        let bound = listener.local_addr()?;
+        tokio::spawn(crate::tiles::serve(listener, opened.ledger.store().clone()));
+        banner.say(
+            "INFO",
+            "celltrail tlog-tiles",
+            &[("tiles_url", format!("http://{bound}/"))],
+            &format!("celltrail tlog-tiles on http://{bound}/ (checkpoint, tile/…)"),
+        );
     }
     if let Some(bound) = metrics {
         banner.say(

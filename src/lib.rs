@@ -58,6 +58,7 @@ pub mod station_api;
 pub mod storage;
 pub mod store;
 pub mod summary;
+pub mod tiles;
 pub mod time;
 pub mod tls;
 pub mod witness;

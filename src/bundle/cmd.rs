@@ -466,10 +466,7 @@ mod tests {
     fn the_quorum_also_binds_each_retired_keys_final_checkpoint() {
         let w = |n: &str| Cosigner::from_note_signer(&NoteSigner::generate(n).unwrap());
         let (w1, w2) = (w("hospital.example/w"), w("cro.example/w"));
-        let specs = vec![
-            w1.verifier().to_key_string(),
-            w2.verifier().to_key_string(),
-        ];
+        let specs = vec![w1.verifier().to_key_string(), w2.verifier().to_key_string()];
         let old = NoteSigner::generate("log.example/2026").unwrap();
         let new = NoteSigner::generate("log.example/2036").unwrap();
         let current = cosigned(&new, 9, &[&w1, &w2]);
