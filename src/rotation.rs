@@ -253,6 +253,35 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Storage> = Arc::new(open_store(&dir)?);
     let (_, stored) = stored_checkpoint(store.as_ref())?;
 
+    // The final checkpoint is checked before anything is written (the writer checks it again).
+    if stored.origin == old.name {
+        let opened =
+            crate::note::open_note(&final_note, std::slice::from_ref(&old)).map_err(|e| {
+                anyhow::anyhow!(
+                    "--final {}: does not verify with the log key {}: {e}",
+                    a.final_checkpoint.display(),
+                    old.to_key_string()
+                )
+            })?;
+        let f = Checkpoint::parse(&opened.text)?;
+        if a.reason == "scheduled" && f.size != stored.size {
+            bail!(
+                "the final checkpoint has size {}, but the log has {} entries: retire the log \
+                 (`celltrail log retire`) so nothing is appended after its final checkpoint, and \
+                 take the final checkpoint again (`--reason compromise` links an earlier one)",
+                f.size,
+                stored.size
+            );
+        }
+        let keys = witness_keys(&a.witnesses)?;
+        if !keys.is_empty() {
+            let w = quorum_met(&final_note, &old, &keys, a.quorum)?;
+            if !w.quorum_met() {
+                bail!("the final checkpoint: witness {}", w.line());
+            }
+        }
+    }
+
     // The new key: made once, kept in log.key.next until the link is in (a rerun resumes).
     let next_path = dir.log_key_next();
     let new_key = match next_path.exists() {
@@ -309,22 +338,6 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
         })
         .map_err(|e| anyhow::anyhow!("--final {}: {e}", a.final_checkpoint.display()))?;
         let f = &link.final_checkpoint;
-        if a.reason == "scheduled" && f.size != stored.size {
-            bail!(
-                "the final checkpoint has size {}, but the log has {} entries: retire the log \
-                 (`celltrail log retire`) so nothing is appended after its final checkpoint, and \
-                 take the final checkpoint again (`--reason compromise` links an earlier one)",
-                f.size,
-                stored.size
-            );
-        }
-        let keys = witness_keys(&a.witnesses)?;
-        if !keys.is_empty() {
-            let w = quorum_met(&final_note, &old, &keys, a.quorum)?;
-            if !w.quorum_met() {
-                bail!("the final checkpoint: witness {}", w.line());
-            }
-        }
         let head = store.head(LOG_CHAIN)?;
         let draft = Draft {
             chain_id: LOG_CHAIN.into(),

@@ -576,6 +576,16 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
     let p = Proc::start(&log_dir, &s.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let first = append_some(&p, "BAG-LONG", 300).await;
     assert!(first >= 2);
+    // A checkpoint of the old key that will not be its last.
+    let early_note = p
+        .client()
+        .await
+        .get_checkpoint(GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoint;
+    assert!(append_some(&p, "BAG-OTHER", 100).await >= 1);
     wait_cosigned(&p, &keys, 2).await;
     let old_bundle = root.path().join("old.json");
     export(&p, "BAG-LONG", &old_bundle);
@@ -632,6 +642,24 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
     );
     drop(p);
 
+    // A scheduled rotation refuses a final checkpoint older than the log's latest, and writes
+    // nothing (no new key) when it refuses.
+    let early = root.path().join("early.note");
+    std::fs::write(&early, &early_note).unwrap();
+    let (ok, out, err) = run(&[
+        "log",
+        "rotate",
+        "--data-dir",
+        &dir,
+        "--final",
+        early.to_str().unwrap(),
+        "--new-origin",
+        "mfr.example/log-2036",
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert!(err.contains("retire the log"), "{err}");
+    assert!(!log_dir.join("log.key.next").exists());
+
     // 2. Rotate: new key and origin, linked to the cosigned final checkpoint.
     let (ok, out, err) = run(&[
         "log",
@@ -684,6 +712,44 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
     assert!(
         indices.iter().any(|&i| i < size_before) && indices.iter().any(|&i| i > size_before),
         "the chain spans both keys: {indices:?}"
+    );
+
+    // An auditor who kept a checkpoint of the old key proves it is a prefix of the new log.
+    let early_size =
+        celltrail::note::Checkpoint::parse(celltrail::log::note_text(&early_note).unwrap())
+            .unwrap()
+            .size;
+    let since = root.path().join("since.json");
+    let (ok, out, err) = run(&[
+        "export",
+        "--server",
+        &p.addr,
+        "--chain",
+        "BAG-LONG",
+        "--log-vkey",
+        log_dir.join("log.vkey").to_str().unwrap(),
+        "--trust-anchors",
+        log_dir.join("trust-anchors.txt").to_str().unwrap(),
+        "--since-size",
+        &early_size.to_string(),
+        "--out",
+        since.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&[
+        "verify",
+        since.to_str().unwrap(),
+        "--log-key",
+        &new_vkey,
+        "--previous",
+        early.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "previous:   checkpoint of size {early_size} is a prefix"
+        )),
+        "{out}"
     );
 
     // Verified from the new key (links followed back) and from the old key (followed forward),

@@ -868,7 +868,11 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
         Ok(i) => i,
         Err(f) => return report.fail(f),
     };
-    let key = match peek_links(&link_items).and_then(|l| checkpoint_signer(&key, &l)) {
+    let links = match peek_links(&link_items) {
+        Ok(l) => l,
+        Err(f) => return report.fail(f),
+    };
+    let key = match checkpoint_signer(&key, &links) {
         Ok((signer, followed)) => {
             report.log_key = signer.to_key_string();
             if let Some(note) = followed {
@@ -906,7 +910,16 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
         )));
     }
     if let Some(prev) = &opts.previous {
-        match check_previous(prev, &key, &cp, |old| {
+        // A checkpoint the auditor kept from before a log key rotation opens with the retired
+        // key of its origin; the tree is the same, so the consistency proof is too.
+        let origin = crate::log::note_text(prev)
+            .and_then(|t| Checkpoint::parse(t).ok())
+            .map(|c| c.origin);
+        let prev_key = key_sequence(&links)
+            .ok()
+            .and_then(|ks| ks.into_iter().find(|k| Some(&k.name) == origin.as_ref()))
+            .unwrap_or_else(|| key.clone());
+        match check_previous(prev, &prev_key, &cp, |old| {
             b.consistency.iter().find(|c| c.old_size == old).map(|c| {
                 c.proof
                     .iter()
@@ -1089,20 +1102,17 @@ pub(super) fn check_later(
     Ok(sizes)
 }
 
-/// Checks that the auditor's earlier checkpoint is a prefix of `cp`; returns its size.
+/// Checks that the auditor's earlier checkpoint, signed by `key`, is a prefix of `cp`;
+/// returns its size.
 pub(super) fn check_previous(
     prev_note: &str,
     key: &NoteVerifier,
     cp: &Checkpoint,
     proof_for: impl Fn(u64) -> Option<Vec<Vec<u8>>>,
 ) -> Result<u64, Failure> {
+    // Opened with `key`: its origin is that key's name (the bundle's, or a retired key's that
+    // the bundle's log links lead from).
     let prev = open_checkpoint(prev_note, key, "previous checkpoint")?;
-    if prev.origin != cp.origin {
-        return Err(top(format!(
-            "previous checkpoint is of log {:?}, the bundle's of {:?}",
-            prev.origin, cp.origin
-        )));
-    }
     if prev.size > cp.size {
         return Err(top(format!(
             "previous checkpoint (size {}) is newer than the bundle's (size {}); export again",
