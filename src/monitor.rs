@@ -8,6 +8,11 @@
 //!
 //! State directory: `state.json` (origin, size, root and the signed note last accepted; replaced
 //! atomically and fsynced), `evidence-<unix seconds>.txt` for each alarm.
+//!
+//! After a log key rotation (`loglink`) the log's checkpoint no longer opens with the pinned
+//! key: the monitor reads the log's `log` chain, follows the links from the pinned key to the
+//! current one, checks the retired key's final checkpoint against what it saw, and goes on in
+//! the same tree under the new origin.
 
 use crate::client::{status_error, Client};
 use crate::merkle::{self, Hash};
@@ -228,6 +233,57 @@ fn parse_witness(s: &str) -> anyhow::Result<WitnessSpec> {
     Ok(WitnessSpec { url, key })
 }
 
+/// The key that signs the log's checkpoint `note`: the pinned key, or the one the log's
+/// links (`log` chain) lead to from it. Returns it and the links followed.
+async fn current_key(
+    c: &mut Client,
+    pinned: &NoteVerifier,
+    note: &str,
+) -> anyhow::Result<(NoteVerifier, Vec<crate::loglink::Link>)> {
+    let pinned_err = match open_note(note, std::slice::from_ref(pinned)) {
+        Ok(_) => return Ok((pinned.clone(), Vec::new())),
+        Err(e) => e,
+    };
+    let chain = match c
+        .get_chain(crate::pb::GetChainRequest {
+            chain_id: crate::loglink::LOG_CHAIN.into(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().entries,
+        Err(st) if st.code() == tonic::Code::NotFound => Vec::new(),
+        Err(st) => return Err(status_error(st)),
+    };
+    let mut links = Vec::new();
+    for e in &chain {
+        use prost::Message;
+        let body = crate::pb::LogEntry::decode(e.entry.as_slice())
+            .ok()
+            .and_then(|le| crate::pb::EventBody::decode(le.body.as_slice()).ok())
+            .with_context(|| format!("log link entry {} does not decode", e.index))?;
+        match crate::loglink::Link::of_body(&body) {
+            Some(Ok(l)) => links.push(l),
+            Some(Err(err)) => anyhow::bail!("log link entry {}: {err}", e.index),
+            None => anyhow::bail!("entry {} on the log chain is not a log link", e.index),
+        }
+    }
+    let keys = crate::loglink::key_sequence(&links).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match (keys.iter().position(|k| k == pinned), keys.last()) {
+        (Some(i), Some(last)) if open_note(note, std::slice::from_ref(last)).is_ok() => {
+            let from = links
+                .iter()
+                .position(|l| l.previous == keys[i])
+                .unwrap_or(links.len());
+            Ok((last.clone(), links[from..].to_vec()))
+        }
+        _ => anyhow::bail!(
+            "the log's checkpoint does not verify with --log-key {} ({pinned_err}), and no log \
+             link leads from that key to the one that signed it",
+            pinned.to_key_string()
+        ),
+    }
+}
+
 /// One pass: fetch, verify, compare, persist. `Ok(Err(alarm))` is a detected misbehaviour.
 async fn check_once(
     c: &mut Client,
@@ -242,6 +298,8 @@ async fn check_once(
         .await
         .map_err(status_error)?
         .into_inner();
+    let (key, links) = current_key(c, log_key, &r.checkpoint).await?;
+    let log_key = &key;
     let mut views: Vec<(String, String)> = vec![(format!("log {server}"), r.checkpoint.clone())];
     let keys: Vec<CosignerVerifier> = witnesses.iter().map(|w| w.key.clone()).collect();
     let mut cosigners = Vec::new();
@@ -277,6 +335,41 @@ async fn check_once(
     }
 
     let mut seen = read_state(dir)?;
+    // Across a key rotation: the retired key's final checkpoint must agree with what was seen
+    // under that key; then the same tree goes on under the new origin.
+    for l in &links {
+        let Some(s) = seen.as_mut() else { break };
+        if s.origin != l.previous.name {
+            continue;
+        }
+        let f = &l.final_checkpoint;
+        let proof = match f.size != s.size && f.size.min(s.size) > 0 {
+            true => c
+                .get_consistency_proof(GetConsistencyProofRequest {
+                    old_size: f.size.min(s.size),
+                    new_size: f.size.max(s.size),
+                })
+                .await
+                .ok()
+                .map(|p| {
+                    p.into_inner()
+                        .hashes
+                        .iter()
+                        .map(|h| <Hash>::try_from(h.as_slice()).unwrap_or([0; 32]))
+                        .collect::<Vec<_>>()
+                }),
+            false => None,
+        };
+        let source = format!(
+            "log link to {} (final checkpoint of {})",
+            l.next.name, l.previous.name
+        );
+        if let Err(a) = judge(s, f, &l.final_note, &source, proof.as_deref()) {
+            return Ok(Err(a));
+        }
+        tracing::info!(from = %l.previous.name, to = %l.next.name, "followed a log key rotation");
+        s.origin = l.next.name.clone();
+    }
     let mut accepted = Vec::new();
     for (source, note) in views {
         let opened = open_note(&note, std::slice::from_ref(log_key))

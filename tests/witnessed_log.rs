@@ -589,6 +589,10 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
     wait_cosigned(&p, &keys, 2).await;
     let old_bundle = root.path().join("old.json");
     export(&p, "BAG-LONG", &old_bundle);
+    // A monitor follows the old log.
+    let mstate = root.path().join("monitor");
+    let (code, out) = monitor_once(&p.addr, &old_vkey, &mstate);
+    assert_eq!(code, Some(0), "{out}");
     drop(p);
 
     // 1. Retire: the restarted log appends nothing, and its witnesses cosign the final checkpoint.
@@ -713,6 +717,11 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
         indices.iter().any(|&i| i < size_before) && indices.iter().any(|&i| i > size_before),
         "the chain spans both keys: {indices:?}"
     );
+
+    // The monitor pinned to the old key follows the link and goes on under the new origin.
+    let (code, out) = monitor_once(&p.addr, &old_vkey, &mstate);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok: mfr.example/log-2036 size"), "{out}");
 
     // An auditor who kept a checkpoint of the old key proves it is a prefix of the new log.
     let early_size =
