@@ -1,4 +1,4 @@
-//! The one table of event kinds and fields (`src/event_fields.rs`) covers the proto, and
+//! The one table of event kinds and fields (`src/event_fields/table.rs`) covers the proto, and
 //! `docs/events.md` and `celltrail event --help` are generated from it.
 //! Regenerate the document: `CELLTRAIL_BLESS=1 cargo test --test events_doc`.
 
@@ -23,7 +23,7 @@ fn every_detail_of_the_proto_has_a_row_and_every_row_a_proto_field() {
     for proto in proto_kinds {
         assert!(
             table.contains(proto.as_str()),
-            "EventBody.detail has `{proto}` but src/event_fields.rs KINDS has no row for it: \
+            "EventBody.detail has `{proto}` but src/event_fields/table.rs KINDS has no row for it: \
              add one (its fields, units and meanings)"
         );
     }
@@ -89,7 +89,7 @@ fn docs_events_md_is_generated_from_the_table() {
     let have = std::fs::read_to_string(DOC).unwrap_or_default();
     assert!(
         have == want,
-        "docs/events.md is not what src/event_fields.rs generates; run \
+        "docs/events.md is not what src/event_fields/ generates; run \
          `CELLTRAIL_BLESS=1 cargo test --test events_doc` and commit the file"
     );
     // Spot checks that the generator writes what a reader needs.

@@ -5,9 +5,10 @@
 //! a second copy here. Pure.
 //!
 //! Adding an event kind: add its message to `events.proto`'s `EventBody.detail` oneof (the
-//! oneof field name is the kind's name) and one [`Kind`] row below; the builder needs no code.
-//! `tests/events_doc.rs` fails while a custody detail of the proto (one `EventKind::of` names)
-//! has no row, or a row names a field the proto does not have.
+//! oneof field name is the kind's name) and one [`Kind`] row in `table.rs`; the builder needs
+//! no code (`render.rs` writes the help text and the document). `tests/events_doc.rs` fails
+//! while a custody detail of the proto (one `EventKind::of` names) has no row, or a row names a
+//! field the proto does not have.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
@@ -21,6 +22,12 @@ use prost_reflect::{
 use crate::pb;
 use crate::pb::event_body::Detail;
 use crate::policy::EventKind;
+
+mod render;
+mod table;
+
+pub use render::{help_text, markdown};
+pub use table::KINDS;
 
 /// One `--set` field: the proto field it fills, its unit (empty if none) and what it means.
 #[derive(Debug, Clone, Copy)]
@@ -39,177 +46,6 @@ pub struct Kind {
     pub about: &'static str,
     pub fields: &'static [Field],
 }
-
-const fn f(proto: &'static str, unit: &'static str, about: &'static str) -> Field {
-    Field { proto, unit, about }
-}
-
-/// Every event kind a client can name, in lifecycle order.
-pub const KINDS: &[Kind] = &[
-    Kind {
-        name: "enrolled",
-        about: "the patient is enrolled; starts the chain",
-        fields: &[
-            f("coi_ref", "", "chain-of-identity reference (pseudonym, [A-Za-z0-9-], no PHI)"),
-            f("therapy", "", "therapy name"),
-            f("manufacturing_site", "", "site that will manufacture"),
-        ],
-    },
-    Kind {
-        name: "collected",
-        about: "apheresis collection into the bag",
-        fields: &[
-            f("din", "", "ISBT 128 DIN of the collection bag (13 characters, or 14 with its check character)"),
-            f("product_code", "", "ISBT 128 product code, e.g. S1234000"),
-            f("volume_ml", "mL", "volume collected"),
-            f("collection_end_unix_nanos", "", "when collection ended"),
-        ],
-    },
-    Kind {
-        name: "packed",
-        about: "packed for shipment",
-        fields: &[
-            f("shipper_id", "", "shipper (GRAI)"),
-            f("logger_id", "", "temperature logger (GIAI)"),
-            f("seal_id", "", "tamper seal"),
-        ],
-    },
-    Kind {
-        name: "shipped",
-        about: "handed to a courier",
-        fields: &[
-            f("from_site", "", "sending site"),
-            f("to_site", "", "receiving site"),
-            f("courier", "", "courier"),
-            f("shipper_id", "", "shipper (GRAI)"),
-            f("logger_id", "", "temperature logger (GIAI)"),
-            f("condition", "", "shipping condition, e.g. 2-8C, LN2"),
-        ],
-    },
-    Kind {
-        name: "received",
-        about: "received at a site, with the logger's readings",
-        fields: &[
-            f("from_site", "", "sending site"),
-            f("seal_intact", "", "tamper seal intact on arrival"),
-            f("temp_min_c", "°C", "lowest temperature the logger recorded in transport"),
-            f("temp_max_c", "°C", "highest temperature the logger recorded in transport"),
-            f("elapsed_seconds", "s", "time out of controlled storage during transport"),
-            f("shipper_id", "", "shipper (GRAI)"),
-        ],
-    },
-    Kind {
-        name: "manufacturing_step",
-        about: "one manufacturing step",
-        fields: &[
-            f("step", "", "activation, transduction, expansion, harvest, formulation, cryopreservation"),
-            f("batch_id", "", "manufacturing batch"),
-            f("parameters", "", "process parameter (repeatable: param.NAME=VALUE)"),
-            f("product_bag_ids", "", "final product bags this step produced (their DINs or bag ids)"),
-        ],
-    },
-    Kind {
-        name: "qc_result",
-        about: "a quality-control test result",
-        fields: &[
-            f("test", "", "sterility, endotoxin, mycoplasma, viability, identity, potency, vcn"),
-            f("method", "", "test method"),
-            f("result", "", "the measured result as reported, e.g. \"no growth\", \"82 %\""),
-            f("passed", "", "whether the result meets the specification"),
-            f("specification", "", "the specification"),
-        ],
-    },
-    Kind {
-        name: "released",
-        about: "QA release of the product",
-        fields: &[
-            f("exceptional", "", "released by exception (needs deviation_id)"),
-            f("deviation_id", "", "deviation that justifies an exceptional release"),
-        ],
-    },
-    Kind {
-        name: "rejected",
-        about: "QA rejection of the product",
-        fields: &[f("reason", "", "why (or give --comment)")],
-    },
-    Kind {
-        name: "stored",
-        about: "put into storage",
-        fields: &[
-            f("location", "", "storage location (GIAI or free text)"),
-            f("temp_c", "°C", "storage temperature"),
-        ],
-    },
-    Kind {
-        name: "lymphodepletion_started",
-        about: "the first dose of the patient's lymphodepleting course (treating site)",
-        fields: &[
-            f("regimen", "", "regimen as prescribed, e.g. fludarabine/cyclophosphamide (no PHI)"),
-            f("started_at_unix_nanos", "", "when the first dose started"),
-        ],
-    },
-    Kind {
-        name: "lymphodepletion_completed",
-        about: "the last dose of the course; the infusion window counts from it",
-        fields: &[f("completed_at_unix_nanos", "", "when the last dose ended")],
-    },
-    Kind {
-        name: "dispensed",
-        about: "dispensed by the pharmacy for infusion",
-        fields: &[
-            f("product_bag_id", "", "DIN of the product bag dispensed"),
-            f("thawed_at_unix_nanos", "", "when thawing ended"),
-        ],
-    },
-    Kind {
-        name: "bedside_check",
-        about: "wristband against product bag, at the bedside",
-        fields: &[
-            f("wristband_coi_ref", "", "CoI reference read off the patient's wristband"),
-            f("product_bag_id", "", "DIN of the product bag at the bedside"),
-        ],
-    },
-    Kind {
-        name: "infused",
-        about: "the product was infused",
-        fields: &[
-            f("product_bag_id", "", "DIN of the product bag infused"),
-            f("started_at_unix_nanos", "", "infusion start"),
-            f("ended_at_unix_nanos", "", "infusion end"),
-        ],
-    },
-    Kind {
-        name: "hold",
-        about: "puts the chain on hold",
-        fields: &[f("reason", "", "why (or give --comment)")],
-    },
-    Kind {
-        name: "hold_released",
-        about: "QA clears the open hold",
-        fields: &[f("reason", "", "why it may go on (or give --comment)")],
-    },
-    Kind {
-        name: "deviation",
-        about: "records a deviation",
-        fields: &[
-            f("deviation_id", "", "deviation number"),
-            f("description", "", "what deviated (or give --comment)"),
-        ],
-    },
-    Kind {
-        name: "destroyed",
-        about: "the bag was destroyed",
-        fields: &[f("reason", "", "why (or give --comment)")],
-    },
-    Kind {
-        name: "custody_handoff",
-        about: "custody passes between sites without a shipment",
-        fields: &[
-            f("from_site", "", "site handing over"),
-            f("to_site", "", "site taking custody"),
-        ],
-    },
-];
 
 /// The kind named `name`.
 pub fn kind(name: &str) -> Option<&'static Kind> {
@@ -306,8 +142,8 @@ pub fn detail_descriptor(kind: &str) -> Option<MessageDescriptor> {
 }
 
 /// The names of the `EventBody.detail` oneof that are custody events, as the policy classifies
-/// them (`EventKind::of`): details written by their own commands (the key registry's, and any
-/// other the policy does not judge) are not `--set` by `event`.
+/// them (`EventKind::of`): details written by their own commands (the key registry's, `log
+/// rotate`'s log links, and any other the policy does not judge) are not `--set` by `event`.
 pub fn proto_kinds() -> Vec<String> {
     let body = body_descriptor();
     let oneof = body
@@ -534,80 +370,6 @@ pub fn build(kind_name: &str, mut set: BTreeMap<String, String>) -> Result<Detai
     decoded
         .detail
         .ok_or_else(|| format!("event {}: the generated code lacks this kind", kind.name))
-}
-
-/// The kinds and fields as plain text, for `celltrail event --help`.
-pub fn help_text() -> String {
-    let mut out = String::from(
-        "Event kinds and their --set fields (also in docs/events.md). time: RFC 3339, e.g. \
-         2026-11-29T09:30:00Z; list: comma separated; required \"yes, or not_measured\": a \
-         reading that, if it was genuinely not possible, is declared instead with \
-         --set not_measured.FIELD=\"why\" (recorded; opens a hold).\n",
-    );
-    for k in KINDS {
-        out.push_str(&format!("\n  {} — {}\n", k.name, k.about));
-        for f in fields(k) {
-            let unit = if f.unit.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", f.unit)
-            };
-            out.push_str(&format!(
-                "    {:<22} {:<10} required: {:<20} {}{}\n",
-                f.name,
-                f.ty.name(),
-                f.required.name(),
-                f.about,
-                unit
-            ));
-        }
-    }
-    out
-}
-
-/// `docs/events.md`, generated from the table (`tests/events_doc.rs` keeps the file equal).
-pub fn markdown() -> String {
-    let mut out = String::from(
-        "# Event kinds and their fields\n\n\
-         <!-- Generated from src/event_fields.rs by tests/events_doc.rs; do not edit by hand.\n     \
-         Regenerate: CELLTRAIL_BLESS=1 cargo test --test events_doc -->\n\n\
-         Every kind `celltrail event --kind KIND` and the scanning station record, with the\n\
-         fields `--set NAME=VALUE` fills (the same list as `celltrail event --help`). *Type* is\n\
-         the proto field's type as the command line takes it: `time` is RFC 3339\n\
-         (`2026-11-29T09:30:00Z`), `yes/no` also takes `true/false`, `list` is comma separated.\n\
-         *Required* is what the custody policy's presence rules demand (`src/policy/presence.rs`,\n\
-         [docs/policy.md](policy.md)): **yes, or not_measured** marks a reading that, when it was\n\
-         genuinely not possible, is declared `--set not_measured.NAME=\"why\"` instead; that is\n\
-         recorded and opens a hold. The policy checks more than presence (values, order, signers):\n\
-         see [docs/policy.md](policy.md).\n",
-    );
-    for k in KINDS {
-        out.push_str(&format!(
-            "\n## `{}`\n\n{}.\n\n",
-            k.name,
-            upper_first(k.about)
-        ));
-        out.push_str("| field | type | unit | required | meaning |\n|---|---|---|---|---|\n");
-        for f in fields(k) {
-            out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
-                f.name,
-                f.ty.name(),
-                f.unit,
-                f.required.name(),
-                f.about
-            ));
-        }
-    }
-    out
-}
-
-fn upper_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
