@@ -140,6 +140,7 @@ pub fn kind_name(d: &Detail) -> &'static str {
         Detail::CustodyHandoff(_) => "custody_handoff",
         Detail::LymphodepletionStarted(_) => "lymphodepletion_started",
         Detail::LymphodepletionCompleted(_) => "lymphodepletion_completed",
+        Detail::IdentityCheckFailed(_) => "identity_check_failed",
     }
 }
 

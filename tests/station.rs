@@ -444,12 +444,12 @@ async fn bedside_on(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bedside_check_shows_mismatch_for_other_patients_wristband_and_appends_nothing() {
+async fn bedside_mismatch_signs_nothing_and_records_a_near_miss_for_qa() {
     let w = dispensed_chain().await;
     let mut c = w.server.client().await;
-    let before = snapshot(&mut c).await;
+    let before = chain_events(&mut c, &w.chain).await.len();
 
-    let (other_wrist, _) = coi("PAT999");
+    let (other_wrist, other_coi) = coi("PAT999");
     let out = expect(
         &bedside(&w, &other_wrist, &w.product_bag.0).await,
         2,
@@ -457,22 +457,60 @@ async fn bedside_check_shows_mismatch_for_other_patients_wristband_and_appends_n
     );
     assert!(out.contains("WRONG PATIENT"), "{out}");
     assert!(out.contains("NOTHING WAS SIGNED"), "{out}");
+    assert!(out.contains("NEAR MISS RECORDED for QA"), "{out}");
     assert!(
         !out.contains("ACCEPTED") && !out.contains("QUEUED"),
-        "{out}"
+        "no result word but MISMATCH:\n{out}"
     );
 
-    let (wrist, _) = coi("PAT500");
-    let (other_bag, _) = din(777);
+    let (wrist, coi_ref) = coi("PAT500");
+    let (other_bag, other_bag_id) = din(777);
     let out = expect(&bedside(&w, &wrist, &other_bag).await, 2, "MISMATCH");
     assert!(out.contains("WRONG BAG"), "{out}");
+    assert!(out.contains("NEAR MISS RECORDED for QA"), "{out}");
 
-    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+    // Two near misses, each signed PERFORMED by the nurse who scanned, naming the scans; no
+    // bedside check and no second signature.
+    let events = chain_events(&mut c, &w.chain).await;
+    assert_eq!(events.len(), before + 2);
+    assert_eq!(
+        kinds(&events[before..]),
+        ["identity_check_failed", "identity_check_failed"]
+    );
+    let scans: Vec<(String, String, String)> = events[before..]
+        .iter()
+        .map(|(body, entry)| {
+            assert_eq!(body.actor_key_id, "nurse.ada");
+            let sigs: Vec<(&str, i32)> = entry
+                .signatures
+                .iter()
+                .map(|s| (s.key_id.as_str(), s.meaning))
+                .collect();
+            assert_eq!(sigs, [("nurse.ada", SignatureMeaning::Performed as i32)]);
+            match &body.detail {
+                Some(Detail::IdentityCheckFailed(n)) => (
+                    n.check.clone(),
+                    n.scanned_wristband_coi_ref.clone(),
+                    n.scanned_bag_id.clone(),
+                ),
+                d => panic!("{d:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        scans,
+        [
+            ("bedside_check".into(), other_coi, w.product_bag.1.clone()),
+            ("bedside_check".into(), coi_ref, other_bag_id),
+        ]
+    );
+    // The near misses changed nothing: the right wristband and bag still MATCH.
+    expect(&bedside(&w, &wrist, &w.product_bag.0).await, 0, "ACCEPTED");
     let (waiting, _) = celltrail::station::Queue::open(&w.queue)
         .unwrap()
         .counts()
         .unwrap();
-    assert_eq!(waiting, 0, "nothing queued either");
+    assert_eq!(waiting, 0, "nothing queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,7 +850,8 @@ async fn offline_station_finds_the_chain_of_a_bag_it_has_seen_and_queues_on_it()
 }
 
 /// Issue 14 point 5: at a receipt whose shipment named a shipper, the shipper scan is
-/// required and must be that shipper; a wrong one stops the receipt before anything is signed.
+/// required and must be that shipper; a wrong one stops the receipt before it is signed and is
+/// recorded as a near miss (point 6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipt_requires_the_shipper_the_shipment_named() {
     let s = shipped_to_mfg(610).await;
@@ -868,10 +907,139 @@ async fn receipt_requires_the_shipper_the_shipment_named() {
     );
     assert!(out.contains("09506000134352SHIP2"), "{out}");
     assert!(!out.contains("SUMMARY"), "{out}");
-    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+    // Issue 14 point 6: the wrong shipper is a near miss, recorded for QA; no receipt.
+    assert!(out.contains("NEAR MISS RECORDED for QA"), "{out}");
+    assert_eq!(snapshot(&mut c).await.len(), before.len() + 1);
+    let events = chain_events(&mut c, &s.chain).await;
+    let (body, entry) = events.last().unwrap();
+    match &body.detail {
+        Some(Detail::IdentityCheckFailed(n)) => {
+            assert_eq!(n.check, "received");
+            assert_eq!(n.scanned_shipper_id, "09506000134352SHIP2");
+            assert_eq!(n.expected_shipper_id, SHIPPER_ID);
+        }
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(entry.signatures[0].key_id, "mfg.cy");
     expect(&run(receive(Some(SHIPPER))).await, 0, "ACCEPTED");
     assert_eq!(
         kinds(&chain_events(&mut c, &s.chain).await).last(),
         Some(&"received")
     );
+}
+
+/// Issue 14 point 6 offline: a wrong shipper scanned while the server is down is a near miss
+/// signed and queued like any event (the station remembers the shipper the shipment named);
+/// replayed, it changes nothing, the receipt still follows, and the offline verifier replays
+/// the chain with it: VERIFIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_near_miss_is_queued_replayed_and_verified() {
+    let s = shipped_to_mfg(630).await;
+    let mk = s.mfg_key.to_str().unwrap().to_string();
+    let queue = s.dir.path().join("mfg-station");
+    let receive = |shipper: &str| -> Vec<String> {
+        [
+            "--key",
+            &mk,
+            "--site",
+            "MFG-1",
+            "--yes",
+            "--event",
+            "received",
+            "--scan",
+            &s.bag,
+            "--scan",
+            shipper,
+            "--set",
+            "seal_intact=yes",
+            "--set",
+            "temp_min_c=3.5",
+            "--set",
+            "temp_max_c=6",
+            "--set",
+            "elapsed_seconds=600",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let addr = s.server.addr;
+    let run = |args: Vec<String>| {
+        let queue = queue.clone();
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            scan(addr, &queue, &a).await
+        }
+    };
+    // Online once: the station learns the chain (and the shipper its shipment named).
+    let learn = [
+        "--key", &mk, "--site", "MFG-1", "--yes", "--event", "stored", "--scan", &s.bag,
+    ];
+    expect(&scan(addr, &queue, &learn).await, 1, "NO STORED NOW");
+    let Shipped {
+        dir, server, chain, ..
+    } = s;
+    let data = server.data_dir.clone();
+    server.stop().await;
+
+    let out = expect(
+        &run(receive("(8003)09506000134352SHIP2")).await,
+        2,
+        "WRONG SHIPPER",
+    );
+    assert!(out.contains("NEAR MISS QUEUED for QA"), "{out}");
+    let q = celltrail::station::Queue::open(&queue).unwrap();
+    let all = q.all().unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        (all[0].1.chain_id.as_str(), all[0].1.kind.as_str()),
+        (chain.as_str(), "identity_check_failed")
+    );
+    drop(q);
+
+    let server = TestServer::builder(&data).on(addr).start().await;
+    let out = scan(addr, &queue, &["--drain"]).await;
+    expect(&out, 0, "QUEUE EMPTY");
+    expect(&run(receive(SHIPPER)).await, 0, "ACCEPTED");
+    let mut c = server.client().await;
+    let events = chain_events(&mut c, &chain).await;
+    assert_eq!(
+        kinds(&events)[4..],
+        ["identity_check_failed", "received"],
+        "the near miss, then the receipt it did not block"
+    );
+
+    let bundle = dir.path().join("chain.bundle.json");
+    let vkey = data.join("log.vkey");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("CELLTRAIL_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}:\n{text}");
+        text
+    };
+    let b = bundle.to_str().unwrap();
+    cli(&[
+        "export",
+        "--server",
+        &addr.to_string(),
+        "--chain",
+        &chain,
+        "--log-vkey",
+        vkey.to_str().unwrap(),
+        "--trust-anchors",
+        data.join("trust-anchors.txt").to_str().unwrap(),
+        "--out",
+        b,
+    ]);
+    let report = cli(&["verify", b, "--log-key", vkey.to_str().unwrap()]);
+    assert!(report.contains("identity_check_failed"), "{report}");
+    assert!(report.contains("NEAR MISS at received"), "{report}");
 }

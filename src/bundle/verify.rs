@@ -608,6 +608,7 @@ fn summary(d: &Detail) -> String {
         Detail::Deviation(d) => d.deviation_id.clone(),
         Detail::Destroyed(d) => d.reason.clone(),
         Detail::CustodyHandoff(h) => format!("{} -> {}", h.from_site, h.to_site),
+        Detail::IdentityCheckFailed(n) => format!("NEAR MISS at {}: {}", n.check, n.reason),
         _ => String::new(),
     }
 }

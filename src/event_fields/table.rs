@@ -172,4 +172,16 @@ pub const KINDS: &[Kind] = &[
             f("to_site", "", "site taking custody"),
         ],
     },
+    Kind {
+        name: "identity_check_failed",
+        about: "a near miss for QA: an identity check at a station failed; changes nothing",
+        fields: &[
+            f("check", "", "the event being recorded: bedside_check or received"),
+            f("reason", "", "what did not match, as the station showed it"),
+            f("scanned_wristband_coi_ref", "", "CoI reference scanned off the wristband"),
+            f("scanned_bag_id", "", "DIN of the bag scanned"),
+            f("scanned_shipper_id", "", "GRAI of the shipper scanned"),
+            f("expected_shipper_id", "", "the shipper the shipment named"),
+        ],
+    },
 ];

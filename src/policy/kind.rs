@@ -30,11 +30,12 @@ pub enum EventKind {
     CustodyHandoff,
     LymphodepletionStarted,
     LymphodepletionCompleted,
+    IdentityCheckFailed,
 }
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Enrolled,
         EventKind::Collected,
         EventKind::Packed,
@@ -55,6 +56,7 @@ impl EventKind {
         EventKind::CustodyHandoff,
         EventKind::LymphodepletionStarted,
         EventKind::LymphodepletionCompleted,
+        EventKind::IdentityCheckFailed,
     ];
 
     /// The kind of a custody detail; `None` for key-registry and log-link details, which never
@@ -82,6 +84,7 @@ impl EventKind {
             Detail::CustodyHandoff(_) => EventKind::CustodyHandoff,
             Detail::LymphodepletionStarted(_) => EventKind::LymphodepletionStarted,
             Detail::LymphodepletionCompleted(_) => EventKind::LymphodepletionCompleted,
+            Detail::IdentityCheckFailed(_) => EventKind::IdentityCheckFailed,
         })
     }
 
@@ -115,6 +118,9 @@ impl EventKind {
             EventKind::LymphodepletionCompleted => {
                 Detail::LymphodepletionCompleted(pb::LymphodepletionCompleted::default())
             }
+            EventKind::IdentityCheckFailed => {
+                Detail::IdentityCheckFailed(pb::IdentityCheckFailed::default())
+            }
         }
     }
 
@@ -141,6 +147,7 @@ impl EventKind {
             EventKind::CustodyHandoff => "custody_handoff",
             EventKind::LymphodepletionStarted => "lymphodepletion_started",
             EventKind::LymphodepletionCompleted => "lymphodepletion_completed",
+            EventKind::IdentityCheckFailed => "identity_check_failed",
         }
     }
 }

@@ -83,6 +83,10 @@ fn required_fields(detail: &Detail) -> Vec<(&'static str, bool, bool)> {
             l.completed_at_unix_nanos.is_some(),
             false,
         )],
+        Detail::IdentityCheckFailed(n) => vec![
+            ("check", s(&n.check), false),
+            ("reason", s(&n.reason), false),
+        ],
         _ => Vec::new(),
     }
 }

@@ -883,6 +883,21 @@ pub(super) fn apply_detail(
             }
             ld.completed_at_unix_nanos = Some(completed);
         }
+        // A near miss: recorded, never changes the chain's state.
+        Detail::IdentityCheckFailed(n) => {
+            required(fail, kind, "check", &n.check)?;
+            required(fail, kind, "reason", &n.reason)?;
+            if n.scanned_wristband_coi_ref.is_empty()
+                && n.scanned_bag_id.is_empty()
+                && n.scanned_shipper_id.is_empty()
+            {
+                return Err(fail.v(
+                    "near_miss_scans",
+                    "what was scanned (a wristband, bag or shipper)",
+                    "no scanned value",
+                ));
+            }
+        }
         Detail::CustodyHandoff(h) => {
             required(fail, kind, "to_site", &h.to_site)?;
             if !h.from_site.is_empty() && h.from_site != body.site {

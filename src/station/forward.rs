@@ -78,6 +78,14 @@ impl ReplayHooks {
     }
 }
 
+/// What became of an event handed to [`Station::send`].
+pub(super) enum Sent {
+    Accepted(crate::pb::Receipt),
+    /// Kept on the station (the count of waiting events, this one included).
+    Queued(usize),
+    Refused(tonic::Status),
+}
+
 impl Station {
     /// Sends every waiting event in order. Stops at the first sign that the server is away;
     /// events the server refuses stay in the queue, marked, with the reason shown.
@@ -176,6 +184,66 @@ impl Station {
         kind: &str,
     ) -> anyhow::Result<i32> {
         let q = Queued::new(&ev, kind)?;
+        match self.send(ev, kind).await? {
+            Sent::Accepted(r) => {
+                let mut lines = vec![
+                    format!("{} {} seq {}", q.chain_id, kind, r.seq),
+                    format!(
+                        "log index {}, event {}{}",
+                        r.index,
+                        hex::encode(&r.event_hash[..8.min(r.event_hash.len())]),
+                        if r.duplicate {
+                            " (was already recorded)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ];
+                lines.extend(
+                    r.holds_opened
+                        .iter()
+                        .map(|h| format!("HOLD OPENED: {h}; QA must release it")),
+                );
+                big("ACCEPTED", &lines);
+                Ok(EXIT_ACCEPTED)
+            }
+            Sent::Refused(s) => {
+                big(
+                    "REJECTED",
+                    &[
+                        format!(
+                            "{} {} seq {} was refused by the server:",
+                            q.chain_id, kind, q.seq
+                        ),
+                        format!("{:?}: {}", s.code(), s.message()),
+                    ],
+                );
+                Ok(EXIT_REJECTED)
+            }
+            Sent::Queued(waiting) => {
+                big(
+                    &format!("QUEUED ({waiting} waiting)"),
+                    &[
+                        format!(
+                            "{} {} seq {} is signed and kept on this station",
+                            q.chain_id, kind, q.seq
+                        ),
+                        "the server is unreachable; it is sent when the network is back".into(),
+                    ],
+                );
+                Ok(EXIT_QUEUED)
+            }
+        }
+    }
+
+    /// Appends `ev` at the server, or pushes it on the queue when the server is away; says
+    /// nothing (the caller does).
+    pub(super) async fn send(
+        &mut self,
+        ev: crate::pb::SignedEvent,
+        kind: &str,
+    ) -> anyhow::Result<Sent> {
+        let q = Queued::new(&ev, kind)?;
         if let Some(c) = self.client.as_mut() {
             match append_failover(c, &self.a.server, ev.clone()).await {
                 Ok(r) => {
@@ -187,55 +255,13 @@ impl Station {
                             prev_hash: hex::encode(&r.event_hash),
                         },
                     )?;
-                    let mut lines = vec![
-                        format!("{} {} seq {}", q.chain_id, kind, r.seq),
-                        format!(
-                            "log index {}, event {}{}",
-                            r.index,
-                            hex::encode(&r.event_hash[..8.min(r.event_hash.len())]),
-                            if r.duplicate {
-                                " (was already recorded)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ];
-                    lines.extend(
-                        r.holds_opened
-                            .iter()
-                            .map(|h| format!("HOLD OPENED: {h}; QA must release it")),
-                    );
-                    big("ACCEPTED", &lines);
-                    return Ok(EXIT_ACCEPTED);
+                    return Ok(Sent::Accepted(r));
                 }
                 Err(s) if is_offline(&s) => self.client = None,
-                Err(s) => {
-                    big(
-                        "REJECTED",
-                        &[
-                            format!(
-                                "{} {} seq {} was refused by the server:",
-                                q.chain_id, kind, q.seq
-                            ),
-                            format!("{:?}: {}", s.code(), s.message()),
-                        ],
-                    );
-                    return Ok(EXIT_REJECTED);
-                }
+                Err(s) => return Ok(Sent::Refused(s)),
             }
         }
         self.queue.push(&q)?;
-        let (waiting, _) = self.queue.counts()?;
-        big(
-            &format!("QUEUED ({waiting} waiting)"),
-            &[
-                format!(
-                    "{} {} seq {} is signed and kept on this station",
-                    q.chain_id, kind, q.seq
-                ),
-                "the server is unreachable; it is sent when the network is back".into(),
-            ],
-        );
-        Ok(EXIT_QUEUED)
+        Ok(Sent::Queued(self.queue.counts()?.0))
     }
 }

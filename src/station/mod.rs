@@ -16,6 +16,7 @@ mod args;
 mod bedside;
 mod form;
 mod forward;
+mod nearmiss;
 mod net;
 mod outlook;
 mod queue;

@@ -137,6 +137,8 @@ pub struct Queue {
     signers: sled::Tree,
     /// Bag DIN → chain id, for chains this station has seen (offline bag lookup).
     bags: sled::Tree,
+    /// Chain id → the shipper its shipment in transit named (checked at receipt offline).
+    shippers: sled::Tree,
     /// Serialises `push`, which picks the next id from what is stored.
     push_lock: std::sync::Mutex<()>,
 }
@@ -161,6 +163,7 @@ impl Queue {
             discarded: db.open_tree("discarded")?,
             signers: db.open_tree("signers")?,
             bags: db.open_tree("bags")?,
+            shippers: db.open_tree("shippers")?,
             db,
             push_lock: std::sync::Mutex::new(()),
         })
@@ -426,6 +429,27 @@ impl Queue {
             self.db.flush().context("flush the station queue")?;
         }
         Ok(())
+    }
+
+    /// Remembers the shipper `chain`'s shipment named (`None`: no shipment in transit).
+    pub fn remember_shipper(&self, chain: &str, shipper: Option<&str>) -> anyhow::Result<()> {
+        let now = self.shippers.get(chain)?;
+        if now.as_deref() != shipper.map(str::as_bytes) {
+            match shipper {
+                Some(s) => self.shippers.insert(chain, s.as_bytes())?,
+                None => self.shippers.remove(chain)?,
+            };
+            self.db.flush().context("flush the station queue")?;
+        }
+        Ok(())
+    }
+
+    /// The shipper `chain`'s shipment named, as last seen by this station.
+    pub fn shipper_of(&self, chain: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .shippers
+            .get(chain)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// The chain bag `din` belongs to, as last seen by this station.

@@ -440,10 +440,12 @@ impl Station {
         }
 
         // At receipt, the shipper the shipment named must be scanned and be that one.
-        let named_shipper = next
-            .as_ref()
-            .filter(|_| kind == "received")
-            .and_then(|n| n.known.get("shipper_id").cloned());
+        let named_shipper = match (&next, kind.as_str()) {
+            (Some(n), "received") => n.known.get("shipper_id").cloned(),
+            // Offline: as this station last saw the shipment.
+            (None, "received") => self.queue.shipper_of(&chain)?,
+            _ => None,
+        };
         if let Some(expected) = named_shipper {
             if !fields.contains_key("shipper_id") {
                 if !interactive {
@@ -471,14 +473,22 @@ impl Station {
             }
             let scanned = fields.get("shipper_id").cloned().unwrap_or_default();
             if scanned != expected {
+                let reason = format!("scanned shipper {scanned}, the shipment named {expected}");
                 big(
                     "WRONG SHIPPER",
                     &[
-                        format!("scanned shipper {scanned}, the shipment named {expected}"),
+                        reason.clone(),
                         "NOTHING WAS SIGNED for the receipt. Do not accept this shipper;".into(),
                         "call the sender.".into(),
                     ],
                 );
+                let near_miss = BTreeMap::from([
+                    ("check".to_string(), "received".to_string()),
+                    ("reason".to_string(), reason),
+                    ("scanned_shipper_id".to_string(), scanned),
+                    ("expected_shipper_id".to_string(), expected),
+                ]);
+                self.record_near_miss(me, &chain, near_miss).await?;
                 return Ok(Step::Done(EXIT_MISMATCH));
             }
         }
@@ -513,7 +523,16 @@ impl Station {
                 );
                 return Ok(Step::Done(EXIT_MISMATCH));
             }
-            if let Some(code) = self.bedside(&chain, &wrist, &bag).await? {
+            if let Some((code, near_miss)) = self.bedside(&chain, &wrist, &bag).await? {
+                if let Some(reason) = near_miss {
+                    let near_miss = BTreeMap::from([
+                        ("check".to_string(), "bedside_check".to_string()),
+                        ("reason".to_string(), reason),
+                        ("scanned_wristband_coi_ref".to_string(), wrist.clone()),
+                        ("scanned_bag_id".to_string(), bag.clone()),
+                    ]);
+                    self.record_near_miss(me, &chain, near_miss).await?;
+                }
                 return Ok(Step::Done(code));
             }
         }
@@ -804,7 +823,11 @@ impl Station {
 
     /// Where the next event of `chain` goes: after the chain's last queued event, else the
     /// server's head (live, or as last seen). `Err(reason)` when it cannot be known.
-    async fn link(&mut self, chain: &str, kind: &str) -> anyhow::Result<Result<Link, String>> {
+    pub(super) async fn link(
+        &mut self,
+        chain: &str,
+        kind: &str,
+    ) -> anyhow::Result<Result<Link, String>> {
         let queued = self.queue.all()?;
         if let Some((id, q)) = queued
             .iter()
@@ -860,6 +883,8 @@ impl Station {
         for bag in n.bag_ids.iter().filter(|b| b.as_str() != chain) {
             self.queue.remember_bag(bag, chain)?;
         }
+        self.queue
+            .remember_shipper(chain, n.known.get("shipper_id").map(String::as_str))?;
         if n.state == "Start" || self.queue.last_for_chain(chain)?.is_some() {
             return Ok(());
         }
@@ -901,13 +926,14 @@ impl Station {
         }
     }
 
-    /// Shows MATCH or MISMATCH; `Some(exit code)` when the check stops the event.
+    /// Shows MATCH or MISMATCH; `Some((exit code, near miss))` when the check stops the event,
+    /// with the reason to record when the scans did not match the chain.
     async fn bedside(
         &mut self,
         chain: &str,
         wrist: &str,
         bag: &str,
-    ) -> anyhow::Result<Option<i32>> {
+    ) -> anyhow::Result<Option<(i32, Option<String>)>> {
         let Some(c) = self.client.as_mut() else {
             big(
                 "CANNOT CHECK",
@@ -916,7 +942,7 @@ impl Station {
                     "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
                 ],
             );
-            return Ok(Some(EXIT_MISMATCH));
+            return Ok(Some((EXIT_MISMATCH, None)));
         };
         let resp = c
             .get_chain(GetChainRequest {
@@ -933,7 +959,7 @@ impl Station {
                         "NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into(),
                     ],
                 );
-                return Ok(Some(EXIT_MISMATCH));
+                return Ok(Some((EXIT_MISMATCH, None)));
             }
             Err(s) => {
                 if is_offline(&s) {
@@ -946,7 +972,7 @@ impl Station {
                         "NOTHING WAS SIGNED. Do not infuse until the check shows MATCH.".into(),
                     ],
                 );
-                return Ok(Some(EXIT_MISMATCH));
+                return Ok(Some((EXIT_MISMATCH, None)));
             }
         };
         let v = bedside_check(&entries, wrist, bag);
@@ -954,10 +980,11 @@ impl Station {
             big("MATCH", &v.lines);
             Ok(None)
         } else {
+            let reason = v.lines.join("; ");
             let mut lines = v.lines;
             lines.push("NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into());
             big("MISMATCH", &lines);
-            Ok(Some(EXIT_MISMATCH))
+            Ok(Some((EXIT_MISMATCH, Some(reason))))
         }
     }
 }

@@ -564,3 +564,55 @@ fn rejects_chain_whose_state_this_table_does_not_know() {
     // The same chain in a known state is accepted (see the lifecycle test for every state).
     assert!(Chain::upto(COLLECT + 1).try_(happy(COLLECT + 1)).is_ok());
 }
+
+// ---- near misses (identity_check_failed) ---------------------------------------------------
+
+fn near_miss(wrist: &str, bag: &str) -> Detail {
+    Detail::IdentityCheckFailed(pb::IdentityCheckFailed {
+        check: "bedside_check".into(),
+        reason: "WRISTBAND IS NOT the enrolled patient".into(),
+        scanned_wristband_coi_ref: wrist.into(),
+        scanned_bag_id: bag.into(),
+        ..Default::default()
+    })
+}
+
+/// The chain state without the position fields every accepted event moves.
+fn custody_of(s: &ChainState) -> ChainState {
+    let mut s = s.clone();
+    s.last_seq = 0;
+    s.last_occurred_unix_nanos = 0;
+    s
+}
+
+#[test]
+fn near_miss_is_accepted_in_every_non_terminal_state_and_changes_nothing() {
+    for upto in [COLLECT, RECEIVE + 1, RELEASE + 1, DISPENSE + 1] {
+        let mut c = Chain::upto(upto);
+        let before = custody_of(c.st());
+        let after = c.ok(plan(MIN, CLINIC, NURSE1, near_miss("COI-OTHER", "BAG-A")));
+        assert_eq!(custody_of(after), before, "after event {upto}");
+    }
+    // On hold too (QA must see it), and the chain goes on after it.
+    let mut c = Chain::upto(DISPENSE + 1);
+    c.ok(plan(MIN, CLINIC, NURSE1, hold("label smudged")));
+    c.ok(plan(MIN, CLINIC, NURSE1, near_miss("COI-OTHER", "BAG-A")));
+    assert!(c.st().on_hold());
+    let mut c = Chain::upto(DISPENSE + 1);
+    c.ok(plan(MIN, CLINIC, NURSE1, near_miss("COI-OTHER", "BAG-A")));
+    assert_eq!(c.ok(happy(BEDSIDE)).state, "BedsideChecked");
+}
+
+#[test]
+fn rejects_near_miss_after_the_chain_ended_or_without_what_was_scanned() {
+    let c = Chain::upto(INFUSE + 1);
+    let r = c.try_(plan(MIN, CLINIC, NURSE1, near_miss("COI-OTHER", "BAG-A")));
+    assert_violation(r, "terminal", &["ended with Infused"]);
+    let c = Chain::upto(DISPENSE + 1);
+    let r = c.try_(plan(MIN, CLINIC, NURSE1, near_miss("", "")));
+    assert_violation(
+        r,
+        "near_miss_scans",
+        &["what was scanned", "no scanned value"],
+    );
+}

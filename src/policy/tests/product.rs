@@ -29,7 +29,7 @@ fn temperature_excursion_on_receipt_raises_hold_only_qa_clears() {
         c.try_(plan(HOUR, MFG, MFG_OP, step("activation", &[]))),
         "on_hold",
         &[
-            "in state AtManufacturing expected only [rejected, hold_released, deviation, destroyed, lymphodepletion_started, lymphodepletion_completed] while on hold",
+            "in state AtManufacturing expected only [rejected, hold_released, deviation, destroyed, lymphodepletion_started, lymphodepletion_completed, identity_check_failed] while on hold",
             "manufacturing_step refused: hold opened at seq 4 by mfg.op.moe (temperature_range",
         ],
     );

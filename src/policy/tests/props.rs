@@ -105,6 +105,12 @@ fn detail_for(kind: EventKind, v: u8, now: i64) -> Detail {
         EventKind::CustodyHandoff => handoff(pick("", CLINIC), site),
         EventKind::LymphodepletionStarted => ld_started(now - (v as i64) * DAY),
         EventKind::LymphodepletionCompleted => ld_completed(now - (v as i64) * HOUR),
+        EventKind::IdentityCheckFailed => Detail::IdentityCheckFailed(pb::IdentityCheckFailed {
+            check: "bedside_check".into(),
+            reason: pick("wrong patient", "").into(),
+            scanned_bag_id: bag.into(),
+            ..Default::default()
+        }),
     }
 }
 
@@ -150,7 +156,7 @@ proptest! {
                     if prev.hold.is_some() {
                         let kind = kind.expect("custody event");
                         prop_assert!(
-                            matches!(kind, EventKind::HoldReleased | EventKind::Deviation | EventKind::Destroyed | EventKind::Rejected | EventKind::LymphodepletionStarted | EventKind::LymphodepletionCompleted),
+                            matches!(kind, EventKind::HoldReleased | EventKind::Deviation | EventKind::Destroyed | EventKind::Rejected | EventKind::LymphodepletionStarted | EventKind::LymphodepletionCompleted | EventKind::IdentityCheckFailed),
                             "accepted {kind} while on hold"
                         );
                     }

@@ -121,7 +121,7 @@ fn rejects_transition_without_performed_signature() {
 #[test]
 fn rejects_hold_section_without_hold_released() {
     let text = DEFAULT_TABLE_TOML.replace(
-        "allowed_events = [\"hold_released\", \"deviation\", \"destroyed\", \"rejected\", \"lymphodepletion_started\", \"lymphodepletion_completed\"]",
+        "allowed_events = [\"hold_released\", \"deviation\", \"destroyed\", \"rejected\", \"lymphodepletion_started\", \"lymphodepletion_completed\", \"identity_check_failed\"]",
         "allowed_events = [\"deviation\"]",
     );
     let e = load_err(&text).to_string();
