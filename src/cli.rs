@@ -346,10 +346,6 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
     };
     // Everything that can be wrong on the command line is checked before the data directory
     // is opened, so a typo creates no directory and no keys.
-    let key_passphrase = match &a.keys.key_passphrase_file {
-        Some(p) => Some(crate::server::read_key_passphrase_file(p)?),
-        None => None,
-    };
     let witnesses = crate::witness::collect::parse_targets(&a.witnesses)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -378,6 +374,13 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
             );
         }
     }
+    // The server's own keys are encrypted: their passphrase (asked last, after every flag
+    // was checked).
+    let key_passphrase = {
+        let mut o = crate::server::ServeOptions::new(&a.data_dir);
+        o.trust_anchors = a.trust_anchors.clone();
+        crate::server::serve_key_passphrase(&o, a.keys.key_passphrase_file.as_deref())?
+    };
     let shutdown = crate::server::shutdown_signal();
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.

@@ -95,7 +95,8 @@ pub struct RotateArgs {
     /// How many of the --witness keys must have cosigned it [default: all of them].
     #[arg(long, requires = "witnesses")]
     pub quorum: Option<usize>,
-    /// Encrypt the new log key under the first line of this file (as `serve` does).
+    /// Encrypt the new log key under the first line of this file (as `serve` does) [default:
+    /// CELLTRAIL_PASSPHRASE_FILE / _FD, else asked on the terminal].
     #[arg(long, env = "CELLTRAIL_KEY_PASSPHRASE_FILE")]
     pub key_passphrase_file: Option<PathBuf>,
 }
@@ -289,24 +290,19 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
         false => {
             let k = NoteSigner::generate(&a.new_origin)
                 .map_err(|e| anyhow::anyhow!("--new-origin {:?}: {e}", a.new_origin))?;
-            match &a.key_passphrase_file {
-                Some(p) => {
-                    let pass = crate::server::read_key_passphrase_file(p)?;
-                    crate::keys::write_encrypted_key_file(
-                        &next_path,
-                        &k,
-                        &pass,
-                        crate::keys::KDF_ITERATIONS,
-                    )?
-                }
-                None => {
-                    crate::keys::write_key_file(&next_path, &k)?;
-                    eprintln!(
-                        "WARNING: the new log key {} is UNENCRYPTED (no --key-passphrase-file)",
-                        next_path.display()
-                    );
-                }
-            }
+            // Encrypted like every server key (never plaintext), under the passphrase `serve`
+            // will open it with.
+            let pass = crate::server::server_key_passphrase(
+                a.key_passphrase_file.as_deref(),
+                "the new log key",
+                true,
+            )?;
+            crate::keys::write_encrypted_key_file(
+                &next_path,
+                &k,
+                &pass,
+                crate::keys::KDF_ITERATIONS,
+            )?;
             k
         }
     };

@@ -37,8 +37,9 @@ pub struct ServeOptions {
     /// Checkpoint origin (log name) used when the log key is first created.
     pub origin: Option<String>,
     pub ledger: LedgerOptions,
-    /// Passphrase of `log.key` and `admin.key` (read from `--key-passphrase-file`). Without it
-    /// new keys are written unencrypted, with a warning (deprecated; see SECURITY.md).
+    /// Passphrase of `log.key` and `admin.key`. `serve` always gives one when it creates keys
+    /// ([`serve_key_passphrase`]); without it (the in-process test servers) new keys are written
+    /// unencrypted, with a warning.
     pub key_passphrase: Option<Passphrase>,
     /// PBKDF2 iterations for keys this start creates ([`crate::keys::KDF_ITERATIONS`]).
     pub kdf_iterations: u32,
@@ -196,6 +197,60 @@ pub(crate) fn write_server_key(
         }
     }
     Ok(())
+}
+
+/// The passphrase of the server's own keys (`log.key`, `admin.key`) for `serve`: from
+/// `--key-passphrase-file` (`file`), else `CELLTRAIL_PASSPHRASE_FILE` / `_FD` like every other
+/// command, else asked on the terminal (twice when the keys are new). `None` only when every
+/// key already exists unencrypted: old plaintext keys still load, with a warning, for one
+/// release. New keys are never written unencrypted by `serve`.
+pub fn serve_key_passphrase(
+    opts: &ServeOptions,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<Passphrase>> {
+    let dir = DataDir::new(&opts.data_dir);
+    let log = dir.log_key();
+    let creating = !log.exists() || (opts.trust_anchors.is_none() && !dir.trust_anchors().exists());
+    let encrypted = |p: &Path| p.exists() && KeyFile::load(p).is_ok_and(|k| k.is_encrypted());
+    if file.is_none() && !creating && !encrypted(&log) {
+        return Ok(None);
+    }
+    let what = "the server's log.key and admin.key";
+    Ok(Some(server_key_passphrase(file, what, creating)?))
+}
+
+/// The passphrase for server keys (`what`): `file`, else `CELLTRAIL_PASSPHRASE_FILE` / `_FD`,
+/// else the terminal (twice when `new`); an error saying what to give when none is there.
+pub fn server_key_passphrase(
+    file: Option<&Path>,
+    what: &str,
+    new: bool,
+) -> anyhow::Result<Passphrase> {
+    use std::io::IsTerminal;
+    if let Some(p) = file {
+        return read_key_passphrase_file(p);
+    }
+    let automated = [
+        crate::keys::PASSPHRASE_FILE_ENV,
+        crate::keys::PASSPHRASE_FD_ENV,
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !automated && !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "{what} {} encrypted and their passphrase is needed: give --key-passphrase-file FILE \
+             (or CELLTRAIL_KEY_PASSPHRASE_FILE) naming a file whose first line is the passphrase \
+             (mode 0600, outside the data directory; see SECURITY.md), or run on a terminal to \
+             type it",
+            if new { "are written" } else { "are" }
+        );
+    }
+    let source = crate::keys::PassphraseSource::SIGNER;
+    Ok(if new {
+        crate::keys::new_passphrase(&source, what)?
+    } else {
+        source.get(&format!("Passphrase of {what}: "))?
+    })
 }
 
 /// Reads the server's key passphrase file, warning when others may read it.

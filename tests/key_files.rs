@@ -284,19 +284,55 @@ async fn server_keys_are_encrypted_under_the_passphrase_file() {
     assert!(!p.stderr().contains("WARNING"), "{}", p.stderr());
 }
 
+/// Issue 14 point 1: `serve` never writes its own keys unencrypted. Without any passphrase
+/// (no --key-passphrase-file, no CELLTRAIL_PASSPHRASE_FILE/_FD, no terminal) it refuses to
+/// start and creates nothing; with the automation passphrase file it encrypts log.key and
+/// admin.key under it; an old data directory with plaintext keys still starts, loudly warned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_without_passphrase_file_warns_that_its_keys_are_plaintext() {
+async fn serve_writes_its_keys_encrypted_and_loads_old_plaintext_ones_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let p = realproc::Proc::start(&data, &[]).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env_remove("CELLTRAIL_PASSPHRASE_FD")
+        .env_remove("CELLTRAIL_KEY_PASSPHRASE_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--key-passphrase-file") && err.contains("encrypted"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing created without a passphrase");
+
+    // The harness hands serve its passphrase as automation does (CELLTRAIL_PASSPHRASE_FILE).
+    let p = realproc::Serve::new().data_dir(&data).start();
+    let pass = std::fs::read_to_string(dir.path().join("passphrase")).unwrap();
+    for f in ["log.key", "admin.key"] {
+        let kf = KeyFile::load(&data.join(f)).unwrap();
+        assert!(kf.is_encrypted(), "{f} must be encrypted");
+        kf.open(&Passphrase::new(pass.trim_end())).unwrap();
+    }
+    assert!(!p.stderr().contains("UNENCRYPTED"), "{}", p.stderr());
+    drop(p);
+
+    // An old data directory whose keys are plaintext starts, with a loud warning.
+    let old = dir.path().join("old");
+    drop(celltrail::server::open(&ServeOptions::new(&old)).unwrap());
+    assert!(!KeyFile::load(&old.join("log.key")).unwrap().is_encrypted());
+    let p = realproc::Serve::new().data_dir(&old).start();
     let mut err = String::new();
     for _ in 0..100 {
         err = p.stderr();
-        if err.contains("admin.key") {
+        if err.contains("UNENCRYPTED") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(err.contains("UNENCRYPTED"), "{err}");
-    assert!(err.contains("--key-passphrase-file"), "{err}");
+    assert!(err.contains("celltrail key encrypt"), "{err}");
 }

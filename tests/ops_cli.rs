@@ -37,7 +37,7 @@ async fn json_logs_one_line_per_append_with_kind_result_and_code_and_no_phi() {
         ],
         &[],
     );
-    let admin = celltrail::keys::read_key_file(&data.join("admin.key")).unwrap();
+    let admin = realproc::admin_key(&data);
     let mut c = client::connect(&server.addr).await.unwrap();
     let nurse = signer("nurse.log");
     register(&mut c, &admin, &nurse, "apheresis_nurse", "HOSP-A").await;
@@ -163,7 +163,7 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
         ],
         &[],
     );
-    let admin = celltrail::keys::read_key_file(&data.join("admin.key")).unwrap();
+    let admin = realproc::admin_key(&data);
     let mut c = client::connect(&server.addr).await.unwrap();
     register(
         &mut c,
@@ -210,6 +210,10 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
             data.join("log.key").to_str().unwrap(),
         ])
         .env_remove("CELLTRAIL_DATA_DIR")
+        .env(
+            "CELLTRAIL_PASSPHRASE_FILE",
+            realproc::server_passphrase_file(&data),
+        )
         .output()
         .unwrap();
     assert!(

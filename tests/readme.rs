@@ -104,9 +104,11 @@ fn readme_quick_start_and_station_blocks_run_as_written() {
     // `./target/release/celltrail` of the README is the binary under test.
     std::fs::create_dir_all(cwd.join("target/release")).unwrap();
     std::os::unix::fs::symlink(realproc::BIN, cwd.join("target/release/celltrail")).unwrap();
-    // `cargo run --release -- serve`: zero configuration, in the same directory.
-    let server = realproc::Serve::new().cwd(cwd).start();
+    // `cargo run --release -- serve`: zero configuration, in the same directory; the passphrase
+    // its admin.key is encrypted under is the one the quick start's commands are given (the
+    // harness hands `serve` the same file, as the user types it at the terminal).
     std::fs::write(cwd.join("passphrase"), "readme demo passphrase\n").unwrap();
+    let server = realproc::Serve::new().cwd(cwd).start();
 
     let (code, out) = bash(cwd, &server.addr, &format!("set -eu\n{quick}"));
     assert_eq!(code, 0, "the quick start failed:\n{out}");

@@ -175,9 +175,14 @@ async fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
         .expect("station again");
 }
 
+/// The real binary; `key register --admin-key` opens the server's admin key with the
+/// harness's passphrase (the one `serve` encrypted it under).
 fn cli(args: &[&str]) -> std::process::Output {
+    let pass = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pass.path(), format!("{}\n", realproc::PASSPHRASE)).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_celltrail"))
         .args(args)
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass.path())
         .output()
         .expect("run celltrail")
 }

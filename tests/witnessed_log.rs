@@ -104,9 +104,14 @@ async fn wait_cosigned(p: &Proc, keys: &[CosignerVerifier], n: usize) -> (u64, S
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
+    run_env(&[], args)
+}
+
+fn run_env(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin())
         .args(args)
         .env("CELLTRAIL_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -665,20 +670,26 @@ async fn a_log_key_rotation_links_old_and_new_log_and_verify_follows_the_link() 
     assert!(!log_dir.join("log.key.next").exists());
 
     // 2. Rotate: new key and origin, linked to the cosigned final checkpoint.
-    let (ok, out, err) = run(&[
-        "log",
-        "rotate",
-        "--data-dir",
-        &dir,
-        "--final",
-        final_note.to_str().unwrap(),
-        "--new-origin",
-        "mfr.example/log-2036",
-        "--witness",
-        &w1_vkey,
-        "--witness",
-        &w2_vkey,
-    ]);
+    // The admin key `serve` wrote, and the new log key, are encrypted under the harness's
+    // passphrase: rotate opens and writes them with it, as automation would.
+    let pass = realproc::server_passphrase_file(&log_dir);
+    let (ok, out, err) = run_env(
+        &[("CELLTRAIL_PASSPHRASE_FILE", pass.to_str().unwrap())],
+        &[
+            "log",
+            "rotate",
+            "--data-dir",
+            &dir,
+            "--final",
+            final_note.to_str().unwrap(),
+            "--new-origin",
+            "mfr.example/log-2036",
+            "--witness",
+            &w1_vkey,
+            "--witness",
+            &w2_vkey,
+        ],
+    );
     assert!(ok, "{out}{err}");
     assert!(
         out.contains(&format!("linked: entry {size_before}")),

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_celltrail");
 
+/// The passphrase of every key the harness's processes write, `serve`'s own keys included.
+pub const PASSPHRASE: &str = "cli test passphrase";
+
 /// How long a process may take to print its serving banner.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,7 +38,7 @@ pub fn command(cwd: &Path) -> Command {
     }
     let pass = cwd.join("passphrase");
     if !pass.exists() {
-        std::fs::write(&pass, "cli test passphrase\n").unwrap();
+        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
     }
     c.env("CELLTRAIL_PASSPHRASE_FILE", &pass);
     c
@@ -380,11 +383,27 @@ impl Drop for Proc {
 
 /// The server's first admin key. The server binds its port before it opens the data directory,
 /// so the key may appear (and be written) a moment after the port answers: wait for it.
+/// A file whose first line is [`PASSPHRASE`], under which `serve` encrypted `data_dir`'s
+/// log.key and admin.key (the harness's passphrase file beside the data directory; written if
+/// missing).
+pub fn server_passphrase_file(data_dir: &Path) -> PathBuf {
+    let p = data_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("passphrase");
+    if !p.exists() {
+        std::fs::write(&p, format!("{PASSPHRASE}\n")).unwrap();
+    }
+    p
+}
+
 pub fn admin_key(data_dir: &Path) -> NoteSigner {
     let path = data_dir.join("admin.key");
     let deadline = Instant::now() + Duration::from_secs(20);
+    let source =
+        celltrail::keys::PassphraseSource::Given(celltrail::keys::Passphrase::new(PASSPHRASE));
     loop {
-        match celltrail::keys::read_key_file(&path) {
+        match celltrail::keys::read_key_file_with(&path, &source) {
             Ok(k) => return k,
             Err(e) if Instant::now() > deadline => panic!("admin key: {e:?}"),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
