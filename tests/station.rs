@@ -1043,3 +1043,127 @@ async fn offline_near_miss_is_queued_replayed_and_verified() {
     assert!(report.contains("identity_check_failed"), "{report}");
     assert!(report.contains("NEAR MISS at received"), "{report}");
 }
+
+/// Waits for `want` in the terminal, then types `send` (and Enter) if given.
+fn pty_step(
+    p: &mut rexpect::session::PtySession,
+    seen: &mut String,
+    want: &str,
+    send: Option<&str>,
+) {
+    *seen += &p
+        .exp_string(want)
+        .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+    *seen += want;
+    if let Some(line) = send {
+        p.send_line(line).unwrap();
+    }
+}
+
+/// Issue 14 point 4 through a terminal: a nurse at an interactive station scans the wristband
+/// and an infused bag; the big word is the reason (INFUSED), never MATCH, before any question,
+/// and nothing is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_bedside_check_of_an_infused_bag_shows_the_reason_not_match() {
+    let w = dispensed_chain().await;
+    let (wrist, _) = coi("PAT500");
+    expect(&bedside(&w, &wrist, &w.product_bag.0).await, 0, "ACCEPTED");
+    infuse(&w).await;
+    let mut c = w.server.client().await;
+    let before = snapshot(&mut c).await;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(w.server.addr.to_string())
+        .arg("--queue")
+        .arg(&w.queue)
+        .arg("--key")
+        .arg(&w.nurse1)
+        .arg("--site")
+        .arg("CLINIC-1")
+        .env(
+            "CELLTRAIL_PASSPHRASE_FILE",
+            pass_path(std::path::Path::new(&w.nurse1)),
+        )
+        .env("CELLTRAIL_LOG", "warn");
+    let bag = w.product_bag.0.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        pty_step(&mut p, &mut seen, "scan >", Some(&wrist));
+        pty_step(&mut p, &mut seen, "scan >", Some(&bag));
+        pty_step(&mut p, &mut seen, "scan >", Some(""));
+        pty_step(&mut p, &mut seen, "event >", Some("bedside_check"));
+        pty_step(&mut p, &mut seen, "INFUSED", None);
+        pty_step(&mut p, &mut seen, "the chain ended with Infused", None);
+        pty_step(&mut p, &mut seen, "NOTHING WAS SIGNED", None);
+        pty_step(&mut p, &mut seen, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    let after_choice = &seen[seen.find("event >").unwrap()..];
+    assert!(!after_choice.contains("MATCH"), "never MATCH:\n{seen}");
+    assert!(!after_choice.contains("SUMMARY"), "{seen}");
+    assert_eq!(snapshot(&mut c).await, before, "nothing appended");
+}
+
+/// Issue 14 point 4 through a terminal: the allowed range is shown next to the temperature
+/// questions at a receipt, and readings outside it are flagged on the SUMMARY before anyone
+/// signs ("THIS WILL OPEN A HOLD"); CANCEL there signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_receipt_flags_readings_that_will_open_a_hold_before_signing() {
+    let s = shipped_to_mfg(640).await;
+    let mut c = s.server.client().await;
+    let before = snapshot(&mut c).await;
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(s.server.addr.to_string())
+        .arg("--queue")
+        .arg(s.dir.path().join("mfg-station"))
+        .arg("--key")
+        .arg(&s.mfg_key)
+        .arg("--site")
+        .arg("MFG-1")
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&s.mfg_key))
+        .env("CELLTRAIL_LOG", "warn");
+    let bag = s.bag.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        pty_step(&mut p, &mut seen, "scan >", Some(&bag));
+        pty_step(&mut p, &mut seen, "scan >", Some(SHIPPER));
+        pty_step(&mut p, &mut seen, "scan >", Some(""));
+        pty_step(&mut p, &mut seen, "event >", Some("received"));
+        pty_step(&mut p, &mut seen, "Seal intact? (yes/no) >", Some("yes"));
+        pty_step(&mut p, &mut seen, "Lowest logger temperature", None);
+        pty_step(&mut p, &mut seen, "[allowed 2.0 to 8.0 ", None);
+        pty_step(&mut p, &mut seen, "] >", Some("3.5"));
+        pty_step(&mut p, &mut seen, "Highest logger temperature", None);
+        pty_step(&mut p, &mut seen, "[allowed 2.0 to 8.0 ", None);
+        pty_step(&mut p, &mut seen, "] >", Some("12.4"));
+        pty_step(
+            &mut p,
+            &mut seen,
+            "Minutes out of controlled storage",
+            Some("10"),
+        );
+        pty_step(&mut p, &mut seen, "Comment (Enter for none) >", Some(""));
+        pty_step(&mut p, &mut seen, "SUMMARY", None);
+        pty_step(&mut p, &mut seen, "THIS WILL OPEN A HOLD", None);
+        pty_step(
+            &mut p,
+            &mut seen,
+            "type YES to sign (PERFORMED) >",
+            Some("CANCEL"),
+        );
+        pty_step(&mut p, &mut seen, "nothing was signed", None);
+        pty_step(&mut p, &mut seen, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&mut c).await, before, "nothing was signed");
+}
