@@ -60,6 +60,10 @@ pub enum Command {
     /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Activate a custody policy table: an admin-signed record on the keys chain; every later
+    /// entry is judged under it (docs/policy.md, "Tables in the log").
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Append one signed custody event to a bag's chain.
     #[command(after_help = crate::event_fields::help_text())]
     Event(EventArgs),
@@ -240,6 +244,60 @@ pub enum KeyCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Record FILE (a policy table, TOML) as the table in force from the next log entry on.
+    Activate {
+        #[command(flatten)]
+        server: crate::client::ServerArg,
+        /// Admin key file (from the trust-anchor file).
+        #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
+        admin_key: PathBuf,
+        /// The policy table (TOML, docs/policy.md); checked here and by the server.
+        file: PathBuf,
+    },
+}
+
+async fn policy(p: PolicyCommand) -> anyhow::Result<()> {
+    let PolicyCommand::Activate {
+        server,
+        admin_key,
+        file,
+    } = p;
+    let toml = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::str::from_utf8(&toml).with_context(|| format!("{} is not UTF-8", file.display()))?;
+    let loaded = crate::policy::Policy::from_toml(text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let detail = crate::pb::PolicyActivated {
+        table_sha256: loaded.sha256().to_vec(),
+        name: loaded.name().to_string(),
+        table_toml: toml.clone(),
+    };
+    let admin = read_key_file(&admin_key)?;
+    let servers = server.servers()?;
+    let draft = Draft {
+        chain_id: KEYS_CHAIN.into(),
+        seq: 0,
+        prev_hash: vec![],
+        occurred_at: crate::time::now_nanos(),
+        site: String::new(),
+        comment: String::new(),
+        detail: Detail::PolicyActivated(detail),
+    };
+    let r = servers
+        .append_draft(draft, &[(&admin, SignatureMeaning::Performed)])
+        .await?;
+    println!(
+        "policy table {} (sha256 {}) is in force after log index {} (keys chain seq {})",
+        loaded.name(),
+        hex::encode(loaded.sha256()),
+        r.index,
+        r.seq
+    );
+    Ok(())
+}
+
 #[derive(Args, Debug)]
 pub struct EventArgs {
     #[command(flatten)]
@@ -290,6 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(a) => crate::station::run(a).await,
         Command::Queue(c) => crate::station::run_queue_command(c),
         Command::Key(k) => key(k).await,
+        Command::Policy(p) => policy(p).await,
         Command::Event(a) => event(a).await,
         Command::Chain(a) => chain(a).await,
         Command::Export(a) => crate::bundle::cmd::export(a).await,

@@ -120,6 +120,7 @@ pub fn kind_name(d: &Detail) -> &'static str {
         Detail::KeyRegistered(_) => "key_registered",
         Detail::KeyRevoked(_) => "key_revoked",
         Detail::LogLink(_) => "log_link",
+        Detail::PolicyActivated(_) => "policy_activated",
         Detail::Enrolled(_) => "enrolled",
         Detail::Collected(_) => "collected",
         Detail::Packed(_) => "packed",

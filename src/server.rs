@@ -149,6 +149,23 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let log_verifier = log_key.verifier();
     let log_signer = log_key.clone();
     let ledger = Ledger::start(store, &admins, log_key, policy.clone(), opts.ledger.clone())?;
+    let book = ledger.policy_book();
+    if let Some(path) = &opts.policy {
+        let current = book.current();
+        if current.activated_at.is_some() {
+            eprintln!(
+                "WARNING: --policy {} is not used for new entries: the log's table {} is in force; activate another with `celltrail policy activate FILE`",
+                path.display(),
+                current.describe()
+            );
+        } else if policy.sha256() != Policy::default_autologous_car_t().sha256() {
+            eprintln!(
+                "WARNING: --policy {} is not a log record: a bundle cannot show that entries were judged under it; record it with `celltrail policy activate {}` (docs/policy.md, \"Tables in the log\")",
+                path.display(),
+                path.display()
+            );
+        }
+    }
     Ok(Opened {
         ledger,
         log_verifier,

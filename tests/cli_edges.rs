@@ -383,3 +383,52 @@ fn with_json_logs_the_startup_banner_is_json_too() {
         serde_json::from_str::<serde_json::Value>(l).unwrap();
     }
 }
+
+/// `celltrail policy activate FILE` records the table (issue 13 point 10) and says where it is
+/// in force; a table that does not load is refused before anything is sent.
+#[test]
+fn policy_activate_records_the_table_and_refuses_one_that_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let server = realproc::Serve::new().cwd(cwd).start();
+    let addr = server.addr.clone();
+    let table = celltrail::policy::DEFAULT_TABLE_TOML
+        .replace("name = \"autologous-car-t\"", "name = \"site-b\"");
+    std::fs::write(cwd.join("site-b.toml"), &table).unwrap();
+    std::fs::write(cwd.join("broken.toml"), "name = \"broken\"\n").unwrap();
+    let args = |file: &'static str| -> Vec<String> {
+        [
+            "policy",
+            "activate",
+            "--server",
+            &addr,
+            "--admin-key",
+            "celltrail-data/admin.key",
+            file,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let broken = args("broken.toml");
+    let (ok, out) = run(
+        cwd,
+        &broken.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(!ok && out.contains("broken.toml: policy table"), "{out}");
+    let site_b = args("site-b.toml");
+    let (ok, out) = run(
+        cwd,
+        &site_b.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(ok, "{out}");
+    let sha = hex::encode(celltrail::policy::book::table_sha256(table.as_bytes()));
+    assert!(
+        out.contains(&format!(
+            "policy table site-b (sha256 {sha}) is in force after log index 0"
+        )),
+        "{out}"
+    );
+    server.stop();
+}

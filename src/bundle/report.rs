@@ -41,6 +41,22 @@ pub fn text(r: &Report, what: &str) -> String {
         }
     }
     let _ = writeln!(s, "policy:     {}", r.policy);
+    for p in &r.policies {
+        let _ = writeln!(
+            s,
+            "  table {} sha256:{} {}: judged {} entries",
+            p.name,
+            p.sha256,
+            match p.activated_at_index {
+                Some(i) => format!("activated at log index {i}"),
+                None => "(base table, before any activation)".to_string(),
+            },
+            p.entries
+        );
+    }
+    if let Some(o) = &r.policy_override {
+        let _ = writeln!(s, "  WARNING policy OVERRIDE: {o}");
+    }
     let mut chain = "";
     for row in &r.timeline {
         if row.chain != chain {

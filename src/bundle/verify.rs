@@ -13,7 +13,7 @@ use crate::loglink::{key_sequence, Link, LOG_CHAIN};
 use crate::merkle::{self, Hash};
 use crate::note::{open_note, Checkpoint, NoteVerifier};
 use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
-use crate::policy::{ChainState, Context, Policy, Signer};
+use crate::policy::{ChainState, Context, Policy, PolicyBook, Signer};
 use crate::registry::{KeyError, KeyRecord, Registry, KEYS_CHAIN};
 use crate::rules::{check_link, check_shape, Head};
 use prost::Message;
@@ -83,6 +83,9 @@ pub struct TimelineRow {
     pub detail: String,
     /// Custody state after the event.
     pub state: String,
+    /// The policy table that judged the event: name and SHA-256 of its TOML.
+    #[serde(default)]
+    pub policy: String,
     pub event_hash: String,
     pub signers: Vec<SignerRow>,
     /// The verified event itself, for the batch record (`bundle::record`); not in `verify --json`.
@@ -107,6 +110,16 @@ pub struct CheckpointInfo {
     pub root: String,
 }
 
+/// One policy table and the custody entries it judged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyUse {
+    pub name: String,
+    pub sha256: String,
+    /// Log index of its `PolicyActivated` event; `None` for the base table.
+    pub activated_at_index: Option<u64>,
+    pub entries: usize,
+}
+
 /// Everything `verify` found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -127,6 +140,13 @@ pub struct Report {
     pub entries_verified: usize,
     pub inclusion_proofs: usize,
     pub policy: String,
+    /// Every policy table the entries were judged under (the base table, then each one
+    /// activated on the keys chain), with how many custody entries each judged.
+    #[serde(default)]
+    pub policies: Vec<PolicyUse>,
+    /// Set when the auditor replaced the recorded tables with `--policy FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_override: Option<String>,
     pub timeline: Vec<TimelineRow>,
     /// Chains whose end the log's signed head statement proves (nothing follows the last
     /// entry in the checkpoint's tree), and those a bundle without statements leaves open.
@@ -179,6 +199,8 @@ impl Report {
             entries_verified: 0,
             inclusion_proofs: 0,
             policy: policy.name().to_string(),
+            policies: Vec::new(),
+            policy_override: None,
             timeline: Vec::new(),
             chain_ends_proven: Vec::new(),
             chain_ends_unproven: Vec::new(),
@@ -244,9 +266,10 @@ pub struct Item {
 /// each key's successive records (registered, revoked) with the index of the event that made
 /// each. (A snapshot of the whole registry per key event cost n²/2 records: a forged registry
 /// of a few MB took gigabytes.)
-#[derive(Default)]
 struct Registries {
     history: HashMap<String, Vec<(u64, KeyRecord)>>,
+    /// The policy tables recorded on the keys chain, each in force after its index.
+    book: PolicyBook,
 }
 
 impl Registries {
@@ -286,7 +309,37 @@ pub(super) struct Ctx<'a> {
     pub(super) keep_events: bool,
 }
 
+/// SHA-256 of the built-in table: an auditor's `--policy` with other bytes is an override.
+fn builtin_sha256() -> [u8; 32] {
+    static H: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *H.get_or_init(|| {
+        crate::policy::book::table_sha256(crate::policy::DEFAULT_TABLE_TOML.as_bytes())
+    })
+}
+
 impl Ctx<'_> {
+    /// Whether the auditor replaced the recorded tables (`verify --policy FILE`).
+    fn overriding(&self) -> bool {
+        self.policy.sha256() != builtin_sha256()
+    }
+
+    /// The table that judges the entry at `index`: the recorded one, or the override.
+    fn table<'b>(&'b self, book: &'b PolicyBook, index: u64) -> (&'b Policy, String) {
+        if self.overriding() {
+            (
+                self.policy,
+                format!(
+                    "{} sha256:{} (--policy override)",
+                    self.policy.name(),
+                    hex::encode(&self.policy.sha256()[..6])
+                ),
+            )
+        } else {
+            let t = book.at(index);
+            (&t.policy, t.describe())
+        }
+    }
+
     /// Checks the entry's inclusion proof, if it has one. Run after the signature and rule
     /// checks so that a tampered entry is reported by its most specific cause.
     fn prove(
@@ -375,20 +428,25 @@ impl Ctx<'_> {
         admins: &[NoteVerifier],
         report: &mut Report,
     ) -> (Registries, Option<Failure>) {
-        let mut regs = Registries::default();
+        let mut regs = Registries {
+            history: HashMap::new(),
+            book: PolicyBook::new(Policy::default_autologous_car_t()),
+        };
         let mut live = Registry::new(admins);
         let mut head: Option<Head> = None;
         for item in items {
-            match self.key_event(item, head.as_ref(), &mut live, report) {
+            match self.key_event(item, head.as_ref(), &mut live, &mut regs.book, report) {
                 Ok((h, key_id)) => {
                     head = Some(h);
-                    let rec = live
-                        .get(&key_id)
-                        .expect("the event just registered or revoked it");
-                    regs.history
-                        .entry(key_id)
-                        .or_default()
-                        .push((item.index, rec.clone()));
+                    if let Some(key_id) = key_id {
+                        let rec = live
+                            .get(&key_id)
+                            .expect("the event just registered or revoked it");
+                        regs.history
+                            .entry(key_id)
+                            .or_default()
+                            .push((item.index, rec.clone()));
+                    }
                     report.registry_entries += 1;
                     report.entries_verified += 1;
                 }
@@ -405,8 +463,9 @@ impl Ctx<'_> {
         item: &Item,
         head: Option<&Head>,
         reg: &mut Registry,
+        book: &mut PolicyBook,
         report: &mut Report,
-    ) -> Result<(Head, String), Failure> {
+    ) -> Result<(Head, Option<String>), Failure> {
         let d = self.common(item, KEYS_CHAIN, head)?;
         let at = |reason: String| Failure {
             index: Some(item.index),
@@ -426,18 +485,23 @@ impl Ctx<'_> {
         if let (Some(Detail::KeyRegistered(r)), true) =
             (&d.body.detail, d.entry.format_version >= 1)
         {
-            self.policy
+            self.table(book, item.index)
+                .0
                 .check_registration(r)
                 .map_err(|v| at(format!("invalid key registration: {v}")))?;
         }
         let key_id = match &d.body.detail {
-            Some(Detail::KeyRegistered(r)) => reg.register(r).map(|()| r.key_id.clone()),
-            Some(Detail::KeyRevoked(r)) => reg.revoke(r).map(|()| r.key_id.clone()),
-            _ => {
-                return Err(at(
-                    "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
-                ))
+            Some(Detail::KeyRegistered(r)) => reg.register(r).map(|()| Some(r.key_id.clone())),
+            Some(Detail::KeyRevoked(r)) => reg.revoke(r).map(|()| Some(r.key_id.clone())),
+            Some(Detail::PolicyActivated(pa)) => {
+                book.activate(item.index, pa)
+                    .map_err(|e| at(format!("policy table not activated: {e}")))?;
+                Ok(None)
             }
+            _ => return Err(at(
+                "the keys chain holds only KeyRegistered, KeyRevoked and PolicyActivated events"
+                    .into(),
+            )),
         }
         .map_err(|e| at(e.to_string()))?;
         self.prove(item, KEYS_CHAIN, d.body.seq, report)?;
@@ -532,10 +596,10 @@ impl Ctx<'_> {
             format: d.entry.format_version,
             accepted_at_unix_nanos: d.entry.accepted_at_unix_nanos,
         };
-        let next = self
-            .policy
+        let (policy, policy_text) = self.table(&regs.book, item.index);
+        let next = policy
             .apply(state, &d.body, &signers, &ctx)
-            .map_err(|v| at(format!("custody policy: {v}")))?;
+            .map_err(|v| at(format!("custody policy: {v} [table {policy_text}]")))?;
         self.prove(item, chain, d.body.seq, report)?;
         let row = TimelineRow {
             index: item.index,
@@ -552,6 +616,7 @@ impl Ctx<'_> {
                 .to_string(),
             detail: d.body.detail.as_ref().map(summary).unwrap_or_default(),
             state: next.state_name().to_string(),
+            policy: policy_text,
             event_hash: d.hash.to_hex(),
             signers: rows,
             verified: self.keep_events.then(|| {
@@ -639,6 +704,36 @@ pub(super) fn replay(
     let mut failures = Vec::new();
     let (regs, f) = ctx.registry(registry, admins, report);
     failures.extend(f);
+    if ctx.overriding() {
+        report.policy_override = Some(format!(
+            "--policy {} sha256:{} replaced the tables recorded in the log for every entry",
+            ctx.policy.name(),
+            hex::encode(ctx.policy.sha256())
+        ));
+    } else {
+        let tables = regs.book.tables();
+        report.policies = tables
+            .iter()
+            .map(|t| PolicyUse {
+                name: t.name.clone(),
+                sha256: hex::encode(t.sha256),
+                activated_at_index: t.activated_at,
+                entries: chains
+                    .iter()
+                    .filter(|(id, _)| id != KEYS_CHAIN)
+                    .flat_map(|(_, items)| items)
+                    .filter(|i| regs.book.at(i.index).activated_at == t.activated_at)
+                    .count(),
+            })
+            .collect();
+        report.policy = regs
+            .book
+            .tables()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
     for (id, items) in chains {
         if id == KEYS_CHAIN {
             failures.push(top(format!(

@@ -61,7 +61,7 @@ impl Writer {
 
         // Registry or custody rules.
         let (state_name, state, holds_opened) =
-            self.apply_rules(&body, head.as_ref(), &signers, ov, now)?;
+            self.apply_rules(&body, head.as_ref(), &signers, ov, now, index)?;
 
         // One bag, one chain: a DIN or product bag id another chain names is refused.
         self.check_bags_free(&body, ov)?;
@@ -190,11 +190,28 @@ impl Writer {
         signers: &[Signer],
         ov: &mut Overlay,
         now: i64,
+        index: u64,
     ) -> Result<(String, Option<ChainState>, Vec<String>), LedgerError> {
+        let policy = ov
+            .book
+            .as_ref()
+            .unwrap_or(&self.book)
+            .current()
+            .policy
+            .clone();
         if body.chain_id == KEYS_CHAIN {
+            if let Some(Detail::PolicyActivated(pa)) = &body.detail {
+                let mut book = ov.book.take().unwrap_or_else(|| self.book.clone());
+                let applied = book.activate(index, pa);
+                ov.book = Some(book);
+                applied.map_err(|e| {
+                    RegistryError::Invalid(format!("policy table not activated: {e}"))
+                })?;
+                return Ok(("KeyRegistry".to_string(), None, Vec::new()));
+            }
             let mut reg = ov.registry.take().unwrap_or_else(|| self.registry.clone());
             if let Some(Detail::KeyRegistered(r)) = &body.detail {
-                if let Err(v) = self.policy.check_registration(r) {
+                if let Err(v) = policy.check_registration(r) {
                     ov.registry = Some(reg);
                     return Err(LedgerError::Invalid(v));
                 }
@@ -203,7 +220,7 @@ impl Writer {
                 Some(Detail::KeyRegistered(r)) => reg.register(r),
                 Some(Detail::KeyRevoked(r)) => reg.revoke(r),
                 _ => Err(RegistryError::Invalid(
-                    "the keys chain holds only KeyRegistered and KeyRevoked events".into(),
+                    "the keys chain holds only KeyRegistered, KeyRevoked and PolicyActivated events".into(),
                 )),
             };
             ov.registry = Some(reg);
@@ -221,7 +238,9 @@ impl Writer {
         }
         if matches!(
             body.detail,
-            Some(Detail::KeyRegistered(_)) | Some(Detail::KeyRevoked(_))
+            Some(Detail::KeyRegistered(_))
+                | Some(Detail::KeyRevoked(_))
+                | Some(Detail::PolicyActivated(_))
         ) {
             return Err(malformed(format!(
                 "key registry events belong on the {KEYS_CHAIN} chain, not on chain {}",
@@ -238,7 +257,7 @@ impl Writer {
             None => None,
         };
         let ctx = Context::current(now);
-        let next = self.policy.apply(prior, body, signers, &ctx).map_err(|v| {
+        let next = policy.apply(prior, body, signers, &ctx).map_err(|v| {
             // A signer the table does not allow for this event (role, site, or a signature
             // it does not take) is PERMISSION_DENIED (docs/design.md §6); a missing field or bad code
             // is INVALID_ARGUMENT; everything else is a custody precondition.
@@ -323,13 +342,11 @@ impl Writer {
     /// The policy state of a committed chain, replayed from its entries (heads on disk carry
     /// only seq, hash and state name).
     fn rebuild_state(&self, chain_id: &str) -> Result<ChainState, LedgerError> {
-        replay_state(self.store.as_ref(), &self.registry, &self.policy, chain_id)?.ok_or_else(
-            || {
-                LedgerError::Storage(format!(
+        replay_state(self.store.as_ref(), &self.registry, &self.book, chain_id)?.ok_or_else(|| {
+            LedgerError::Storage(format!(
                 "cannot rebuild the custody state of chain {chain_id}: the chain has no entries"
             ))
-            },
-        )
+        })
     }
 
     /// The signature verdict computed in `prepare_group`, or a verification now for a key that
@@ -359,7 +376,7 @@ impl Writer {
 pub(crate) fn replay_state(
     store: &dyn crate::storage::Storage,
     registry: &crate::registry::Registry,
-    policy: &crate::policy::Policy,
+    book: &crate::policy::PolicyBook,
     chain_id: &str,
 ) -> Result<Option<ChainState>, LedgerError> {
     let broken = |why: String| {
@@ -391,7 +408,8 @@ pub(crate) fn replay_state(
             signers.push(signer_of(rec, sig));
         }
         state = Some(
-            policy
+            book.at(index)
+                .policy
                 .apply(state.as_ref(), &body, &signers, &ctx)
                 .map_err(|v| {
                     broken(format!(

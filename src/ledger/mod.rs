@@ -17,7 +17,7 @@ mod writer;
 use crate::crypto::{EventHash, SigError};
 use crate::note::NoteSigner;
 use crate::pb::{event_body::Detail, EventBody, LogEntry, Receipt, SignedEvent};
-use crate::policy::{Policy, Violation};
+use crate::policy::{Policy, PolicyBook, Violation};
 use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
 use crate::rules::{Head, RuleError};
 use crate::storage::{Storage, StorageError};
@@ -127,8 +127,9 @@ pub struct Ledger {
     log_key: NoteSigner,
     tx: mpsc::Sender<Msg>,
     capacity: usize,
-    /// For the read side's questions about a chain (the Station service).
-    policy: Policy,
+    /// The policy tables (base and activated), for the read side's questions about a chain
+    /// (the Station service); the writer replaces it after a group that activated a table.
+    book: Arc<RwLock<PolicyBook>>,
     registry: Arc<RwLock<Registry>>,
     /// The verifier and writer threads, joined in that order on shutdown.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -145,13 +146,14 @@ impl Ledger {
         options: LedgerOptions,
     ) -> Result<Arc<Ledger>, LedgerError> {
         let registry = replay_registry(store.as_ref(), admins)?;
+        let book = replay_policies(store.as_ref(), PolicyBook::new(policy))?;
+        let shared_book = Arc::new(RwLock::new(book.clone()));
         let tree_size = store.tree_size()?;
         let rotation = writer::Rotation::of_store(store.as_ref(), &log_key.name)?;
         let statement_key = log_key.clone();
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let shared_registry = Arc::new(RwLock::new(registry.clone()));
         let read_registry = shared_registry.clone();
-        let read_policy = policy.clone();
         let mut verifier = Verifier {
             registry: shared_registry.clone(),
             max_group: options.max_group.max(1),
@@ -166,7 +168,8 @@ impl Ledger {
             store: store.clone(),
             registry,
             shared_registry,
-            policy,
+            book,
+            shared_book: shared_book.clone(),
             log_key,
             tree_size,
             last_accepted: 0,
@@ -191,7 +194,7 @@ impl Ledger {
             log_key: statement_key,
             tx,
             capacity: options.queue_capacity,
-            policy: read_policy,
+            book: shared_book,
             registry: read_registry,
             threads: Mutex::new(vec![verify_handle, write_handle]),
         }))
@@ -299,9 +302,19 @@ impl Ledger {
     }
     // --- end ops ------------------------------------------------------------------------------
 
-    /// The custody policy the writer applies.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The custody policy table in force for the next entry.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.book
+            .read()
+            .expect("policy book lock")
+            .current()
+            .policy
+            .clone()
+    }
+
+    /// Every policy table: the base, then each activated one (for reports).
+    pub fn policy_book(&self) -> PolicyBook {
+        self.book.read().expect("policy book lock").clone()
     }
 
     /// A chain's custody state, replayed from its committed entries (`None`: no entries).
@@ -314,7 +327,8 @@ impl Ledger {
             .read()
             .map_err(|_| LedgerError::Storage("the key registry lock is poisoned".into()))?
             .clone();
-        checks::replay_state(self.store.as_ref(), &registry, &self.policy, chain_id)
+        let book = self.policy_book();
+        checks::replay_state(self.store.as_ref(), &registry, &book, chain_id)
     }
 
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {
@@ -345,6 +359,7 @@ pub fn replay_registry(
         match body.detail {
             Some(Detail::KeyRegistered(r)) => reg.register(&r)?,
             Some(Detail::KeyRevoked(r)) => reg.revoke(&r)?,
+            Some(Detail::PolicyActivated(_)) => {}
             _ => {
                 return Err(LedgerError::Storage(format!(
                     "entry {index} on the keys chain is not a key event"
@@ -353,6 +368,27 @@ pub fn replay_registry(
         }
     }
     Ok(reg)
+}
+
+/// The policy tables: `base`, then each `PolicyActivated` of the `keys` chain at its index.
+pub fn replay_policies(store: &dyn Storage, base: PolicyBook) -> Result<PolicyBook, LedgerError> {
+    let mut book = base;
+    for index in store.chain_indices(KEYS_CHAIN)? {
+        let bytes = store.entry(index)?.ok_or_else(|| {
+            LedgerError::Storage(format!("entry {index} of the keys chain is missing"))
+        })?;
+        let entry = LogEntry::decode(bytes.as_slice())
+            .map_err(|e| LedgerError::Storage(format!("entry {index} does not decode: {e}")))?;
+        let body = EventBody::decode(entry.body.as_slice()).map_err(|e| {
+            LedgerError::Storage(format!("entry {index} body does not decode: {e}"))
+        })?;
+        if let Some(Detail::PolicyActivated(pa)) = body.detail {
+            book.activate(index, &pa).map_err(|e| {
+                LedgerError::Storage(format!("entry {index}: stored policy table: {e}"))
+            })?;
+        }
+    }
+    Ok(book)
 }
 
 /// Event hash of the stored entry at `index`.

@@ -8,7 +8,7 @@ use crate::crypto::EventHash;
 use crate::merkle;
 use crate::note::{Checkpoint, NoteSigner};
 use crate::pb::{EventBody, Receipt};
-use crate::policy::{ChainState, Policy};
+use crate::policy::{ChainState, PolicyBook};
 use crate::registry::Registry;
 use crate::rules::{bags_named, Head};
 use crate::storage::{Group, NewEntry, Storage};
@@ -26,7 +26,10 @@ pub(super) struct Writer {
     pub(super) registry: Registry,
     /// The registry as the verifier sees it, updated after each commit that changed it.
     pub(super) shared_registry: Arc<RwLock<Registry>>,
-    pub(super) policy: Policy,
+    /// The policy tables; the last one judges the next custody event.
+    pub(super) book: PolicyBook,
+    /// The book as the read side sees it, updated after each commit that activated a table.
+    pub(super) shared_book: Arc<RwLock<PolicyBook>>,
     pub(super) log_key: NoteSigner,
     pub(super) tree_size: u64,
     pub(super) last_accepted: i64,
@@ -113,6 +116,8 @@ pub(super) struct Overlay {
     pub(super) hashes: HashMap<EventHash, u64>,
     pub(super) nodes: HashMap<(u32, u64), [u8; 32]>,
     pub(super) registry: Option<Registry>,
+    /// The policy book with this group's activations (None: unchanged).
+    pub(super) book: Option<PolicyBook>,
     pub(super) batch: Group,
     /// The group holds the log link that makes the writer's key current.
     pub(super) linked: bool,
@@ -252,6 +257,10 @@ impl Writer {
                 if ov.linked {
                     self.rotation = Rotation::Current;
                 }
+                if let Some(book) = ov.book.take() {
+                    *self.shared_book.write().expect("policy book lock") = book.clone();
+                    self.book = book;
+                }
                 if let Some(reg) = ov.registry.take() {
                     *self.shared_registry.write().expect("registry lock") = reg.clone();
                     self.registry = reg;
@@ -311,6 +320,10 @@ impl Writer {
         };
         if self.loaded_epoch != Some(epoch) {
             let registry = super::replay_registry(self.store.as_ref(), &self.admins)?;
+            let base = (*self.book.tables()[0].policy).clone();
+            let book = super::replay_policies(self.store.as_ref(), PolicyBook::new(base))?;
+            *self.shared_book.write().expect("policy book lock") = book.clone();
+            self.book = book;
             let tree_size = self.store.tree_size()?;
             let last_accepted = match tree_size.checked_sub(1) {
                 Some(last) => match self.store.entry(last)? {

@@ -63,7 +63,10 @@ impl EventKind {
     /// reach the policy.
     pub fn of(detail: &Detail) -> Option<EventKind> {
         Some(match detail {
-            Detail::KeyRegistered(_) | Detail::KeyRevoked(_) | Detail::LogLink(_) => return None,
+            Detail::KeyRegistered(_)
+            | Detail::KeyRevoked(_)
+            | Detail::LogLink(_)
+            | Detail::PolicyActivated(_) => return None,
             Detail::Enrolled(_) => EventKind::Enrolled,
             Detail::Collected(_) => EventKind::Collected,
             Detail::Packed(_) => EventKind::Packed,

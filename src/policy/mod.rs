@@ -10,6 +10,7 @@
 //! on the event details (CoI match, QC before release, time and temperature limits) are code in
 //! `rules.rs`; the format is documented in `docs/policy.md`.
 
+pub mod book;
 pub mod codes;
 mod kind;
 mod next;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pb::{EventBody, SignatureMeaning};
 
+pub use book::PolicyBook;
 pub use kind::EventKind;
 pub use next::{NextEvent, Outlook, Refusal};
 pub use presence::{cut, cut_text};
@@ -299,6 +301,8 @@ impl Fail<'_> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     table: Table,
+    /// SHA-256 of the TOML text the table was loaded from.
+    sha256: [u8; 32],
 }
 
 impl Policy {
@@ -311,7 +315,13 @@ impl Policy {
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
         Ok(Policy {
             table: table::parse(text)?,
+            sha256: book::table_sha256(text.as_bytes()),
         })
+    }
+
+    /// SHA-256 of the TOML text the table was loaded from (its identity in reports).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
     }
 
     /// The table's `name`.

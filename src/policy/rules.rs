@@ -391,7 +391,10 @@ pub(super) fn apply_detail(
     let skew = t.limits.clock_skew_tolerance_seconds as i128 * 1_000_000_000;
     let kind = row.event;
     match detail {
-        Detail::KeyRegistered(_) | Detail::KeyRevoked(_) | Detail::LogLink(_) => {
+        Detail::KeyRegistered(_)
+        | Detail::KeyRevoked(_)
+        | Detail::LogLink(_)
+        | Detail::PolicyActivated(_) => {
             // EventKind::of already refused these; unreachable through Policy::apply.
         }
         Detail::Enrolled(e) => {
