@@ -607,3 +607,87 @@ async fn wrong_passphrases_lock_the_signer_out_and_an_idle_session_ends() {
     assert_eq!(kinds(&events), ["enrolled", "collected", "collected"]);
     assert_eq!(events[2].1.signatures[0].key_id, "nurse.cy");
 }
+
+/// Issue 14 point 2 with `--key`: a second person who gave their key file at the prompt signs
+/// that event only; the next two-person step asks for a second person again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_person_from_the_prompt_signs_one_event_only() {
+    let b = badged(350, true).await;
+    let (bag2, _) = din(351);
+    let (wrist2, _) = coi("PAT351");
+    let ada = b.keys.join("nurse.ada.key");
+    let k = ada.to_str().unwrap();
+    let queue = b.dir.path().join("scripted");
+    expect(
+        &scan_enrolment(b.server.addr, &queue, k, &bag2, &wrist2).await,
+        0,
+        "ACCEPTED",
+    );
+    let ended = collection_end_now();
+    for (bag, extra) in [
+        (&b.bag, vec!["--event", "packed", "--scan", SHIPPER]),
+        (
+            &bag2,
+            vec![
+                "--event",
+                "collected",
+                "--set",
+                "volume_ml=250",
+                "--set",
+                &ended,
+            ],
+        ),
+        (&bag2, vec!["--event", "packed", "--scan", SHIPPER]),
+    ] {
+        let mut args = vec![
+            "--key",
+            k,
+            "--site",
+            "HOSP-A",
+            "--yes",
+            "--scan",
+            bag.as_str(),
+        ];
+        args.extend(extra);
+        expect(&scan(b.server.addr, &queue, &args).await, 0, "ACCEPTED");
+    }
+    let courier_pass = b.dir.path().join("courier.pass");
+    std::fs::write(&courier_pass, format!("{COURIER_PASSPHRASE}\n")).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(b.server.addr.to_string())
+        .arg("--queue")
+        .arg(b.dir.path().join("station"))
+        .arg("--key")
+        .arg(&ada)
+        .arg("--site")
+        .arg("HOSP-A")
+        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&ada))
+        .env("CELLTRAIL_COSIGN_PASSPHRASE_FILE", &courier_pass)
+        .env("CELLTRAIL_LOG", "warn");
+    let courier_key = b.keys.join("courier.bo.key");
+    let (bag1, bag2) = (b.bag.clone(), bag2.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut t = Pty::spawn(cmd);
+        for bag in [&bag1, &bag2] {
+            t.step("scan >", Some(bag));
+            t.step("scan >", Some(""));
+            t.step("event >", Some("shipped"));
+            t.step("Destination site code >", Some("MFG-1"));
+            t.step("Condition (e.g. 2-8C, LN2 dry shipper) >", Some(""));
+            t.step("Comment (Enter for none) >", Some(""));
+            t.step(
+                "Second person (received): path to your key file >",
+                Some(courier_key.to_str().unwrap()),
+            );
+            t.step("nurse.ada: type YES to sign (PERFORMED) >", Some("YES"));
+            t.step("courier.bo: type YES to sign (RECEIVED) >", Some("YES"));
+            t.step("ACCEPTED", None);
+        }
+        t.step("scan >", Some("QUIT"));
+        t.p.exp_eof().expect("station exits on QUIT");
+    })
+    .await
+    .unwrap();
+}

@@ -185,6 +185,11 @@ impl Station {
         }
         let mut last = EXIT_ACCEPTED;
         loop {
+            // A second person who identified at a prompt signs one event only: the next
+            // two-person step asks again (only --cosign-key, given at start, stays).
+            if self.a.cosign_key.is_none() {
+                cosigner = None;
+            }
             match self.one_event(me.as_ref(), &mut cosigner, req).await? {
                 Step::Done(c) => last = c,
                 // LOGOUT ends the signing session and abandons the form, not the station.
