@@ -244,8 +244,6 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
     let old = crate::keys::read_verifier_key_file(&dir.log_vkey())?;
     let final_note = std::fs::read_to_string(&a.final_checkpoint)
         .with_context(|| format!("cannot read {}", a.final_checkpoint.display()))?;
-    let admin_path = a.admin_key.clone().unwrap_or_else(|| dir.admin_key());
-    let admin = crate::keys::read_key_file(&admin_path)?;
     let admins = crate::keys::read_trust_anchors(
         &a.trust_anchors
             .clone()
@@ -282,6 +280,10 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
             }
         }
     }
+
+    // Only now the keys, whose passphrases may be asked: a refused rotation asks nothing.
+    let admin_path = a.admin_key.clone().unwrap_or_else(|| dir.admin_key());
+    let admin = crate::keys::read_key_file(&admin_path)?;
 
     // The new key: made once, kept in log.key.next until the link is in (a rerun resumes).
     let next_path = dir.log_key_next();
