@@ -495,12 +495,12 @@ async fn rejects_signature_outside_key_validity() {
         &[(&temp, Performed)],
     );
     expect_rejected(&mut f, ev, Code::PermissionDenied, "outside").await;
-    // Inside validity it is accepted.
+    // Inside validity (and dated after the key became valid) it is accepted.
     let ev = signed_explicitly(
         "BAG-6",
         0,
         vec![0; 32],
-        t,
+        from + HOUR / 2,
         from + HOUR,
         site,
         detail,
@@ -1206,4 +1206,54 @@ async fn the_documented_largest_body_is_accepted() {
             .await
             .expect("a body of the documented largest size fits");
     assert!(!r.into_inner().duplicate);
+}
+
+/// Issue 13: an event dated 1970-01-01 was accepted. Now an event may not be dated before the
+/// actor's key was valid, and its site must be a site code (entry format 2).
+#[tokio::test]
+async fn rejects_an_event_dated_1970_and_a_site_that_is_not_a_site_code() {
+    let mut f = fixture().await;
+    let (_, site, detail, _) = first_five(&f).into_iter().next().unwrap();
+    let now = celltrail::time::now_nanos();
+    // Signed now, dated 1970, as a hostile client would.
+    let ev = celltrail::client::sign_draft(
+        celltrail::client::Draft {
+            chain_id: "BAG-1970".into(),
+            seq: 0,
+            prev_hash: vec![0; 32],
+            occurred_at: 1_000_000_000,
+            site: site.into(),
+            comment: String::new(),
+            detail: detail.clone(),
+        },
+        &[(&f.nurse, Performed)],
+        now,
+    );
+    expect_rejected(
+        &mut f,
+        ev,
+        Code::FailedPrecondition,
+        "not before the actor's key was valid",
+    )
+    .await;
+    let ev = celltrail::client::sign_draft(
+        celltrail::client::Draft {
+            chain_id: "BAG-SITE".into(),
+            seq: 0,
+            prev_hash: vec![0; 32],
+            occurred_at: now,
+            site: "HOSP A; DROP".into(),
+            comment: String::new(),
+            detail,
+        },
+        &[(&f.nurse, Performed)],
+        now,
+    );
+    expect_rejected(
+        &mut f,
+        ev,
+        Code::InvalidArgument,
+        "site: a site code or GLN",
+    )
+    .await;
 }

@@ -581,6 +581,7 @@ impl Ctx<'_> {
                 site: rec.site.clone(),
                 meaning,
                 signed_at_unix_nanos: sig.signed_at_unix_nanos,
+                valid_from_unix_nanos: rec.valid_from,
             });
             rows.push(SignerRow {
                 key_id: rec.key_id.clone(),

@@ -429,5 +429,6 @@ fn signer_of(rec: &crate::registry::KeyRecord, sig: &crate::pb::Signature) -> Si
         site: rec.site.clone(),
         meaning: SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified),
         signed_at_unix_nanos: sig.signed_at_unix_nanos,
+        valid_from_unix_nanos: rec.valid_from,
     }
 }

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use crate::codes::{Ai, Din, Gs1, ProductCode};
 use crate::pb::event_body::Detail;
+use crate::pb::EventBody;
 
 use super::presence::cut;
 use super::{Fail, Violation};
@@ -57,6 +58,40 @@ fn check_gs1(value: &str, ai: Ai) -> Result<(), String> {
             ai.code(),
             ai.name()
         ));
+    }
+    Ok(())
+}
+
+/// Checks every site field (entry format 2 on): the event's site and the sites a detail names
+/// are site codes or GLNs, 1-64 characters of `[A-Za-z0-9._:-]`.
+pub(super) fn check_sites(
+    body: &EventBody,
+    detail: &Detail,
+    fail: &Fail<'_>,
+) -> Result<(), Violation> {
+    const SITE: &str = "a site code or GLN of 1-64 characters [A-Za-z0-9._:-]";
+    let mut fields: Vec<(&str, &str)> = vec![("site", body.site.as_str())];
+    match detail {
+        Detail::Enrolled(e) => fields.push(("manufacturing_site", &e.manufacturing_site)),
+        Detail::Shipped(s) => {
+            fields.extend([("from_site", s.from_site.as_str()), ("to_site", &s.to_site)])
+        }
+        Detail::Received(r) => fields.push(("from_site", &r.from_site)),
+        Detail::CustodyHandoff(h) => {
+            fields.extend([("from_site", h.from_site.as_str()), ("to_site", &h.to_site)])
+        }
+        _ => {}
+    }
+    for (field, value) in fields {
+        // Optional site fields may be empty; presence decides which are required.
+        if (field == "site" || !value.is_empty()) && !super::valid_site(value) {
+            return Err(bad(
+                fail,
+                field,
+                SITE,
+                format!("{:?} is not one", cut(value)),
+            ));
+        }
     }
     Ok(())
 }

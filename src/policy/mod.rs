@@ -91,6 +91,8 @@ pub struct Signer {
     pub site: String,
     pub meaning: SignatureMeaning,
     pub signed_at_unix_nanos: i64,
+    /// Start of the key's validity (its KeyRegistered `valid_from`).
+    pub valid_from_unix_nanos: i64,
 }
 
 /// Why an event may not be appended: the rule, the chain's state, what was expected, and the
@@ -441,6 +443,9 @@ impl Policy {
         } else {
             let declared = presence::check(body, detail, kind, &fail)?;
             codes::check(detail, &fail)?;
+            if ctx.lymphodepletion() {
+                codes::check_sites(body, detail, &fail)?;
+            }
             declared
         };
 

@@ -131,6 +131,24 @@ pub(super) fn check_envelope(
             }
         }
     }
+    if ctx.lymphodepletion() {
+        // A lower bound on the event's time: not before the actor's key was valid (a key may
+        // be registered valid from an earlier date to record older events).
+        if let Some(actor) = signers.iter().find(|s| s.key_id == body.actor_key_id) {
+            if occurred < actor.valid_from_unix_nanos {
+                return Err(fail.v(
+                    "time_order",
+                    format!("{kind} not before the actor's key was valid"),
+                    format!(
+                        "occurred at {}, before key {} was valid (from {})",
+                        at(occurred),
+                        actor.key_id,
+                        at(actor.valid_from_unix_nanos)
+                    ),
+                ));
+            }
+        }
+    }
     for s in signers {
         if (s.signed_at_unix_nanos as i128) + skew < occurred as i128 {
             return Err(fail.v(

@@ -354,3 +354,49 @@ fn rejects_bracketed_gs1_shipper_that_is_not_a_grai() {
     let r = c.try_(plan(HOUR, APH, APH_NURSE, packed("(00)123456789012345675")));
     assert_violation(r, "code_format", &["shipper_id:", "holds no (8003)"]);
 }
+
+#[test]
+fn rejects_a_site_that_is_not_a_site_code_from_format_2() {
+    let c = Chain::new();
+    let mut body = c.body("CLINIC 1; DROP", APH_NURSE, enrolled(COI));
+    body.occurred_at_unix_nanos = T0;
+    let signers = [APH_NURSE.signs(Performed, T0)];
+    let r = c.policy.apply(None, &body, &signers, &Context::current(T0));
+    assert_violation(
+        r,
+        "code_format",
+        &["site: a site code or GLN", "\"CLINIC 1; DROP\""],
+    );
+    let f1 = Context {
+        format: 1,
+        accepted_at_unix_nanos: T0,
+    };
+    // Format 1 did not check the syntax (the signer's site rule refuses this one instead).
+    let r = c.policy.apply(None, &body, &signers, &f1);
+    assert_ne!(r.unwrap_err().rule, "code_format");
+    let mut body = c.body(APH, APH_NURSE, enrolled(COI));
+    body.occurred_at_unix_nanos = T0;
+    if let Some(Detail::Enrolled(e)) = &mut body.detail {
+        e.manufacturing_site = "MFG/1".into();
+    }
+    let r = c.policy.apply(None, &body, &signers, &Context::current(T0));
+    assert_violation(r, "code_format", &["manufacturing_site: a site code"]);
+}
+
+#[test]
+fn rejects_an_event_dated_before_the_actors_key_was_valid() {
+    let c = Chain::new();
+    let long_ago = 1_000_000_000; // 1970-01-01T00:00:01Z
+    let mut body = c.body(APH, APH_NURSE, enrolled(COI));
+    body.occurred_at_unix_nanos = long_ago;
+    let signers = [APH_NURSE.signs(Performed, T0)];
+    let r = c.policy.apply(None, &body, &signers, &Context::current(T0));
+    assert_violation(
+        r,
+        "time_order",
+        &[
+            "enrolled not before the actor's key was valid",
+            "1970-01-01",
+        ],
+    );
+}

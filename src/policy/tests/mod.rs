@@ -54,6 +54,7 @@ impl K {
             site: self.2.to_string(),
             meaning,
             signed_at_unix_nanos: at,
+            valid_from_unix_nanos: T0 - 365 * DAY,
         }
     }
 }
