@@ -260,6 +260,7 @@ async fn serve(env: &Env) -> String {
         info: env.info.clone(),
         tls: None,
         witnesses: Vec::new(),
+        net: celltrail::server::NetOptions::default(),
     };
     tokio::spawn(celltrail::server::run(
         listener,

@@ -1,6 +1,7 @@
 //! The gRPC face of the ledger (`celltrail.v1.Ledger`). Thin: decodes requests, calls
 //! `ledger`/`store`, and maps every `LedgerError` to one gRPC status in one place.
 
+use crate::admission::Peer;
 use crate::crypto::EventHash;
 use crate::ledger::{Ledger, LedgerError};
 use crate::pb::ledger_server::Ledger as LedgerRpc;
@@ -113,7 +114,7 @@ pub fn code_of(e: &LedgerError) -> Code {
                 Code::InvalidArgument
             }
             LedgerError::Registry(_) => Code::FailedPrecondition,
-            LedgerError::Overloaded(_) => Code::ResourceExhausted,
+            LedgerError::Overloaded(_) | LedgerError::CutOff => Code::ResourceExhausted,
             LedgerError::Policy(_) | LedgerError::Link(_) => Code::FailedPrecondition,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
@@ -176,6 +177,7 @@ impl LedgerRpc for LedgerService {
         req: Request<tonic::Streaming<SignedEvent>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let ledger = self.ledger.clone();
+        let peer = peer_of(&req).unwrap_or_else(Peer::local);
         // `then` submits one event at a time, in stream order; `buffered` then awaits up to
         // STREAM_WINDOW receipts concurrently and yields them in the same order.
         let results = req
@@ -183,9 +185,14 @@ impl LedgerRpc for LedgerService {
             .enumerate()
             .then(move |(position, item)| {
                 let ledger = ledger.clone();
+                let peer = peer.clone();
                 async move {
                     let pending = match item {
-                        Ok(ev) => Ok(ledger.submit(ev).await),
+                        Ok(_) if peer.is_cut_off() => Err(LedgerError::CutOff.into()),
+                        Ok(ev) => {
+                            throttle(&peer).await;
+                            Ok(ledger.submit_from(&peer, ev).await)
+                        }
                         Err(status) => Err(status),
                     };
                     async move {
@@ -217,9 +224,17 @@ impl LedgerRpc for LedgerService {
 
     async fn append(&self, req: Request<SignedEvent>) -> Result<Response<Receipt>, Status> {
         let started = std::time::Instant::now();
+        let peer = peer_of(&req);
         let event = req.into_inner();
         let about = crate::applog::About::of(&event); // ops: chain, seq, kind only (no PHI)
-        let result = self.ledger.append(event).await;
+        let result = match peer {
+            Some(peer) if peer.is_cut_off() => Err(LedgerError::CutOff),
+            Some(peer) => {
+                throttle(&peer).await;
+                self.ledger.append_from(&peer, event).await
+            }
+            None => self.ledger.append(event).await,
+        };
         let code = result.as_ref().err().map_or(Code::Ok, code_of);
         crate::applog::append_answered(&about, &result, code, started.elapsed()); // ops: log + metrics
         Ok(Response::new(result?))
@@ -428,6 +443,18 @@ impl LedgerRpc for LedgerService {
         })
         .await?;
         Ok(Response::new(resp))
+    }
+}
+
+/// The client connection a request came on (`None` for transports other than `conn`'s).
+fn peer_of<T>(req: &Request<T>) -> Option<Arc<Peer>> {
+    req.remote_addr().and_then(crate::conn::peer_of)
+}
+
+/// Delays a peer whose events keep failing signature verification (`admission`).
+async fn throttle(peer: &Peer) {
+    if let Some(d) = peer.delay() {
+        tokio::time::sleep(d).await;
     }
 }
 

@@ -73,6 +73,7 @@ pub fn reason(e: &LedgerError) -> &'static str {
         LedgerError::NotWriter(_) => "not_writer",
         LedgerError::KeyRotation(_) => "key_rotation",
         LedgerError::Link(_) => "log_link",
+        LedgerError::CutOff => "cut_off",
     }
 }
 

@@ -172,6 +172,8 @@ pub struct ServeArgs {
     /// writer's [default: the address it listens on].
     #[arg(long, env = "CELLTRAIL_ADVERTISE")]
     pub advertise: Option<String>,
+    #[command(flatten)]
+    pub bounds: crate::server::BoundsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -568,7 +570,8 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
     banner.say("INFO", "celltrail serving", &fields, &text);
     let run_opts = crate::server::RunOptions::of(&opened)
         .with_tls(tls)
-        .with_witnesses(witnesses);
+        .with_witnesses(witnesses)
+        .with_net(a.bounds.options());
     let (shutdown, console_task) = match console {
         Some(c) => {
             let (shutdown, task) = c.start(&opened, shutdown).await?;

@@ -22,6 +22,7 @@ pub mod pb {
     }
 }
 
+pub mod admission;
 pub mod api;
 pub mod applog;
 pub mod backup;
@@ -30,11 +31,14 @@ pub mod cli;
 pub mod client;
 pub mod codes;
 pub mod config;
+pub mod conn;
 pub mod console;
 pub mod crypto;
 pub mod datadir;
 pub mod event_fields;
 pub mod failover;
+#[cfg(debug_assertions)]
+pub mod failpoint;
 pub mod keylist;
 pub mod keys;
 pub mod ledger;

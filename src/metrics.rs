@@ -28,6 +28,16 @@ pub const QUEUE_DEPTH: &str = "celltrail_queue_depth";
 pub const APPEND_SECONDS: &str = "celltrail_append_seconds";
 /// Online backups taken, labelled `result` (ok, error).
 pub const BACKUPS: &str = "celltrail_backups_total";
+/// Client connections cut off for failed signature verifications.
+pub const PEERS_CUT_OFF: &str = "celltrail_peers_cut_off_total";
+/// Client connections open now.
+pub const CONNECTIONS: &str = "celltrail_connections";
+/// Client connections refused or closed by a bound, labelled `reason`
+/// (global_limit, ip_limit, idle, header_timeout, shutdown).
+pub const CONNECTIONS_CLOSED: &str = "celltrail_connections_closed_total";
+/// 1 while the writer has been inside one group's write and flush longer than the watchdog's
+/// bound.
+pub const WRITER_STALLED: &str = "celltrail_writer_stalled";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -77,6 +87,19 @@ fn describe() {
     metrics::describe_gauge!(TREE_SIZE, "Entries in the Merkle log");
     metrics::describe_gauge!(QUEUE_DEPTH, "Appends waiting for the writer");
     metrics::describe_counter!(BACKUPS, "Online backups taken, by result");
+    metrics::describe_counter!(
+        PEERS_CUT_OFF,
+        "Client connections cut off for failed signature verifications"
+    );
+    metrics::describe_gauge!(CONNECTIONS, "Client connections open");
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Client connections refused or closed by a bound, by reason"
+    );
+    metrics::describe_gauge!(
+        WRITER_STALLED,
+        "1 while a group's write and flush has exceeded the watchdog bound"
+    );
 }
 
 /// One append answered.
@@ -103,6 +126,22 @@ pub fn tree_size(size: u64) {
 
 pub fn queue_depth(depth: usize) {
     metrics::gauge!(QUEUE_DEPTH).set(depth as f64);
+}
+
+pub fn peer_cut_off() {
+    metrics::counter!(PEERS_CUT_OFF).increment(1);
+}
+
+pub fn connections(open: usize) {
+    metrics::gauge!(CONNECTIONS).set(open as f64);
+}
+
+pub fn connection_closed(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
+pub fn writer_stalled(stalled: bool) {
+    metrics::gauge!(WRITER_STALLED).set(if stalled { 1.0 } else { 0.0 });
 }
 
 pub fn backup_taken(ok: bool) {

@@ -17,6 +17,7 @@ use anyhow::Context;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use crate::rules::MAX_GRPC_MESSAGE;
 /// Longest a request may run on the server (a client's shorter `grpc-timeout` wins); an append
@@ -26,6 +27,139 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub const READINESS_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most requests one connection may have in progress at once; more wait for a free slot.
 pub const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// How long open streams and watches may go on after SIGTERM before their connections are
+/// closed.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A group's write and flush taking longer than this turns health NOT_SERVING.
+pub const WATCHDOG_STALL: Duration = Duration::from_secs(30);
+/// A group's write and flush taking longer than this ends the process with
+/// [`EXIT_WRITER_STUCK`], so systemd or Kubernetes restarts it.
+pub const WATCHDOG_EXIT: Duration = Duration::from_secs(120);
+/// Exit status of a server whose writer stayed stuck (EX_SOFTWARE).
+pub const EXIT_WRITER_STUCK: i32 = 70;
+
+/// Bounds of a running server: connections, the shutdown grace period, the writer watchdog.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    pub conn: crate::conn::ConnLimits,
+    pub shutdown_grace: Duration,
+    pub watchdog_stall: Duration,
+    /// `None`: never exit (the watchdog only reports).
+    pub watchdog_exit: Option<Duration>,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions {
+            conn: crate::conn::ConnLimits::default(),
+            shutdown_grace: SHUTDOWN_GRACE,
+            watchdog_stall: WATCHDOG_STALL,
+            watchdog_exit: Some(WATCHDOG_EXIT),
+        }
+    }
+}
+
+/// `serve` flags for the bounds in [`NetOptions`] (flags and environment only).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BoundsArgs {
+    /// Most client connections open at once (lowered to fit the open-file limit).
+    #[arg(long, env = "CELLTRAIL_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most client connections from one IP address.
+    #[arg(long, env = "CELLTRAIL_MAX_CONNECTIONS_PER_IP", default_value_t = 128)]
+    pub max_connections_per_ip: usize,
+    /// A new connection must start its first request within this time (slowloris).
+    #[arg(long, env = "CELLTRAIL_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this time.
+    #[arg(long, env = "CELLTRAIL_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// After SIGTERM, open streams and watches are ended after this time.
+    #[arg(long, env = "CELLTRAIL_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// A group's write and flush taking longer turns health NOT_SERVING (and logs an error).
+    #[arg(long, env = "CELLTRAIL_WATCHDOG_STALL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub watchdog_stall: Duration,
+    /// A group's write and flush taking longer ends the process (exit status 70) for a restart.
+    #[arg(long, env = "CELLTRAIL_WATCHDOG_EXIT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub watchdog_exit: Duration,
+}
+
+impl BoundsArgs {
+    pub fn options(&self) -> NetOptions {
+        let conn = crate::conn::ConnLimits {
+            max_connections: self.max_connections.max(1),
+            max_per_ip: self.max_connections_per_ip.max(1),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            ..crate::conn::ConnLimits::default()
+        };
+        NetOptions {
+            conn: crate::conn::fit_open_file_limit(conn),
+            shutdown_grace: self.shutdown_grace,
+            watchdog_stall: self.watchdog_stall,
+            watchdog_exit: Some(self.watchdog_exit.max(self.watchdog_stall)),
+        }
+    }
+}
+
+/// Watches the writer: NOT_SERVING and an error log while one group's write and flush has
+/// taken longer than `stall`; SERVING again if it finishes; exits the process with
+/// [`EXIT_WRITER_STUCK`] past `exit`.
+async fn watch_writer(
+    ledger: Arc<Ledger>,
+    health: tonic_health::server::HealthReporter,
+    stall: Duration,
+    exit: Option<Duration>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+) {
+    type LedgerSvc = crate::pb::ledger_server::LedgerServer<crate::api::LedgerService>;
+    let tick = (stall / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut flagged = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let busy = ledger.writer_busy_for();
+        match busy {
+            Some(d) if d >= stall => {
+                if !flagged {
+                    flagged = true;
+                    tracing::error!(
+                        stalled_s = d.as_secs(),
+                        "the ledger writer has been inside one group's write and flush for over \
+                         {stall:?}: health is NOT_SERVING; check the disk"
+                    );
+                    crate::metrics::writer_stalled(true);
+                    health.set_not_serving::<LedgerSvc>().await;
+                    health
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                if let Some(exit) = exit.filter(|e| d >= *e) {
+                    tracing::error!("the ledger writer is stuck for over {exit:?}: exiting");
+                    eprintln!(
+                        "celltrail: the ledger writer has been stuck in one group's write and \
+                         flush for over {exit:?}; exiting (status {EXIT_WRITER_STUCK}) so the \
+                         service manager restarts the server"
+                    );
+                    std::process::exit(EXIT_WRITER_STUCK);
+                }
+            }
+            _ if flagged => {
+                flagged = false;
+                crate::metrics::writer_stalled(false);
+                tracing::warn!("the ledger writer finished its stalled group");
+                if !stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    health.set_serving::<LedgerSvc>().await;
+                    health
+                        .set_service_status("", tonic_health::ServingStatus::Serving)
+                        .await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -294,6 +428,8 @@ pub struct RunOptions {
     /// Witnesses every new checkpoint is submitted to (`serve --witness`); the cosigned
     /// checkpoint is served in `GetCheckpoint` (see `witness::collect`).
     pub witnesses: Vec<crate::witness::collect::WitnessTarget>,
+    /// Connection bounds, the shutdown grace period and the writer watchdog.
+    pub net: NetOptions,
 }
 
 impl RunOptions {
@@ -303,6 +439,7 @@ impl RunOptions {
             info: server_info(opened),
             tls: None,
             witnesses: Vec::new(),
+            net: NetOptions::default(),
         }
     }
 
@@ -320,6 +457,12 @@ impl RunOptions {
         self.witnesses = witnesses;
         self
     }
+
+    /// The same under explicit bounds (`serve`'s flags).
+    pub fn with_net(mut self, net: NetOptions) -> RunOptions {
+        self.net = net;
+        self
+    }
 }
 
 /// Serves the Ledger API on `listener` until `shutdown` resolves, then drains the writer.
@@ -327,7 +470,9 @@ impl RunOptions {
 /// Besides `celltrail.v1.Ledger` it serves `celltrail.v1.Admin` (online backup),
 /// `grpc.health.v1.Health` and server reflection (v1 and v1alpha). Health reports NOT_SERVING until the
 /// store is open and recovered (it is, by the time `run` is called: `open` recovers), SERVING
-/// while serving, and NOT_SERVING again as soon as `shutdown` resolves.
+/// while serving, and NOT_SERVING again as soon as `shutdown` resolves. Then the server stops
+/// accepting, answers what is in flight, and closes any connection still open (a stream, a
+/// health watch) once `opts.net.shutdown_grace` has passed; then the writer drains.
 pub async fn run(
     listener: tokio::net::TcpListener,
     ledger: Arc<Ledger>,
@@ -338,6 +483,7 @@ pub async fn run(
         info,
         tls,
         witnesses,
+        net,
     } = opts;
     let cosigned = (!witnesses.is_empty())
         .then(|| crate::witness::collect::start(ledger.store().clone(), witnesses));
@@ -402,25 +548,59 @@ pub async fn run(
         })
     };
     let reporter = health.clone();
-    let shutdown = async move {
-        shutdown.await;
-        probe.abort();
-        reporter.set_not_serving::<LedgerSvc>().await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+    let tracker = Arc::new(crate::conn::Tracker::default());
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = tokio::spawn(watch_writer(
+        ledger.clone(),
+        health.clone(),
+        net.watchdog_stall,
+        net.watchdog_exit,
+        stopped.clone(),
+    ));
+    let shutdown = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            probe.abort();
+            stopped.store(true, std::sync::atomic::Ordering::Release);
+            stopping.notify_one();
+            reporter.set_not_serving::<LedgerSvc>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
     };
-    // TCP_NODELAY: a receipt is one small frame; Nagle plus delayed ACK would add ~40 ms to it.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let grace = {
+        let tracker = tracker.clone();
+        let period = net.shutdown_grace;
+        tokio::spawn(async move {
+            stopping.notified().await;
+            tokio::time::sleep(period).await;
+            if tracker.open() > 0 {
+                tracing::info!(
+                    connections = tracker.open(),
+                    "shutdown grace period over: closing open connections"
+                );
+            }
+            tracker.close_all();
+        })
+    };
+    // Bounded connections (`conn`); TCP_NODELAY is set on each: a receipt is one small frame
+    // and Nagle plus delayed ACK would add ~40 ms to it.
+    let incoming = crate::conn::incoming(listener, net.conn.clone(), tracker);
     let mut builder = tonic::transport::Server::builder()
         .timeout(REQUEST_TIMEOUT)
-        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION);
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .http2_keepalive_interval(Some(net.conn.keepalive_interval))
+        .http2_keepalive_timeout(Some(net.conn.keepalive_timeout));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
             .context("invalid TLS configuration (certificate or key)")?;
     }
-    builder
+    let served = builder
+        .layer(crate::conn::ActivityLayer)
         // The codes the contract names for an over-size or malformed message (api.rs).
         .layer(tower::util::MapResponseLayer::new(
             crate::api::contract_response::<tonic::body::Body>,
@@ -433,9 +613,11 @@ pub async fn run(
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-        .context("gRPC server failed")?;
+        .context("gRPC server failed");
+    grace.abort();
     ledger.shutdown_async().await;
-    Ok(())
+    watchdog.abort();
+    served
 }
 
 /// The public facts about a data directory that a backup carries.

@@ -2,13 +2,13 @@
 //! updated by the events before it in the same group: duplicates, the chain link
 //! (`rules::check_link`), signer validity, then the key registry or the custody policy.
 
-use super::verifier::{Accepted, Outcome, Ready};
+use super::verifier::{meaning_of, Accepted, Outcome, Ready};
 use super::writer::{Overlay, Rotation, Writer};
 use super::{malformed, stored_event_hash, LedgerError};
 use crate::crypto::{verify_signature, EventHash, SigError};
 use crate::loglink::{Link, LOG_CHAIN};
-use crate::pb::{event_body::Detail, EventBody, LogEntry, SignatureMeaning, SignedEvent};
-use crate::policy::{ChainState, Context, Signer, CURRENT_FORMAT};
+use crate::pb::{event_body::Detail, EventBody, LogEntry, SignedEvent};
+use crate::policy::{ChainState, Context, EventKind, Signer, CURRENT_FORMAT};
 use crate::registry::{KeyError, RegistryError, KEYS_CHAIN};
 use crate::rules::{check_link, Head, RuleError, MAX_ENTRY_BYTES};
 use prost::Message;
@@ -43,7 +43,7 @@ impl Writer {
         check_link(&body, head.as_ref())?;
 
         // Signers [R4, R6].
-        let signers = self.check_signers(ev, &body, &hash, &sig_ok, ov, now)?;
+        let (signers, unverified) = self.check_signers(ev, &body, &hash, &sig_ok, ov, now)?;
 
         // Build the log entry [R5].
         let index = self.tree_size + ov.batch.entries.len() as u64;
@@ -62,6 +62,18 @@ impl Writer {
         // Registry or custody rules.
         let (state_name, state, holds_opened) =
             self.apply_rules(&body, head.as_ref(), &signers, ov, now, index)?;
+        if unverified {
+            // `may_sign` accepts a superset of what `apply` accepts, so this cannot happen; if
+            // the two ever disagree, an unverified signature must not be recorded.
+            return Err(LedgerError::Role(crate::policy::Violation {
+                rule: "unexpected_signer".into(),
+                state: state_name,
+                expected: "signers the policy table takes for this event".into(),
+                detail:
+                    "a signature was not verified because its signer's role cannot sign this event"
+                        .into(),
+            }));
+        }
 
         // One bag, one chain: a DIN or product bag id another chain names is refused.
         self.check_bags_free(&body, ov)?;
@@ -144,7 +156,9 @@ impl Writer {
     }
 
     /// Every signature verifies and its key may sign now: an admin key on the keys chain, a
-    /// registered, valid key elsewhere. Returns what the custody policy knows of the signers.
+    /// registered, valid key elsewhere. Returns what the custody policy knows of the signers,
+    /// and whether the signatures were left unverified because some signer's role cannot sign
+    /// this event (the policy then refuses it, naming that signer).
     fn check_signers(
         &self,
         ev: &SignedEvent,
@@ -153,7 +167,7 @@ impl Writer {
         sig_ok: &[Option<bool>],
         ov: &Overlay,
         now: i64,
-    ) -> Result<Vec<Signer>, LedgerError> {
+    ) -> Result<(Vec<Signer>, bool), LedgerError> {
         let registry = ov.registry.as_ref().unwrap_or(&self.registry);
         if crate::loglink::admin_signed(&body.chain_id) {
             for (sig, ok) in ev.signatures.iter().zip(sig_ok) {
@@ -162,7 +176,7 @@ impl Writer {
                     .ok_or_else(|| KeyError::NotAdmin(sig.key_id.clone()))?;
                 Self::signature_ok(*ok, key, hash, sig)?;
             }
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let mut signers = Vec::with_capacity(ev.signatures.len());
         let mut records = Vec::with_capacity(ev.signatures.len());
@@ -174,11 +188,24 @@ impl Writer {
                 CURRENT_FORMAT,
             )?);
         }
+        // A signer in a role the table never takes for this event and meaning cannot count:
+        // then no signature is verified and the policy refuses the event.
+        let kind = body.detail.as_ref().and_then(EventKind::of);
+        let unverified = !ev.signatures.iter().zip(&records).all(|(sig, rec)| {
+            kind.is_some_and(|k| {
+                self.book
+                    .current()
+                    .policy
+                    .may_sign(k, &rec.role, meaning_of(sig))
+            })
+        });
         for ((sig, rec), ok) in ev.signatures.iter().zip(&records).zip(sig_ok) {
-            Self::signature_ok(*ok, &rec.public_key, hash, sig)?;
+            if !unverified {
+                Self::signature_ok(*ok, &rec.public_key, hash, sig)?;
+            }
             signers.push(signer_of(rec, sig));
         }
-        Ok(signers)
+        Ok((signers, unverified))
     }
 
     /// The key registry (keys chain) or the custody policy (every other chain) applied to the
@@ -427,7 +454,7 @@ fn signer_of(rec: &crate::registry::KeyRecord, sig: &crate::pb::Signature) -> Si
         key_id: rec.key_id.clone(),
         role: rec.role.clone(),
         site: rec.site.clone(),
-        meaning: SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified),
+        meaning: meaning_of(sig),
         signed_at_unix_nanos: sig.signed_at_unix_nanos,
         valid_from_unix_nanos: rec.valid_from,
     }

@@ -8,12 +8,18 @@
 //! (fsync) once, and only then answers every caller with its receipt. While the writer commits
 //! group N the verifier prepares group N+1. Callers wait on a bounded queue: when it is full a
 //! unary append gets `Overloaded` at once instead of growing memory (streams wait for room).
+//! The queue is fair (`admission`): one FIFO per client connection, served round robin.
+//! Cheap checks come before expensive ones: an event with more signatures than any transition
+//! of the policy takes is refused unverified, and a signature is verified only when its key is
+//! registered, valid at its time and has a role the table lets sign that kind of event with
+//! that meaning; a connection whose events keep failing verification is throttled, then cut off.
 //! Reads go straight to the store.
 
 mod checks;
 mod verifier;
 mod writer;
 
+use crate::admission::{FairQueue, Peer, PushError};
 use crate::crypto::{EventHash, SigError};
 use crate::note::NoteSigner;
 use crate::pb::{event_body::Detail, EventBody, LogEntry, Receipt, SignedEvent};
@@ -24,7 +30,7 @@ use crate::storage::{Storage, StorageError};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use verifier::Verifier;
 use writer::Writer;
 
@@ -69,6 +75,8 @@ pub enum LedgerError {
     /// A log-link event that does not fit this log.
     #[error("log link refused: {0}")]
     Link(String),
+    #[error("this connection sent too many events whose signatures failed verification and is cut off; reconnect and send events signed by registered keys")]
+    CutOff,
 }
 
 impl From<StorageError> for LedgerError {
@@ -92,6 +100,9 @@ pub struct LedgerOptions {
     /// always, the embedded store). The writer reloads its state from the store whenever it
     /// starts a new lease epoch.
     pub role: Option<Arc<crate::role::Role>>,
+    /// While several connections have appends queued, a group stops at this many signatures
+    /// (so a station's append never waits behind a long group of someone else's).
+    pub shared_group_signatures: usize,
 }
 
 impl Default for LedgerOptions {
@@ -100,6 +111,7 @@ impl Default for LedgerOptions {
             queue_capacity: 8192,
             max_group: 1024,
             role: None,
+            shared_group_signatures: 256,
         }
     }
 }
@@ -109,8 +121,8 @@ struct Job {
     reply: oneshot::Sender<Result<Receipt, LedgerError>>,
 }
 
+/// Control messages on the append queue; each runs after every append queued before it.
 enum Msg {
-    Append(Job),
     /// Finish what is queued, then exit.
     Stop,
     // --- ops: online backup (src/backup.rs) -------------------------------------------------
@@ -125,12 +137,15 @@ pub struct Ledger {
     /// The log key, for statements the read side signs (chain heads); checkpoints are signed
     /// by the writer.
     log_key: NoteSigner,
-    tx: mpsc::Sender<Msg>,
-    capacity: usize,
     /// The policy tables (base and activated), for the read side's questions about a chain
     /// (the Station service); the writer replaces it after a group that activated a table.
     book: Arc<RwLock<PolicyBook>>,
     registry: Arc<RwLock<Registry>>,
+    queue: Arc<FairQueue<Job, Msg>>,
+    /// The peer of in-process callers ([`Ledger::append`]).
+    local: Arc<Peer>,
+    /// Set while the writer is inside a write or flush (the watchdog reads it).
+    busy: Arc<writer::Busy>,
     /// The verifier and writer threads, joined in that order on shutdown.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -151,13 +166,16 @@ impl Ledger {
         let tree_size = store.tree_size()?;
         let rotation = writer::Rotation::of_store(store.as_ref(), &log_key.name)?;
         let statement_key = log_key.clone();
-        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let queue = Arc::new(FairQueue::new(options.queue_capacity));
         let shared_registry = Arc::new(RwLock::new(registry.clone()));
         let read_registry = shared_registry.clone();
         let mut verifier = Verifier {
             registry: shared_registry.clone(),
             max_group: options.max_group.max(1),
+            shared_group_signatures: options.shared_group_signatures.max(1),
+            book: shared_book.clone(),
         };
+        let busy = Arc::new(writer::Busy::default());
         // Two groups may wait between the stages: the verifier works on group N+1 while the
         // writer checks, writes and flushes group N.
         let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel(2);
@@ -166,6 +184,7 @@ impl Ledger {
             loaded_epoch: options.role.as_ref().and_then(|r| r.epoch()),
             admins: admins.to_vec(),
             store: store.clone(),
+            busy: busy.clone(),
             registry,
             shared_registry,
             book,
@@ -183,7 +202,10 @@ impl Ledger {
         };
         let verify_handle = std::thread::Builder::new()
             .name("celltrail-verify".into())
-            .spawn(move || verifier.run(rx, prepared_tx))
+            .spawn({
+                let queue = queue.clone();
+                move || verifier.run(&queue, prepared_tx)
+            })
             .map_err(spawn_err)?;
         let write_handle = std::thread::Builder::new()
             .name("celltrail-writer".into())
@@ -192,10 +214,11 @@ impl Ledger {
         Ok(Arc::new(Ledger {
             store,
             log_key: statement_key,
-            tx,
-            capacity: options.queue_capacity,
             book: shared_book,
             registry: read_registry,
+            queue,
+            local: Peer::local(),
+            busy,
             threads: Mutex::new(vec![verify_handle, write_handle]),
         }))
     }
@@ -227,13 +250,21 @@ impl Ledger {
 
     /// Appends one signed event; returns once it is durable (or rejected).
     pub async fn append(&self, event: SignedEvent) -> Result<Receipt, LedgerError> {
+        self.append_from(&self.local.clone(), event).await
+    }
+
+    /// [`Ledger::append`] for a client connection: queued in `peer`'s own queue, refused at
+    /// once when the ledger's queue is full.
+    pub async fn append_from(
+        &self,
+        peer: &Arc<Peer>,
+        event: SignedEvent,
+    ) -> Result<Receipt, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Append(Job { event, reply })) {
+        match self.queue.try_push(peer, Job { event, reply }) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(LedgerError::Overloaded(self.capacity))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(LedgerError::ShuttingDown),
+            Err(PushError::Full(_)) => return Err(LedgerError::Overloaded(self.queue.capacity())),
+            Err(PushError::Closed(_)) => return Err(LedgerError::ShuttingDown),
         }
         rx.await.unwrap_or(Err(LedgerError::ShuttingDown))
     }
@@ -251,10 +282,19 @@ impl Ledger {
         &self,
         event: SignedEvent,
     ) -> impl std::future::Future<Output = Result<Receipt, LedgerError>> + Send + 'static {
+        self.submit_from(&self.local.clone(), event).await
+    }
+
+    /// [`Ledger::submit`] for a client connection (its own queue, served round robin).
+    pub async fn submit_from(
+        &self,
+        peer: &Arc<Peer>,
+        event: SignedEvent,
+    ) -> impl std::future::Future<Output = Result<Receipt, LedgerError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let sent = self
-            .tx
-            .send(Msg::Append(Job { event, reply }))
+            .queue
+            .push_wait(peer, Job { event, reply })
             .await
             .is_ok();
         async move {
@@ -269,8 +309,8 @@ impl Ledger {
     pub fn shutdown(&self) {
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
         if !threads.is_empty() {
-            // Waits for room: the stop goes behind every append already queued.
-            let _ = self.tx.blocking_send(Msg::Stop);
+            // The stop goes behind every append already queued.
+            let _ = self.queue.push_control(Msg::Stop);
             for t in threads {
                 let _ = t.join();
             }
@@ -294,9 +334,8 @@ impl Ledger {
         let job: Box<dyn FnOnce() + Send> = Box::new(move || {
             let _ = reply.send(f());
         });
-        self.tx
-            .send(Msg::AtBoundary(job))
-            .await
+        self.queue
+            .push_control(Msg::AtBoundary(job))
             .map_err(|_| LedgerError::ShuttingDown)?;
         rx.await.map_err(|_| LedgerError::ShuttingDown)
     }
@@ -329,6 +368,12 @@ impl Ledger {
             .clone();
         let book = self.policy_book();
         checks::replay_state(self.store.as_ref(), &registry, &book, chain_id)
+    }
+
+    /// How long the writer has been inside one group's write or flush (`None`: it is not).
+    /// The server's watchdog turns health NOT_SERVING when this grows too long.
+    pub fn writer_busy_for(&self) -> Option<std::time::Duration> {
+        self.busy.since()
     }
 
     pub fn head(&self, chain_id: &str) -> Result<Head, LedgerError> {

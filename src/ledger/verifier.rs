@@ -3,13 +3,15 @@
 //! already knows, strictly and in parallel, then hands the group to the writer.
 
 use super::{Job, LedgerError, Msg};
+use crate::admission::{FairQueue, Peer};
 use crate::crypto::{EventHash, SigError};
+use crate::pb::SignatureMeaning;
 use crate::pb::{EventBody, SignedEvent};
+use crate::policy::EventKind;
 use crate::registry::Registry;
 use crate::rules::{check_shape, RuleError, MAX_ENTRY_BYTES};
 use prost::Message;
 use std::sync::{Arc, RwLock};
-use tokio::sync::mpsc;
 
 /// An event that passed every check, waiting for its group to commit.
 pub(super) struct Accepted {
@@ -46,6 +48,9 @@ pub(super) enum Outcome {
 pub(super) struct Verifier {
     pub(super) registry: Arc<RwLock<Registry>>,
     pub(super) max_group: usize,
+    pub(super) shared_group_signatures: usize,
+    /// The policy tables; the current one caps signatures and says who may sign what.
+    pub(super) book: Arc<RwLock<crate::policy::PolicyBook>>,
 }
 
 /// What the verifier hands the writer, in queue order.
@@ -56,75 +61,93 @@ pub(super) enum Stage {
 }
 
 impl Verifier {
+    /// The table in force for the next entry (the writer replaces the book after a group
+    /// that activated one).
+    fn current_policy(&self) -> Arc<crate::policy::Policy> {
+        self.book
+            .read()
+            .expect("policy book lock")
+            .current()
+            .policy
+            .clone()
+    }
+
     pub(super) fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Msg>,
+        queue: &FairQueue<Job, Msg>,
         out: std::sync::mpsc::SyncSender<Stage>,
     ) {
-        let mut group = Vec::with_capacity(self.max_group);
-        let mut stopping = false;
-        let mut at_boundary = None; // ops: backup
         loop {
-            match rx.blocking_recv() {
-                Some(Msg::Append(job)) => group.push(job),
-                Some(Msg::Stop) => stopping = true,
-                Some(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
-                None => stopping = true,
+            let taken = queue.take(self.max_group, self.shared_group_signatures, |job| {
+                job.event.signatures.len()
+            });
+            if !taken.items.is_empty() {
+                self.pass_on(taken.items, &out);
             }
-            while group.len() < self.max_group && !stopping && at_boundary.is_none() {
-                match rx.try_recv() {
-                    Ok(Msg::Append(job)) => group.push(job),
-                    Ok(Msg::Stop) => stopping = true,
-                    Ok(Msg::AtBoundary(f)) => at_boundary = Some(f), // ops: backup
-                    Err(_) => break,
-                }
-            }
-            if stopping {
-                // Refuse new appends; answer everything already queued, then exit.
-                rx.close();
-                while let Ok(msg) = rx.try_recv() {
-                    if let Msg::Append(job) = msg {
-                        group.push(job);
+            crate::metrics::queue_depth(queue.len()); // ops: metrics
+            match taken.control {
+                Some(Msg::Stop) => {
+                    // Refuse new appends; answer everything already queued, then exit.
+                    queue.close();
+                    loop {
+                        let rest = queue.take(self.max_group, usize::MAX, |_| 0);
+                        if !rest.items.is_empty() {
+                            self.pass_on(rest.items, &out);
+                        }
+                        if let Some(Msg::AtBoundary(f)) = rest.control {
+                            let _ = out.send(Stage::AtBoundary(f));
+                        }
+                        if rest.closed {
+                            return; // dropping `out` stops the writer once it has committed all
+                        }
                     }
                 }
-                while !group.is_empty() {
-                    let n = group.len().min(self.max_group);
-                    self.pass_on(group.drain(..n).collect(), &out);
-                }
-                return; // dropping `out` stops the writer once it has committed everything
-            }
-            self.pass_on(std::mem::take(&mut group), &out);
-            crate::metrics::queue_depth(rx.len()); // ops: metrics
-            if let Some(f) = at_boundary.take() {
                 // ops: backup. Runs on the writer after every group before it is committed.
-                let _ = out.send(Stage::AtBoundary(f));
+                Some(Msg::AtBoundary(f)) => {
+                    let _ = out.send(Stage::AtBoundary(f));
+                }
+                None if taken.closed => return,
+                None => {}
             }
         }
     }
 
-    fn pass_on(&self, group: Vec<Job>, out: &std::sync::mpsc::SyncSender<Stage>) {
+    fn pass_on(&self, items: Vec<(Arc<Peer>, Job)>, out: &std::sync::mpsc::SyncSender<Stage>) {
         let now = crate::time::now_nanos();
         let verify_started = std::time::Instant::now(); // ops: metrics
-        let prepared = self.prepare_group(&group, now);
+        let (peers, group): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let prepared = self.prepare_group(&peers, &group, now);
         crate::metrics::group_verified(verify_started.elapsed()); // ops: metrics
         let _ = out.send(Stage::Group(group, prepared, now));
     }
 
-    /// Stateless checks of every event in the group, then all signatures whose key is already
-    /// known are verified at once, in parallel (strict).
-    fn prepare_group(&self, group: &[Job], now: i64) -> Vec<Prep> {
-        let mut preps: Vec<Prep> = group.iter().map(|j| self.prepare(&j.event, now)).collect();
+    /// Stateless checks of every event in the group, then the cheap signer checks, then all
+    /// signatures that could count are verified at once, in parallel (strict). A peer cut off
+    /// gets its events refused unverified; each event with a failed signature is a strike
+    /// against its peer.
+    fn prepare_group(&self, peers: &[Arc<Peer>], group: &[Job], now: i64) -> Vec<Prep> {
+        let mut preps: Vec<Prep> = group
+            .iter()
+            .zip(peers)
+            .map(|(j, peer)| {
+                if peer.is_cut_off() {
+                    Prep::Done(Outcome::Rejected(LedgerError::CutOff))
+                } else {
+                    self.prepare(&j.event, now)
+                }
+            })
+            .collect();
         let registry = self.registry.read().expect("registry lock");
         let mut items = Vec::new();
         let mut slots = Vec::new();
         for (pi, (prep, job)) in preps.iter().zip(group).enumerate() {
             let Prep::Ready(p) = prep else { continue };
-            for (si, sig) in job.event.signatures.iter().enumerate() {
-                let key = if crate::loglink::admin_signed(&p.body.chain_id) {
-                    registry.admin(&sig.key_id)
-                } else {
-                    registry.get(&sig.key_id).map(|r| &r.public_key)
-                };
+            let Some(keys) = self.keys_worth_verifying(&registry, &p.body, &job.event, now) else {
+                // Some signer cannot count: the writer refuses the event (or answers it as a
+                // duplicate) without a verification.
+                continue;
+            };
+            for (si, (sig, key)) in job.event.signatures.iter().zip(keys).enumerate() {
                 let (Some(key), Some(msg)) = (
                     key,
                     crate::crypto::signature_message(
@@ -148,16 +171,73 @@ impl Verifier {
         let verdicts = crate::crypto::verify_strict_many(&items);
         drop(items);
         drop(registry);
+        let mut failed = vec![false; preps.len()];
         for ((pi, si), ok) in slots.into_iter().zip(verdicts) {
             if let Prep::Ready(p) = &mut preps[pi] {
                 p.sig_ok[si] = Some(ok);
+            }
+            failed[pi] |= !ok;
+        }
+        for (peer, failed) in peers.iter().zip(failed) {
+            if failed {
+                peer.strike(1);
             }
         }
         preps
     }
 
+    /// The keys to verify an event's signatures with (`None` in a slot: not known yet, the
+    /// writer decides in order), or `None` when some signer already cannot count — not an
+    /// admin on the keys chain; revoked, outside its validity, or in a role the policy never
+    /// lets sign this kind of event with that meaning. Keys never change once registered and
+    /// revocations are final, so a registry a group behind only errs towards verifying.
+    fn keys_worth_verifying<'r>(
+        &self,
+        registry: &'r Registry,
+        body: &EventBody,
+        ev: &SignedEvent,
+        now: i64,
+    ) -> Option<Vec<Option<&'r ed25519_dalek::VerifyingKey>>> {
+        let mut keys = Vec::with_capacity(ev.signatures.len());
+        if crate::loglink::admin_signed(&body.chain_id) {
+            for sig in &ev.signatures {
+                keys.push(Some(registry.admin(&sig.key_id)?));
+            }
+            return Some(keys);
+        }
+        let kind = body.detail.as_ref().and_then(EventKind::of)?;
+        for sig in &ev.signatures {
+            match registry.get(&sig.key_id) {
+                None => keys.push(None),
+                Some(rec) => {
+                    rec.may_sign(sig.signed_at_unix_nanos, now, crate::policy::CURRENT_FORMAT)
+                        .ok()?;
+                    if !self
+                        .current_policy()
+                        .may_sign(kind, &rec.role, meaning_of(sig))
+                    {
+                        return None;
+                    }
+                    keys.push(Some(&rec.public_key));
+                }
+            }
+        }
+        Some(keys)
+    }
+
     fn prepare(&self, ev: &SignedEvent, now: i64) -> Prep {
         let reject = |e| Prep::Done(Outcome::Rejected(e));
+        let policy = self.current_policy();
+        if ev.signatures.len() > policy.signature_cap() {
+            return reject(super::malformed(format!(
+                "the event carries {} signatures; no transition of policy {:?} takes more than {} \
+                 (at most {} are accepted); send only the signatures the transition asks for",
+                ev.signatures.len(),
+                policy.name(),
+                policy.max_transition_signatures(),
+                policy.signature_cap()
+            )));
+        }
         if ev.body.len() > MAX_ENTRY_BYTES {
             return reject(
                 RuleError::TooLarge {
@@ -196,4 +276,9 @@ impl Verifier {
             sig_ok: vec![None; ev.signatures.len()],
         }))
     }
+}
+
+/// A signature's meaning (Unspecified when the number is not a known meaning).
+pub(super) fn meaning_of(sig: &crate::pb::Signature) -> SignatureMeaning {
+    SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified)
 }

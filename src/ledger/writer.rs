@@ -15,6 +15,49 @@ use crate::storage::{Group, NewEntry, Storage};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// When the writer entered its current write or flush (nanoseconds after `origin`; 0 = idle).
+pub(super) struct Busy {
+    origin: std::time::Instant,
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Busy {
+    fn default() -> Self {
+        Busy {
+            origin: std::time::Instant::now(),
+            since: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+/// Marks the writer busy until dropped.
+pub(super) struct BusyGuard<'a>(&'a Busy);
+
+impl Busy {
+    fn enter(&self) -> BusyGuard<'_> {
+        let at = self.origin.elapsed().as_nanos().max(1) as u64;
+        self.since.store(at, std::sync::atomic::Ordering::Release);
+        BusyGuard(self)
+    }
+
+    pub(super) fn since(&self) -> Option<std::time::Duration> {
+        match self.since.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            at => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_nanos(at)),
+            ),
+        }
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.since.store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
 pub(super) struct Writer {
     /// Whether this server may write (None: always); see `LedgerOptions::role`.
     pub(super) role: Option<Arc<crate::role::Role>>,
@@ -23,6 +66,8 @@ pub(super) struct Writer {
     /// Trust anchors, to replay the key registry on a reload.
     pub(super) admins: Vec<crate::note::NoteVerifier>,
     pub(super) store: Arc<dyn Storage>,
+    /// Set while inside a write or flush (the watchdog reads it).
+    pub(super) busy: Arc<Busy>,
     pub(super) registry: Registry,
     /// The registry as the verifier sees it, updated after each commit that changed it.
     pub(super) shared_registry: Arc<RwLock<Registry>>,
@@ -183,6 +228,7 @@ impl Writer {
         if let Some(why) = &self.poisoned {
             commit_error = Some(LedgerError::Uncertain(why.clone()));
         } else if self.unflushed {
+            let _busy = self.busy.enter();
             match self.store.flush() {
                 Ok(()) => self.unflushed = false,
                 // sled keeps failing after an I/O error until it is reopened.
@@ -203,7 +249,12 @@ impl Writer {
             let mut applied = false;
             if commit_error.is_none() {
                 let flush_started = std::time::Instant::now(); // ops: metrics
-                match self.store.commit(&ov.batch) {
+                let busy = self.busy.enter();
+                #[cfg(debug_assertions)]
+                crate::failpoint::stall_commit();
+                let committed = self.store.commit(&ov.batch);
+                drop(busy);
+                match committed {
                     Ok(()) => {
                         applied = true;
                         crate::metrics::group_committed(

@@ -12,6 +12,7 @@
 
 pub mod book;
 pub mod codes;
+mod eligibility;
 mod kind;
 mod next;
 pub mod presence;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::pb::{EventBody, SignatureMeaning};
 
 pub use book::PolicyBook;
+pub use eligibility::SIGNATURE_MARGIN;
 pub use kind::EventKind;
 pub use next::{NextEvent, Outlook, Refusal};
 pub use presence::{cut, cut_text};

@@ -30,7 +30,7 @@ use celltrail::ledger::{Ledger, LedgerOptions};
 use celltrail::note::NoteSigner;
 use celltrail::note::NoteVerifier;
 use celltrail::pb::{event_body::Detail, KeyRegistered, Receipt, SignatureMeaning, SignedEvent};
-use celltrail::server::{open, run, RunOptions, ServeOptions};
+use celltrail::server::{open, run, NetOptions, RunOptions, ServeOptions};
 use celltrail::storage::Storage;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,7 @@ pub struct Builder {
     addr: SocketAddr,
     tls: Option<ServerTlsConfig>,
     admin: Option<NoteSigner>,
+    net: NetOptions,
 }
 
 impl Builder {
@@ -92,6 +93,12 @@ impl Builder {
         self
     }
 
+    /// Connection bounds, shutdown grace and watchdog instead of the defaults.
+    pub fn net(mut self, net: NetOptions) -> Builder {
+        self.net = net;
+        self
+    }
+
     /// The admin key, for a directory without `admin.key` (a restored copy).
     pub fn admin(mut self, admin: NoteSigner) -> Builder {
         self.admin = Some(admin);
@@ -121,7 +128,9 @@ impl Builder {
         let addr = listener.local_addr().unwrap();
         let log_vkey = opened.log_verifier.clone();
         let ledger = opened.ledger.clone();
-        let run_opts = RunOptions::of(&opened).with_tls(self.tls);
+        let run_opts = RunOptions::of(&opened)
+            .with_tls(self.tls)
+            .with_net(self.net);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(listener, opened.ledger, run_opts, async {
             let _ = rx.await;
@@ -151,6 +160,7 @@ impl TestServer {
             addr: "127.0.0.1:0".parse().unwrap(),
             tls: None,
             admin: None,
+            net: NetOptions::default(),
         }
     }
 

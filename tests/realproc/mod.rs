@@ -29,7 +29,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// environment leaks in, stdin is empty, and the working directory is `cwd`. Key passphrases
 /// come from `cwd/passphrase` (written if missing), as automation gives them (never argv).
 pub fn command(cwd: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    prepare(Command::new(BIN), cwd)
+}
+
+/// [`command`]'s clean environment, working directory and passphrase file, applied to `c`.
+fn prepare(mut c: Command, cwd: &Path) -> Command {
     c.current_dir(cwd).stdin(Stdio::null());
     for (k, _) in std::env::vars() {
         if k.starts_with("CELLTRAIL_") {
@@ -87,6 +91,7 @@ pub struct Serve {
     listen: Option<String>,
     args: Vec<OsString>,
     envs: Vec<(String, String)>,
+    nofile: Option<u64>,
 }
 
 impl Default for Serve {
@@ -104,6 +109,7 @@ impl Serve {
             listen: Some("127.0.0.1:0".into()),
             args: Vec::new(),
             envs: Vec::new(),
+            nofile: None,
         }
     }
 
@@ -154,6 +160,20 @@ impl Serve {
         self
     }
 
+    /// Runs the process under this open-file limit (`ulimit -n`, set by a shell that then
+    /// execs the binary).
+    pub fn nofile(mut self, n: u64) -> Serve {
+        self.nofile = Some(n);
+        self
+    }
+
+    /// [`Serve::start`] from async code (on a blocking thread).
+    pub async fn spawn(self) -> Proc {
+        tokio::task::spawn_blocking(move || self.start())
+            .await
+            .unwrap()
+    }
+
     /// Starts the process and waits for its "serving on ADDR" banner (text or JSON). Panics
     /// with everything it printed if it exits first or takes longer than 30 s.
     pub fn start(self) -> Proc {
@@ -168,7 +188,16 @@ impl Serve {
             })
             .filter(|d| d.is_dir())
             .unwrap_or_else(|| scratch.path().to_path_buf());
-        let mut c = command(&cwd);
+        let mut c = match self.nofile {
+            None => command(&cwd),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                prepare(sh, &cwd)
+            }
+        };
         c.arg(self.subcommand);
         if let Some(l) = &self.listen {
             c.arg("--listen").arg(l);
