@@ -20,8 +20,10 @@ use tonic::{Code, Request, Response, Status};
 /// Default and largest page of `GetEntries`.
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
-/// Largest `GetEntries` page in bytes (a page holds at least one entry).
+/// Largest `GetEntries` / `GetChain` page in bytes (a page holds at least one entry).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+/// Default `GetChain` page.
+pub const DEFAULT_CHAIN_PAGE: u32 = 256;
 /// Events of one `AppendStream` in flight at once (they share group commits).
 pub const STREAM_WINDOW: usize = 512;
 
@@ -279,26 +281,63 @@ impl LedgerRpc for LedgerService {
         &self,
         req: Request<GetChainRequest>,
     ) -> Result<Response<GetChainResponse>, Status> {
-        let id = req.into_inner().chain_id;
+        let req = req.into_inner();
+        let id = req.chain_id;
+        let start: u64 = match req.page_token.as_str() {
+            "" => 0,
+            t => t.parse().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token {:?} is not one this server issued; pass next_page_token of the previous page, or nothing for the first",
+                    t.chars().take(40).collect::<String>()
+                ))
+            })?,
+        };
+        let limit = match req.page_size {
+            0 => DEFAULT_CHAIN_PAGE,
+            n => n.min(MAX_PAGE),
+        } as u64;
         let store = self.ledger.store().clone();
         let head = self.ledger.head(&id)?;
+        let length = head.seq + 1;
+        if start > length {
+            return Err(Status::invalid_argument(format!(
+                "page_token {start} is past the end of chain {id} ({length} events)"
+            )));
+        }
         let chain = id.clone();
         let entries = tokio::task::spawn_blocking(move || -> Result<Vec<StoredEntry>, Status> {
             let mut out = Vec::new();
-            for index in store.chain_indices(&chain).map_err(LedgerError::from)? {
+            let mut bytes_in_page = 0;
+            for seq in start..length.min(start + limit) {
+                let index = store
+                    .chain_event(&chain, seq)
+                    .map_err(LedgerError::from)?
+                    .ok_or_else(|| {
+                        Status::internal(format!("chain {chain} seq {seq} is missing"))
+                    })?;
                 let bytes = store
                     .entry(index)
                     .map_err(LedgerError::from)?
                     .ok_or_else(|| Status::internal(format!("entry {index} is missing")))?;
+                bytes_in_page += bytes.len() + 48;
+                if bytes_in_page > MAX_PAGE_BYTES && !out.is_empty() {
+                    break;
+                }
                 out.push(stored_entry(index, bytes)?);
             }
             Ok(out)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
+        let next = start + entries.len() as u64;
         Ok(Response::new(GetChainResponse {
             head: Some(chain_head(&id, &head)),
             entries,
+            next_page_token: if next < length {
+                next.to_string()
+            } else {
+                String::new()
+            },
         }))
     }
 

@@ -6,8 +6,7 @@ use crate::client::{self, detail_from_fields, Draft, Fields};
 use crate::keys::{self, read_key_file, read_key_file_with, PassphraseSource};
 use crate::note::NoteSigner;
 use crate::pb::{
-    event_body::Detail, EventBody, GetChainRequest, KeyRegistered, KeyRevoked, LogEntry,
-    SignatureMeaning,
+    event_body::Detail, EventBody, KeyRegistered, KeyRevoked, LogEntry, SignatureMeaning,
 };
 use crate::registry::KEYS_CHAIN;
 use anyhow::{bail, Context};
@@ -818,13 +817,9 @@ async fn event(a: EventArgs) -> anyhow::Result<()> {
 
 async fn chain(a: ChainArgs) -> anyhow::Result<()> {
     let mut c = a.server.connect().await?;
-    let resp = c
-        .get_chain(GetChainRequest {
-            chain_id: a.chain.clone(),
-        })
+    let resp = client::get_whole_chain(&mut c, &a.chain)
         .await
-        .map_err(client::status_error)?
-        .into_inner();
+        .map_err(client::status_error)?;
     let head = resp.head.unwrap_or_default();
     let signers = client::signer_infos(&mut c).await;
     println!(

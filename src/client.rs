@@ -248,6 +248,32 @@ pub async fn append_draft_with(
     Ok(client.append(ev).await.map_err(status_error)?.into_inner())
 }
 
+/// The whole chain: `GetChain` page after page (the server answers at most ~1 MiB at a time),
+/// entries in seq order; the head is the one of the last page.
+pub async fn get_whole_chain(
+    client: &mut Client,
+    chain_id: &str,
+) -> Result<crate::pb::GetChainResponse, tonic::Status> {
+    let mut all = crate::pb::GetChainResponse::default();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .get_chain(crate::pb::GetChainRequest {
+                chain_id: chain_id.to_string(),
+                page_token: token,
+                page_size: 0,
+            })
+            .await?
+            .into_inner();
+        all.entries.extend(page.entries);
+        all.head = page.head;
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        token = page.next_page_token;
+    }
+}
+
 /// A gRPC status as an error a person can read.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
@@ -259,15 +285,10 @@ pub async fn signer_infos(
     c: &mut Client,
 ) -> std::collections::HashMap<String, crate::manifest::SignerInfo> {
     let mut out = std::collections::HashMap::new();
-    let Ok(resp) = c
-        .get_chain(crate::pb::GetChainRequest {
-            chain_id: crate::registry::KEYS_CHAIN.into(),
-        })
-        .await
-    else {
+    let Ok(resp) = get_whole_chain(c, crate::registry::KEYS_CHAIN).await else {
         return out;
     };
-    for e in resp.into_inner().entries {
+    for e in resp.entries {
         let body = crate::pb::LogEntry::decode(e.entry.as_slice())
             .ok()
             .and_then(|le| crate::pb::EventBody::decode(le.body.as_slice()).ok());

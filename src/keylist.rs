@@ -5,7 +5,7 @@
 use prost::Message;
 use serde::Serialize;
 
-use crate::pb::{event_body::Detail, EventBody, GetChainRequest, LogEntry};
+use crate::pb::{event_body::Detail, EventBody, LogEntry};
 
 /// One registered key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,18 +97,8 @@ pub fn text(rows: &[KeyRow]) -> String {
 /// `celltrail key list`: reads the `keys` chain and prints it.
 pub async fn run(server: &crate::client::ServerArg, json: bool) -> anyhow::Result<()> {
     let mut c = server.connect().await?;
-    let entries = match c
-        .get_chain(GetChainRequest {
-            chain_id: crate::registry::KEYS_CHAIN.into(),
-        })
-        .await
-    {
-        Ok(r) => r
-            .into_inner()
-            .entries
-            .into_iter()
-            .map(|e| (e.index, e.entry))
-            .collect(),
+    let entries = match crate::client::get_whole_chain(&mut c, crate::registry::KEYS_CHAIN).await {
+        Ok(r) => r.entries.into_iter().map(|e| (e.index, e.entry)).collect(),
         Err(s) if s.code() == tonic::Code::NotFound => Vec::new(),
         Err(s) => return Err(crate::client::status_error(s)),
     };

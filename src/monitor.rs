@@ -244,13 +244,8 @@ async fn current_key(
         Ok(_) => return Ok((pinned.clone(), Vec::new())),
         Err(e) => e,
     };
-    let chain = match c
-        .get_chain(crate::pb::GetChainRequest {
-            chain_id: crate::loglink::LOG_CHAIN.into(),
-        })
-        .await
-    {
-        Ok(r) => r.into_inner().entries,
+    let chain = match crate::client::get_whole_chain(c, crate::loglink::LOG_CHAIN).await {
+        Ok(r) => r.entries,
         Err(st) if st.code() == tonic::Code::NotFound => Vec::new(),
         Err(st) => return Err(status_error(st)),
     };

@@ -100,6 +100,7 @@ async fn same_seq_race_has_exactly_one_winner_and_the_loser_learns_the_new_head(
         let chain_now = c
             .get_chain(GetChainRequest {
                 chain_id: chain.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -145,6 +146,7 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
         let chain = c
             .get_chain(GetChainRequest {
                 chain_id: app.chain.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -99,6 +99,7 @@ async fn check_chains_online(p: &Proc, apps: &[Appender]) -> usize {
         let chain = c
             .get_chain(GetChainRequest {
                 chain_id: a.chain.clone(),
+                ..Default::default()
             })
             .await
             .expect("get chain")

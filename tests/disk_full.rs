@@ -215,6 +215,7 @@ async fn reads_work(c: &mut Client, chain: &str, len: usize) {
     let ch = c
         .get_chain(GetChainRequest {
             chain_id: chain.into(),
+            ..Default::default()
         })
         .await
         .expect("GetChain while unwritable")
@@ -369,6 +370,7 @@ async fn real_full_tmpfs_refuses_appends_keeps_reads_and_recovers_after_restart(
     );
     s.c.get_chain(GetChainRequest {
         chain_id: "DISK-1".into(),
+        ..Default::default()
     })
     .await
     .expect("GetChain on a full disk");

@@ -180,6 +180,7 @@ async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_rest
     let chain =
         f.c.get_chain(GetChainRequest {
             chain_id: "BAG-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -209,6 +210,7 @@ async fn appends_chain_of_five_from_several_signers_and_reads_it_back_after_rest
     let again = c
         .get_chain(GetChainRequest {
             chain_id: "BAG-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

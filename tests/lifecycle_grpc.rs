@@ -118,6 +118,7 @@ impl Ward {
             .c
             .get_chain(GetChainRequest {
                 chain_id: self.chain.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner();

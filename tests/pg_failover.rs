@@ -621,6 +621,7 @@ async fn a_standby_follows_the_writer_and_continues_the_same_signed_tree() {
     let chain = bc
         .get_chain(GetChainRequest {
             chain_id: "FOLLOW-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -8,9 +8,8 @@ use crate::client::{status_error, Client};
 use crate::loglink::LOG_CHAIN;
 use crate::note::{NoteSigner, NoteVerifier};
 use crate::pb::{
-    get_inclusion_proof_request::Leaf, EventBody, GetChainRequest, GetCheckpointRequest,
-    GetConsistencyProofRequest, GetEntriesRequest, GetInclusionProofRequest,
-    GetSignedChainHeadRequest, LogEntry,
+    get_inclusion_proof_request::Leaf, EventBody, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetEntriesRequest, GetInclusionProofRequest, GetSignedChainHeadRequest, LogEntry,
 };
 use crate::registry::KEYS_CHAIN;
 use crate::storage::Storage;
@@ -295,13 +294,9 @@ async fn server_head(c: &mut Client, id: &str, size: u64) -> anyhow::Result<Opti
 }
 
 async fn server_chain(c: &mut Client, id: &str, size: u64) -> anyhow::Result<Vec<Entry>> {
-    let chain = c
-        .get_chain(GetChainRequest {
-            chain_id: id.to_string(),
-        })
+    let chain = crate::client::get_whole_chain(c, id)
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(status_error)?;
     let mut out = Vec::new();
     for e in chain.entries.into_iter().filter(|e| e.index < size) {
         let p = c

@@ -12,7 +12,7 @@ use crate::client::{self, Client, Draft, Fields};
 use crate::event_fields::KINDS;
 use crate::keys::read_key_file;
 use crate::note::NoteSigner;
-use crate::pb::{FindChainsByBagRequest, GetChainRequest, SignatureMeaning};
+use crate::pb::{FindChainsByBagRequest, SignatureMeaning};
 use anyhow::{anyhow, bail, Context};
 use std::collections::BTreeMap;
 use tonic::Code as GrpcCode;
@@ -949,13 +949,9 @@ impl Station {
             );
             return Ok(Some((EXIT_MISMATCH, None)));
         };
-        let resp = c
-            .get_chain(GetChainRequest {
-                chain_id: chain.to_string(),
-            })
-            .await;
+        let resp = crate::client::get_whole_chain(c, chain).await;
         let entries = match resp {
-            Ok(r) => r.into_inner().entries,
+            Ok(r) => r.entries,
             Err(s) if s.code() == GrpcCode::NotFound => {
                 big(
                     "MISMATCH",

@@ -154,6 +154,7 @@ pub async fn chain_events(c: &mut Client, chain: &str) -> Vec<(EventBody, LogEnt
     let resp = match c
         .get_chain(GetChainRequest {
             chain_id: chain.into(),
+            ..Default::default()
         })
         .await
     {
