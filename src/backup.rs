@@ -50,6 +50,14 @@ const RESTORE_GROUP: usize = 4096;
 /// `BackupHeader.format` and `Manifest.format` of a logical backup. 0 (absent) is the older
 /// copy of sled trees.
 pub const LOGICAL_FORMAT: u32 = 2;
+/// Bytes of entries per streamed message (a message holds at least one entry).
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Messages a backup may have waiting for its client. With [`CHUNK_BYTES`] and one read of
+/// [`ITEMS_PER_CHUNK`] entries (each at most `rules::MAX_ENTRY_BYTES`), what one backup holds
+/// in memory: at most 4 MiB queued plus 32 MiB read.
+const CHUNKS_QUEUED: usize = 4;
+/// A backup whose client takes longer than this to accept the next message is cancelled.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the server needs to describe itself in a backup header (all public).
 #[derive(Debug, Clone)]
@@ -61,11 +69,27 @@ pub struct ServerInfo {
 pub struct AdminService {
     ledger: Arc<Ledger>,
     info: ServerInfo,
+    challenges: crate::admin_auth::Challenges,
+    /// One backup at a time.
+    running: Arc<tokio::sync::Semaphore>,
+    send_timeout: std::time::Duration,
 }
 
 impl AdminService {
     pub fn new(ledger: Arc<Ledger>, info: ServerInfo) -> Self {
-        AdminService { ledger, info }
+        AdminService {
+            ledger,
+            info,
+            challenges: Default::default(),
+            running: Arc::new(tokio::sync::Semaphore::new(1)),
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
+
+    /// Cancels a backup whose client does not take the next message within `t`.
+    pub fn with_send_timeout(mut self, t: std::time::Duration) -> Self {
+        self.send_timeout = t;
+        self
     }
 }
 
@@ -104,8 +128,20 @@ impl Admin for AdminService {
 
     async fn backup(
         &self,
-        _req: Request<BackupRequest>,
+        req: Request<BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        let ledger = self.ledger.clone();
+        let who = self
+            .challenges
+            .verify("Backup", req.get_ref().auth.as_ref(), |id| {
+                ledger.admin_key(id)
+            })?;
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "a backup is already running (one at a time); retry when it has finished",
+            )
+        })?;
+        tracing::info!(admin = %who, "backup requested");
         let store = self.ledger.store().clone();
         let s = store.clone();
         let cut = self
@@ -123,18 +159,36 @@ impl Admin for AdminService {
             taken_at_unix_nanos: crate::time::now_nanos(),
             format: LOGICAL_FORMAT,
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BackupChunk, Status>>(4);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<BackupChunk, Status>>(CHUNKS_QUEUED);
         let n = cut.tree_size;
         let heads = cut.heads;
+        let send_timeout = self.send_timeout;
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let send = |chunk: BackupChunk| tx.blocking_send(Ok(chunk)).is_ok();
+            let _permit = permit;
+            // A client that stops reading cancels its backup after `send_timeout` instead of
+            // holding this thread (and the permit) forever.
+            let send = |item: Result<BackupChunk, Status>| {
+                let sent = runtime
+                    .block_on(tokio::time::timeout(send_timeout, tx.send(item)))
+                    .is_ok_and(|r| r.is_ok());
+                if !sent {
+                    tracing::warn!("backup cancelled: the client stopped reading");
+                }
+                sent
+            };
+            let fail = |status: Status| {
+                crate::metrics::backup_taken(false);
+                let _ = send(Err(status));
+            };
             let mut header = Some(header);
             for part in heads.chunks(ITEMS_PER_CHUNK) {
-                if !send(BackupChunk {
+                if !send(Ok(BackupChunk {
                     header: header.take(),
                     heads: part.to_vec(),
                     ..Default::default()
-                }) {
+                })) {
+                    crate::metrics::backup_taken(false);
                     return;
                 }
             }
@@ -144,44 +198,58 @@ impl Admin for AdminService {
                 let page = match store.entries_from(next, want) {
                     Ok(p) if !p.is_empty() => p,
                     Ok(_) => {
-                        let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                        return fail(Status::unavailable(format!(
                             "entry {next} is missing from the store"
-                        ))));
-                        crate::metrics::backup_taken(false);
-                        return;
+                        )))
                     }
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::unavailable(e.to_string())));
-                        crate::metrics::backup_taken(false);
-                        return;
-                    }
+                    Err(e) => return fail(Status::unavailable(e.to_string())),
                 };
                 next = page.last().map_or(next, |(i, _)| i + 1);
-                let entries = page
-                    .into_iter()
-                    .filter(|(i, _)| *i < n)
-                    .map(|(index, entry)| BackupEntry { index, entry })
-                    .collect();
-                if !send(BackupChunk {
-                    header: header.take(),
-                    entries,
-                    ..Default::default()
-                }) {
-                    return;
+                // Messages of at most about CHUNK_BYTES, each holding at least one entry.
+                let mut entries = Vec::new();
+                let mut bytes = 0usize;
+                let mut page = page.into_iter().filter(|(i, _)| *i < n).peekable();
+                while let Some((index, entry)) = page.next() {
+                    bytes += entry.len();
+                    entries.push(BackupEntry { index, entry });
+                    if (bytes >= CHUNK_BYTES || page.peek().is_none())
+                        && !send(Ok(BackupChunk {
+                            header: header.take(),
+                            entries: std::mem::take(&mut entries),
+                            ..Default::default()
+                        }))
+                    {
+                        crate::metrics::backup_taken(false);
+                        return;
+                    }
+                    if bytes >= CHUNK_BYTES {
+                        bytes = 0;
+                    }
                 }
             }
             if header.is_some()
-                && !send(BackupChunk {
+                && !send(Ok(BackupChunk {
                     header: header.take(),
                     ..Default::default()
-                })
+                }))
             {
+                crate::metrics::backup_taken(false);
                 return;
             }
             crate::metrics::backup_taken(true);
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn challenge(
+        &self,
+        _req: Request<crate::pb::ChallengeRequest>,
+    ) -> Result<Response<crate::pb::ChallengeResponse>, Status> {
+        Ok(Response::new(crate::pb::ChallengeResponse {
+            nonce: self.challenges.issue().to_vec(),
+            server_time_unix_nanos: crate::time::now_nanos(),
+        }))
     }
 }
 
@@ -383,16 +451,22 @@ fn head_of(h: &BackupHead) -> anyhow::Result<Head> {
 }
 
 /// `celltrail backup --to DIR`: streams a snapshot from the server at `server` into `DIR`.
-pub async fn backup_to(server: &str, dir: &Path) -> anyhow::Result<(Manifest, Audit)> {
-    backup_to_with(server, &crate::tls::TlsOptions::default(), dir).await
+pub async fn backup_to(
+    server: &str,
+    dir: &Path,
+    admin: &crate::note::NoteSigner,
+) -> anyhow::Result<(Manifest, Audit)> {
+    backup_to_with(server, &crate::tls::TlsOptions::default(), dir, admin).await
 }
 
 /// [`backup_to`] over TLS when `tls` names a CA. `DIR` is created only once the server has
 /// started the snapshot, and removed again (or emptied, if it existed) when the backup fails.
+/// The request is signed by `admin` (an operator admin key) over the server's fresh challenge.
 pub async fn backup_to_with(
     server: &str,
     tls: &crate::tls::TlsOptions,
     dir: &Path,
+    admin: &crate::note::NoteSigner,
 ) -> anyhow::Result<(Manifest, Audit)> {
     check_empty_dir(dir)?;
     let existed = dir.exists();
@@ -405,8 +479,16 @@ pub async fn backup_to_with(
         )
     })?;
     let mut client = crate::pb::admin_client::AdminClient::new(channel);
+    let nonce = client
+        .challenge(crate::pb::ChallengeRequest {})
+        .await
+        .map_err(crate::client::status_error)?
+        .into_inner()
+        .nonce;
     let stream = client
-        .backup(BackupRequest {})
+        .backup(BackupRequest {
+            auth: Some(crate::admin_auth::sign("Backup", &nonce, admin)),
+        })
         .await
         .map_err(crate::client::status_error)?
         .into_inner();

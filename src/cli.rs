@@ -100,6 +100,10 @@ pub struct BackupArgs {
     /// Directory to write the snapshot to (must not exist or be empty).
     #[arg(long, env = "CELLTRAIL_BACKUP_TO")]
     pub to: PathBuf,
+    /// Operator admin key file (a key of the server's trust-anchor file): the server answers
+    /// backups only to a signed challenge.
+    #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
+    pub admin_key: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -609,8 +613,9 @@ async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpSocket> {
 }
 
 async fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let admin = read_key_file(&a.admin_key)?;
     let (m, audit) =
-        crate::backup::backup_to_with(&a.server.server, &a.server.tls(), &a.to).await?;
+        crate::backup::backup_to_with(&a.server.server, &a.server.tls(), &a.to, &admin).await?;
     println!(
         "backup of {} written to {}: {} entries, {} chains, root {} (audited: chains link, root matches the signed checkpoint)",
         m.source,

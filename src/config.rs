@@ -429,7 +429,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(
-            server_of(&["celltrail", "--config", c, "backup", "--to", "x"]),
+            server_of(&["celltrail", "--config", c, "backup", "--to", "x", "--admin-key", "k"]),
             "a:50051,b:50051"
         );
         assert_eq!(
@@ -448,6 +448,8 @@ mod tests {
                 "backup",
                 "--to",
                 "x",
+                "--admin-key",
+                "k",
                 "--server",
                 "c:1"
             ]),
@@ -455,7 +457,7 @@ mod tests {
             "flag beats file"
         );
         assert_eq!(
-            server_of(&["celltrail", "backup", "--to", "x"]),
+            server_of(&["celltrail", "backup", "--to", "x", "--admin-key", "k"]),
             "127.0.0.1:50051",
             "no file: the built-in default"
         );

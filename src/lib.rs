@@ -22,6 +22,7 @@ pub mod pb {
     }
 }
 
+pub mod admin_auth;
 pub mod admission;
 pub mod api;
 pub mod applog;

@@ -47,6 +47,8 @@ pub struct NetOptions {
     pub watchdog_stall: Duration,
     /// `None`: never exit (the watchdog only reports).
     pub watchdog_exit: Option<Duration>,
+    /// A backup whose client does not take the next message within this is cancelled.
+    pub backup_send_timeout: Duration,
 }
 
 impl Default for NetOptions {
@@ -56,6 +58,7 @@ impl Default for NetOptions {
             shutdown_grace: SHUTDOWN_GRACE,
             watchdog_stall: WATCHDOG_STALL,
             watchdog_exit: Some(WATCHDOG_EXIT),
+            backup_send_timeout: crate::backup::SEND_TIMEOUT,
         }
     }
 }
@@ -100,6 +103,7 @@ impl BoundsArgs {
             shutdown_grace: self.shutdown_grace,
             watchdog_stall: self.watchdog_stall,
             watchdog_exit: Some(self.watchdog_exit.max(self.watchdog_stall)),
+            backup_send_timeout: crate::backup::SEND_TIMEOUT,
         }
     }
 }
@@ -508,10 +512,10 @@ pub async fn run(
     let service =
         LedgerSvc::new(crate::api::LedgerService::new(ledger.clone()).with_cosigned(cosigned))
             .max_decoding_message_size(MAX_GRPC_MESSAGE);
-    let admin = crate::pb::admin_server::AdminServer::new(crate::backup::AdminService::new(
-        ledger.clone(),
-        info,
-    ));
+    let admin = crate::pb::admin_server::AdminServer::new(
+        crate::backup::AdminService::new(ledger.clone(), info)
+            .with_send_timeout(net.backup_send_timeout),
+    );
     let station = crate::pb::station_server::StationServer::new(
         crate::station_api::StationService::new(ledger.clone()),
     )

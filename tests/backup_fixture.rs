@@ -59,15 +59,22 @@ async fn a_logical_backup_of_the_restored_log_restores_and_refuses_tampering() {
     let key = fixture("backup-v1.log.key");
     let v1 = celltrail::backup::restore(&from, &live, &key).unwrap();
 
-    let admin = common::signer("admin.unused");
+    // The fixture's admin key is not committed: a second operator admin key joins the trust
+    // anchors so that it can sign the backup request (Admin/Backup is authenticated).
+    let admin = common::signer("admin.backup");
+    let anchors = DataDir::new(&live).trust_anchors();
+    let mut text = std::fs::read_to_string(&anchors).unwrap();
+    text.push_str(&format!("{}\n", admin.verifier().to_key_string()));
+    std::fs::write(&anchors, text).unwrap();
     let server = common::TestServer::builder(&live)
         .admin(admin)
         .start()
         .await;
     let logical = dir.path().join("logical");
-    let (manifest, audit) = celltrail::backup::backup_to(&server.addr.to_string(), &logical)
-        .await
-        .expect("logical backup");
+    let (manifest, audit) =
+        celltrail::backup::backup_to(&server.addr.to_string(), &logical, &server.admin)
+            .await
+            .expect("logical backup");
     server.stop().await;
     assert_eq!(manifest.format, celltrail::backup::LOGICAL_FORMAT);
     assert_eq!(audit, v1, "the same log: size, chains and root");

@@ -172,9 +172,21 @@ fn backup_to_an_unreachable_server_leaves_no_directory() {
         .unwrap()
         .port(); // free, then closed: nobody listens there
     let server = format!("127.0.0.1:{port}");
+    ok(
+        dir.path(),
+        &["keygen", "--name", "admin.bk", "--out", "admin.key"],
+    );
     let (ok, out) = run(
         dir.path(),
-        &["backup", "--server", &server, "--to", "bk"],
+        &[
+            "backup",
+            "--server",
+            &server,
+            "--to",
+            "bk",
+            "--admin-key",
+            "admin.key",
+        ],
         &[],
     );
     assert!(!ok, "{out}");

@@ -354,9 +354,10 @@ async fn backup_under_concurrent_appends_restores_to_a_consistent_serving_copy()
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let backup_dir = dir.path().join("backup");
-    let (manifest, audit) = celltrail::backup::backup_to(&server.addr.to_string(), &backup_dir)
-        .await
-        .expect("backup");
+    let (manifest, audit) =
+        celltrail::backup::backup_to(&server.addr.to_string(), &backup_dir, &server.admin)
+            .await
+            .expect("backup");
     // Let the writers get past the cut before stopping them, so the copy must be a strict prefix.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while snapshot(&mut c).await.len() as u64 <= manifest.tree_size + 4 {

@@ -181,6 +181,8 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
             &server.addr,
             "--to",
             to.to_str().unwrap(),
+            "--admin-key",
+            data.join("admin.key").to_str().unwrap(),
         ])
         .output()
         .unwrap();

@@ -370,6 +370,15 @@ impl Ledger {
         checks::replay_state(self.store.as_ref(), &registry, &book, chain_id)
     }
 
+    /// The verifying key of operator admin key `key_id` (a trust anchor), if it is one.
+    pub fn admin_key(&self, key_id: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        self.registry
+            .read()
+            .expect("registry lock")
+            .admin(key_id)
+            .copied()
+    }
+
     /// How long the writer has been inside one group's write or flush (`None`: it is not).
     /// The server's watchdog turns health NOT_SERVING when this grows too long.
     pub fn writer_busy_for(&self) -> Option<std::time::Duration> {
