@@ -120,6 +120,7 @@ pub fn code_of(e: &LedgerError) -> Code {
             LedgerError::Policy(_) | LedgerError::Link(_) => Code::FailedPrecondition,
             LedgerError::Signer(_) | LedgerError::Role(_) => Code::PermissionDenied,
             LedgerError::NotFound(_) => Code::NotFound,
+            LedgerError::Corrupt(_) => Code::DataLoss,
             LedgerError::Storage(_)
             | LedgerError::Uncertain(_)
             | LedgerError::ShuttingDown

@@ -68,6 +68,7 @@ pub fn reason(e: &LedgerError) -> &'static str {
         LedgerError::Role(_) => "role",
         LedgerError::NotFound(_) => "not_found",
         LedgerError::Storage(_) => "storage",
+        LedgerError::Corrupt(_) => "corrupt",
         LedgerError::Uncertain(_) => "uncertain",
         LedgerError::ShuttingDown => "shutting_down",
         LedgerError::NotWriter(_) => "not_writer",

@@ -429,7 +429,16 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(
-            server_of(&["celltrail", "--config", c, "backup", "--to", "x", "--admin-key", "k"]),
+            server_of(&[
+                "celltrail",
+                "--config",
+                c,
+                "backup",
+                "--to",
+                "x",
+                "--admin-key",
+                "k"
+            ]),
             "a:50051,b:50051"
         );
         assert_eq!(

@@ -113,6 +113,105 @@ pub fn root_at(store: &dyn Storage, size: u64) -> Result<Hash, LogError> {
     merkle::root_at(size, |l, i| get_node(store, l, i))
 }
 
+/// Entries at the end of the log whose leaf hashes [`check_against_checkpoint`] recomputes
+/// from their bytes (one Merkle leaf block: the last group's entries, or its tail).
+pub const TAIL_CHECKED: u64 = 16;
+
+/// Checks, before a server serves a store, that it still holds the log its last signed
+/// checkpoint describes: the checkpoint verifies with the log key (or is signed by another key:
+/// a retired one after a rotation) and names the stored tree
+/// size, no entry lies beyond it, the root recomputed from the stored subtree hashes equals the
+/// signed root, and the last [`TAIL_CHECKED`] entries hash to the leaves recorded for them
+/// (so the last group's bytes are checked, not only its hashes). O(log n) reads. An empty log
+/// passes. A mismatch is [`StorageError::CorruptAt`], naming what differs.
+pub fn check_against_checkpoint(
+    store: &dyn Storage,
+    log_key: &crate::note::NoteVerifier,
+    at: &str,
+) -> Result<(), StorageError> {
+    let corrupt = |detail: String| StorageError::CorruptAt {
+        at: at.to_string(),
+        detail,
+    };
+    let size = store.tree_size()?;
+    let Some(note) = store.checkpoint()? else {
+        return match size {
+            0 => Ok(()),
+            n => Err(corrupt(format!("{n} entries but no signed checkpoint"))),
+        };
+    };
+    // Signed by the log key; after a rotation (`loglink`) the last checkpoint may be the
+    // retired key's, whose signature `verify --data-dir` checks along the link.
+    let text = match crate::note::open_note(&note, std::slice::from_ref(log_key)) {
+        Ok(opened) => opened.text,
+        Err(crate::note::NoteError::NoVerifiedSignature { .. }) => note_text(&note)
+            .ok_or_else(|| corrupt("the stored checkpoint is not a signed note".into()))?
+            .to_string(),
+        Err(e) => {
+            return Err(corrupt(format!(
+                "the stored checkpoint does not verify with the log key: {e}"
+            )))
+        }
+    };
+    let cp = Checkpoint::parse(&text)
+        .map_err(|e| corrupt(format!("the stored checkpoint does not parse: {e}")))?;
+    if cp.size != size {
+        return Err(corrupt(format!(
+            "the stored tree size is {size}, but the signed checkpoint is for {} entries",
+            cp.size
+        )));
+    }
+    if !store.entries_from(size, 1)?.is_empty() {
+        return Err(corrupt(format!(
+            "entries lie beyond the signed checkpoint's {size}"
+        )));
+    }
+    if size == 0 {
+        return Ok(());
+    }
+    let root = match root_at(store, size) {
+        Ok(r) => r,
+        Err(LogError::Store(e)) => return Err(e),
+        Err(e) => return Err(corrupt(format!("the Merkle root cannot be computed: {e}"))),
+    };
+    if root != cp.root {
+        return Err(corrupt(format!(
+            "the Merkle root of the stored tree ({}) is not the signed checkpoint's root ({}) \
+             for {size} entries",
+            hex::encode(root),
+            hex::encode(cp.root)
+        )));
+    }
+    for index in size.saturating_sub(TAIL_CHECKED)..size {
+        let bytes = store
+            .entry(index)?
+            .ok_or_else(|| corrupt(format!("entry {index} is missing")))?;
+        let leaf = merkle::leaf_hash(&bytes);
+        let recorded = match store.recorded_leaf(index)? {
+            Some(h) => h,
+            None => store
+                .node(0, index)?
+                .ok_or_else(|| corrupt(format!("the leaf hash of entry {index} is missing")))?,
+        };
+        if leaf != recorded {
+            return Err(corrupt(format!(
+                "entry {index} hashes to leaf {}, but the tree records {}",
+                hex::encode(leaf),
+                hex::encode(recorded)
+            )));
+        }
+        let entry = <crate::pb::LogEntry as prost::Message>::decode(bytes.as_slice())
+            .map_err(|e| corrupt(format!("entry {index} does not decode: {e}")))?;
+        if entry.index != index {
+            return Err(corrupt(format!(
+                "entry {index} says it is entry {}",
+                entry.index
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An inclusion proof of one entry.
 #[derive(Debug, Clone)]
 pub struct Inclusion {

@@ -285,6 +285,12 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         None => Arc::new(Store::open(&dir.db())?),
     };
     let log_verifier = log_key.verifier();
+    // Refuse to serve a store that no longer holds the log its last checkpoint signed.
+    crate::log::check_against_checkpoint(
+        store.as_ref(),
+        &log_verifier,
+        &dir.db().display().to_string(),
+    )?;
     let log_signer = log_key.clone();
     let ledger = Ledger::start(store, &admins, log_key, policy.clone(), opts.ledger.clone())?;
     let book = ledger.policy_book();

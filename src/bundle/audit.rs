@@ -24,6 +24,17 @@ pub struct DataDirKeys {
     pub admins: Vec<NoteVerifier>,
 }
 
+/// The report for a store that cannot be audited at all (it does not open: damaged files, or
+/// it lost groups it had committed): FAILED, with the store's own error naming where.
+pub fn unopenable_store(
+    keys: &DataDirKeys,
+    policy: &Policy,
+    error: impl std::fmt::Display,
+) -> Report {
+    Report::new(&keys.log_key.to_key_string(), &keys.log_key_source, policy)
+        .fail(top(error.to_string()))
+}
+
 /// Audits a whole copied store: every entry present and matching its stored leaf hash, every
 /// chain replayed (links, signatures, registry, policy), and the Merkle root recomputed from
 /// all entries compared with the stored signed checkpoint.

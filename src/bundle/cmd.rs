@@ -267,14 +267,25 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 Some(a) => a,
                 None => crate::keys::read_trust_anchors(&dir.trust_anchors())?,
             };
-            let store = crate::store::Store::open_for_audit(&dir.db())
-                .context("audit a copy of the data directory, not the live one")?;
             let keys = crate::bundle::audit::DataDirKeys {
                 log_key,
                 log_key_source: source,
                 admins,
             };
-            let r = crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref());
+            let r = match crate::store::Store::open_for_audit(&dir.db()) {
+                Ok(store) => {
+                    crate::bundle::audit::verify_store(&store, &keys, &policy, previous.as_deref())
+                }
+                // Damaged files or a store that lost committed groups: that is the verdict.
+                Err(
+                    e @ (crate::storage::StorageError::CorruptAt { .. }
+                    | crate::storage::StorageError::Corrupt(_)),
+                ) => crate::bundle::audit::unopenable_store(&keys, &policy, e),
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("audit a copy of the data directory, not the live one"))
+                }
+            };
             (r, format!("--data-dir {}", root.display()))
         }
         (Some(path), None) => {

@@ -75,13 +75,22 @@ pub enum LedgerError {
     /// A log-link event that does not fit this log.
     #[error("log link refused: {0}")]
     Link(String),
+    /// The store is damaged (what it holds does not decode, sled failed on its files): the
+    /// message names where and says to restore from a backup.
+    #[error("{0}")]
+    Corrupt(String),
     #[error("this connection sent too many events whose signatures failed verification and is cut off; reconnect and send events signed by registered keys")]
     CutOff,
 }
 
 impl From<StorageError> for LedgerError {
     fn from(e: StorageError) -> Self {
-        LedgerError::Storage(e.to_string())
+        match e {
+            StorageError::Corrupt(_) | StorageError::CorruptAt { .. } => {
+                LedgerError::Corrupt(e.to_string())
+            }
+            _ => LedgerError::Storage(e.to_string()),
+        }
     }
 }
 

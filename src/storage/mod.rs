@@ -38,6 +38,10 @@ pub enum StorageError {
     Io(String),
     #[error("ledger store is corrupt: {0}")]
     Corrupt(String),
+    /// The backend itself failed on damaged files (sled panicked or found a bad checksum), or
+    /// the store does not match its last signed checkpoint.
+    #[error("store corrupt at {at}: {detail}; restore from backup (`celltrail restore --from BACKUP_DIR --data-dir NEW_DIR --log-key LOG_KEY`)")]
+    CorruptAt { at: String, detail: String },
 }
 
 /// One accepted event to write.

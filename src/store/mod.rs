@@ -30,16 +30,30 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
 
+mod guard;
 mod upgrade;
+
+pub use guard::Store;
 
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> StorageError {
-        StorageError::Io(e.to_string())
+        match e {
+            // sled found a checksum or structure that does not match what it wrote.
+            sled::Error::Corruption { at, .. } => StorageError::CorruptAt {
+                at: match at {
+                    Some(ptr) => format!("sled file position {ptr}"),
+                    None => "an unknown place in sled's files".into(),
+                },
+                detail: "sled found data that does not match its checksum".into(),
+            },
+            other => StorageError::Io(other.to_string()),
+        }
     }
 }
 
-/// The sled backend of [`Storage`].
-pub struct Store {
+/// The sled trees of the store. Every call from outside goes through [`Store`], which turns a
+/// panic inside sled into an error.
+pub(crate) struct Sled {
     db: sled::Db,
     entries: sled::Tree,
     chains: sled::Tree,
@@ -133,13 +147,13 @@ fn be_u64(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(arr))
 }
 
-impl Store {
+impl Sled {
     /// Opens (or creates) the store in `path`. sled recovers its log on open.
     ///
     /// sled holds an exclusive file lock while any handle (including its background flusher)
     /// lives; a previous owner that is just closing, in this process or another, releases it
     /// moments later, so a busy lock is retried for up to `LOCK_WAIT`.
-    pub fn open(path: &Path) -> Result<Store, StorageError> {
+    fn open(path: &Path) -> Result<Sled, StorageError> {
         let store = Self::open_with_cache(path, CACHE_BYTES)?;
         store.upgrade()?;
         Ok(store)
@@ -150,7 +164,7 @@ impl Store {
     ///
     /// Never writes: an auditor's copy stays as it was handed over (an older format is read as
     /// it is; the audit needs only entries, stored subtrees and the checkpoint).
-    pub fn open_for_audit(path: &Path) -> Result<Store, StorageError> {
+    fn open_for_audit(path: &Path) -> Result<Sled, StorageError> {
         let store = Self::open_with_cache(path, AUDIT_CACHE_BYTES)?;
         store.format()?;
         Ok(store)
@@ -171,7 +185,7 @@ impl Store {
         Ok(format)
     }
 
-    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StorageError> {
+    fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Sled, StorageError> {
         let db = open_sled(sled::Config::new().path(path).cache_capacity(cache_bytes)).map_err(
             |source| StorageError::Open {
                 path: path.display().to_string(),
@@ -179,7 +193,7 @@ impl Store {
             },
         )?;
         let t = |name: &str| db.open_tree(name);
-        Ok(Store {
+        Ok(Sled {
             entries: t("entries")?,
             chains: t("chains")?,
             chain_events: t("chain_events")?,
@@ -225,7 +239,7 @@ impl Store {
     }
 }
 
-impl Storage for Store {
+impl Storage for Sled {
     /// The stored summary of a chain (`None` for chains written before summaries existed).
     fn chain_summary(
         &self,
@@ -626,7 +640,7 @@ mod tests {
         // Low subtrees are recomputed from the entries, not read back.
         assert_eq!(s.node(0, 0).unwrap(), Some(crate::merkle::leaf_hash(b"e0")));
         assert_eq!(s.node(0, 2).unwrap(), None);
-        assert_eq!(s.stored_node(0, 0).unwrap(), None);
+        assert_eq!(s.sled().stored_node(0, 0).unwrap(), None);
         assert_eq!(s.recorded_leaf(0).unwrap(), None, "block 0 is not complete");
         assert_eq!(s.checkpoint().unwrap().as_deref(), Some("cp\n"));
         assert_eq!(s.entries_from(1, 10).unwrap(), vec![(1, b"e1".to_vec())]);
@@ -746,12 +760,12 @@ mod tests {
         {
             // The audit never writes: the copy stays format 1 and its leaves are still read.
             let s = Store::open_for_audit(dir.path()).unwrap();
-            assert_eq!(s.format().unwrap(), 1);
+            assert_eq!(s.sled().format().unwrap(), 1);
             assert_eq!(s.recorded_leaf(20).unwrap(), Some(leaves[20]));
         }
         for _ in 0..2 {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.format().unwrap(), FORMAT);
+            assert_eq!(s.sled().format().unwrap(), FORMAT);
             for (i, (_, hash)) in all.iter().enumerate() {
                 assert_eq!(s.index_of_hash(hash).unwrap(), Some(i as u64), "entry {i}");
             }
@@ -760,7 +774,11 @@ mod tests {
             assert_eq!(s.recorded_leaf(5).unwrap(), Some(leaves[5]));
             assert_eq!(s.recorded_leaf(31).unwrap(), Some(leaves[31]));
             assert_eq!(s.recorded_leaf(33).unwrap(), None);
-            assert_eq!(s.stored_node(0, 5).unwrap(), None, "low levels dropped");
+            assert_eq!(
+                s.sled().stored_node(0, 5).unwrap(),
+                None,
+                "low levels dropped"
+            );
             assert_eq!(
                 s.chains_of_bag("A999926120033").unwrap(),
                 vec!["C1".to_string()]
@@ -781,7 +799,7 @@ mod tests {
     fn a_store_of_a_newer_format_is_refused_with_its_version() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(dir.path()).unwrap();
+            let s = Sled::open(dir.path()).unwrap();
             s.meta.insert(META_FORMAT, &9u64.to_be_bytes()).unwrap();
             s.flush().unwrap();
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Store {
+impl Sled {
     /// Brings a store of an older format to this one, once, before anything else uses it:
     /// re-keys `by_hash` by run, packs the leaf hashes into `leaves` blocks, drops the stored
     /// subtrees below `STORED_NODE_MIN_LEVEL` and builds the `bags` index from the entries.

@@ -430,7 +430,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// Flips one byte of log entry `index` in the stopped data directory `dir`, as someone editing
 /// the sled files would (the store itself has no way to rewrite an entry).
 pub fn flip_entry_byte(dir: &Path, index: u64) {
-    let db = sled::open(DataDir::new(dir).db()).expect("open the sled store");
+    // A server stopped moments ago may still hold sled's lock while its flusher ends.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(DataDir::new(dir).db()) {
+            Ok(db) => break db,
+            Err(e) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("open the sled store: {e}"),
+        }
+    };
     let entries = db.open_tree("entries").unwrap();
     let key = index.to_be_bytes();
     let mut bytes = entries.get(key).unwrap().expect("entry exists").to_vec();
