@@ -244,6 +244,10 @@ async fn sigterm_ends_open_streams_and_watches_within_the_grace_period_and_exits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "the stall failpoint is compiled into debug builds only"
+)]
 async fn a_stuck_writer_turns_health_not_serving_then_ends_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Serve::new()
