@@ -66,7 +66,8 @@ pub fn parse_path(path: &str) -> Result<TileRef, String> {
             .and_then(|x| x.checked_add(digits.parse::<u64>().expect("3 digits")))
             .ok_or_else(bad)?;
     }
-    if parts.len() > 7 {
+    // Canonical only: no leading zero element (`x000/001` is `001`).
+    if parts.len() > 7 || (parts.len() > 1 && parts[0] == "x000") {
         return Err(bad());
     }
     Ok(TileRef {
@@ -202,6 +203,20 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<dyn Storage>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any request path parses or is refused without a panic; what parses prints back
+        /// to itself.
+        #[test]
+        fn tile_path_parser_never_panics(path in proptest::prop_oneof![
+            proptest::prelude::any::<String>(),
+            "(entries|[0-9]{1,3})(/x[0-9]{3}){0,8}/[0-9]{3}(\\.p/[0-9]{1,4})?",
+        ]) {
+            if let Ok(t) = parse_path(&path) {
+                proptest::prop_assert_eq!(path_of(&t), path);
+            }
+        }
+    }
 
     #[test]
     fn tile_paths_round_trip_and_malformed_ones_are_refused() {

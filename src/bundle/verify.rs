@@ -1335,6 +1335,28 @@ mod tests {
         assert!(!verify_bundle(&b, &opts()).ok);
     }
 
+    proptest::proptest! {
+        /// Hostile later checkpoints and log-link entries never panic the verifier: they fail
+        /// it (or, for a well-formed later checkpoint of the same tree, pass).
+        #[test]
+        fn hostile_later_checkpoints_and_log_links_never_panic(
+            note in proptest::prop_oneof![proptest::prelude::any::<String>(), "log.example/a\n[0-9]{1,3}\n[A-Za-z0-9+/=]{0,48}\n\n— log.example/a [A-Za-z0-9+/=]{0,120}\n"],
+            proof in proptest::collection::vec("[A-Za-z0-9+/=]{0,48}", 0..5),
+            entry in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            index in 0u64..20,
+        ) {
+            let log = NoteSigner::generate("log.example/a").unwrap();
+            let l = leaves(9);
+            let mut b = bundle(&log, &l, 5);
+            b.later_checkpoints = vec![LaterCheckpoint { checkpoint: note.clone(), proof: proof.clone() }];
+            let _ = verify_bundle(&b, &opts());
+            b.later_checkpoints.clear();
+            b.log_links = vec![crate::bundle::Entry { index, entry: b64(&entry), proof }];
+            let r = verify_bundle(&b, &opts());
+            proptest::prop_assert!(!r.ok);
+        }
+    }
+
     #[test]
     fn later_checkpoint_must_be_later_and_signed_by_the_log() {
         let log = NoteSigner::generate("log.example/a").unwrap();
