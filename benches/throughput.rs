@@ -9,11 +9,14 @@
 //!    batched. Needs CELLTRAIL_BENCH_PG (a libpq connection string); `benches/run.sh` installs
 //!    and starts a throw-away PostgreSQL and sets it. Without it B is skipped and says so.
 //! V  offline verification rate vs the raw ed25519 strict verify rate of this machine.
+//! P  C and G again with the ledger in PostgreSQL (`serve --store`), each on a fresh database
+//!    of CELLTRAIL_BENCH_PG, as ratios to sled's C and G of the same run.
 //!
 //! Sizes: CELLTRAIL_BENCH_CHAINS (default 64) x CELLTRAIL_BENCH_EVENTS (per chain, default 300).
 //! CELLTRAIL_BENCH_MILLION=1 adds the 1 M-entry run (disk, RSS, restart) against the release
 //! binary; CELLTRAIL_BENCH_ONLY=M runs only that (build the binary first: `cargo build --release`),
-//! CELLTRAIL_BENCH_ONLY=C only the in-process ceiling.
+//! CELLTRAIL_BENCH_ONLY=C only the in-process ceiling, CELLTRAIL_BENCH_ONLY=P only C and G on
+//! sled and then on PostgreSQL (no V, M or B).
 
 #[path = "support/measure.rs"]
 mod measure;
@@ -486,6 +489,22 @@ fn main() {
         "G  gRPC AppendStream, {streams} streams: {s_rate:>10.0} events/s  G/C {:.2}",
         s_rate / c_rate
     );
+    if only == "P" {
+        match std::env::var("CELLTRAIL_BENCH_PG") {
+            Ok(conn) => pgstore::run(
+                &rt,
+                &conn,
+                &keys,
+                &regs,
+                &work,
+                &policy_path,
+                streams,
+                (c_rate, u_rate, s_rate),
+            ),
+            Err(_) => println!("P  PostgreSQL store: SKIPPED (CELLTRAIL_BENCH_PG not set)"),
+        }
+        return;
+    }
     let raw = raw_verify_rate(&work, &keys);
     let v_rate = offline_verify_rate(c_env, &keys);
     println!("V  verify --data-dir (offline audit): {v_rate:>10.0} events/s  vs raw verify {:.0} events/s on 1 core: V/raw {:.2}", raw / 2.0, v_rate / (raw / 2.0));

@@ -503,36 +503,77 @@ impl PgStore {
         let result = self.run(async move {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
-            if let Some(held) = held {
-                let row = tx
-                    .query_one("SELECT epoch FROM celltrail.lease WHERE id = 1 FOR SHARE", &[])
-                    .await?;
-                let current = u64_of(row.get(0), "lease epoch")?;
-                if current != held {
-                    return Err(PgError::Fenced {
-                        held: Some(held),
-                        current,
+            // Every statement of the group is sent at once (tokio-postgres pipelines queries
+            // polled together) and PostgreSQL runs them in order; the answers are checked
+            // before COMMIT, so a stale epoch or tree size still commits nothing.
+            let lease = async {
+                match held {
+                    Some(_) => tx
+                        .query_one(
+                            "SELECT epoch FROM celltrail.lease WHERE id = 1 FOR SHARE",
+                            &[],
+                        )
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&new_size, &checkpoint, &base_i];
+            let log = tx.execute(
+                "UPDATE celltrail.log SET tree_size = $1, checkpoint = coalesce($2, checkpoint) \
+                 WHERE id = 1 AND tree_size = $3",
+                &log_params,
+            );
+            let (lease, log, written) = futures_util::future::join3(lease, log, w.write(&tx)).await;
+            let checked = (|| {
+                if let (Some(held), Some(row)) = (held, lease?) {
+                    let current = u64_of(row.get(0), "lease epoch")?;
+                    if current != held {
+                        return Err(PgError::Fenced {
+                            held: Some(held),
+                            current,
+                        });
+                    }
+                }
+                if log? != 1 {
+                    return Err(PgError::Conflict {
+                        expected: base,
+                        found: base, // read again below, after the rollback
                     });
                 }
-            }
-            let n = tx
-                .execute(
-                    "UPDATE celltrail.log SET tree_size = $1, checkpoint = coalesce($2, checkpoint) \
-                     WHERE id = 1 AND tree_size = $3",
-                    &[&new_size, &checkpoint, &base_i],
-                )
-                .await?;
-            if n != 1 {
-                let found: i64 = tx
+                written
+            })();
+            if let Err(e) = checked {
+                // Nothing of the group is committed. Which statement failed first depends on
+                // the pipeline's order, so say why from the committed state: a newer lease
+                // epoch (fenced), another tree size (conflict), else the error itself.
+                tx.rollback().await?;
+                if let Some(held) = held {
+                    let row = client
+                        .query_one("SELECT epoch FROM celltrail.lease WHERE id = 1", &[])
+                        .await?;
+                    let current = u64_of(row.get(0), "lease epoch")?;
+                    if current != held {
+                        return Err(PgError::Fenced {
+                            held: Some(held),
+                            current,
+                        });
+                    }
+                }
+                let found: i64 = client
                     .query_one("SELECT tree_size FROM celltrail.log WHERE id = 1", &[])
                     .await?
                     .get(0);
-                return Err(PgError::Conflict {
-                    expected: base,
-                    found: found.max(0) as u64,
-                });
+                let found = found.max(0) as u64;
+                if found != base {
+                    return Err(PgError::Conflict {
+                        expected: base,
+                        found,
+                    });
+                }
+                return Err(e);
             }
-            w.write(&tx).await?;
             tx.commit().await?;
             Ok(())
         });
@@ -630,89 +671,66 @@ impl WriteSet {
     }
 
     async fn write(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
+        type Sql<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+        let mut statements: Vec<(&'static str, Vec<Sql<'_>>)> = Vec::new();
         if !self.e_idx.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.entries (idx, bytes, event_hash, chain_id, seq) \
-                     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[])",
-                )
-                .await?;
-            tx.execute(
-                &s,
-                &[
-                    &self.e_idx,
-                    &self.e_bytes,
-                    &self.e_hash,
-                    &self.e_chain,
-                    &self.e_seq,
-                ],
-            )
-            .await?;
+            statements.push((
+                "INSERT INTO celltrail.entries (idx, bytes, event_hash, chain_id, seq) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::bytea[], $4::text[], $5::bigint[])",
+                vec![&self.e_idx, &self.e_bytes, &self.e_hash, &self.e_chain, &self.e_seq],
+            ));
         }
         if !self.h_chain.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.heads (chain_id, seq, hash, state_name, hold) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[]) \
-                     ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
-                     state_name = excluded.state_name, hold = excluded.hold",
-                )
-                .await?;
-            tx.execute(
-                &s,
-                &[
-                    &self.h_chain,
-                    &self.h_seq,
-                    &self.h_hash,
-                    &self.h_state,
-                    &self.h_hold,
-                ],
-            )
-            .await?;
+            statements.push((
+                "INSERT INTO celltrail.heads (chain_id, seq, hash, state_name, hold) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::text[], $5::bytea[]) \
+                 ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+                 state_name = excluded.state_name, hold = excluded.hold",
+                vec![&self.h_chain, &self.h_seq, &self.h_hash, &self.h_state, &self.h_hold],
+            ));
         }
         if !self.s_chain.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.summaries (chain_id, summary) \
-                     SELECT * FROM unnest($1::text[], $2::bytea[]) \
-                     ON CONFLICT (chain_id) DO UPDATE SET summary = excluded.summary",
-                )
-                .await?;
-            tx.execute(&s, &[&self.s_chain, &self.s_summary]).await?;
+            statements.push((
+                "INSERT INTO celltrail.summaries (chain_id, summary) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (chain_id) DO UPDATE SET summary = excluded.summary",
+                vec![&self.s_chain, &self.s_summary],
+            ));
         }
         if !self.n_idx.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.nodes (level, idx, hash) \
-                     SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[]) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .await?;
-            tx.execute(&s, &[&self.n_level, &self.n_idx, &self.n_hash])
-                .await?;
+            statements.push((
+                "INSERT INTO celltrail.nodes (level, idx, hash) \
+                 SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[]) \
+                 ON CONFLICT DO NOTHING",
+                vec![&self.n_level, &self.n_idx, &self.n_hash],
+            ));
         }
         if !self.b_din.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.bags (din, chain_id, idx) \
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .await?;
-            tx.execute(&s, &[&self.b_din, &self.b_chain, &self.b_idx])
-                .await?;
+            statements.push((
+                "INSERT INTO celltrail.bags (din, chain_id, idx) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+                 ON CONFLICT DO NOTHING",
+                vec![&self.b_din, &self.b_chain, &self.b_idx],
+            ));
         }
         if !self.m_key.is_empty() {
-            let s = tx
-                .prepare_cached(
-                    "INSERT INTO celltrail.meta (key, value) \
-                     SELECT * FROM unnest($1::text[], $2::bytea[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                )
-                .await?;
-            tx.execute(&s, &[&self.m_key, &self.m_value]).await?;
+            statements.push((
+                "INSERT INTO celltrail.meta (key, value) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                vec![&self.m_key, &self.m_value],
+            ));
         }
-        Ok(())
+        // Sent together (pipelined); PostgreSQL runs them in order within the transaction.
+        let results = futures_util::future::join_all(statements.into_iter().map(
+            |(sql, params)| async move {
+                let s = tx.prepare_cached(sql).await?;
+                tx.execute(&s, &params).await?;
+                Ok::<(), PgError>(())
+            },
+        ))
+        .await;
+        results.into_iter().collect()
     }
 }
 
