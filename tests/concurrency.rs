@@ -143,14 +143,9 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
             "chain {}: an append went unanswered",
             app.chain
         );
-        let chain = c
-            .get_chain(GetChainRequest {
-                chain_id: app.chain.clone(),
-                ..Default::default()
-            })
+        let chain = celltrail::client::get_whole_chain(&mut c, &app.chain)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let hashes: Vec<[u8; 32]> = chain
             .entries
             .iter()

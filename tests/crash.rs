@@ -11,7 +11,6 @@
 mod common;
 mod realproc;
 
-use celltrail::pb::GetChainRequest;
 use rand::Rng;
 use realproc::{admin_key, check_store, Appender, Proc};
 use std::collections::HashSet;
@@ -96,14 +95,9 @@ async fn check_chains_online(p: &Proc, apps: &[Appender]) -> usize {
         if a.acked.is_empty() {
             continue;
         }
-        let chain = c
-            .get_chain(GetChainRequest {
-                chain_id: a.chain.clone(),
-                ..Default::default()
-            })
+        let chain = celltrail::client::get_whole_chain(&mut c, &a.chain)
             .await
-            .expect("get chain")
-            .into_inner();
+            .expect("get chain");
         let have: HashSet<Vec<u8>> = chain.entries.into_iter().map(|e| e.event_hash).collect();
         lost += a
             .acked

@@ -322,7 +322,11 @@ async fn serve_writes_its_keys_encrypted_and_loads_old_plaintext_ones_with_a_war
 
     // An old data directory whose keys are plaintext starts, with a loud warning.
     let old = dir.path().join("old");
-    drop(celltrail::server::open(&ServeOptions::new(&old)).unwrap());
+    {
+        // Stop the writer so the store's lock is free for the server process.
+        let opened = celltrail::server::open(&ServeOptions::new(&old)).unwrap();
+        opened.ledger.shutdown();
+    }
     assert!(!KeyFile::load(&old.join("log.key")).unwrap().is_encrypted());
     let p = realproc::Serve::new().data_dir(&old).start();
     let mut err = String::new();

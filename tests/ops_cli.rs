@@ -174,7 +174,12 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
     )
     .await;
     let to = dir.path().join("bk");
+    // admin.key is encrypted under the passphrase the harness gave `serve`.
     let out = Command::new(env!("CARGO_BIN_EXE_celltrail"))
+        .env(
+            "CELLTRAIL_PASSPHRASE_FILE",
+            realproc::server_passphrase_file(&data),
+        )
         .args([
             "backup",
             "--server",
