@@ -224,18 +224,7 @@ async fn prompted_scans_are_checked_against_the_code_asked_and_ctrl_c_asks_befor
     let s = shipped_to_mfg(620).await;
     let mut c = s.server.client().await;
     let before = snapshot(&mut c).await;
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("scan")
-        .arg("--server")
-        .arg(s.server.addr.to_string())
-        .arg("--queue")
-        .arg(s.dir.path().join("mfg-station"))
-        .arg("--key")
-        .arg(&s.mfg_key)
-        .arg("--site")
-        .arg("MFG-1")
-        .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&s.mfg_key))
-        .env("CELLTRAIL_LOG", "warn");
+    let cmd = s.mfg_station();
     let bag = s.bag.clone();
     tokio::task::spawn_blocking(move || {
         let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");

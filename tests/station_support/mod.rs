@@ -248,6 +248,26 @@ pub struct Shipped {
     pub mfg_key: PathBuf,
 }
 
+impl Shipped {
+    /// `celltrail scan` for an interactive session of the manufacturing person at MFG-1 (their
+    /// key, its passphrase file, the MFG-1 station queue), ready to spawn in a pseudo-terminal.
+    pub fn mfg_station(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("scan")
+            .arg("--server")
+            .arg(self.server.addr.to_string())
+            .arg("--queue")
+            .arg(self.dir.path().join("mfg-station"))
+            .arg("--key")
+            .arg(&self.mfg_key)
+            .arg("--site")
+            .arg("MFG-1")
+            .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&self.mfg_key))
+            .env("CELLTRAIL_LOG", "warn");
+        cmd
+    }
+}
+
 pub async fn shipped_to_mfg(n: u32) -> Shipped {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data")).await;
