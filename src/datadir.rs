@@ -4,7 +4,8 @@
 //! registry) and, when a first start created it, `admin.key` (the first admin key, 0600); after a
 //! log key rotation, `retired-keys/` holds the retired log keys. A
 //! backup directory has the same public files plus `backup.json`, and never `log.key` or
-//! `admin.key`. Every other module asks this type for a path; none spells a file name.
+//! `admin.key`. A witness directory (`celltrail witness`) holds `db/` (the checkpoints it
+//! cosigned), `witness.key` and `witness.vkey`. Every other module asks this type for a path; none spells a file name.
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,16 @@ impl DataDir {
     pub fn backup_manifest(&self) -> PathBuf {
         self.root.join("backup.json")
     }
+
+    /// A witness directory's cosigning key (`celltrail witness`, 0600, encrypted).
+    pub fn witness_key(&self) -> PathBuf {
+        self.root.join("witness.key")
+    }
+
+    /// A witness directory's public cosigner key, for the logs and auditors that trust it.
+    pub fn witness_vkey(&self) -> PathBuf {
+        self.root.join("witness.vkey")
+    }
 }
 
 impl From<&Path> for DataDir {
@@ -106,6 +117,8 @@ mod tests {
             d.trust_anchors(),
             d.admin_key(),
             d.backup_manifest(),
+            d.witness_key(),
+            d.witness_vkey(),
         ]
         .iter()
         .map(|p| p.strip_prefix(d.root()).unwrap().display().to_string())
@@ -118,7 +131,9 @@ mod tests {
                 "log.vkey",
                 "trust-anchors.txt",
                 "admin.key",
-                "backup.json"
+                "backup.json",
+                "witness.key",
+                "witness.vkey"
             ]
         );
     }

@@ -60,7 +60,8 @@ pub fn open_key(
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create witness directory {}", dir.display()))?;
-    let path = dir.join("witness.key");
+    let layout = crate::datadir::DataDir::new(dir);
+    let path = layout.witness_key();
     let key = if path.exists() {
         let k = crate::server::open_server_key(&path, &opts)?;
         if let Some(n) = name {
@@ -86,7 +87,7 @@ pub fn open_key(
     };
     let c = Cosigner::from_note_signer(&key);
     std::fs::write(
-        dir.join("witness.vkey"),
+        layout.witness_vkey(),
         format!("{}\n", c.verifier().to_key_string()),
     )?;
     Ok(c)
@@ -126,7 +127,11 @@ pub async fn run(a: WitnessArgs) -> anyhow::Result<()> {
     )?;
     let logs = logs(&a)?;
     let origins: Vec<String> = logs.iter().map(|l| l.origin.clone()).collect();
-    let w = Arc::new(Witness::open(&a.data_dir.join("db"), cosigner, logs)?);
+    let w = Arc::new(Witness::open(
+        &crate::datadir::DataDir::new(&a.data_dir).db(),
+        cosigner,
+        logs,
+    )?);
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;

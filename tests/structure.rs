@@ -269,3 +269,74 @@ fn rust_files_any(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// The file names of a data directory's layout, as string literals. Only `src/datadir.rs` may
+/// spell them; everything else asks `DataDir` for a path.
+const LAYOUT_NAMES: &[&str] = &[
+    "\"db\"",
+    "\"log.key\"",
+    "\"log.vkey\"",
+    "\"log.key.next\"",
+    "\"retired-keys\"",
+    "\"trust-anchors.txt\"",
+    "\"admin.key\"",
+    "\"entries.bin\"",
+    "\"heads.json\"",
+    "\"backup.json\"",
+    "\"witness.key\"",
+    "\"witness.vkey\"",
+];
+
+/// The production part of a source file: everything before its `#[cfg(test)]` module.
+fn production_part(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod ").next().unwrap_or(text)
+}
+
+/// Lines of production code outside `src/datadir.rs` that spell a layout file name.
+fn layout_literals_outside_datadir(files: &[(PathBuf, String)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (path, text) in files {
+        if path.ends_with("datadir.rs") {
+            continue;
+        }
+        for (i, line) in production_part(text).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for name in LAYOUT_NAMES {
+                if code.contains(&format!("join({name})")) || code.contains(&format!("= {name};")) {
+                    bad.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn only_the_data_directory_type_spells_the_layout() {
+    let mut paths = Vec::new();
+    rust_files(&root().join("src"), &mut paths);
+    let files: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        // The station queue's directory is sled's own (`db` there is sled's file, not ours).
+        .filter(|p| !p.ends_with("station/queue.rs"))
+        .map(|p| {
+            let t = std::fs::read_to_string(&p).unwrap();
+            (p, t)
+        })
+        .collect();
+    let bad = layout_literals_outside_datadir(&files);
+    assert!(
+        bad.is_empty(),
+        "layout file names outside src/datadir.rs (add a DataDir method):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn the_layout_check_sees_a_spelled_file_name() {
+    let files = vec![(
+        PathBuf::from("src/witness_cmd.rs"),
+        "fn f(dir: &Path) { let p = dir.join(\"witness.key\"); }\n".to_string(),
+    )];
+    assert_eq!(layout_literals_outside_datadir(&files).len(), 1);
+}
