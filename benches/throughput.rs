@@ -67,12 +67,28 @@ struct Keys {
 }
 
 fn registrations(k: &Keys, t0: i64) -> Vec<SignedEvent> {
-    let mut prev = vec![0u8; 32];
-    let mut out = Vec::new();
-    for (seq, who) in [&k.nurse, &k.witness].into_iter().enumerate() {
+    // First the bench's table, recorded as the log's table in force (`serve --policy` would
+    // refuse to put an unrecorded table in force, and these servers trust an outside admin).
+    let (_, activation) = celltrail::policy::PolicyBook::activation_of(
+        two_signature_policy().as_bytes(),
+    )
+    .expect("the bench table loads");
+    let draft = Draft {
+        chain_id: "keys".into(),
+        seq: 0,
+        prev_hash: vec![0u8; 32],
+        occurred_at: t0,
+        site: String::new(),
+        comment: String::new(),
+        detail: Detail::PolicyActivated(activation),
+    };
+    let ev = sign_draft(draft, &[(&k.admin, SignatureMeaning::Performed)], t0);
+    let mut prev = EventHash::of_body(&ev.body).0.to_vec();
+    let mut out = vec![ev];
+    for (i, who) in [&k.nurse, &k.witness].into_iter().enumerate() {
         let draft = Draft {
             chain_id: "keys".into(),
-            seq: seq as u64,
+            seq: i as u64 + 1,
             prev_hash: prev.clone(),
             occurred_at: t0,
             site: String::new(),
@@ -178,22 +194,17 @@ struct Env {
 /// Passphrase of the bench servers' log keys.
 const BENCH_PASSPHRASE: &str = "benchmark log key passphrase";
 
-fn open_ledger(admin: &NoteSigner, policy_path: &std::path::Path) -> Env {
-    open_ledger_on(admin, policy_path, None)
+fn open_ledger(admin: &NoteSigner) -> Env {
+    open_ledger_on(admin, None)
 }
 
 /// [`open_ledger`] on the sled store (`None`) or a PostgreSQL database (its URL).
-fn open_ledger_on(
-    admin: &NoteSigner,
-    policy_path: &std::path::Path,
-    pg_url: Option<String>,
-) -> Env {
+fn open_ledger_on(admin: &NoteSigner, pg_url: Option<String>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let anchors = dir.path().join("anchors.txt");
     std::fs::write(&anchors, format!("{}\n", admin.verifier().to_key_string())).unwrap();
     let mut opts = celltrail::server::ServeOptions::new(dir.path().join("data"));
     opts.trust_anchors = Some(anchors);
-    opts.policy = Some(policy_path.to_path_buf());
     opts.ledger = LedgerOptions::default();
     if let Some(url) = pg_url {
         opts.storage = Some(Arc::new(
@@ -381,7 +392,8 @@ fn offline_verify_rate(env: Env, keys: &Keys) -> f64 {
         log_key_source: "bench".into(),
         admins: vec![keys.admin.verifier()],
     };
-    let policy = celltrail::policy::Policy::from_toml(&two_signature_policy()).unwrap();
+    // No override: every entry replays under the table the log recorded (the bench's).
+    let policy = celltrail::policy::Policy::default_autologous_car_t();
     let n = store.tree_size().unwrap();
     let start = Instant::now();
     let report = celltrail::bundle::audit::verify_store(&store, &data_keys, &policy, None);
@@ -447,13 +459,10 @@ fn main() {
         witness: NoteSigner::generate("nurse.witness").unwrap(),
     };
     let t0 = (celltrail::time::now_nanos() - 2 * 86_400 * SEC) / SEC * SEC;
-    let policy_dir = tempfile::tempdir().unwrap();
-    let policy_path = policy_dir.path().join("bench-policy.toml");
-    std::fs::write(&policy_path, two_signature_policy()).unwrap();
     let regs = registrations(&keys, t0);
     if std::env::var("CELLTRAIL_BENCH_ONLY").is_ok_and(|v| v == "M") {
         // Only the 1 M-entry run (disk, RSS, restart): storage work needs nothing else.
-        rt.block_on(million::run(&keys, &regs, t0, &policy_path));
+        rt.block_on(million::run(&keys, &regs, t0));
         return;
     }
     let sign_start = Instant::now();
@@ -465,21 +474,21 @@ fn main() {
     );
 
     let only = std::env::var("CELLTRAIL_BENCH_ONLY").unwrap_or_default();
-    let c_env = open_ledger(&keys.admin, &policy_path);
+    let c_env = open_ledger(&keys.admin);
     let c_rate = rt.block_on(in_process(&c_env, &regs, work.clone()));
     println!("C  in-process ceiling:            {c_rate:>10.0} events/s");
     if only == "C" {
         return;
     }
 
-    let u_env = open_ledger(&keys.admin, &policy_path);
+    let u_env = open_ledger(&keys.admin);
     let (u_rate, p50, p99) = rt.block_on(async {
         let addr = serve(&u_env).await;
         grpc_unary(&addr, &regs, work.clone()).await
     });
     println!("G  gRPC unary, {chains} clients:      {u_rate:>10.0} events/s  p50 {p50:.2?}  p99 {p99:.2?}  G/C {:.2}", u_rate / c_rate);
 
-    let s_env = open_ledger(&keys.admin, &policy_path);
+    let s_env = open_ledger(&keys.admin);
     let streams = env_usize("CELLTRAIL_BENCH_STREAMS", 4);
     let s_rate = rt.block_on(async {
         let addr = serve(&s_env).await;
@@ -497,7 +506,6 @@ fn main() {
                 &keys,
                 &regs,
                 &work,
-                &policy_path,
                 streams,
                 (c_rate, u_rate, s_rate),
             ),
@@ -515,7 +523,7 @@ fn main() {
     );
 
     if std::env::var("CELLTRAIL_BENCH_MILLION").is_ok_and(|v| v == "1") {
-        rt.block_on(million::run(&keys, &regs, t0, &policy_path));
+        rt.block_on(million::run(&keys, &regs, t0));
     } else {
         println!("   1 M-entry run (disk, RSS, restart): not run; set CELLTRAIL_BENCH_MILLION=1");
     }
@@ -527,7 +535,6 @@ fn main() {
             &keys,
             &regs,
             &work,
-            &policy_path,
             streams,
             (c_rate, u_rate, s_rate),
         );
@@ -688,7 +695,6 @@ mod million {
     fn start(
         data: &std::path::Path,
         anchors: &std::path::Path,
-        policy: &std::path::Path,
         port: u16,
     ) -> Child {
         // An encrypted log key, as in production: restart time includes opening it.
@@ -704,8 +710,6 @@ mod million {
             .arg(&pass)
             .arg("--trust-anchors")
             .arg(anchors)
-            .arg("--policy")
-            .arg(policy)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("CELLTRAIL_LOG", "warn")
             .stdout(Stdio::null())
@@ -732,7 +736,7 @@ mod million {
         }
     }
 
-    pub async fn run(keys: &Keys, regs: &[SignedEvent], t0: i64, policy: &std::path::Path) {
+    pub async fn run(keys: &Keys, regs: &[SignedEvent], t0: i64) {
         let dir = tempfile::tempdir().unwrap();
         let anchors = dir.path().join("anchors.txt");
         std::fs::write(
@@ -743,7 +747,7 @@ mod million {
         let data = dir.path().join("data");
         let port = 20000 + (std::process::id() % 20000) as u16;
         let addr = format!("127.0.0.1:{port}");
-        let mut child = start(&data, &anchors, policy, port);
+        let mut child = start(&data, &anchors, port);
         wait_serving(&addr).await;
         let mut c = celltrail::client::connect(&addr).await.unwrap();
         for r in regs {
@@ -815,7 +819,7 @@ mod million {
         child.kill().unwrap(); // SIGKILL: crash, then recovery
         child.wait().unwrap();
         let disk = du(&data.join("db"));
-        let mut child = start(&data, &anchors, policy, port);
+        let mut child = start(&data, &anchors, port);
         let restart = wait_serving(&addr).await;
         let rss_after = rss_kib(child.id());
         child.kill().unwrap();
@@ -862,21 +866,19 @@ mod pgstore {
         format!("{} dbname={name}", rest.join(" "))
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn run(
         rt: &tokio::runtime::Runtime,
         conn: &str,
         keys: &Keys,
         regs: &[SignedEvent],
         work: &[Vec<SignedEvent>],
-        policy: &std::path::Path,
         streams: usize,
         sled: (f64, f64, f64),
     ) {
         let chains = work.len();
         let open = |name: &str| {
             let url = rt.block_on(fresh_db(conn, name));
-            open_ledger_on(&keys.admin, policy, Some(url))
+            open_ledger_on(&keys.admin, Some(url))
         };
         let c_env = open("celltrail_bench_c");
         let c = rt.block_on(in_process(&c_env, regs, work.to_vec()));

@@ -270,15 +270,8 @@ async fn policy(p: PolicyCommand) -> anyhow::Result<()> {
         file,
     } = p;
     let toml = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let text =
-        std::str::from_utf8(&toml).with_context(|| format!("{} is not UTF-8", file.display()))?;
-    let loaded = crate::policy::Policy::from_toml(text)
+    let (loaded, detail) = crate::policy::PolicyBook::activation_of(&toml)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let detail = crate::pb::PolicyActivated {
-        table_sha256: loaded.sha256().to_vec(),
-        name: loaded.name().to_string(),
-        table_toml: toml.clone(),
-    };
     let admin = read_key_file(&admin_key)?;
     let servers = server.servers()?;
     let draft = Draft {

@@ -360,7 +360,6 @@ async fn rotate(a: RotateArgs) -> anyhow::Result<()> {
             store.clone(),
             &admins,
             new_key.clone(),
-            crate::policy::Policy::default_autologous_car_t(),
             crate::ledger::LedgerOptions::default(),
         )?;
         let receipt = ledger.append(ev).await;

@@ -170,7 +170,9 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// Trust-anchor file; default `DATA_DIR/trust-anchors.txt` (created with a first admin key).
     pub trust_anchors: Option<PathBuf>,
-    /// Custody policy table (TOML); default: the embedded autologous CAR-T table.
+    /// Custody policy table (TOML) this log must have in force: recorded as the first entry
+    /// of a new log, else refused unless it is the table in force (`put_in_force`). The
+    /// writer judges under the log's tables only (the built-in table until an activation).
     pub policy: Option<PathBuf>,
     /// Checkpoint origin (log name) used when the log key is first created.
     pub origin: Option<String>,
@@ -207,8 +209,6 @@ pub struct Opened {
     pub admins: Vec<NoteVerifier>,
     /// Set when this start created the first admin key: (key file, verifier key).
     pub created_admin: Option<(PathBuf, String)>,
-    /// The custody policy the ledger applies (the console replays chains with it).
-    pub policy: Policy,
     /// The log key (the console's chain pages carry signed chain heads).
     pub log_signer: NoteSigner,
 }
@@ -218,18 +218,17 @@ pub struct Opened {
 /// wrong, nothing is created.
 pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     let dir = DataDir::new(&opts.data_dir);
-    let policy = match &opts.policy {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read policy {}", p.display()))?;
-            Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy {}: {e}", p.display()))?
-        }
-        None => Policy::default_autologous_car_t(),
+    let wanted = match &opts.policy {
+        Some(p) => Some(PolicyFile::read(p)?),
+        None => None,
     };
     if let Some(p) = &opts.trust_anchors {
         read_trust_anchors(p)?;
     }
     let log_path = dir.log_key();
+    if wanted.is_some() && opts.trust_anchors.is_some() && !log_path.exists() {
+        anyhow::bail!("{}", no_admin_to_record(opts));
+    }
     let new_log_key = match log_path.exists() {
         true => None,
         false => {
@@ -260,6 +259,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
     };
 
     let mut created_admin = None;
+    let mut new_admin = None;
     let anchors_path = match &opts.trust_anchors {
         Some(p) => p.clone(),
         None => {
@@ -274,6 +274,7 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
                     format!("# celltrail trust anchors: operator admin keys that may sign the key registry\n{vkey}\n"),
                 )?;
                 created_admin = Some((key_path, vkey));
+                new_admin = Some(admin);
             }
             p
         }
@@ -292,22 +293,11 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         &dir.db().display().to_string(),
     )?;
     let log_signer = log_key.clone();
-    let ledger = Ledger::start(store, &admins, log_key, policy.clone(), opts.ledger.clone())?;
-    let book = ledger.policy_book();
-    if let Some(path) = &opts.policy {
-        let current = book.current();
-        if current.activated_at.is_some() {
-            eprintln!(
-                "WARNING: --policy {} is not used for new entries: the log's table {} is in force; activate another with `celltrail policy activate FILE`",
-                path.display(),
-                current.describe()
-            );
-        } else if policy.sha256() != Policy::default_autologous_car_t().sha256() {
-            eprintln!(
-                "WARNING: --policy {} is not a log record: a bundle cannot show that entries were judged under it; record it with `celltrail policy activate {}` (docs/policy.md, \"Tables in the log\")",
-                path.display(),
-                path.display()
-            );
+    let ledger = Ledger::start(store, &admins, log_key, opts.ledger.clone())?;
+    if let Some(wanted) = &wanted {
+        if let Err(e) = put_in_force(&ledger, &dir, opts, &admins, wanted, new_admin) {
+            ledger.shutdown();
+            return Err(e);
         }
     }
     Ok(Opened {
@@ -315,9 +305,172 @@ pub fn open(opts: &ServeOptions) -> anyhow::Result<Opened> {
         log_verifier,
         admins,
         created_admin,
-        policy,
         log_signer,
     })
+}
+
+/// The table `serve --policy FILE` names: exactly the bytes a `PolicyActivated` records.
+struct PolicyFile {
+    path: PathBuf,
+    toml: Vec<u8>,
+    policy: Policy,
+    activation: crate::pb::PolicyActivated,
+}
+
+impl PolicyFile {
+    /// Reads and loads the table before anything is created.
+    fn read(path: &Path) -> anyhow::Result<PolicyFile> {
+        let toml = std::fs::read(path)
+            .with_context(|| format!("cannot read policy {}", path.display()))?;
+        let (policy, activation) = crate::policy::PolicyBook::activation_of(&toml)
+            .map_err(|e| anyhow::anyhow!("policy {}: {e}", path.display()))?;
+        Ok(PolicyFile {
+            path: path.to_path_buf(),
+            toml,
+            policy,
+            activation,
+        })
+    }
+
+    /// "site-b sha256:1a2b3c4d5e6f".
+    fn describe(&self) -> String {
+        format!(
+            "{} sha256:{}",
+            self.policy.name(),
+            hex::encode(&crate::policy::book::table_sha256(&self.toml)[..6])
+        )
+    }
+}
+
+/// `serve --policy FILE`: the writer judges every entry under the table the log records (the
+/// built-in table until a `PolicyActivated`), never under a file it was merely given. So FILE
+/// must be the table in force: on a new log (no entry yet) this start records it as the first
+/// entry, signed by the operator admin key this data directory holds; on a log whose table in
+/// force is another one, the server refuses to start and says how to activate FILE.
+fn put_in_force(
+    ledger: &Arc<Ledger>,
+    dir: &DataDir,
+    opts: &ServeOptions,
+    admins: &[NoteVerifier],
+    wanted: &PolicyFile,
+    created_admin: Option<NoteSigner>,
+) -> anyhow::Result<()> {
+    let book = ledger.policy_book();
+    let current = book.current();
+    if current.sha256 == wanted.policy.sha256() {
+        return Ok(());
+    }
+    let file = wanted.path.display();
+    if opts.ledger.role.as_ref().is_some_and(|r| r.epoch().is_none()) {
+        // A standby judges nothing; when it becomes the writer it reloads the log's tables.
+        eprintln!(
+            "WARNING: --policy {file} ({}) is not the table in force in the log ({}); this \
+             server stands by, and as the writer it will judge under the log's table. Activate \
+             {file} with `celltrail policy activate {file} --server WRITER --admin-key ADMIN.key`",
+            wanted.describe(),
+            current.describe()
+        );
+        return Ok(());
+    }
+    let tree_size = ledger.store().tree_size()?;
+    if tree_size == 0 {
+        let admin = match created_admin {
+            Some(a) => Some(a),
+            None => own_admin_key(dir, opts, admins)?,
+        };
+        let Some(admin) = admin else {
+            anyhow::bail!("{}", no_admin_to_record(opts));
+        };
+        let receipt = record_activation(ledger, &admin, wanted.activation.clone())
+            .with_context(|| format!("--policy {file}: recording the table in the log"))?;
+        eprintln!(
+            "recorded policy table {} from {file} as log entry {}, signed by admin key {}: it \
+             judges every entry of this log until another table is activated",
+            wanted.describe(),
+            receipt.index,
+            admin.name
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--policy {file} ({}) is not the table in force in this log ({}), and the server judges \
+         every entry under the table the log records. To put {file} in force, start without \
+         --policy and run `celltrail policy activate {file} --server ADDR --admin-key \
+         ADMIN.key` (an admin-signed record, in force from the next entry); to keep the log's \
+         table, start without --policy (docs/policy.md, \"Tables in the log\")",
+        wanted.describe(),
+        current.describe()
+    )
+}
+
+/// Why a new log cannot record `--policy FILE` itself, and what to do instead.
+fn no_admin_to_record(opts: &ServeOptions) -> String {
+    let file = opts
+        .policy
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "--policy {file}: a new log records its table as its first entry, signed by the \
+         operator admin key serve created in the data directory; serve holds no such key \
+         (the trust anchors were given with --trust-anchors, or the data directory's \
+         admin.key is not one of them). Start without --policy, then record the table before \
+         the first custody event with `celltrail policy activate {file} --server ADDR \
+         --admin-key ADMIN.key` (docs/policy.md, \"Tables in the log\")"
+    )
+}
+
+/// The data directory's own `admin.key` (created by an earlier start), when it is one of the
+/// trust anchors.
+fn own_admin_key(
+    dir: &DataDir,
+    opts: &ServeOptions,
+    admins: &[NoteVerifier],
+) -> anyhow::Result<Option<NoteSigner>> {
+    let path = dir.admin_key();
+    if opts.trust_anchors.is_some() || !path.exists() {
+        return Ok(None);
+    }
+    let admin = open_server_key(&path, opts)?;
+    Ok(admins
+        .iter()
+        .any(|a| a.name == admin.name && a.key == admin.verifier().key)
+        .then_some(admin))
+}
+
+/// Appends an admin-signed `PolicyActivated` through the writer (its checks decide) and waits
+/// for the receipt. `open` is synchronous and may run on an async runtime's thread, so the
+/// wait happens on a thread of its own.
+fn record_activation(
+    ledger: &Arc<Ledger>,
+    admin: &NoteSigner,
+    activation: crate::pb::PolicyActivated,
+) -> anyhow::Result<crate::pb::Receipt> {
+    let now = crate::time::now_nanos();
+    let draft = crate::client::Draft {
+        chain_id: crate::registry::KEYS_CHAIN.into(),
+        // The first entry of a new log: the keys chain starts here.
+        seq: 0,
+        prev_hash: vec![0u8; 32],
+        occurred_at: now,
+        site: String::new(),
+        comment: String::new(),
+        detail: crate::pb::event_body::Detail::PolicyActivated(activation),
+    };
+    let ev = crate::client::sign_draft(
+        draft,
+        &[(admin, crate::pb::SignatureMeaning::Performed)],
+        now,
+    );
+    let ledger = ledger.clone();
+    std::thread::spawn(move || -> anyhow::Result<crate::pb::Receipt> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(ledger.append(ev))?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread recording the policy table panicked"))?
 }
 
 /// Opens the server's own key (`log.key`) with the passphrase from `--key-passphrase-file`.

@@ -5,14 +5,18 @@
 
 mod common;
 mod lifecycle;
+mod realproc;
 
 use celltrail::bundle::export::{anchors, from_server, Selection};
 use celltrail::bundle::verify::{verify_bundle, Options};
 use celltrail::client::{self, Draft};
-use celltrail::pb::{event_body::Detail, PolicyActivated, SignatureMeaning};
+use celltrail::pb::{
+    event_body::Detail, EventBody, GetEntriesRequest, LogEntry, PolicyActivated, SignatureMeaning,
+};
 use celltrail::policy::{Policy, DEFAULT_TABLE_TOML};
 use common::*;
 use lifecycle::{happy_path, ChainCursor, Keys};
+use prost::Message;
 use tonic::Code;
 
 /// The default table with a 15-minute thaw window instead of 120.
@@ -192,4 +196,196 @@ fn activation_unchecked(toml: &str) -> Detail {
         table_sha256: celltrail::policy::book::table_sha256(toml.as_bytes()).to_vec(),
         name: "autologous-car-t-strict-thaw".into(),
     })
+}
+
+/// Tree size and entry 0 of the log at `addr`.
+async fn first_entry(addr: &str) -> (u64, LogEntry, EventBody) {
+    let mut c = client::connect(addr).await.unwrap();
+    let page = c
+        .get_entries(GetEntriesRequest { start: 0, limit: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = LogEntry::decode(page.entries[0].entry.as_slice()).unwrap();
+    let body = EventBody::decode(entry.body.as_slice()).unwrap();
+    (page.tree_size, entry, body)
+}
+
+/// `serve --policy FILE` never lets the writer judge under a table the log does not record
+/// (issue 13 point 10). On a new log it records FILE's exact bytes as entry 0, signed by the
+/// admin key serve created, and that table judges; a restart with the same FILE serves and
+/// records nothing more; a restart with another FILE is refused with the command that
+/// activates it, and the log is unchanged. The real binary, as an operator runs it.
+#[test]
+fn serve_policy_records_the_table_on_a_new_log_and_refuses_an_unrecorded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let strict = strict_table();
+    std::fs::write(cwd.join("strict.toml"), &strict).unwrap();
+    let site_b = DEFAULT_TABLE_TOML.replace("name = \"autologous-car-t\"", "name = \"site-b\"");
+    std::fs::write(cwd.join("site-b.toml"), &site_b).unwrap();
+    let sha = hex::encode(celltrail::policy::book::table_sha256(strict.as_bytes()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let server = realproc::Serve::new()
+        .cwd(cwd)
+        .args(["--policy", "strict.toml"])
+        .start();
+    let admin = realproc::admin_key(&server.data_dir);
+    let size = rt.block_on(async {
+        let (_, entry, body) = first_entry(&server.addr).await;
+        assert_eq!(body.chain_id, "keys");
+        match &body.detail {
+            Some(Detail::PolicyActivated(pa)) => {
+                assert_eq!(pa.table_toml, strict.as_bytes());
+                assert_eq!(hex::encode(&pa.table_sha256), sha);
+            }
+            other => panic!("entry 0 is not the table: {other:?}"),
+        }
+        assert_eq!(entry.signatures.len(), 1);
+        assert_eq!(entry.signatures[0].key_id, admin.name);
+
+        // The recorded table judges: a bedside check 20 min after the thaw is outside its
+        // 15-minute window (the built-in table allows 120).
+        let mut c = client::connect(&server.addr).await.unwrap();
+        let keys = Keys::new();
+        keys.register(&mut c, &admin).await;
+        let steps = happy_path(&keys);
+        let dispense = steps
+            .iter()
+            .position(|s| matches!(s.detail, Detail::Dispensed(_)))
+            .unwrap();
+        let mut steps = steps.into_iter();
+        let mut cursor = ChainCursor::new("BAG-SERVE-POL", base_time());
+        cursor
+            .append(&mut c, steps.by_ref().take(dispense + 1).collect())
+            .await;
+        let err = c
+            .append(cursor.sign(steps.next().unwrap()))
+            .await
+            .expect_err("judged under the recorded table");
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(
+            err.message().contains("rule thaw_window")
+                && err.message().contains("within 15 min of thaw"),
+            "{}",
+            err.message()
+        );
+        first_entry(&server.addr).await.0
+    });
+    let out = server.stop();
+    assert!(
+        out.contains(&format!(
+            "recorded policy table autologous-car-t-strict-thaw sha256:{} from strict.toml as log entry 0",
+            &sha[..12]
+        )),
+        "{out}"
+    );
+
+    // The same FILE again: it is the table in force; nothing more is recorded.
+    let server = realproc::Serve::new()
+        .cwd(cwd)
+        .args(["--policy", "strict.toml"])
+        .start();
+    let again = rt.block_on(async { first_entry(&server.addr).await.0 });
+    assert_eq!(again, size);
+    let out = server.stop();
+    assert!(!out.contains("recorded policy table"), "{out}");
+
+    // Another FILE: refused, with the command that activates it; the log is unchanged.
+    let (ok, out) = realproc::run(
+        cwd,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            "site-b.toml",
+        ],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("--policy site-b.toml (site-b sha256:")
+            && out.contains(&format!(
+                "is not the table in force in this log (autologous-car-t-strict-thaw sha256:{} (activated at log index 0))",
+                &sha[..12]
+            ))
+            && out.contains("celltrail policy activate site-b.toml --server ADDR --admin-key"),
+        "{out}"
+    );
+    let server = realproc::Serve::new().cwd(cwd).start();
+    let (after, _, _) = rt.block_on(first_entry(&server.addr));
+    assert_eq!(after, size, "a refused start wrote nothing");
+    server.stop();
+}
+
+/// A log that already has entries under the built-in table is not switched by a flag: the
+/// table change is an admin-signed record made with `celltrail policy activate`.
+#[test]
+fn serve_policy_on_a_log_with_entries_under_another_table_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("strict.toml"), strict_table()).unwrap();
+    let server = realproc::Serve::new().cwd(cwd).start();
+    let admin = realproc::admin_key(&server.data_dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let size = rt.block_on(async {
+        let mut c = client::connect(&server.addr).await.unwrap();
+        Keys::new().register(&mut c, &admin).await;
+        first_entry(&server.addr).await.0
+    });
+    server.stop();
+    let (ok, out) = realproc::run(
+        cwd,
+        &["serve", "--listen", "127.0.0.1:0", "--policy", "strict.toml"],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("is not the table in force in this log (autologous-car-t sha256:")
+            && out.contains("(base table, not a log record)")
+            && out.contains("celltrail policy activate strict.toml"),
+        "{out}"
+    );
+    let server = realproc::Serve::new().cwd(cwd).start();
+    let (after, _, body) = rt.block_on(first_entry(&server.addr));
+    assert_eq!(after, size);
+    assert!(matches!(body.detail, Some(Detail::KeyRegistered(_))));
+    server.stop();
+}
+
+/// With outside trust anchors serve has no admin key to record the table: a new log with
+/// `--policy` is refused before anything is created, saying how to record it instead.
+#[test]
+fn serve_policy_with_outside_trust_anchors_on_a_new_log_is_refused_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("strict.toml"), strict_table()).unwrap();
+    let admin = celltrail::note::NoteSigner::generate("hospital-admin").unwrap();
+    std::fs::write(
+        cwd.join("anchors.txt"),
+        format!("{}\n", admin.verifier().to_key_string()),
+    )
+    .unwrap();
+    let (ok, out) = realproc::run(
+        cwd,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--trust-anchors",
+            "anchors.txt",
+            "--policy",
+            "strict.toml",
+        ],
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("--policy strict.toml: a new log records its table as its first entry")
+            && out.contains("celltrail policy activate strict.toml --server ADDR"),
+        "{out}"
+    );
+    assert!(!cwd.join("celltrail-data").exists(), "nothing is created");
 }

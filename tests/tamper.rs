@@ -673,6 +673,33 @@ fn detects_entry_resigned_by_an_unregistered_key() {
     );
 }
 
+/// An operator admin key signing on a bag's chain: `verify` names it as the server does
+/// (issue 13 point 8), not as a key that is not registered.
+#[test]
+fn detects_entry_resigned_by_an_operator_admin_key_and_says_so() {
+    let fx = fixture();
+    let admin = celltrail::keys::read_key_file_with(
+        &fx.data.join("admin.key"),
+        &celltrail::keys::PassphraseSource::Given(celltrail::keys::Passphrase::new("")),
+    )
+    .expect("the fixture's admin key");
+    let bundle = load(&fx.bundle);
+    let path = tampered("admin-signed", |b| {
+        let (_, e) = entry_of(b, 2);
+        resign(b, 2, &admin, e.signatures[0].signed_at_unix_nanos);
+    });
+    let index = bundle.chains[0].entries[2].index;
+    let out = assert_fails(
+        &verify(&[p(&path)]),
+        &[
+            &format!("entry {index} (chain BAG-1 seq 2)"),
+            &format!("key {} is an operator admin key", admin.name),
+            "admin keys sign only the keys chain",
+        ],
+    );
+    assert!(!out.contains("is not registered"), "{out}");
+}
+
 #[test]
 fn detects_entry_resigned_by_a_revoked_key() {
     let fx = fixture();

@@ -178,7 +178,7 @@ pub fn verify_store(
     let chains: Vec<(String, Vec<Item>)> = by_chain.into_iter().collect();
     let ctx = Ctx {
         root: None,
-        policy,
+        policy: std::sync::Arc::new(policy.clone()),
         keep_events: false,
     };
     let failure = replay(&ctx, &registry, &chains, &keys.admins, &mut report);

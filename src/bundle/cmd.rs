@@ -382,7 +382,7 @@ pub fn render_record(
 ) -> (String, bool) {
     use crate::bundle::record;
     let report = crate::bundle::verify::verify_bundle(bundle, opts);
-    let rec = record::build(&report, &opts.policy, source, crate::time::now_nanos());
+    let rec = record::build(&report, source, crate::time::now_nanos());
     let doc = match format {
         ReportFormat::Html => record::html::render(&rec).html,
         ReportFormat::Text => record::text::render(&rec),

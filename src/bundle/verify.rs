@@ -101,6 +101,9 @@ pub struct VerifiedEvent {
     pub body: EventBody,
     pub accepted_at_unix_nanos: i64,
     pub state_after: ChainState,
+    /// The table that judged it (the recorded one, or the auditor's override): the batch
+    /// record measures its clocks and readings against this table's limits.
+    pub policy: std::sync::Arc<Policy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -268,6 +271,9 @@ pub struct Item {
 /// of a few MB took gigabytes.)
 struct Registries {
     history: HashMap<String, Vec<(u64, KeyRecord)>>,
+    /// The operator admin keys' ids: a custody signature by one is named as such, as the
+    /// server names it (`KeyError::AdminKey`), not as an unregistered key.
+    admins: std::collections::HashSet<String>,
     /// The policy tables recorded on the keys chain, each in force after its index.
     book: PolicyBook,
 }
@@ -285,10 +291,13 @@ impl Registries {
     ) -> Result<&KeyRecord, KeyError> {
         let versions = self.history.get(key_id).map_or(&[][..], Vec::as_slice);
         let n = versions.partition_point(|(i, _)| *i < index);
-        let (_, rec) = n
-            .checked_sub(1)
-            .map(|n| &versions[n])
-            .ok_or_else(|| KeyError::Unknown(key_id.to_string()))?;
+        let (_, rec) = n.checked_sub(1).map(|n| &versions[n]).ok_or_else(|| {
+            if self.admins.contains(key_id) {
+                KeyError::AdminKey(key_id.to_string())
+            } else {
+                KeyError::Unknown(key_id.to_string())
+            }
+        })?;
         rec.may_sign(signed_at, accepted_at, format)?;
         Ok(rec)
     }
@@ -301,9 +310,10 @@ struct Decoded {
     hash: EventHash,
 }
 
-pub(super) struct Ctx<'a> {
+pub(super) struct Ctx {
     pub(super) root: Option<(u64, Hash)>,
-    pub(super) policy: &'a Policy,
+    /// The auditor's table: the built-in one (no override) or `--policy FILE`.
+    pub(super) policy: std::sync::Arc<Policy>,
     /// Keep each event's body and policy state in its timeline row (bundles, for the batch
     /// record); a whole data-dir audit does not, to stay small.
     pub(super) keep_events: bool,
@@ -317,17 +327,21 @@ fn builtin_sha256() -> [u8; 32] {
     })
 }
 
-impl Ctx<'_> {
+impl Ctx {
     /// Whether the auditor replaced the recorded tables (`verify --policy FILE`).
     fn overriding(&self) -> bool {
         self.policy.sha256() != builtin_sha256()
     }
 
     /// The table that judges the entry at `index`: the recorded one, or the override.
-    fn table<'b>(&'b self, book: &'b PolicyBook, index: u64) -> (&'b Policy, String) {
+    fn table<'b>(
+        &'b self,
+        book: &'b PolicyBook,
+        index: u64,
+    ) -> (&'b std::sync::Arc<Policy>, String) {
         if self.overriding() {
             (
-                self.policy,
+                &self.policy,
                 format!(
                     "{} sha256:{} (--policy override)",
                     self.policy.name(),
@@ -430,6 +444,7 @@ impl Ctx<'_> {
     ) -> (Registries, Option<Failure>) {
         let mut regs = Registries {
             history: HashMap::new(),
+            admins: admins.iter().map(|a| a.name.clone()).collect(),
             book: PolicyBook::new(Policy::default_autologous_car_t()),
         };
         let mut live = Registry::new(admins);
@@ -626,6 +641,7 @@ impl Ctx<'_> {
                     body: d.body.clone(),
                     accepted_at_unix_nanos: d.entry.accepted_at_unix_nanos,
                     state_after: next.clone(),
+                    policy: policy.clone(),
                 })
             }),
         };
@@ -1052,7 +1068,7 @@ pub fn verify_bundle(b: &Bundle, opts: &Options) -> Report {
     }
     let ctx = Ctx {
         root: Some((cp.size, cp.root)),
-        policy: &opts.policy,
+        policy: std::sync::Arc::new(opts.policy.clone()),
         keep_events: true,
     };
     if let Some(f) = replay(&ctx, &registry, &chains, &admins, &mut report) {

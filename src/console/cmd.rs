@@ -89,7 +89,7 @@ impl Checked {
         }
         let router = super::router(Console {
             store: opened.ledger.store().clone(),
-            policy: opened.policy.clone(),
+            ledger: opened.ledger.clone(),
             log_verifier: opened.log_verifier.clone(),
             admins: opened.admins.clone(),
             log_key: Some(opened.log_signer.clone()),

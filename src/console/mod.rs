@@ -17,7 +17,6 @@ pub mod tls;
 
 use crate::bundle::record::html::Page;
 use crate::note::{NoteSigner, NoteVerifier};
-use crate::policy::Policy;
 use crate::storage::Storage;
 use crate::summary::{at_risk, AtRisk, Bucket, ChainSummary};
 use axum::extract::{Path, Query, Request, State};
@@ -44,7 +43,9 @@ pub enum Access {
 /// What the console reads.
 pub struct Console {
     pub store: Arc<dyn Storage>,
-    pub policy: Policy,
+    /// The ledger, for the policy table in force now (clocks at risk are measured against
+    /// the table that will judge the chain's next event, not the one at start-up).
+    pub ledger: Arc<crate::ledger::Ledger>,
     pub log_verifier: NoteVerifier,
     pub admins: Vec<NoteVerifier>,
     /// The log key, so chain pages can carry signed chain heads (chain complete).
@@ -209,9 +210,10 @@ async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
 }
 
 fn risks_of(c: &Console, all: &[ChainSummary], now: i64) -> Vec<AtRisk> {
+    let policy = c.ledger.policy();
     let mut r: Vec<AtRisk> = all
         .iter()
-        .filter_map(|s| at_risk(s, c.policy.limits(), now))
+        .filter_map(|s| at_risk(s, policy.limits(), now))
         .collect();
     r.sort_by_key(|a| a.nanos);
     r
@@ -335,13 +337,13 @@ async fn chain(State(c): State<Shared>, Path(id): Path<String>) -> Response {
         let opts = crate::bundle::verify::Options {
             log_key: Some(c.log_verifier.clone()),
             admins: Some(c.admins.clone()),
-            policy: c.policy.clone(),
+            // No override: each entry is replayed under the table the log recorded for it.
+            policy: crate::policy::Policy::default_autologous_car_t(),
             previous: None,
         };
         let report = crate::bundle::verify::verify_bundle(&bundle, &opts);
         let rec = crate::bundle::record::build(
             &report,
-            &c.policy,
             &format!("this server's log, chain {id}"),
             crate::time::now_nanos(),
         );

@@ -160,17 +160,21 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger over `store`: replays the key registry and starts the verifier and
-    /// writer threads.
+    /// Opens the ledger over `store`: replays the key registry and the policy tables, and
+    /// starts the verifier and writer threads. Every entry is judged under the table the log
+    /// records for it: the built-in table until the first `PolicyActivated`, as `verify`
+    /// replays it; no table reaches the writer any other way.
     pub fn start(
         store: Arc<dyn Storage>,
         admins: &[crate::note::NoteVerifier],
         log_key: NoteSigner,
-        policy: Policy,
         options: LedgerOptions,
     ) -> Result<Arc<Ledger>, LedgerError> {
         let registry = replay_registry(store.as_ref(), admins)?;
-        let book = replay_policies(store.as_ref(), PolicyBook::new(policy))?;
+        let book = replay_policies(
+            store.as_ref(),
+            PolicyBook::new(Policy::default_autologous_car_t()),
+        )?;
         let shared_book = Arc::new(RwLock::new(book.clone()));
         let tree_size = store.tree_size()?;
         let rotation = writer::Rotation::of_store(store.as_ref(), &log_key.name)?;

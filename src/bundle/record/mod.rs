@@ -206,7 +206,9 @@ pub struct EventRecord {
 }
 
 /// Builds the record of a verified (or failed) bundle. `now` is the generation time.
-pub fn build(report: &Report, policy: &Policy, source: &str, now: i64) -> BatchRecord {
+/// Each event's clocks and readings are measured against the table that judged it (the
+/// report's recorded table, or the auditor's override).
+pub fn build(report: &Report, source: &str, now: i64) -> BatchRecord {
     let mut chains: Vec<ChainRecord> = Vec::new();
     let mut start = 0;
     while start < report.timeline.len() {
@@ -215,7 +217,7 @@ pub fn build(report: &Report, policy: &Policy, source: &str, now: i64) -> BatchR
             .iter()
             .position(|r| &r.chain != id)
             .map_or(report.timeline.len(), |n| start + n);
-        chains.push(chain(report, policy, &report.timeline[start..end], now));
+        chains.push(chain(report, &report.timeline[start..end], now));
         start = end;
     }
     BatchRecord {
@@ -325,7 +327,7 @@ fn kind_of(name: &str) -> Option<EventKind> {
     EventKind::ALL.into_iter().find(|k| k.name() == name)
 }
 
-fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> ChainRecord {
+fn chain(report: &Report, rows: &[TimelineRow], now: i64) -> ChainRecord {
     let id = rows[0].chain.clone();
     let last_state: Option<&ChainState> = rows
         .iter()
@@ -360,15 +362,16 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
         reviews: Vec::new(),
         events: Vec::new(),
     };
-    let limits = policy.limits();
     let min = 60i64;
     let mut before: Option<&ChainState> = None;
     let mut lymphodepletion: Option<(i64, u64)> = None;
-    let mut last_mfg: Option<(i64, u64)> = None;
+    let mut last_mfg: Option<(i64, u64, &Policy)> = None;
     for row in rows {
         let Some(v) = row.verified.as_deref() else {
             continue;
         };
+        let policy: &Policy = &v.policy;
+        let limits = policy.limits();
         let body = &v.body;
         let occurred = body.occurred_at_unix_nanos;
         let (kind_name, fields) =
@@ -463,7 +466,7 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                     });
                 }
             }
-            Some(Detail::ManufacturingStep(_)) => last_mfg = Some((occurred, body.seq)),
+            Some(Detail::ManufacturingStep(_)) => last_mfg = Some((occurred, body.seq, policy)),
             Some(Detail::BedsideCheck(_)) => {
                 if let Some(t) = after.thawed_at_unix_nanos {
                     rec.legs.push(leg(
@@ -550,7 +553,7 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
         });
         before = Some(after);
     }
-    if let (Some(start), Some((end, seq))) = (
+    if let (Some(start), Some((end, seq, policy))) = (
         last_state.and_then(|s| s.manufacturing_started_unix_nanos),
         last_mfg,
     ) {
@@ -564,7 +567,7 @@ fn chain(report: &Report, policy: &Policy, rows: &[TimelineRow], now: i64) -> Ch
                 start,
                 &format!("seq {seq} last manufacturing step"),
                 end,
-                Some(limits.manufacturing_window_days as i64 * 86_400),
+                Some(policy.limits().manufacturing_window_days as i64 * 86_400),
                 "first manufacturing step",
             ),
         );
