@@ -69,10 +69,9 @@ struct Keys {
 fn registrations(k: &Keys, t0: i64) -> Vec<SignedEvent> {
     // First the bench's table, recorded as the log's table in force (`serve --policy` would
     // refuse to put an unrecorded table in force, and these servers trust an outside admin).
-    let (_, activation) = celltrail::policy::PolicyBook::activation_of(
-        two_signature_policy().as_bytes(),
-    )
-    .expect("the bench table loads");
+    let (_, activation) =
+        celltrail::policy::PolicyBook::activation_of(two_signature_policy().as_bytes())
+            .expect("the bench table loads");
     let draft = Draft {
         chain_id: "keys".into(),
         seq: 0,
@@ -692,11 +691,7 @@ mod million {
         exe.parent().unwrap().parent().unwrap().join("celltrail")
     }
 
-    fn start(
-        data: &std::path::Path,
-        anchors: &std::path::Path,
-        port: u16,
-    ) -> Child {
+    fn start(data: &std::path::Path, anchors: &std::path::Path, port: u16) -> Child {
         // An encrypted log key, as in production: restart time includes opening it.
         let pass = data.with_extension("passphrase");
         std::fs::write(&pass, format!("{BENCH_PASSPHRASE}\n")).unwrap();

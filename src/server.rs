@@ -361,7 +361,12 @@ fn put_in_force(
         return Ok(());
     }
     let file = wanted.path.display();
-    if opts.ledger.role.as_ref().is_some_and(|r| r.epoch().is_none()) {
+    if opts
+        .ledger
+        .role
+        .as_ref()
+        .is_some_and(|r| r.epoch().is_none())
+    {
         // A standby judges nothing; when it becomes the writer it reloads the log's tables.
         eprintln!(
             "WARNING: --policy {file} ({}) is not the table in force in the log ({}); this \

@@ -328,3 +328,85 @@ fn console_pages_in_headless_chromium() {
     assert!(errors.is_empty(), "browser errors: {errors:#?}");
     drop(server);
 }
+
+/// Clocks and limits follow the table the log has in force (issue 13 point 10), never the
+/// start-up table: after an admin activates a table with a 180-minute thaw window, the at-risk
+/// clock of a thawed product says 180 min, and the chain page measures the thaw → bedside
+/// check leg against the table that judged the check (the built-in table allows 120 min).
+#[test]
+fn console_clocks_and_limits_follow_the_table_in_force() {
+    use celltrail::pb::{event_body::Detail, PolicyActivated};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let addr = server._proc.addr.clone();
+    let admin = realproc::admin_key(&data);
+    let loose = celltrail::policy::DEFAULT_TABLE_TOML
+        .replace("name = \"autologous-car-t\"", "name = \"thaw-180\"")
+        .replace(
+            "thaw_to_infusion_max_minutes = 120",
+            "thaw_to_infusion_max_minutes = 180",
+        );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = celltrail::client::connect(&addr).await.unwrap();
+        let keys = lifecycle::Keys::new();
+        keys.register(&mut c, &admin).await;
+        let steps = lifecycle::happy_path(&keys);
+        let dispense = steps
+            .iter()
+            .position(|s| matches!(s.detail, Detail::Dispensed(_)))
+            .unwrap();
+        let mut a = lifecycle::ChainCursor::with_own_bags("CLK-A", common::base_time());
+        let mut rest = steps.into_iter();
+        a.append(&mut c, rest.by_ref().take(dispense + 1).collect())
+            .await;
+        common::admin_event(
+            &mut c,
+            &admin,
+            Detail::PolicyActivated(PolicyActivated {
+                table_toml: loose.as_bytes().to_vec(),
+                table_sha256: celltrail::policy::book::table_sha256(loose.as_bytes()).to_vec(),
+                name: "thaw-180".into(),
+            }),
+        )
+        .await
+        .unwrap();
+        // The bedside check, 20 min after the thaw, judged under the activated table.
+        a.append(&mut c, rest.by_ref().take(1).collect()).await;
+        let mut b = lifecycle::ChainCursor::with_own_bags("CLK-B", common::base_time());
+        b.append(
+            &mut c,
+            lifecycle::happy_path(&keys)
+                .into_iter()
+                .take(dispense + 1)
+                .collect(),
+        )
+        .await;
+    });
+
+    let (head, risks) = http_get(&server.console, "/at-risk", Some(TOKEN));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    for chain in ["CLK-A", "CLK-B"] {
+        assert!(risks.contains(&format!("/chain/{chain}")), "{risks}");
+    }
+    assert!(risks.contains("180 min after thaw"), "{risks}");
+    assert!(!risks.contains("120 min after thaw"), "{risks}");
+
+    let (head, page) = http_get(&server.console, "/chain/CLK-A", Some(TOKEN));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(page.contains("banner verified"), "{page}");
+    assert!(
+        !page.contains("OVERRIDE"),
+        "no override: the recorded tables judged"
+    );
+    let leg = page
+        .split("<tr")
+        .find(|row| row.contains("thaw → bedside check"))
+        .unwrap_or_else(|| panic!("no thaw leg: {page}"));
+    let limit = celltrail::bundle::record::fields::duration(180.0 * 60e9);
+    assert!(
+        leg.contains(&format!("<td>{limit}</td>")),
+        "the leg's limit is the activated table's {limit}: {leg}"
+    );
+}

@@ -338,7 +338,13 @@ fn serve_policy_on_a_log_with_entries_under_another_table_is_refused() {
     server.stop();
     let (ok, out) = realproc::run(
         cwd,
-        &["serve", "--listen", "127.0.0.1:0", "--policy", "strict.toml"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            "strict.toml",
+        ],
         &[],
     );
     assert!(!ok, "{out}");

@@ -81,8 +81,7 @@ impl PolicyBook {
     /// The activation of the table whose TOML is `toml` (exactly these bytes are recorded),
     /// with the loaded table; the error says why the table does not load.
     pub fn activation_of(toml: &[u8]) -> Result<(Policy, PolicyActivated), String> {
-        let text =
-            std::str::from_utf8(toml).map_err(|e| format!("the table is not UTF-8: {e}"))?;
+        let text = std::str::from_utf8(toml).map_err(|e| format!("the table is not UTF-8: {e}"))?;
         let policy = Policy::from_toml(text).map_err(|e| e.to_string())?;
         let pa = PolicyActivated {
             table_sha256: table_sha256(toml).to_vec(),
