@@ -56,6 +56,9 @@ pub enum Command {
     /// The station's offline queue: list what is waiting or refused, discard what was refused.
     #[command(subcommand, after_help = crate::station::QUEUE_EXIT_CODES)]
     Queue(crate::station::QueueCommand),
+    /// The station's sign-in lockouts: list them and the sign-in log; QA unlocks a signer.
+    #[command(subcommand, after_help = crate::station::STATION_EXIT_CODES)]
+    Station(crate::station::StationCommand),
     /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -345,6 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen(a) => keygen(a),
         Command::Scan(a) => crate::station::run(a).await,
         Command::Queue(c) => crate::station::run_queue_command(c),
+        Command::Station(c) => crate::station::run_station_command(c),
         Command::Key(k) => key(k).await,
         Command::Policy(p) => policy(p).await,
         Command::Event(a) => event(a).await,

@@ -8,8 +8,8 @@
 //! so a typo is not silently ignored.
 //!
 //! Top-level keys are `serve`'s (including its TLS); `[client]` holds what every client command
-//! takes (`server`, `tls_ca`, `tls_cert`, `tls_key`), `[station]` what `scan` and `queue` take
-//! (`site`, `queue`, `key`), so a scanning station is configured by one file.
+//! takes (`server`, `tls_ca`, `tls_cert`, `tls_key`), `[station]` what `scan`, `queue` and
+//! `station` take (`site`, `queue`, `key`), so a scanning station is configured by one file.
 
 use crate::cli::{Cli, Command, KeyCommand, LogFormat, ServeArgs};
 use crate::client::ServerArg;
@@ -63,7 +63,7 @@ pub struct ClientSection {
     pub tls_key: Option<PathBuf>,
 }
 
-/// `[station]`: the flags of `scan` (and `queue`'s `--queue`).
+/// `[station]`: the flags of `scan` (and the `--queue` of `queue` and `station`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationSection {
@@ -300,6 +300,11 @@ pub fn resolve(matches: &ArgMatches) -> anyhow::Result<(Cli, Settings)> {
             }
         }
         Command::Queue(q) => {
+            if let (Some(dir), true) = (&st.queue, defaulted(leaf, "queue")) {
+                q.dir_mut().queue = dir.clone();
+            }
+        }
+        Command::Station(q) => {
             if let (Some(dir), true) = (&st.queue, defaulted(leaf, "queue")) {
                 q.dir_mut().queue = dir.clone();
             }

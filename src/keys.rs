@@ -410,8 +410,9 @@ fn name_from_path(path: &Path) -> String {
 pub fn warn_plaintext(name: &str) {
     eprintln!(
         "WARNING: key {name} is stored UNENCRYPTED (old PRIVATE+KEY format). Anyone who copies \
-         the file can sign as its owner. Convert it now: `celltrail key encrypt FILE`. \
-         Plaintext key files stop loading in the next release."
+         the file can sign as its owner, so what it signs is NOT a 21 CFR Part 11 electronic \
+         signature (there is no passphrase component). Convert it now: `celltrail key encrypt \
+         FILE`. Plaintext key files stop loading in the next release."
     );
 }
 

@@ -236,6 +236,10 @@ fn cli_warns_loudly_when_signing_with_a_plaintext_key() {
         "{err}"
     );
     assert!(err.contains("celltrail key encrypt"), "{err}");
+    assert!(
+        err.contains("NOT a 21 CFR Part 11 electronic signature"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1140,12 +1140,18 @@ async fn interactive_receipt_flags_readings_that_will_open_a_hold_before_signing
             Some("10"),
         );
         pty_step(&mut p, &mut seen, "Comment (Enter for none) >", Some(""));
+        pty_step(
+            &mut p,
+            &mut seen,
+            "Sign: scan your badge or type your key name >",
+            Some("mfg.cy"),
+        );
         pty_step(&mut p, &mut seen, "SUMMARY", None);
         pty_step(&mut p, &mut seen, "THIS WILL OPEN A HOLD", None);
         pty_step(
             &mut p,
             &mut seen,
-            "type YES to sign (PERFORMED) >",
+            "mfg.cy: type your passphrase to sign (PERFORMED) >",
             Some("CANCEL"),
         );
         pty_step(&mut p, &mut seen, "nothing was signed", None);

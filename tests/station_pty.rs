@@ -9,8 +9,12 @@ use celltrail::pb::SignatureMeaning;
 use common::*;
 use station_support::*;
 
+/// Issue 14 point 2 at a one-person station (`--key FILE`), through a real terminal: the first
+/// signature of the session takes the key's name (identification) and its passphrase, typed
+/// without echo; a later one the passphrase only (a wrong one is counted); after LOGOUT the
+/// identification is asked again, and another name is not taken for this station's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interactive_station_through_a_pty_records_an_enrolment() {
+async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(&dir.path().join("data")).await;
     let mut c = server.client().await;
@@ -29,50 +33,109 @@ async fn interactive_station_through_a_pty_records_an_enrolment() {
         .arg(&key)
         .arg("--site")
         .arg("HOSP-A")
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
         .env("CELLTRAIL_LOG", "warn");
 
     let transcript = tokio::task::spawn_blocking(move || {
-        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
-        let mut seen = String::new();
-        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
-            seen += &p
-                .exp_string(want)
-                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
-            seen += want;
-            if let Some(line) = send {
-                p.send_line(line).unwrap();
-            }
-        };
-        // The key file is encrypted: its passphrase is asked on the terminal, without echo.
-        step(&mut p, "Passphrase for nurse.ada", Some(TEST_PASSPHRASE));
-        step(&mut p, "scan >", Some("gibberish"));
-        step(&mut p, "NOT A CODE THIS STATION KNOWS", None);
-        step(&mut p, "scan >", Some(&bag));
-        step(&mut p, "BAG (DIN)", None);
-        step(&mut p, "scan >", Some(&wrist));
-        step(&mut p, "CHAIN OF IDENTITY", None);
-        step(&mut p, "scan >", Some(""));
-        step(&mut p, "event >", Some("enrolled"));
-        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
-        step(&mut p, "Therapy (Enter to skip) >", Some(""));
-        step(&mut p, "Comment (Enter for none) >", Some(""));
-        step(&mut p, "SUMMARY", None);
-        step(&mut p, "type YES to sign (PERFORMED) >", Some("YES"));
-        step(&mut p, "ACCEPTED", None);
-        step(&mut p, "scan >", Some("QUIT"));
-        p.exp_eof().expect("station exits on QUIT");
-        seen
+        let mut t = Pty::spawn(cmd);
+        t.step("LOGOUT ends the session", None);
+        t.step("scan >", Some("gibberish"));
+        t.step("NOT A CODE THIS STATION KNOWS", None);
+        t.step("scan >", Some(&bag));
+        t.step("BAG (DIN)", None);
+        t.step("scan >", Some(&wrist));
+        t.step("CHAIN OF IDENTITY", None);
+        t.step("scan >", Some(""));
+        t.step("event >", Some("enrolled"));
+        t.step("Manufacturing site code >", Some("MFG-1"));
+        t.step("Therapy (Enter to skip) >", Some(""));
+        t.step("Comment (Enter for none) >", Some(""));
+        // First signature: identification, then (after the summary) the passphrase.
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.cy"),
+        );
+        t.step("not the identification of this station's key", None);
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        t.step("SUMMARY", None);
+        t.step("WHEN       ", None);
+        t.step(" UTC (", None);
+        t.step(
+            "SIGNER     nurse.ada (test) (nurse.ada; apheresis_nurse at HOSP-A) PERFORMED",
+            None,
+        );
+        t.step(
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        t.step("ACCEPTED", None);
+        // Part 11 §11.50 under the result word: printed name, role, site, meaning, UTC and
+        // local time.
+        t.step(
+            "SIGNED BY nurse.ada (test) (nurse.ada; apheresis_nurse at HOSP-A) PERFORMED (did \
+             the step) ",
+            None,
+        );
+        t.step(" UTC (", None);
+        t.step(" local, UTC", None);
+        // A later signature in the same session: the passphrase only, never YES.
+        t.step("scan >", Some(&bag));
+        t.step("scan >", Some(""));
+        t.step("event >", Some("collected"));
+        t.step("Volume in mL >", Some("100"));
+        t.step("(Enter = now) >", Some(""));
+        t.step("Comment (Enter for none) >", Some(""));
+        t.step("signing as nurse.ada (signed in", None);
+        t.step("SUMMARY", None);
+        t.step(
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some("YES"),
+        );
+        t.step("wrong passphrase (1 of 5", None);
+        t.step(
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        t.step("ACCEPTED", None);
+        // LOGOUT ends the session: the next signature asks who signs again.
+        t.step("scan >", Some("LOGOUT"));
+        t.step("nurse.ada signed out", None);
+        t.step("scan >", Some(&bag));
+        t.step("scan >", Some(""));
+        t.step("event >", Some("hold"));
+        t.step("Reason >", Some("label smudged"));
+        t.step(
+            "Comment (required: hold is a deviation) >",
+            Some("label smudged"),
+        );
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some("CANCEL"),
+        );
+        t.step("nothing was signed", None);
+        t.step("scan >", Some("QUIT"));
+        t.p.exp_eof().expect("station exits on QUIT");
+        t.seen
     })
     .await
     .unwrap();
-    assert!(transcript.contains("ACCEPTED"));
     assert!(
         !transcript.contains(TEST_PASSPHRASE),
         "the passphrase was echoed:\n{transcript}"
     );
+    assert!(
+        !transcript.contains("type YES to sign"),
+        "a --key station never signs on YES:\n{transcript}"
+    );
+    for raw in ["unix_nanos", "SignatureMeaning", "Signature {", "Some("] {
+        assert!(!transcript.contains(raw), "{raw} on screen:\n{transcript}");
+    }
 
     let events = chain_events(&mut c, &chain).await;
-    assert_eq!(kinds(&events), ["enrolled"]);
+    assert_eq!(kinds(&events), ["enrolled", "collected"]);
     match &events[0].0.detail {
         Some(Detail::Enrolled(e)) => {
             assert_eq!(e.coi_ref, coi_ref);
@@ -81,7 +144,65 @@ async fn interactive_station_through_a_pty_records_an_enrolment() {
         }
         d => panic!("{d:?}"),
     }
-    assert_eq!(events[0].1.signatures[0].key_id, "nurse.ada");
+    for (_, e) in &events {
+        assert_eq!(e.signatures[0].key_id, "nurse.ada");
+    }
+}
+
+/// An old plaintext key file still signs at a `--key` station for one release, but the station
+/// says loudly, at start and at the signature, that this is not a Part 11 signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_key_station_says_loudly_it_is_not_a_part_11_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("data")).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.ada");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let key = dir.path().join("old.key");
+    celltrail::keys::write_key_file(&key, &nurse).unwrap();
+    let (bag, chain) = din(323);
+    let (wrist, _) = coi("PAT323");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--queue")
+        .arg(dir.path().join("station"))
+        .arg("--key")
+        .arg(&key)
+        .arg("--site")
+        .arg("HOSP-A")
+        .env("CELLTRAIL_LOG", "warn");
+    tokio::task::spawn_blocking(move || {
+        let mut t = Pty::spawn(cmd);
+        t.step("NOT PART 11", None);
+        t.step("NOT a 21 CFR Part 11 electronic signature", None);
+        t.step("celltrail key encrypt", None);
+        t.step("scan >", Some(&bag));
+        t.step("scan >", Some(&wrist));
+        t.step("scan >", Some(""));
+        t.step("event >", Some("enrolled"));
+        t.step("Manufacturing site code >", Some("MFG-1"));
+        t.step("Therapy (Enter to skip) >", Some(""));
+        t.step("Comment (Enter for none) >", Some(""));
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        t.step("SUMMARY", None);
+        t.step("NOT PART 11", None);
+        t.step(
+            "nurse.ada: type YES to sign with this UNENCRYPTED key (PERFORMED; NOT a Part 11 \
+             signature) >",
+            Some("YES"),
+        );
+        t.step("ACCEPTED", None);
+        t.step("scan >", Some("QUIT"));
+        t.p.exp_eof().expect("station exits on QUIT");
+    })
+    .await
+    .unwrap();
+    assert_eq!(kinds(&chain_events(&mut c, &chain).await), ["enrolled"]);
 }
 
 /// CANCEL abandons a half-filled form at any prompt ("nothing was signed") and the station
@@ -129,7 +250,14 @@ async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
                 step(p, "scan >", Some(""));
                 step(p, "event >", Some("enrolled"));
             };
-        // CANCEL at the event prompt, at a question, at the comment, at the signature.
+        // An interactive station never takes a passphrase from the automation variable.
+        step(
+            &mut p,
+            "CELLTRAIL_PASSPHRASE_FILE is not read by an interactive station",
+            None,
+        );
+        // CANCEL at the event prompt, at a question, at the comment, at the signer's
+        // identification and at the passphrase.
         step(&mut p, "scan >", Some(&bag));
         step(&mut p, "scan >", Some(""));
         step(&mut p, "event >", Some("cancel"));
@@ -146,7 +274,26 @@ async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
         step(&mut p, "Manufacturing site code >", Some("MFG-1"));
         step(&mut p, "Therapy (Enter to skip) >", Some(""));
         step(&mut p, "Comment (Enter for none) >", Some(""));
-        step(&mut p, "type YES to sign (PERFORMED) >", Some("CANCEL"));
+        step(
+            &mut p,
+            "Sign: scan your badge or type your key name >",
+            Some("CANCEL"),
+        );
+        step(&mut p, "nothing was signed", None);
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some(""));
+        step(
+            &mut p,
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        step(
+            &mut p,
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some("CANCEL"),
+        );
         step(&mut p, "nothing was signed", None);
         // QUIT at the comment prompt quits the station; it never becomes the comment.
         start(&mut step, &mut p);
@@ -597,8 +744,10 @@ async fn wrong_passphrases_lock_the_signer_out_and_an_idle_session_ends() {
     assert_eq!(events[2].1.signatures[0].key_id, "nurse.cy");
 }
 
-/// Issue 14 point 2 with `--key`: a second person who gave their key file at the prompt signs
-/// that event only; the next two-person step asks for a second person again.
+/// Issue 14 point 2 with `--key`: a second person identifies at the prompt (the path to their
+/// key file, or their badge) for that event only, must be someone else, and types their own
+/// passphrase (the automation variables are not read by an interactive station); the next
+/// two-person step asks for a second person and their passphrase again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_person_from_the_prompt_signs_one_event_only() {
     let b = badged(350, true).await;
@@ -657,26 +806,215 @@ async fn a_second_person_from_the_prompt_signs_one_event_only() {
         .env("CELLTRAIL_LOG", "warn");
     let courier_key = b.keys.join("courier.bo.key");
     let (bag1, bag2) = (b.bag.clone(), bag2.clone());
-    tokio::task::spawn_blocking(move || {
+    let seen = tokio::task::spawn_blocking(move || {
         let mut t = Pty::spawn(cmd);
-        for bag in [&bag1, &bag2] {
+        t.step(
+            "CELLTRAIL_PASSPHRASE_FILE is not read by an interactive station",
+            None,
+        );
+        t.step(
+            "CELLTRAIL_COSIGN_PASSPHRASE_FILE is not read by an interactive station",
+            None,
+        );
+        for (i, bag) in [&bag1, &bag2].into_iter().enumerate() {
             t.step("scan >", Some(bag));
             t.step("scan >", Some(""));
             t.step("event >", Some("shipped"));
             t.step("Destination site code >", Some("MFG-1"));
             t.step("Condition (e.g. 2-8C, LN2 dry shipper) >", Some(""));
             t.step("Comment (Enter for none) >", Some(""));
+            if i == 0 {
+                t.step(
+                    "Sign: scan your badge or type your key name >",
+                    Some("nurse.ada"),
+                );
+            } else {
+                t.step("signing as nurse.ada (signed in", None);
+            }
+            // The second person is asked for at every two-person event, is someone else, and
+            // types their own passphrase each time.
             t.step(
-                "Second person (received): path to your key file >",
-                Some(courier_key.to_str().unwrap()),
+                "Second person (RECEIVED): scan your badge or type your key name >",
+                Some("nurse.ada"),
             );
-            t.step("nurse.ada: type YES to sign (PERFORMED) >", Some("YES"));
-            t.step("courier.bo: type YES to sign (RECEIVED) >", Some("YES"));
+            t.step("the second person must be someone else", None);
+            let who = match i {
+                0 => courier_key.to_str().unwrap().to_string(),
+                _ => "B-BO".to_string(),
+            };
+            t.step(
+                "Second person (RECEIVED): scan your badge or type your key name >",
+                Some(&who),
+            );
+            t.step("SUMMARY", None);
+            t.step(
+                "nurse.ada: type your passphrase to sign (PERFORMED) >",
+                Some(TEST_PASSPHRASE),
+            );
+            t.step(
+                "courier.bo: type your passphrase to sign (RECEIVED) >",
+                Some(COURIER_PASSPHRASE),
+            );
             t.step("ACCEPTED", None);
         }
+        t.step("scan >", Some("QUIT"));
+        t.p.exp_eof().expect("station exits on QUIT");
+        t.seen
+    })
+    .await
+    .unwrap();
+    assert!(!seen.contains(COURIER_PASSPHRASE), "{seen}");
+    let mut c = b.server.client().await;
+    let events = chain_events(&mut c, &b.chain).await;
+    let last = &events.last().unwrap().1.signatures;
+    assert_eq!(last[1].key_id, "courier.bo");
+}
+
+/// `celltrail station …` against a stopped station's directory, with `env` set.
+fn station_cmd(args: &[&str], env: &[(&str, &std::path::Path)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("station")
+        .args(args)
+        .env_remove("CELLTRAIL_QUEUE")
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env("CELLTRAIL_LOG", "warn")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run celltrail station")
+}
+
+/// Issue 14 point 2, the way out of a lockout: with `--lockout-minutes 0` a locked-out signer
+/// stays locked until QA unlocks them. `celltrail station lockouts` lists them; `unlock` is
+/// refused to the person themselves, to a signer who is not QA, with an empty reason, and with
+/// a wrong passphrase (still locked); a QA signer with their passphrase unlocks, the log says
+/// who, when and why, and the person signs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qa_unlocks_a_locked_out_signer_and_the_unlock_is_logged_with_who() {
+    let b = badged(342, true).await;
+    let qa = signer("qa.quinn");
+    let mut c = b.server.client().await;
+    register(&mut c, &b.server.admin, &qa, "qa", "HOSP-A").await;
+    let qa_key = key_file(b.dir.path(), &qa);
+    let station_dir = b.dir.path().join("station");
+    let cmd = badge_station(
+        &b,
+        &["--max-passphrase-attempts", "1", "--lockout-minutes", "0"],
+    );
+    let bag = b.bag.clone();
+    let collect = move |t: &mut Pty| {
+        t.step("scan >", Some(&bag));
+        t.step("scan >", Some(""));
+        t.step("event >", Some("collected"));
+        t.step("Volume in mL >", Some("100"));
+        t.step("(Enter = now) >", Some(""));
+        t.step("Comment (Enter for none) >", Some(""));
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some("B-ADA"),
+        );
+    };
+    let again = collect.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut t = Pty::spawn(cmd);
+        collect(&mut t);
+        t.step(
+            "passphrase to sign (PERFORMED) >",
+            Some("not the right passphrase"),
+        );
+        t.step("locked out on this station until unlocked by QA", None);
         t.step("scan >", Some("QUIT"));
         t.p.exp_eof().expect("station exits on QUIT");
     })
     .await
     .unwrap();
+
+    let q = station_dir.to_str().unwrap();
+    let listed = station_cmd(&["lockouts", "--queue", q], &[]);
+    let out = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(
+        out.contains("LOCKED OUT  nurse.ada  until QA unlocks them"),
+        "{out}"
+    );
+    assert!(out.contains("LOCKOUT nurse.ada at site HOSP-A"), "{out}");
+
+    let ada_key = b.keys.join("nurse.ada.key");
+    let cy_key = b.keys.join("nurse.cy.key");
+    let refused = |o: std::process::Output, msg: &str| {
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(1), "{msg}: {o:?}");
+        assert!(err.contains(msg), "stderr should say {msg:?}:\n{err}");
+    };
+    let why = ["--reason", "identity confirmed in person"];
+    let unlock = |key: &std::path::Path, reason: &[&str], pass: &std::path::Path| {
+        let mut args = vec!["unlock", "nurse.ada", "--queue", q, "--key"];
+        args.push(key.to_str().unwrap());
+        args.extend_from_slice(reason);
+        station_cmd(&args, &[("CELLTRAIL_PASSPHRASE_FILE", pass)])
+    };
+    refused(
+        unlock(&ada_key, &why, &pass_path(&ada_key)),
+        "nurse.ada cannot unlock themselves",
+    );
+    refused(
+        unlock(&cy_key, &why, &pass_path(&cy_key)),
+        "only a qa signer may unlock",
+    );
+    refused(
+        unlock(&qa_key, &["--reason", "  "], &pass_path(&qa_key)),
+        "--reason is empty",
+    );
+    let wrong = b.dir.path().join("wrong.pass");
+    std::fs::write(&wrong, "not quinn's passphrase\n").unwrap();
+    refused(unlock(&qa_key, &why, &wrong), "wrong passphrase");
+    let still = station_cmd(&["lockouts", "--queue", q], &[]);
+    assert!(
+        String::from_utf8_lossy(&still.stdout).contains("LOCKED OUT  nurse.ada"),
+        "a refused unlock changes nothing: {still:?}"
+    );
+
+    let done = unlock(&qa_key, &why, &pass_path(&qa_key));
+    let out = String::from_utf8_lossy(&done.stdout).to_string();
+    assert!(done.status.success(), "{done:?}");
+    assert!(
+        out.contains("UNLOCK nurse.ada by qa.quinn (")
+            && out.contains("qa at HOSP-A")
+            && out.ends_with(": identity confirmed in person\n"),
+        "{out}"
+    );
+    assert!(!out.contains(TEST_PASSPHRASE), "{out}");
+    let listed = station_cmd(&["lockouts", "--queue", q], &[]);
+    let out = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(
+        out.contains("nobody is locked out on this station"),
+        "{out}"
+    );
+    assert!(out.contains("sign-in log (2 lines)"), "{out}");
+    assert!(out.contains("UNLOCK nurse.ada by qa.quinn"), "{out}");
+    refused(
+        unlock(&qa_key, &why, &pass_path(&qa_key)),
+        "nurse.ada is not locked out on this station",
+    );
+    // The station is open to nurse.ada again (whom the old counter no longer blocks).
+    let cmd = badge_station(
+        &b,
+        &["--max-passphrase-attempts", "1", "--lockout-minutes", "0"],
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut t = Pty::spawn(cmd);
+        again(&mut t);
+        t.step(
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        t.step("ACCEPTED", None);
+        t.step("scan >", Some("QUIT"));
+        t.p.exp_eof().expect("station exits on QUIT");
+    })
+    .await
+    .unwrap();
+    let events = chain_events(&mut c, &b.chain).await;
+    assert_eq!(kinds(&events), ["enrolled", "collected", "collected"]);
 }

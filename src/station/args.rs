@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub struct ScanArgs {
     #[command(flatten)]
     pub server: crate::client::ServerArg,
-    /// Your key file (you sign PERFORMED). Not needed with --drain.
+    /// Your key file (you sign PERFORMED). Interactive: you type its key name at the first
+    /// signature of a session and its passphrase at each one (as with --keys-dir); scripted
+    /// (--yes): the passphrase comes from CELLTRAIL_PASSPHRASE_FILE / _FD. Not needed with
+    /// --drain.
     #[arg(long, env = "CELLTRAIL_KEY")]
     pub key: Option<PathBuf>,
     /// Directory of the signers' key files (NAME.key, and badges.txt mapping badge codes to key
@@ -16,18 +19,22 @@ pub struct ScanArgs {
     /// only; replaces --key and --cosign-key.
     #[arg(long, env = "CELLTRAIL_KEYS_DIR", conflicts_with_all = ["key", "cosign_key", "yes"])]
     pub keys_dir: Option<PathBuf>,
-    /// With --keys-dir: a signing session ends after this many seconds without input.
+    /// Interactive: a signing session ends after this many seconds without input.
     #[arg(long, env = "CELLTRAIL_SESSION_TIMEOUT", default_value_t = 900)]
     pub session_timeout: u64,
-    /// With --keys-dir: wrong passphrases in a row before the person is locked out here.
+    /// Interactive: wrong passphrases in a row before the person is locked out here.
     #[arg(long, env = "CELLTRAIL_MAX_PASSPHRASE_ATTEMPTS", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_passphrase_attempts: u32,
-    /// With --keys-dir: how long a lockout lasts, in minutes.
+    /// Interactive: how long a lockout lasts, in minutes; 0 = until QA unlocks the person
+    /// (`celltrail station unlock`).
     #[arg(long, env = "CELLTRAIL_LOCKOUT_MINUTES", default_value_t = 30)]
     pub lockout_minutes: u64,
     /// A second person's key file, for events the policy wants two people on (bedside check:
-    /// VERIFIED; shipment and hand-off: RECEIVED; destruction: APPROVED). Asked for if missing.
+    /// VERIFIED; shipment and hand-off: RECEIVED; destruction: APPROVED). Scripted: required
+    /// for those, its passphrase from CELLTRAIL_COSIGN_PASSPHRASE_FILE / _FD. Interactive: the
+    /// second person is asked for at each such event (this key's name is one they may type)
+    /// and types their own passphrase.
     #[arg(long, env = "CELLTRAIL_COSIGN_KEY")]
     pub cosign_key: Option<PathBuf>,
     /// This station's site code (or GLN).

@@ -184,6 +184,23 @@ impl Station {
         kind: &str,
     ) -> anyhow::Result<i32> {
         let q = Queued::new(&ev, kind)?;
+        // Part 11 §11.50: who signed, as what, when (UTC and local), under the result word.
+        let infos = self.queue.signer_infos().unwrap_or_default();
+        let signed: Vec<String> = ev
+            .signatures
+            .iter()
+            .map(|sig| {
+                format!(
+                    "SIGNED BY {}",
+                    crate::manifest::signature_line(
+                        &sig.key_id,
+                        infos.get(&sig.key_id),
+                        sig.meaning,
+                        sig.signed_at_unix_nanos,
+                    )
+                )
+            })
+            .collect();
         match self.send(ev, kind).await? {
             Sent::Accepted(r) => {
                 let mut lines = vec![
@@ -199,6 +216,7 @@ impl Station {
                         }
                     ),
                 ];
+                lines.extend(signed);
                 lines.extend(
                     r.holds_opened
                         .iter()
@@ -221,16 +239,15 @@ impl Station {
                 Ok(EXIT_REJECTED)
             }
             Sent::Queued(waiting) => {
-                big(
-                    &format!("QUEUED ({waiting} waiting)"),
-                    &[
-                        format!(
-                            "{} {} seq {} is signed and kept on this station",
-                            q.chain_id, kind, q.seq
-                        ),
-                        "the server is unreachable; it is sent when the network is back".into(),
-                    ],
-                );
+                let mut lines = vec![
+                    format!(
+                        "{} {} seq {} is signed and kept on this station",
+                        q.chain_id, kind, q.seq
+                    ),
+                    "the server is unreachable; it is sent when the network is back".into(),
+                ];
+                lines.extend(signed);
+                big(&format!("QUEUED ({waiting} waiting)"), &lines);
                 Ok(EXIT_QUEUED)
             }
         }

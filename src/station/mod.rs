@@ -23,6 +23,7 @@ mod queue;
 mod queue_cmd;
 mod session;
 mod signin;
+mod signin_cmd;
 mod signing;
 mod ui;
 
@@ -31,6 +32,9 @@ pub use bedside::{check as bedside_check, Verdict};
 pub use form::{apply_scans, comment_required, Code};
 pub use queue::{DiscardError, Discarded, Link, Queue, Queued, Status};
 pub use queue_cmd::{run as run_queue_command, QueueCommand, EXIT_CODES as QUEUE_EXIT_CODES};
+pub use signin_cmd::{
+    run as run_station_command, StationCommand, EXIT_CODES as STATION_EXIT_CODES,
+};
 
 use session::Station;
 

@@ -55,8 +55,14 @@ impl Station {
             queue.remember_signers(&client::signer_infos(c).await)?;
         }
         let ui = Ui::new(!a.yes && !a.drain);
-        let keys = match (&a.keys_dir, a.drain) {
-            (Some(d), false) => Some(super::signin::KeysDir::open(d)?),
+        // Interactive signing is always by identification + passphrase (`signing`): with a
+        // key directory, or with the one key of `--key` (and a second person's key files).
+        let keys = match (&a.keys_dir, &a.key) {
+            _ if a.drain => None,
+            (Some(d), _) => Some(super::signin::KeysDir::open(d)?),
+            (None, Some(k)) if ui.interactive => {
+                Some(super::signin::KeysDir::single(k, a.cosign_key.as_deref())?)
+            }
             _ => None,
         };
         let rules = super::signin::Rules {
@@ -141,23 +147,52 @@ impl Station {
                  the station signs with its users' keys"
             ),
         };
-        let mut cosigner = match &self.a.cosign_key {
-            Some(p) => Some(crate::keys::read_key_file_with(
+        // Scripted (`--yes`): the second person's key opens now, its passphrase from the
+        // automation variables. Interactive: each signer types their passphrase at signing.
+        let mut cosigner = match (&self.a.cosign_key, &self.keys) {
+            (Some(p), None) => Some(crate::keys::read_key_file_with(
                 p,
                 &crate::keys::PassphraseSource::COSIGNER,
             )?),
-            None => None,
+            _ => None,
         };
         let site = self.a.site.clone().unwrap_or_default();
-        match (&me, &self.a.keys_dir) {
-            (Some(me), _) => println!("Signed in as {} at site {site}.", me.name),
-            (None, Some(d)) => println!(
+        match (
+            &me,
+            &self.a.keys_dir,
+            self.keys.as_ref().and_then(|k| k.only()),
+        ) {
+            (Some(me), _, _) => println!("Signing as {} at site {site}.", me.name),
+            (None, Some(d), _) => println!(
                 "Site {site}. Signers scan their badge (or type their key name) and type their \
                  passphrase at the first signature; later ones need the passphrase only. Keys \
                  in {}. LOGOUT ends the session.",
                 d.display()
             ),
-            (None, None) => {}
+            (None, None, Some((name, path))) => {
+                println!(
+                    "Site {site}. Key file {}. At the first signature type your key name (or \
+                     scan your badge) and your passphrase; later ones need the passphrase only. \
+                     LOGOUT ends the session.",
+                    path.display()
+                );
+                if !crate::keys::KeyFile::load(path)?.is_encrypted() {
+                    big("NOT PART 11", &super::signing::plaintext_lines(name, path));
+                }
+                let automation = [
+                    crate::keys::PASSPHRASE_FILE_ENV,
+                    crate::keys::PASSPHRASE_FD_ENV,
+                    crate::keys::COSIGN_PASSPHRASE_FILE_ENV,
+                    crate::keys::COSIGN_PASSPHRASE_FD_ENV,
+                ];
+                for v in automation.iter().filter(|v| std::env::var_os(v).is_some()) {
+                    println!(
+                        "  {v} is not read by an interactive station: each signer types their \
+                         own passphrase when signing (it is for scripted use, --yes)"
+                    );
+                }
+            }
+            (None, None, None) => {}
         }
         let mut req = Request {
             kind: self
@@ -565,8 +600,8 @@ impl Station {
             }
         }
 
-        // Who signs: with --keys-dir, picked now by badge (the passphrases come after the
-        // summary); else the --key holder and a second person's key file.
+        // Who signs: interactively, picked now by badge or key name (the passphrases come
+        // after the summary); scripted, the --key holder and the --cosign-key holder.
         let second = form::second_signature(&kind, &fields);
         let second_meaning = match second {
             Some(m) => Some(client::parse_meaning(m).map_err(|e| anyhow!(e))?),
@@ -586,38 +621,16 @@ impl Station {
                 }
             }
         } else if second.is_some() && cosigner.is_none() {
-            let me = me.expect("--key is open without --keys-dir");
-            if !interactive {
-                big(
-                    "REJECTED",
-                    &[format!(
-                        "{kind} needs a second person: --cosign-key FILE ({})",
-                        second.unwrap_or_default()
-                    )],
-                );
-                return Ok(Step::Done(EXIT_REJECTED));
-            }
-            loop {
-                let Some(p) = self.ui.ask(&format!(
-                    "Second person ({}): path to your key file",
+            // Scripted: the second person's key file comes with the command (interactive
+            // stations pick every signer above).
+            big(
+                "REJECTED",
+                &[format!(
+                    "{kind} needs a second person: --cosign-key FILE ({})",
                     second.unwrap_or_default()
-                )) else {
-                    return Ok(Step::Quit);
-                };
-                match crate::keys::read_key_file_with(
-                    std::path::Path::new(p.trim()),
-                    &crate::keys::PassphraseSource::COSIGNER,
-                ) {
-                    Ok(k) if k.name == me.name => {
-                        println!("  the second person must be someone else")
-                    }
-                    Ok(k) => {
-                        *cosigner = Some(k);
-                        break;
-                    }
-                    Err(e) => println!("  {e}"),
-                }
-            }
+                )],
+            );
+            return Ok(Step::Done(EXIT_REJECTED));
         }
         // Names and meanings of the signers, in signing order.
         let who: Vec<(String, SignatureMeaning)> = if self.keys.is_some() {
@@ -689,6 +702,7 @@ impl Station {
         println!("  EVENT      {}", kind.to_ascii_uppercase());
         println!("  CHAIN      {chain}   (seq {})", link.seq);
         println!("  SITE       {site}");
+        println!("  WHEN       {}", crate::manifest::when(occurred_at));
         for (k, v) in &fields {
             println!("  {:<10} {v}", k);
         }
@@ -707,29 +721,14 @@ impl Station {
             );
         }
         println!("---------------------------------------------------------");
-        // Signing: with --keys-dir each signer's passphrase opens their key now; else YES.
+        // Signing: interactively each signer's passphrase opens their key now; scripted
+        // (`--yes`) the keys were opened at start.
         let unlocked = if self.keys.is_some() {
             match self.unlock_all(&picked)? {
                 Ok(keys) => keys,
                 Err(step) => return Ok(step),
             }
         } else {
-            if interactive {
-                for (name, m) in &who {
-                    let Some(ans) = self
-                        .ui
-                        .ask(&format!("{name}: type YES to sign ({})", m.as_str_name()))
-                    else {
-                        return Ok(Step::Quit);
-                    };
-                    if !ans.trim().eq_ignore_ascii_case("yes")
-                        && !ans.trim().eq_ignore_ascii_case("y")
-                    {
-                        big("CANCELLED", &["nothing was signed".into()]);
-                        return Ok(Step::Done(EXIT_REJECTED));
-                    }
-                }
-            }
             Vec::new()
         };
         let signers: Vec<(&NoteSigner, SignatureMeaning)> = if self.keys.is_some() {

@@ -23,6 +23,10 @@ pub const BADGES_FILE: &str = "badges.txt";
 pub struct KeysDir {
     dir: PathBuf,
     badges: BTreeMap<String, String>,
+    /// A one-person station (`--key FILE`): the only key that signs first, and its file.
+    only: Option<(String, PathBuf)>,
+    /// Key files given at start for a second person (`--cosign-key FILE`), by key name.
+    others: BTreeMap<String, PathBuf>,
 }
 
 impl KeysDir {
@@ -60,11 +64,84 @@ impl KeysDir {
         Ok(KeysDir {
             dir: dir.to_path_buf(),
             badges,
+            only: None,
+            others: BTreeMap::new(),
         })
     }
 
-    /// The key name and key file of a scanned badge or a typed key name.
+    /// A one-person station (`--key FILE`): the first signer must identify as that key's
+    /// name (or a badge mapped to it in a `badges.txt` beside the file). A second person
+    /// identifies by the key name of `cosign` (`--cosign-key`), by a key name or badge of
+    /// the key file's directory, or by typing the path to their key file.
+    pub fn single(key: &Path, cosign: Option<&Path>) -> anyhow::Result<KeysDir> {
+        let kf = crate::keys::KeyFile::load(key)?;
+        let parent = match key.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut k = KeysDir::open(&parent)?;
+        k.only = Some((kf.name().to_string(), key.to_path_buf()));
+        if let Some(c) = cosign {
+            let cf = crate::keys::KeyFile::load(c)?;
+            k.others.insert(cf.name().to_string(), c.to_path_buf());
+        }
+        Ok(k)
+    }
+
+    /// The key file of a one-person station (`--key`), if this is one.
+    pub fn only(&self) -> Option<&(String, PathBuf)> {
+        self.only.as_ref()
+    }
+
+    /// The key name and key file of the first signer: a scanned badge or a typed key name
+    /// (on a one-person station, only its own key).
     pub fn find(&self, typed: &str) -> Result<(String, PathBuf), String> {
+        let Some((own, path)) = &self.only else {
+            return self.find_in_dir(typed);
+        };
+        let t = typed.trim();
+        let name = self.badges.get(t).map(String::as_str).unwrap_or(t);
+        if name == own {
+            return Ok((own.clone(), path.clone()));
+        }
+        // What was typed is not repeated: it may have been a passphrase typed too early.
+        Err(format!(
+            "that is not the identification of this station's key ({}): type your key name \
+             or scan your badge",
+            path.display()
+        ))
+    }
+
+    /// The key name and key file of a second person: as [`KeysDir::find`] on a key
+    /// directory; on a one-person station also a `--cosign-key` key's name or the path to a
+    /// key file.
+    pub fn find_other(&self, typed: &str) -> Result<(String, PathBuf), String> {
+        if self.only.is_none() {
+            return self.find_in_dir(typed);
+        }
+        let t = typed.trim();
+        let name = self.badges.get(t).map(String::as_str).unwrap_or(t);
+        if let Some(p) = self.others.get(name) {
+            return Ok((name.to_string(), p.clone()));
+        }
+        if let Ok(found) = self.find_in_dir(t) {
+            return Ok(found);
+        }
+        let path = Path::new(t);
+        if t.contains('/') || t.ends_with(".key") || path.is_file() {
+            return match crate::keys::KeyFile::load(path) {
+                Ok(kf) => Ok((kf.name().to_string(), path.to_path_buf())),
+                Err(e) => Err(format!("{e}")),
+            };
+        }
+        Err(
+            "that is no badge or key name known here: type your key name, scan your badge, \
+             or type the path to your key file"
+                .to_string(),
+        )
+    }
+
+    fn find_in_dir(&self, typed: &str) -> Result<(String, PathBuf), String> {
         let t = typed.trim();
         let unknown = || {
             format!(
@@ -93,8 +170,23 @@ pub struct Rules {
     pub idle: Duration,
     /// Wrong passphrases (in a row) before a person is locked out.
     pub max_attempts: u32,
-    /// How long a lockout lasts.
+    /// How long a lockout lasts; zero: until someone unlocks the person
+    /// (`celltrail station unlock`).
     pub lockout: Duration,
+}
+
+/// `Attempts::locked_until` of a lockout that lasts until someone unlocks it.
+pub const UNTIL_UNLOCKED: i64 = i64::MAX;
+
+/// Until when a person is locked out, as a person reads it.
+pub fn locked_until_text(until: i64) -> String {
+    match until {
+        UNTIL_UNLOCKED => "QA unlocks them (`celltrail station unlock`)".to_string(),
+        t => format!(
+            "{} (or until QA unlocks them: `celltrail station unlock`)",
+            crate::manifest::when(t)
+        ),
+    }
 }
 
 /// A person's wrong passphrases as counted on this station.
@@ -119,7 +211,10 @@ pub enum Failed {
 pub fn count_failure(a: &mut Attempts, rules: &Rules, now: i64) -> Failed {
     a.failed += 1;
     if a.failed >= rules.max_attempts {
-        a.locked_until = now + rules.lockout.as_nanos() as i64;
+        a.locked_until = match rules.lockout.as_nanos() {
+            0 => UNTIL_UNLOCKED,
+            n => now.saturating_add(i64::try_from(n).unwrap_or(i64::MAX)),
+        };
         let n = a.failed;
         a.failed = 0;
         Failed::LockedOut {
@@ -161,6 +256,20 @@ impl Counters {
         self.attempts.insert(name, serde_json::to_vec(a)?)?;
         self.db.flush().context("flush the station directory")?;
         Ok(())
+    }
+
+    /// Every person with a counter on this station, by key name.
+    pub fn all(&self) -> anyhow::Result<Vec<(String, Attempts)>> {
+        self.attempts
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    serde_json::from_slice(&v).unwrap_or_default(),
+                ))
+            })
+            .collect()
     }
 
     /// Appends a line to the lockout log (kept; never emptied by the station).

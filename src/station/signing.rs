@@ -76,7 +76,12 @@ impl Station {
             let Some(typed) = self.ui.ask(prompt) else {
                 return Ok(Err(Step::Quit));
             };
-            let (name, path) = match self.keys_dir()?.find(&typed) {
+            let keys = self.keys_dir()?;
+            let found = match not {
+                None => keys.find(&typed),
+                Some(_) => keys.find_other(&typed),
+            };
+            let (name, path) = match found {
                 Ok(found) => found,
                 Err(e) => {
                     println!("  {e}");
@@ -89,7 +94,16 @@ impl Station {
                 );
                 continue;
             }
+            let first = not.and_then(|n| registry.get(n));
             match registry.get(&name) {
+                Some(i) if first.is_some_and(|f| f.printed_name == i.printed_name) => {
+                    println!(
+                        "  {name} is another key of {}, who already signs this event: the \
+                         second person must be someone else",
+                        i.printed_name
+                    );
+                    continue;
+                }
                 Some(i) => println!("  {} ({name}; {} at {})", i.printed_name, i.role, i.site),
                 None if registry.is_empty() => {
                     println!("  {name} (this station has not seen the key registry yet)")
@@ -112,6 +126,23 @@ impl Station {
     pub(super) fn unlock(&mut self, p: &Picked) -> anyhow::Result<Flow<NoteSigner>> {
         let counters = self.counters()?;
         let kf = KeyFile::load(&p.path)?;
+        if !kf.is_encrypted() && self.keys_dir()?.only().is_some() {
+            // `--key` with an old plaintext file still signs for one release, but never as if
+            // it were a Part 11 signature: there is no passphrase, only the file.
+            big("NOT PART 11", &plaintext_lines(&p.name, &p.path));
+            let Some(ans) = self.ui.ask(&format!(
+                "{}: type YES to sign with this UNENCRYPTED key ({}; NOT a Part 11 signature)",
+                p.name,
+                p.meaning.as_str_name()
+            )) else {
+                return Ok(Err(Step::Quit));
+            };
+            if !ans.trim().eq_ignore_ascii_case("yes") {
+                big("CANCELLED", &["nothing was signed".into()]);
+                return Ok(Err(Step::Done(EXIT_REJECTED)));
+            }
+            return Ok(Ok(kf.open(&crate::keys::Passphrase::new(""))?));
+        }
         if !kf.is_encrypted() {
             big(
                 "REFUSED",
@@ -148,7 +179,7 @@ impl Station {
                             "{} is locked out on this station until {} (too many wrong \
                              passphrases)",
                             p.name,
-                            crate::manifest::when(a.locked_until)
+                            super::signin::locked_until_text(a.locked_until)
                         ),
                         "nothing was signed; another person may sign, or wait".into(),
                     ],
@@ -187,7 +218,10 @@ impl Station {
                                  out on this station until {}",
                                 p.name,
                                 self.a.site.as_deref().unwrap_or_default(),
-                                crate::time::rfc3339(until)
+                                match until {
+                                    super::signin::UNTIL_UNLOCKED => "unlocked by QA".to_string(),
+                                    t => crate::time::rfc3339(t),
+                                }
                             );
                             counters.log(now, &line)?;
                             tracing::warn!(signer = %p.name, "{line}");
@@ -233,4 +267,18 @@ impl Station {
     fn counters(&self) -> anyhow::Result<super::signin::Counters> {
         super::signin::Counters::new(self.queue.db())
     }
+}
+
+/// What a one-person station says about a plaintext key file (at start and at each signing).
+pub(super) fn plaintext_lines(name: &str, path: &std::path::Path) -> Vec<String> {
+    vec![
+        format!("{name}'s key file is NOT ENCRYPTED (old PRIVATE+KEY format):"),
+        "anyone who copies the file can sign as its owner, so what it signs here is".into(),
+        "NOT a 21 CFR Part 11 electronic signature (no passphrase component).".into(),
+        format!(
+            "Convert it now: `celltrail key encrypt {}`; plaintext keys stop loading in the \
+             next release.",
+            path.display()
+        ),
+    ]
 }

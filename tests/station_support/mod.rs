@@ -250,7 +250,8 @@ pub struct Shipped {
 
 impl Shipped {
     /// `celltrail scan` for an interactive session of the manufacturing person at MFG-1 (their
-    /// key, its passphrase file, the MFG-1 station queue), ready to spawn in a pseudo-terminal.
+    /// key, the MFG-1 station queue; they type the passphrase when signing), ready to spawn in
+    /// a pseudo-terminal.
     pub fn mfg_station(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(BIN);
         cmd.arg("scan")
@@ -262,7 +263,7 @@ impl Shipped {
             .arg(&self.mfg_key)
             .arg("--site")
             .arg("MFG-1")
-            .env("CELLTRAIL_PASSPHRASE_FILE", pass_path(&self.mfg_key))
+            .env_remove("CELLTRAIL_PASSPHRASE_FILE")
             .env("CELLTRAIL_LOG", "warn");
         cmd
     }
