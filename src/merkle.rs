@@ -432,6 +432,22 @@ fn range_root<E>(
     Ok(acc)
 }
 
+/// The perfect subtrees that make up the tree of `size` leaves, left to right (its compact
+/// range, one per set bit of `size`): the only stored nodes that [`root_at`] reads for
+/// `size`, and that [`nodes_completed_by_append`] reads from before `size` while appending
+/// from index `size` on.
+pub fn compact_range(size: u64) -> Vec<NodeId> {
+    let mut out = Vec::with_capacity(size.count_ones() as usize);
+    let mut at = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1 << level) != 0 {
+            out.push((level, at >> level));
+            at += 1 << level;
+        }
+    }
+    out
+}
+
 /// Root of the tree of `size` leaves from stored perfect subtrees (`popcount(size)` calls).
 pub fn root_at<E>(size: u64, mut get: impl FnMut(u32, u64) -> Result<Hash, E>) -> Result<Hash, E> {
     if size == 0 {
@@ -974,6 +990,34 @@ mod tests {
                 verify_consistency(old, size, &root(&tree[..old as usize]), &r, &p).unwrap();
             }
         }
+    }
+
+    /// A group of appends from any size, and the root after it, need no stored node but the
+    /// compact range of the size the group starts from (what the writer keeps in memory).
+    #[test]
+    fn groups_read_only_the_compact_range_of_their_start() {
+        let leaves: Vec<Hash> = (0u32..80).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut all: HashMap<NodeId, Hash> = HashMap::new();
+        for start in 0..80u64 {
+            let range = compact_range(start);
+            assert_eq!(range.len() as u32, start.count_ones());
+            let mut known: HashMap<NodeId, Hash> = range.iter().map(|id| (*id, all[id])).collect();
+            for end in start + 1..=(start + 9).min(80) {
+                let index = end - 1;
+                let nodes = nodes_completed_by_append(index, leaves[index as usize], |lv, ix| {
+                    known.get(&(lv, ix)).copied().ok_or((lv, ix))
+                })
+                .unwrap();
+                known.extend(nodes.iter().copied());
+                if index == start {
+                    all.extend(nodes);
+                }
+                let r = root_at(end, |lv, ix| known.get(&(lv, ix)).copied().ok_or((lv, ix)));
+                assert_eq!(r, Ok(root(&leaves[..end as usize])), "{start}..{end}");
+            }
+        }
+        assert_eq!(compact_range(0), vec![]);
+        assert_eq!(compact_range(13), vec![(3, 0), (2, 2), (0, 12)]);
     }
 
     #[test]

@@ -24,7 +24,8 @@ impl Writer {
         ov: &mut Overlay,
     ) -> Result<Outcome, LedgerError> {
         let Ready { hash, body, sig_ok } = *ready;
-        if let Some(index) = self.duplicate_of(&hash, &body, ov)? {
+        let head = self.head_of(&body.chain_id, ov)?;
+        if let Some(index) = self.duplicate_of(&hash, &body, head.as_ref(), ov)? {
             return Ok(Outcome::Duplicate(index));
         }
 
@@ -39,7 +40,6 @@ impl Writer {
         }
 
         // Chain link [R2, R3].
-        let head = self.head_of(&body.chain_id, ov)?;
         check_link(&body, head.as_ref())?;
 
         // Signers [R4, R6].
@@ -90,11 +90,13 @@ impl Writer {
 
     /// Refuses an event naming a bag (collection DIN, product bag) that another chain names,
     /// in the store or earlier in this group (ALREADY_EXISTS naming that chain).
-    fn check_bags_free(&self, body: &EventBody, ov: &Overlay) -> Result<(), LedgerError> {
+    fn check_bags_free(&self, body: &EventBody, ov: &mut Overlay) -> Result<(), LedgerError> {
         if crate::loglink::admin_signed(&body.chain_id) {
             return Ok(());
         }
         for bag in crate::rules::bags_named(body) {
+            // This group's chains first (they follow the committed ones in `chains_naming`),
+            // so the message names the chain that took the bag most recently.
             let in_group = ov
                 .batch
                 .bags
@@ -104,8 +106,7 @@ impl Writer {
             let other = match in_group {
                 Some(c) => Some(c),
                 None => self
-                    .store
-                    .chains_of_bag(bag)?
+                    .chains_naming(bag, ov)?
                     .into_iter()
                     .find(|c| *c != body.chain_id),
             };
@@ -120,10 +121,12 @@ impl Writer {
     }
 
     /// The index of this very event if it is already in the log or earlier in this group.
+    /// `head` is the chain's head before this event (`head_of`).
     fn duplicate_of(
         &self,
         hash: &EventHash,
         body: &EventBody,
+        head: Option<&Head>,
         ov: &Overlay,
     ) -> Result<Option<u64>, LedgerError> {
         if let Some(index) = ov.hashes.get(hash) {
@@ -131,7 +134,12 @@ impl Writer {
         }
         // A resubmission names a (chain, seq) already taken; the event there tells whether it
         // is the same one (same hash: the same receipt again) or another (a fork, found by the
-        // link check).
+        // link check). A chain's seqs are taken from 0 up to its head's without gaps, so past
+        // the head (or on a chain without one) nothing is taken and the store is not asked:
+        // a new event costs no read.
+        if head.is_none_or(|h| body.seq > h.seq) {
+            return Ok(None);
+        }
         if let Some(index) = self.store.chain_event(&body.chain_id, body.seq)? {
             if stored_event_hash(self.store.as_ref(), index)? == *hash {
                 return Ok(Some(index));
@@ -147,7 +155,7 @@ impl Writer {
             match ov
                 .heads
                 .get(chain_id)
-                .or_else(|| self.head_cache.get(chain_id))
+                .or_else(|| self.committed.heads.get(chain_id))
             {
                 Some(h) => Some(h.clone()),
                 None => self.store.head(chain_id)?,
@@ -358,8 +366,10 @@ impl Writer {
         let index = self.tree_size + ov.batch.entries.len() as u64;
         let size = link.final_checkpoint.size.min(index);
         let store = self.store.as_ref();
-        let root =
-            crate::merkle::root_at(size, |l, i| super::writer::node(store, &ov.nodes, l, i))?;
+        let frontier = &self.committed.frontier;
+        let root = crate::merkle::root_at(size, |l, i| {
+            super::writer::node(store, &ov.nodes, frontier, l, i)
+        })?;
         link.check_prefix(index, &root)
             .map_err(|e| LedgerError::Link(e.to_string()))?;
         ov.linked = true;

@@ -28,7 +28,6 @@ use crate::registry::{KeyError, Registry, RegistryError, KEYS_CHAIN};
 use crate::rules::{Head, RuleError};
 use crate::storage::{Storage, StorageError};
 use prost::Message;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 use verifier::Verifier;
@@ -205,7 +204,7 @@ impl Ledger {
             log_key,
             tree_size,
             last_accepted: 0,
-            head_cache: HashMap::new(),
+            committed: Default::default(),
             unflushed: false,
             poisoned: None,
             rotation,

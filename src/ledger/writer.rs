@@ -78,9 +78,8 @@ pub(super) struct Writer {
     pub(super) log_key: NoteSigner,
     pub(super) tree_size: u64,
     pub(super) last_accepted: i64,
-    /// Committed heads of recently used chains (only the writer changes heads, so this always
-    /// equals the store); saves a read and a JSON parse per event.
-    pub(super) head_cache: HashMap<String, Head>,
+    /// What the checks read of the committed store, kept in memory (see `Committed`).
+    pub(super) committed: Committed,
     /// A commit failed: the store may hold writes that were never fsynced. Flush before the
     /// next acknowledgement (a duplicate's receipt included).
     pub(super) unflushed: bool,
@@ -152,8 +151,34 @@ impl Rotation {
     }
 }
 
-/// Chains whose committed head the writer keeps in memory before it starts over.
+/// Chains (and bags) whose committed state the writer keeps in memory before it starts over.
 pub(super) const HEAD_CACHE_CHAINS: usize = 20_000;
+
+/// The committed store's values that checking an event reads, kept in memory so that in a
+/// steady stream of appends checking an event reads nothing from the store (with PostgreSQL
+/// every read is a round trip to the database: three or four per event cost more than the
+/// group commit itself). Only the writer changes the store, and with a role only in the lease
+/// epoch whose state it loaded, so each value equals the store's; all are dropped together
+/// whenever that may not hold (a failed commit, a new lease epoch) and when they grow past
+/// `HEAD_CACHE_CHAINS`. A value not here is read from the store.
+#[derive(Default)]
+pub(super) struct Committed {
+    /// Chain heads; saves a read and a JSON parse per event.
+    pub(super) heads: HashMap<String, Head>,
+    /// The worklist summaries of custody chains.
+    pub(super) summaries: HashMap<String, crate::summary::ChainSummary>,
+    /// Bag id → every chain that names it (the store's `chains_of_bag`).
+    pub(super) bags: HashMap<String, Vec<String>>,
+    /// The perfect subtrees that make up the tree of `tree_size` leaves (its compact range):
+    /// the only stored nodes the next group's appends and root read (`merkle::compact_range`).
+    pub(super) frontier: HashMap<(u32, u64), [u8; 32]>,
+}
+
+impl Committed {
+    pub(super) fn clear(&mut self) {
+        *self = Committed::default();
+    }
+}
 
 /// What one group has changed so far, on top of the store.
 #[derive(Default)]
@@ -167,6 +192,8 @@ pub(super) struct Overlay {
     pub(super) batch: Group,
     /// The group holds the log link that makes the writer's key current.
     pub(super) linked: bool,
+    /// Chains naming a bag as read from the store for this group (before its own entries).
+    pub(super) bag_reads: HashMap<String, Vec<String>>,
 }
 
 impl Writer {
@@ -317,13 +344,10 @@ impl Writer {
                     *self.shared_registry.write().expect("registry lock") = reg.clone();
                     self.registry = reg;
                 }
-                if self.head_cache.len() + ov.heads.len() > HEAD_CACHE_CHAINS {
-                    self.head_cache.clear();
-                }
-                self.head_cache.extend(ov.heads.drain());
+                self.remember_committed(&mut ov, new_size);
             } else {
                 // Whatever the store holds now, the cache must not answer for it.
-                self.head_cache.clear();
+                self.committed.clear();
             }
         }
         let checkpoint = match checkpoint {
@@ -394,7 +418,7 @@ impl Writer {
             self.registry = registry;
             self.tree_size = tree_size;
             self.last_accepted = self.last_accepted.max(last_accepted);
-            self.head_cache.clear();
+            self.committed.clear();
             self.unflushed = false;
             self.poisoned = None;
             self.rotation = Rotation::of_store(self.store.as_ref(), &self.log_key.name)?;
@@ -408,10 +432,69 @@ impl Writer {
         Ok(())
     }
 
+    /// After a group is committed: what it changed becomes the committed state in memory.
+    fn remember_committed(&mut self, ov: &mut Overlay, new_size: u64) {
+        let c = &mut self.committed;
+        if c.heads.len() + ov.heads.len() > HEAD_CACHE_CHAINS
+            || c.bags.len() + ov.bag_reads.len() > HEAD_CACHE_CHAINS
+        {
+            c.clear();
+        }
+        // The compact range of the new size: from this group's nodes and the old range; after
+        // a start or a reload, read once from the store.
+        let mut frontier = HashMap::new();
+        for (l, i) in merkle::compact_range(new_size) {
+            match node(self.store.as_ref(), &ov.nodes, &c.frontier, l, i) {
+                Ok(h) => {
+                    frontier.insert((l, i), h);
+                }
+                Err(e) => tracing::warn!(error = %e, "Merkle frontier node not read; read later"),
+            }
+        }
+        c.frontier = frontier;
+        c.heads.extend(ov.heads.drain());
+        c.summaries.extend(ov.batch.summaries.drain(..));
+        c.bags.extend(ov.bag_reads.drain());
+        for (bag, chain, _) in &ov.batch.bags {
+            // Only a bag whose chains are all known gets one more; others are read when needed.
+            if let Some(chains) = c.bags.get_mut(bag) {
+                if !chains.contains(chain) {
+                    chains.push(chain.clone());
+                }
+            }
+        }
+    }
+
+    /// Every chain that names `bag`, committed or earlier in this group.
+    pub(super) fn chains_naming(
+        &self,
+        bag: &str,
+        ov: &mut Overlay,
+    ) -> Result<Vec<String>, LedgerError> {
+        let mut chains = match ov
+            .bag_reads
+            .get(bag)
+            .or_else(|| self.committed.bags.get(bag))
+        {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.store.chains_of_bag(bag)?;
+                ov.bag_reads.insert(bag.to_string(), c.clone());
+                c
+            }
+        };
+        for (d, c, _) in &ov.batch.bags {
+            if d == bag && !chains.contains(c) {
+                chains.push(c.clone());
+            }
+        }
+        Ok(chains)
+    }
+
     fn finish_batch(&self, ov: &mut Overlay, new_size: u64) -> Result<String, LedgerError> {
         let store = self.store.as_ref();
-        let nodes = &ov.nodes;
-        let root = merkle::root_at(new_size, |l, i| node(store, nodes, l, i))?;
+        let (nodes, frontier) = (&ov.nodes, &self.committed.frontier);
+        let root = merkle::root_at(new_size, |l, i| node(store, nodes, frontier, l, i))?;
         let cp = Checkpoint {
             origin: self.log_key.name.clone(),
             size: new_size,
@@ -448,18 +531,15 @@ impl Writer {
         let leaf = merkle::leaf_hash(&entry);
         let store = self.store.as_ref();
         let completed = {
-            let nodes = &ov.nodes;
-            merkle::nodes_completed_by_append(index, leaf, |l, i| node(store, nodes, l, i))?
+            let (nodes, frontier) = (&ov.nodes, &self.committed.frontier);
+            merkle::nodes_completed_by_append(index, leaf, |l, i| {
+                node(store, nodes, frontier, l, i)
+            })?
         };
         ov.nodes.extend(completed);
         ov.hashes.insert(hash, index);
         for din in bags_named(body) {
-            let named = ov
-                .batch
-                .bags
-                .iter()
-                .any(|(d, c, _)| d == din && *c == body.chain_id);
-            if !named && !self.store.bag_in_chain(din, &body.chain_id)? {
+            if !self.chains_naming(din, ov)?.contains(&body.chain_id) {
                 ov.batch
                     .bags
                     .push((din.to_string(), body.chain_id.clone(), index));
@@ -474,7 +554,10 @@ impl Writer {
                 .position(|(c, _)| *c == body.chain_id)
             {
                 Some(i) => Some(ov.batch.summaries.swap_remove(i).1),
-                None => self.store.chain_summary(&body.chain_id)?,
+                None => match self.committed.summaries.get(&body.chain_id) {
+                    Some(s) => Some(s.clone()),
+                    None => self.store.chain_summary(&body.chain_id)?,
+                },
             };
             let summary = crate::summary::ChainSummary::after(
                 &body.chain_id,
@@ -509,14 +592,19 @@ impl Writer {
     }
 }
 
-/// One stored perfect-subtree hash, from this group's overlay or the store.
+/// One stored perfect-subtree hash, from this group's overlay, the committed frontier or the
+/// store.
 pub(super) fn node(
     store: &dyn Storage,
     overlay: &HashMap<(u32, u64), [u8; 32]>,
+    frontier: &HashMap<(u32, u64), [u8; 32]>,
     level: u32,
     index: u64,
 ) -> Result<[u8; 32], LedgerError> {
-    if let Some(h) = overlay.get(&(level, index)) {
+    if let Some(h) = overlay
+        .get(&(level, index))
+        .or_else(|| frontier.get(&(level, index)))
+    {
         return Ok(*h);
     }
     store.node(level, index)?.ok_or_else(|| {
