@@ -213,6 +213,29 @@ fn quick_start_from_zero_configuration() {
         "temp_mx_c=4",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no field \"temp_mx_c\""));
+    // Presence, not defaults (issue 13 point 1): a receipt given no readings is refused naming
+    // every missing one (never signed as seal broken at 0.0 °C); nothing is recorded (the
+    // chain below still has 4 events).
+    let o = event(&[
+        "--key",
+        "nurse.key",
+        "--chain",
+        "BAG-0001",
+        "--kind",
+        "received",
+        "--site",
+        "MFG-1",
+        "--set",
+        "from_site=HOSP-A",
+        "--set",
+        "shipper_id=SHIP-1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for field in ["seal_intact", "temp_min_c", "temp_max_c", "elapsed_seconds"] {
+        assert!(err.contains(field), "{field} not named: {err}");
+    }
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("recorded"));
 
     let table = ok(cwd, &["chain", "--server", &addr, "BAG-0001"]);
     assert!(
@@ -248,6 +271,47 @@ fn quick_start_from_zero_configuration() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains(" local, UTC+02:00)"), "{table}");
     assert!(!table.contains("_unix_nanos"), "{table}");
+
+    // A reading that was not possible, declared with its reason: recorded, and the hold it
+    // opens is printed by `event` and shown by `chain` (issue 13 points 1 and 7).
+    let v_mfg = ok(cwd, &["keygen", "--name", "mfg.cy", "--out", "mfg.key"]);
+    reg(&v_mfg, "manufacturing", "MFG-1");
+    let o = event(&[
+        "--key",
+        "mfg.key",
+        "--chain",
+        "BAG-0001",
+        "--kind",
+        "received",
+        "--site",
+        "MFG-1",
+        "--set",
+        "from_site=HOSP-A",
+        "--set",
+        "shipper_id=SHIP-1",
+        "--set",
+        "seal_intact=true",
+        "--set",
+        "elapsed_seconds=600",
+        "--set",
+        "not_measured.temp_min_c=logger battery dead on arrival",
+        "--set",
+        "not_measured.temp_max_c=logger battery dead on arrival",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("recorded") && out.contains("HOLD OPENED: not_measured"),
+        "{out}"
+    );
+    assert!(out.contains("logger battery dead on arrival"), "{out}");
+    let table = ok(cwd, &["chain", "--server", &addr, "BAG-0001"]);
+    assert!(table.contains("5 events, state AtManufacturing"), "{table}");
+    assert!(table.contains("OPEN HOLD: not_measured"), "{table}");
 }
 
 #[test]

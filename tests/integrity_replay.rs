@@ -312,3 +312,26 @@ fn verify_reports_a_signer_whose_key_had_expired_at_acceptance() {
         r.warnings
     );
 }
+
+/// Time order replayed offline (issue 13 point 2): a collection recorded as ending after the
+/// `collected` event that reports it fails from format 1, naming the rule; format 0 entries,
+/// written before the rule, still verify.
+#[test]
+fn collection_ending_after_its_event_fails_time_order_only_from_format_1() {
+    let p = people();
+    let events = || {
+        let mut e = to_bare_receipt(&p);
+        e.truncate(2);
+        let at = e[1].at;
+        if let Detail::Collected(c) = &mut e[1].detail {
+            c.collection_end_unix_nanos = Some(at + HOUR);
+        }
+        e
+    };
+    let r = verify(&bundle(&p, events(), 1, SEC, 0));
+    let f = r.failure.expect("the collection ended after its event");
+    assert_eq!(f.seq, Some(1), "{f}");
+    assert!(f.reason.contains("time_order"), "{f}");
+    let r = verify(&bundle(&p, events(), 0, SEC, 0));
+    assert!(r.ok, "{:?}", r.failure);
+}

@@ -997,6 +997,9 @@ async fn key_list_shows_the_registry_with_revocations() {
         celltrail::time::rfc3339(revoked_at)
     );
     assert!(ada["valid_until"].is_null());
+    // Registered valid from a year before the base time (the date: the base time moves on).
+    let from = celltrail::time::rfc3339(base_time() - 365 * 24 * HOUR);
+    assert_eq!(ada["valid_from"].as_str().unwrap()[..10], from[..10]);
     assert_eq!(
         ada["registered_by"][0].as_str().unwrap(),
         f.server.admin.name

@@ -926,3 +926,225 @@ fn ld_started(at: i64) -> Detail {
         started_at_unix_nanos: Some(at),
     })
 }
+
+/// Time order between related events (issue 13 point 2), through the API: a thaw before the
+/// product's receipt at the site, a bedside check before the thaw, an infusion that starts
+/// before the bedside check or ends before it started: each refused naming the rule, with
+/// nothing stored; the same events in order are accepted.
+#[tokio::test]
+async fn time_order_between_related_events_is_enforced() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-ORDER").await;
+    w.through_qc("").await;
+    w.ok(HOUR, MFG, &[("qa.rosa", Performed)], released()).await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        Detail::Packed(pb::Packed {
+            shipper_id: "LN2-9".into(),
+            logger_id: "LOG-9".into(),
+            seal_id: "S".into(),
+        }),
+    )
+    .await;
+    w.ok(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed), ("courier.kim", Received)],
+        shipped(MFG, CLINIC, "LN2-9"),
+    )
+    .await;
+    w.ok(
+        DAY,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        received(MFG, "LN2-9", -190.0, -176.0, 0),
+    )
+    .await;
+    let received_at = w.now;
+    w.lymphodepleted().await;
+    let dispensed = |thawed: i64| {
+        Detail::Dispensed(pb::Dispensed {
+            product_bag_id: "BAG-A".into(),
+            thawed_at_unix_nanos: Some(thawed),
+        })
+    };
+    w.refused(
+        HOUR,
+        CLINIC,
+        &[("pharm.pat", Performed)],
+        dispensed(received_at - MIN),
+        Code::FailedPrecondition,
+        &["time_order", "a thaw time not before the product's receipt"],
+    )
+    .await;
+    let thawed = w.now + HOUR - MIN;
+    w.ok(HOUR, CLINIC, &[("pharm.pat", Performed)], dispensed(thawed))
+        .await;
+    let bedside = || {
+        Detail::BedsideCheck(pb::BedsideCheck {
+            wristband_coi_ref: COI.into(),
+            product_bag_id: "BAG-A".into(),
+        })
+    };
+    let nurses = [("nurse.ada", Performed), ("nurse.ben", Verified)];
+    // Two minutes before the thaw (inside the clock-skew tolerance of the previous event).
+    w.refused(
+        -3 * MIN,
+        CLINIC,
+        &nurses,
+        bedside(),
+        Code::FailedPrecondition,
+        &["time_order", "a bedside check not before the thaw"],
+    )
+    .await;
+    w.ok(10 * MIN, CLINIC, &nurses, bedside()).await;
+    let checked = w.now;
+    let infused = |started: i64, ended: i64| {
+        Detail::Infused(pb::Infused {
+            product_bag_id: "BAG-A".into(),
+            started_at_unix_nanos: Some(started),
+            ended_at_unix_nanos: Some(ended),
+        })
+    };
+    w.refused(
+        20 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed)],
+        infused(checked - MIN, checked + 30 * MIN),
+        Code::FailedPrecondition,
+        &[
+            "time_order",
+            "an infusion starting after the bedside identity check",
+        ],
+    )
+    .await;
+    w.refused(
+        20 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed)],
+        infused(checked + 5 * MIN, checked + 4 * MIN),
+        Code::FailedPrecondition,
+        &["time_order", "infusion ending after it started"],
+    )
+    .await;
+    w.ok(
+        20 * MIN,
+        CLINIC,
+        &[("nurse.ada", Performed)],
+        infused(checked + 5 * MIN, checked + 35 * MIN),
+    )
+    .await;
+}
+
+/// Identifiers checked on the server beyond the DIN (issue 13 point 3): a CoI reference that
+/// is not a pseudonym (a name and a birth date) and a shipper given as a GS1 element string
+/// that holds no GRAI are refused INVALID_ARGUMENT naming the field; nothing is stored.
+#[tokio::test]
+async fn rejects_a_coi_reference_with_phi_and_a_gs1_shipper_that_is_no_grai() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-IDS").await;
+    w.refused(
+        0,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        Detail::Enrolled(pb::Enrolled {
+            coi_ref: "Jane Doe 1970-01-01".into(),
+            therapy: "CAR-T anti-CD19".into(),
+            manufacturing_site: MFG.into(),
+        }),
+        Code::InvalidArgument,
+        &["coi_ref_format", "a pseudonymous CoI reference"],
+    )
+    .await;
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    let at = w.now + HOUR;
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("A999926000201", "S1234000", at),
+    )
+    .await;
+    w.refused(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        Detail::Packed(pb::Packed {
+            shipper_id: "(00)123456789012345675".into(),
+            logger_id: "LOG-1".into(),
+            seal_id: "SEAL-1".into(),
+        }),
+        Code::InvalidArgument,
+        &["code_format", "shipper_id:", "holds no (8003)"],
+    )
+    .await;
+}
+
+/// One bag, one chain for product bags too (issue 13 point 4): a manufacturing step naming a
+/// final product bag another chain's step produced is refused ALREADY_EXISTS naming that chain,
+/// and the lookup still finds the one chain.
+#[tokio::test]
+async fn a_product_bag_named_by_another_chain_is_refused() {
+    use SignatureMeaning::*;
+    let mut w = Ward::new("BAG-PA").await;
+    w.through_qc("").await; // its cryopreservation step produced BAG-A
+    w.chain = "BAG-PB".into();
+    w.seq = 0;
+    w.prev = vec![0; 32];
+    w.ok(0, APH, &[("aph.nurse.ana", Performed)], enrolled())
+        .await;
+    let at = w.now + HOUR;
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        collected("A999926000201", "S1234000", at),
+    )
+    .await;
+    w.ok(
+        HOUR,
+        APH,
+        &[("aph.nurse.ana", Performed)],
+        Detail::Packed(pb::Packed {
+            shipper_id: "GRAI-SHIPPER-2".into(),
+            logger_id: "LOG-2".into(),
+            seal_id: "SEAL-2".into(),
+        }),
+    )
+    .await;
+    w.ok(
+        30 * MIN,
+        APH,
+        &[("aph.nurse.ana", Performed), ("courier.kim", Received)],
+        shipped(APH, MFG, "GRAI-SHIPPER-2"),
+    )
+    .await;
+    w.ok(
+        20 * HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        received(APH, "GRAI-SHIPPER-2", 3.5, 6.0, 20 * 60),
+    )
+    .await;
+    w.refused(
+        HOUR,
+        MFG,
+        &[("mfg.op.moe", Performed)],
+        step("cryopreservation", &["BAG-B", "BAG-A"]),
+        Code::AlreadyExists,
+        &["bag BAG-A is already named by chain BAG-PA"],
+    )
+    .await;
+    let found =
+        w.c.find_chains_by_bag(pb::FindChainsByBagRequest {
+            din: "BAG-A".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = found.chains.iter().map(|c| c.chain_id.as_str()).collect();
+    assert_eq!(ids, ["BAG-PA"]);
+}

@@ -309,6 +309,45 @@ fn rejects_signature_older_than_the_window() {
     assert!(legacy.is_ok(), "{legacy:?}");
 }
 
+/// The window is `[limits] signature_max_age_days` of the table (issue 13 point 2): 7 days when
+/// the key is left out, another length when set, and 0 is refused when the table loads.
+#[test]
+fn signature_window_is_configurable_in_the_table_and_defaults_to_7_days() {
+    let table =
+        |line: &str| crate::policy::DEFAULT_TABLE_TOML.replace("signature_max_age_days = 7", line);
+    let late = |policy: Policy, days: i64| {
+        let mut c = Chain::upto(COLLECT);
+        c.policy = policy;
+        decide(
+            &c,
+            DAY,
+            APH,
+            APH_NURSE,
+            collected("W000025123456"),
+            |b| {
+                if let Some(Detail::Collected(d)) = &mut b.detail {
+                    d.collection_end_unix_nanos = Some(b.occurred_at_unix_nanos);
+                }
+            },
+            move |now| Context::current(now + days * DAY),
+        )
+    };
+    let omitted = Policy::from_toml(&table("")).unwrap();
+    assert_eq!(omitted.limits().signature_max_age_days, 7);
+    assert!(late(omitted.clone(), 7).is_ok());
+    assert_violation(late(omitted, 8), "signature_age", &["at most 7.0 days"]);
+    let thirty = Policy::from_toml(&table("signature_max_age_days = 30")).unwrap();
+    assert!(late(thirty.clone(), 8).is_ok());
+    assert_violation(late(thirty, 31), "signature_age", &["at most 30.0 days"]);
+    let two = Policy::from_toml(&table("signature_max_age_days = 2")).unwrap();
+    assert_violation(late(two, 3), "signature_age", &["at most 2.0 days"]);
+    let zero = Policy::from_toml(&table("signature_max_age_days = 0")).unwrap_err();
+    assert!(
+        zero.to_string().contains("signature_max_age_days"),
+        "{zero}"
+    );
+}
+
 #[test]
 fn rejects_malformed_codes_naming_the_field() {
     let c = Chain::upto(COLLECT);
