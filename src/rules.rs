@@ -366,5 +366,13 @@ mod tests {
         }
         assert_eq!(max_body_bytes(1), 65295);
         assert_eq!(max_body_bytes(4), 64656);
+        // The contract states the same numbers a client in another language reads.
+        let proto = include_str!("../proto/celltrail/v1/events.proto").replace("//", "");
+        let proto = proto.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (n, words) in [(1, "one signature"), (2, "two"), (4, "four")] {
+            let text = format!("{} with {words}", max_body_bytes(n));
+            assert!(proto.contains(&text), "events.proto does not say {text:?}");
+        }
+        assert!(proto.contains(&format!("capped at {MAX_ENTRY_BYTES} bytes")));
     }
 }

@@ -101,6 +101,10 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
     ];
     let seal_no = [&receive[..], &["--set", "seal_intact=no"]].concat();
     expect(&run(&seal_no, &at_mfg).await, 1, "a comment is required");
+    // Scripted with the seal not answered: the station sends no default for it; the server
+    // names the missing reading and nothing is recorded (issue 13 point 1).
+    let out = expect(&run(&receive, &at_mfg).await, 1, "REJECTED");
+    assert!(out.contains("missing: seal_intact"), "{out}");
     // Readings that will open a hold are flagged on the SUMMARY, judged by the server's policy
     // with the allowed range, before anyone signs; the receipt (a fact) is still recorded.
     let mut seal_no_warm: Vec<&str> = receive.to_vec();
@@ -122,6 +126,11 @@ async fn scripted_collection_handoff_and_receipt_are_recorded_in_order() {
     assert!(out.contains("allowed 2.0..8.0 C"), "{out}");
     assert!(out.contains("THIS WILL OPEN A HOLD: seal_intact"), "{out}");
     assert!(warn < out.find("ACCEPTED").unwrap(), "{out}");
+    // And once recorded, the receipt's holds are printed (issue 13 point 7).
+    assert!(
+        out.contains("HOLD OPENED: temperature_range") && out.contains("QA must release it"),
+        "{out}"
+    );
 
     let events = chain_events(&mut c, &chain).await;
     assert_eq!(

@@ -383,6 +383,34 @@ mod tests {
             .collect()
     }
 
+    /// Presence, not defaults (issue 13 point 1): every number or yes/no field of a custody
+    /// detail has explicit presence in the proto (proto3 `optional`), so "not given" can never
+    /// be read as 0 or false. The exceptions are choices whose default is the documented
+    /// ordinary case, not readings.
+    #[test]
+    fn every_number_and_yes_no_field_of_a_custody_detail_has_presence() {
+        // (kind, field): Released.exceptional = false is a normal release.
+        const CHOICES: &[(&str, &str)] = &[("released", "exceptional")];
+        let mut missing = Vec::new();
+        for kind in proto_kinds() {
+            let m = detail_descriptor(&kind).expect("a proto kind has a detail");
+            for f in m.fields() {
+                let scalar = !matches!(
+                    f.kind(),
+                    PKind::String | PKind::Bytes | PKind::Message(_) | PKind::Enum(_)
+                );
+                if scalar
+                    && !f.is_list()
+                    && !f.supports_presence()
+                    && !CHOICES.contains(&(kind.as_str(), f.name()))
+                {
+                    missing.push(format!("{kind}.{}", f.name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "fields without presence: {missing:?}");
+    }
+
     #[test]
     fn builds_every_type_of_field() {
         let d = build(
