@@ -133,7 +133,9 @@ pub struct ServeArgs {
     /// Trust-anchor file: operator admin verifier keys, one per line [default: DATA_DIR/trust-anchors.txt].
     #[arg(long, env = "CELLTRAIL_TRUST_ANCHORS")]
     pub trust_anchors: Option<PathBuf>,
-    /// Custody policy table (TOML) [default: the built-in autologous CAR-T table].
+    /// Custody policy table (TOML) this log must have in force [default: the built-in
+    /// autologous CAR-T table]. A new log records it as its first entry; a log whose table in
+    /// force is another one refuses to start (change tables with `celltrail policy activate`).
     #[arg(long, env = "CELLTRAIL_POLICY")]
     pub policy: Option<PathBuf>,
     /// Log origin (checkpoint name) used when the log key is first created.
