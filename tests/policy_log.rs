@@ -395,3 +395,30 @@ fn serve_policy_with_outside_trust_anchors_on_a_new_log_is_refused_before_creati
     );
     assert!(!cwd.join("celltrail-data").exists(), "nothing is created");
 }
+
+/// A log with no entry yet (an earlier start created the data directory and its admin key, then
+/// stopped) is a new log: `--policy FILE` records FILE as entry 0, signed by that admin key,
+/// opened with the server's passphrase.
+#[test]
+fn serve_policy_on_a_log_without_entries_records_the_table_with_the_directorys_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("strict.toml"), strict_table()).unwrap();
+    let server = realproc::Serve::new().cwd(cwd).start();
+    let admin = realproc::admin_key(&server.data_dir);
+    server.stop();
+    let server = realproc::Serve::new()
+        .cwd(cwd)
+        .args(["--policy", "strict.toml"])
+        .start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (size, entry, body) = rt.block_on(first_entry(&server.addr));
+    assert_eq!(size, 1);
+    assert!(
+        matches!(&body.detail, Some(Detail::PolicyActivated(pa)) if pa.table_toml == strict_table().as_bytes()),
+        "{body:?}"
+    );
+    assert_eq!(entry.signatures[0].key_id, admin.name);
+    let out = server.stop();
+    assert!(out.contains("as log entry 0, signed by admin key"), "{out}");
+}
