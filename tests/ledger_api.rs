@@ -1262,3 +1262,69 @@ async fn rejects_an_event_dated_1970_and_a_site_that_is_not_a_site_code() {
     )
     .await;
 }
+
+/// Issue 13 point 9: events.proto shows how to build a key-registry event with an example (the
+/// first registration on a new server, admin "ops.admin"). Built exactly as documented, it is
+/// accepted, and the key then signs a custody event.
+#[tokio::test]
+async fn the_key_registration_example_of_the_proto_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = NoteSigner::generate("ops.admin").unwrap();
+    let anchors = dir.path().join("anchors.txt");
+    std::fs::write(&anchors, format!("{}\n", admin.verifier().to_key_string())).unwrap();
+    let mut b = TestServer::builder(&dir.path().join("data")).admin(admin.clone());
+    b.opts.trust_anchors = Some(anchors);
+    let server = b.start().await;
+    let mut c = server.client().await;
+    let nurse = NoteSigner::generate("nurse.ada").unwrap();
+    let now = celltrail::time::now_nanos();
+    let ev = celltrail::client::sign_draft(
+        celltrail::client::Draft {
+            chain_id: "keys".into(),
+            seq: 0,
+            prev_hash: vec![0; 32],
+            occurred_at: now,
+            site: String::new(),
+            comment: String::new(),
+            detail: Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+                key_id: "nurse.ada".into(),
+                public_key: nurse.key.verifying_key().as_bytes().to_vec(),
+                printed_name: "A. Nurse (ward 4)".into(),
+                role: "nurse".into(),
+                site: "CLINIC-0001".into(),
+                valid_from_unix_nanos: now - HOUR,
+                valid_until_unix_nanos: 0,
+            }),
+        },
+        &[(&admin, Performed)],
+        now,
+    );
+    assert_eq!(
+        <celltrail::pb::EventBody as prost::Message>::decode(ev.body.as_slice())
+            .unwrap()
+            .actor_key_id,
+        "ops.admin"
+    );
+    let r = c
+        .append(ev)
+        .await
+        .expect("the documented example")
+        .into_inner();
+    assert_eq!((r.index, r.chain_id.as_str(), r.seq), (0, "keys", 0));
+    // The registered key signs: the nurse enrols a patient at her site.
+    let ev = signed_at_link(
+        "BAG-EX",
+        0,
+        vec![0; 32],
+        now,
+        "CLINIC-0001",
+        Detail::Enrolled(Enrolled {
+            coi_ref: "COI-EX-0001".into(),
+            therapy: "CAR-T".into(),
+            manufacturing_site: "MFG-1".into(),
+        }),
+        &[(&nurse, Performed)],
+    );
+    c.append(ev).await.expect("a nurse enrols at her site");
+    server.stop().await;
+}

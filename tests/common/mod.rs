@@ -62,7 +62,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// A custody policy table (TOML file) instead of the built-in one.
+    /// A custody policy table (TOML file) the log must have in force (`serve --policy`): a new
+    /// log records it as its first entry, signed by the directory's admin key.
     pub fn policy(mut self, path: &Path) -> Builder {
         self.opts.policy = Some(path.to_path_buf());
         self
