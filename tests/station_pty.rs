@@ -23,8 +23,13 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
     let key = key_file(dir.path(), &nurse);
     let (bag, chain) = din(321);
     let (wrist, coi_ref) = coi("PAT321");
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("scan")
+    // The test terminal does not echo input; this one does, as a ward terminal would, so
+    // the passphrase not showing is the station's doing.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("stty echo && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .arg("scan")
         .arg("--server")
         .arg(server.addr.to_string())
         .arg("--queue")
@@ -90,6 +95,15 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
         t.step("Comment (Enter for none) >", Some(""));
         t.step("signing as nurse.ada (signed in", None);
         t.step("SUMMARY", None);
+        // Ctrl-C at the hidden prompt asks before quitting; Enter goes on, and the
+        // passphrase is asked again.
+        t.step(
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            None,
+        );
+        t.p.send_control('c').unwrap();
+        t.step("quit the station?", Some(""));
+        t.step("going on", None);
         t.step(
             "nurse.ada: type your passphrase to sign (PERFORMED) >",
             Some("YES"),
@@ -122,6 +136,10 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
     })
     .await
     .unwrap();
+    assert!(
+        transcript.contains("scan > gibberish"),
+        "the terminal echoes what is typed:\n{transcript}"
+    );
     assert!(
         !transcript.contains(TEST_PASSPHRASE),
         "the passphrase was echoed:\n{transcript}"
@@ -295,6 +313,22 @@ async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
             Some("CANCEL"),
         );
         step(&mut p, "nothing was signed", None);
+        // Esc (and Enter) at the hidden passphrase prompt abandons the form too.
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("MFG-1"));
+        step(&mut p, "Therapy (Enter to skip) >", Some(""));
+        step(&mut p, "Comment (Enter for none) >", Some(""));
+        step(
+            &mut p,
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        step(
+            &mut p,
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some("\u{1b}"),
+        );
+        step(&mut p, "nothing was signed", None);
         // QUIT at the comment prompt quits the station; it never becomes the comment.
         start(&mut step, &mut p);
         step(&mut p, "Manufacturing site code >", Some("MFG-1"));
@@ -443,6 +477,8 @@ impl Pty {
 }
 
 const COURIER_PASSPHRASE: &str = "courier's own passphrase";
+/// What a nurse types at the badge prompt by mistake.
+const EARLY_PASSPHRASE: &str = "typed at the badge prompt";
 
 /// A server with nurse.ada, nurse.cy (apheresis nurses at HOSP-A) and courier.bo registered,
 /// a chain enrolled (and collected, if `collect`) at HOSP-A by the scripted station, and a
@@ -564,6 +600,12 @@ async fn badge_then_passphrase_signs_and_the_second_person_is_someone_else_with_
             Some("B-NOBODY"),
         );
         t.step("no badge known here", None);
+        // A passphrase typed too early, at the badge prompt, is not repeated on the screen.
+        t.step(
+            "Sign: scan your badge or type your key name >",
+            Some(EARLY_PASSPHRASE),
+        );
+        t.step("your passphrase is asked after the SUMMARY", None);
         t.step(
             "Sign: scan your badge or type your key name >",
             Some("B-ADA"),
@@ -638,6 +680,11 @@ async fn badge_then_passphrase_signs_and_the_second_person_is_someone_else_with_
     assert!(
         !seen.contains(COURIER_PASSPHRASE),
         "a passphrase was echoed:\n{seen}"
+    );
+    // (The test terminal does not echo input, so any copy is the station's.)
+    assert!(
+        !seen.contains(EARLY_PASSPHRASE),
+        "what was typed at the badge prompt was repeated:\n{seen}"
     );
     let mut c = b.server.client().await;
     let events = chain_events(&mut c, &b.chain).await;

@@ -703,8 +703,9 @@ impl Station {
         println!("  CHAIN      {chain}   (seq {})", link.seq);
         println!("  SITE       {site}");
         println!("  WHEN       {}", crate::manifest::when(occurred_at));
+        let width = fields.keys().map(|k| k.len()).max().unwrap_or(0).max(10);
         for (k, v) in &fields {
-            println!("  {:<10} {v}", k);
+            println!("  {k:<width$} {v}");
         }
         if !comment.is_empty() {
             println!("  COMMENT    {comment}");

@@ -107,7 +107,7 @@ impl KeysDir {
         // What was typed is not repeated: it may have been a passphrase typed too early.
         Err(format!(
             "that is not the identification of this station's key ({}): type your key name \
-             or scan your badge",
+             or scan your badge (your passphrase is asked after the SUMMARY)",
             path.display()
         ))
     }
@@ -143,10 +143,12 @@ impl KeysDir {
 
     fn find_in_dir(&self, typed: &str) -> Result<(String, PathBuf), String> {
         let t = typed.trim();
+        // What was typed is not repeated: it may be a passphrase typed too early.
         let unknown = || {
             format!(
-                "{t:?} is no badge known here and no key on this station; scan your badge \
-                 again, or ask the administrator to add your key to {}",
+                "that is no badge known here and no key on this station; scan your badge \
+                 again (your passphrase is asked after the SUMMARY), or ask the administrator \
+                 to add your key to {}",
                 self.dir.display()
             )
         };

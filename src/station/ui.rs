@@ -107,15 +107,30 @@ impl Ui {
         t.eq_ignore_ascii_case("quit") || t.eq_ignore_ascii_case("exit")
     }
 
-    /// Asks for a passphrase without echo (on the terminal). `None` for an empty line (the
-    /// signing is cancelled), CANCEL, LOGOUT, QUIT, or Ctrl-C answered YES.
+    /// Asks for a passphrase without echo, on the station's terminal, with the same keys as
+    /// every other prompt: `None` for an empty line (the signing is cancelled), CANCEL, Esc,
+    /// LOGOUT, QUIT, end of input, or Ctrl-C answered YES (Ctrl-C answered with Enter asks
+    /// for the passphrase again).
     pub fn ask_secret(&self, prompt: &str) -> Option<crate::keys::Passphrase> {
         loop {
-            let p = tokio::task::block_in_place(|| {
-                crate::keys::prompt_passphrase(&format!("{prompt} > "))
-            });
-            self.typed();
-            let p = p.ok()?;
+            print!("{prompt} > ");
+            let _ = std::io::stdout().flush();
+            let line = {
+                let _hidden = match NoEcho::on_stdin() {
+                    Ok(h) => h,
+                    Err(e) => {
+                        println!(
+                            "\n  cannot hide what is typed on this input ({e}): a passphrase is \
+                             typed at the station's terminal"
+                        );
+                        self.cancel();
+                        return None;
+                    }
+                };
+                self.read_secret_line()
+            };
+            let p = line?;
+            // A line typed after Ctrl-C answers "quit the station?", it is never a passphrase.
             if self.interrupted.swap(false, Ordering::SeqCst) {
                 if p.expose().trim().eq_ignore_ascii_case("yes") {
                     println!("  quitting: nothing unsigned was kept");
@@ -134,6 +149,25 @@ impl Ui {
                 return None;
             }
             return Some(p);
+        }
+    }
+
+    /// One line from stdin straight into wiped memory, without its line end.
+    fn read_secret_line(&self) -> Option<crate::keys::Passphrase> {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        let read = tokio::task::block_in_place(|| std::io::stdin().lock().read_line(&mut line));
+        self.typed();
+        match read {
+            Ok(0) | Err(_) => {
+                println!();
+                None
+            }
+            Ok(_) => {
+                while line.ends_with(['\r', '\n']) {
+                    line.pop();
+                }
+                Some(crate::keys::Passphrase::new(line.as_str()))
+            }
         }
     }
 
@@ -207,4 +241,37 @@ pub fn big(word: &str, details: &[String]) {
         println!("   {d}");
     }
     println!();
+}
+
+/// The terminal on stdin with echo off (the line end still echoes), restored when dropped.
+/// Only echo changes: the line is read as every other line (Esc, Ctrl-C, CANCEL and QUIT
+/// behave as at any prompt).
+struct NoEcho {
+    saved: libc::termios,
+}
+
+impl NoEcho {
+    fn on_stdin() -> std::io::Result<NoEcho> {
+        // SAFETY: an all-zero termios is a valid value for tcgetattr to overwrite.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr only writes the struct passed by pointer.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let saved = t;
+        t.c_lflag &= !libc::ECHO;
+        t.c_lflag |= libc::ECHONL;
+        // SAFETY: tcsetattr only reads the struct passed by pointer.
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(NoEcho { saved })
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        // SAFETY: as above; restores the settings read in `on_stdin`.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) };
+    }
 }
