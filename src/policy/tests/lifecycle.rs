@@ -105,3 +105,34 @@ fn chain_state_round_trips_through_json() {
     assert_eq!(&back, c.st());
     assert_eq!(back.state_name(), "Dispensed");
 }
+
+/// Issue 14 point 4: the bedside pre-check refuses MATCH, with the reason's word, when the
+/// chain is not dispensed, on hold, past the thaw window or ended, and for a chain with no
+/// events; a dispensed chain inside the thaw window has no refusal.
+#[test]
+fn bedside_refusal_names_not_dispensed_on_hold_past_thaw_and_ended() {
+    let word = |c: &Chain, now: i64| {
+        c.policy
+            .outlook(c.state.as_ref(), CLINIC, now)
+            .bedside_refusal
+            .map(|r| r.word)
+    };
+    let fresh = Chain::new();
+    assert_eq!(word(&fresh, T0).as_deref(), Some("MISMATCH"));
+    let stored = Chain::upto(DISPENSE);
+    assert_eq!(word(&stored, stored.now).as_deref(), Some("NOT DISPENSED"));
+    let mut c = Chain::upto(DISPENSE + 1);
+    assert_eq!(word(&c, c.now), None, "dispensed, thawed 10 minutes ago");
+    let limit = c
+        .policy
+        .outlook(c.state.as_ref(), CLINIC, c.now)
+        .thaw_to_infusion_max_minutes as i64
+        * MIN;
+    // Thawed 10 minutes before the dispense: the window closes 10 minutes before now + limit.
+    assert_eq!(word(&c, c.now + limit - 11 * MIN), None);
+    assert_eq!(word(&c, c.now + limit).as_deref(), Some("PAST THAW WINDOW"));
+    c.ok(plan(MIN, CLINIC, NURSE1, hold("bag label torn")));
+    assert_eq!(word(&c, c.now).as_deref(), Some("ON HOLD"));
+    let done = Chain::upto(INFUSE + 1);
+    assert_eq!(word(&done, done.now).as_deref(), Some("INFUSED"));
+}
