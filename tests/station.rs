@@ -1171,3 +1171,68 @@ async fn interactive_receipt_flags_readings_that_will_open_a_hold_before_signing
     .unwrap();
     assert_eq!(snapshot(&mut c).await, before, "nothing was signed");
 }
+
+/// A bedside check on a bag that is not dispensed yet is refused before any question (NOT
+/// DISPENSED); when the wristband is also another patient's, that is what the nurse must see
+/// first: MISMATCH with WRONG PATIENT and the state, and the near miss is recorded for QA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bedside_check_of_an_undispensed_bag_names_a_wrong_patient_first() {
+    let s = site_with_nurse().await;
+    let mut c = s.server.client().await;
+    let queue = s.dir.path().join("station");
+    let k = s.nurse.to_str().unwrap();
+    let (bag, chain) = din(520);
+    let (wrist, _) = coi("PAT520");
+    let (other, other_ref) = coi("PAT999");
+    expect(
+        &scan_enrolment(s.server.addr, &queue, k, &bag, &wrist).await,
+        0,
+        "ACCEPTED",
+    );
+    let check = |w: &str| {
+        let args = [
+            "--bedside",
+            "--key",
+            k,
+            "--site",
+            "HOSP-A",
+            "--chain",
+            &chain,
+            "--scan",
+            w,
+            "--scan",
+            &bag,
+            "--yes",
+        ]
+        .map(str::to_string);
+        let (addr, queue) = (s.server.addr, queue.clone());
+        async move {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            scan(addr, &queue, &a).await
+        }
+    };
+    let right = expect(&check(&wrist).await, 2, "NOT DISPENSED");
+    assert!(
+        !right.contains("MISMATCH") && !right.contains("NEAR MISS"),
+        "{right}"
+    );
+    assert_eq!(kinds(&chain_events(&mut c, &chain).await), ["enrolled"]);
+
+    let wrong = expect(&check(&other).await, 2, "MISMATCH");
+    assert!(wrong.contains("WRONG PATIENT"), "{wrong}");
+    assert!(
+        wrong.contains("and NOT DISPENSED: the chain is in state"),
+        "{wrong}"
+    );
+    assert!(wrong.contains("NEAR MISS RECORDED for QA"), "{wrong}");
+    let events = chain_events(&mut c, &chain).await;
+    assert_eq!(kinds(&events), ["enrolled", "identity_check_failed"]);
+    match &events[1].0.detail {
+        Some(Detail::IdentityCheckFailed(n)) => {
+            assert_eq!(n.check, "bedside_check");
+            assert_eq!(n.scanned_wristband_coi_ref, other_ref);
+            assert!(n.reason.contains("WRONG PATIENT"), "{}", n.reason);
+        }
+        d => panic!("{d:?}"),
+    }
+}

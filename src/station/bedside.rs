@@ -28,6 +28,13 @@ fn canon_bag(s: &str) -> String {
         .unwrap_or_else(|_| s.trim().to_string())
 }
 
+/// The WRONG PATIENT line when the chain was enrolled for another patient than `wristband`
+/// (`None` when it matches or the chain names no patient).
+pub fn wrong_patient(entries: &[StoredEntry], wristband: &str) -> Option<String> {
+    let v = check(entries, wristband, "");
+    v.lines.into_iter().find(|l| l.ends_with("WRONG PATIENT"))
+}
+
 /// Compares the scans with the chain: the wristband must equal the Enrolled `coi_ref`, and the
 /// bag must be one of the chain's ManufacturingStep `product_bag_ids`.
 pub fn check(entries: &[StoredEntry], wristband: &str, bag: &str) -> Verdict {

@@ -435,6 +435,12 @@ impl Station {
         // can be chained at all.
         let next = self.allowed_next(&chain, &site).await;
         if let Some(n) = &next {
+            if kind == "bedside_check" && !n.bedside_refusal_word.is_empty() {
+                // Another patient's wristband matters more than the chain's state.
+                if let Some(code) = self.wrong_patient_first(n, &chain, &fields, me).await? {
+                    return Ok(Step::Done(code));
+                }
+            }
             if let Some(code) = refuse_before_form(n, &kind, &chain) {
                 return Ok(Step::Done(code));
             }
@@ -929,6 +935,54 @@ impl Station {
                 None
             }
         }
+    }
+
+    /// Before a bedside check the policy refuses anyway (not dispensed, on hold, ...): when
+    /// the scanned wristband is another patient's than the chain's, shows MISMATCH with both
+    /// reasons and records the near miss; `None` when it is the chain's patient (or cannot be
+    /// told), and the policy's refusal is shown instead.
+    async fn wrong_patient_first(
+        &mut self,
+        n: &crate::pb::AllowedNext,
+        chain: &str,
+        fields: &BTreeMap<String, String>,
+        me: Option<&NoteSigner>,
+    ) -> anyhow::Result<Option<i32>> {
+        let Some(wrist) = fields.get("wristband_coi_ref").cloned() else {
+            return Ok(None);
+        };
+        let Some(c) = self.client.as_mut() else {
+            return Ok(None);
+        };
+        let Ok(r) = client::get_whole_chain(c, chain).await else {
+            return Ok(None);
+        };
+        let Some(line) = super::bedside::wrong_patient(&r.entries, &wrist) else {
+            return Ok(None);
+        };
+        big(
+            "MISMATCH",
+            &[
+                line.clone(),
+                format!("and {}: {}", n.bedside_refusal_word, n.bedside_refusal),
+                "NOTHING WAS SIGNED. Do not infuse. Call the pharmacy.".into(),
+            ],
+        );
+        if n.terminal {
+            println!("  NEAR MISS NOT RECORDED: the chain has ended; tell QA what happened");
+            return Ok(Some(EXIT_MISMATCH));
+        }
+        let near_miss = BTreeMap::from([
+            ("check".to_string(), "bedside_check".to_string()),
+            ("reason".to_string(), line),
+            ("scanned_wristband_coi_ref".to_string(), wrist),
+            (
+                "scanned_bag_id".to_string(),
+                fields.get("product_bag_id").cloned().unwrap_or_default(),
+            ),
+        ]);
+        self.record_near_miss(me, chain, near_miss).await?;
+        Ok(Some(EXIT_MISMATCH))
     }
 
     /// Shows MATCH or MISMATCH; `Some((exit code, near miss))` when the check stops the event,
