@@ -25,7 +25,7 @@ pub struct Cli {
     pub command: Command,
     /// TOML config file: serve's keys at the top (data_dir, listen, tls_cert, ...), [client]
     /// (server, tls_ca, tls_cert, tls_key) for client commands, [station] (site, queue, key) for
-    /// scan and queue; precedence: flag > environment > file > default.
+    /// scan, queue and station; precedence: flag > environment > file > default.
     #[arg(long, global = true, env = "CELLTRAIL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log line format on stderr.

@@ -30,7 +30,7 @@ pub struct ConfigFile {
     /// What every client command takes.
     #[serde(default)]
     pub client: ClientSection,
-    /// What `scan` and `queue` take.
+    /// What `scan`, `queue` and `station` take.
     #[serde(default)]
     pub station: StationSection,
     pub data_dir: Option<PathBuf>,
@@ -542,6 +542,35 @@ mod tests {
             .unwrap();
         let err = resolve(&m).unwrap_err().to_string();
         assert!(err.contains("exclude each other"), "{err}");
+    }
+
+    /// `celltrail station lockouts|unlock` find the station's directory where `scan` keeps it.
+    #[test]
+    fn station_section_gives_the_lockout_commands_the_station_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("station.toml");
+        std::fs::write(&cfg, "[station]\nqueue = \"ward-3\"\n").unwrap();
+        let c = cfg.to_str().unwrap();
+        let queue_of = |args: &[&str]| match parse(args).command {
+            Command::Station(mut s) => s.dir_mut().queue.clone(),
+            other => panic!("unexpected {other:?}"),
+        };
+        let unlock = ["unlock", "nurse.ada", "--key", "qa.key", "--reason", "seen"];
+        let mut args = vec!["celltrail", "--config", c, "station"];
+        args.extend(unlock);
+        assert_eq!(queue_of(&args), dir.path().join("ward-3"));
+        let args = ["celltrail", "--config", c, "station", "lockouts"];
+        assert_eq!(queue_of(&args), dir.path().join("ward-3"));
+        let args = [
+            "celltrail",
+            "--config",
+            c,
+            "station",
+            "lockouts",
+            "--queue",
+            "other",
+        ];
+        assert_eq!(queue_of(&args), PathBuf::from("other"), "flag beats file");
     }
 
     #[test]
