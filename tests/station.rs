@@ -1236,3 +1236,99 @@ async fn bedside_check_of_an_undispensed_bag_names_a_wrong_patient_first() {
         d => panic!("{d:?}"),
     }
 }
+
+/// The bedside check at a ward station with a key directory, through a terminal: MATCH before
+/// anyone signs, then the nurse identifies and a second nurse (not the same one) verifies,
+/// each typing their own passphrase; the record carries PERFORMED and VERIFIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrases() {
+    let w = dispensed_chain().await;
+    let (wrist, _) = coi("PAT500");
+    let keys = std::path::Path::new(&w.nurse1)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(w.server.addr.to_string())
+        .arg("--queue")
+        .arg(&w.queue)
+        .arg("--keys-dir")
+        .arg(&keys)
+        .arg("--site")
+        .arg("CLINIC-1")
+        .env_remove("CELLTRAIL_KEY")
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env("CELLTRAIL_LOG", "warn");
+    let bag = w.product_bag.0.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        pty_step(&mut p, &mut seen, "scan >", Some(&wrist));
+        pty_step(&mut p, &mut seen, "scan >", Some(&bag));
+        pty_step(&mut p, &mut seen, "scan >", Some(""));
+        pty_step(&mut p, &mut seen, "event >", Some("bedside_check"));
+        pty_step(&mut p, &mut seen, "MATCH", None);
+        pty_step(&mut p, &mut seen, "Comment (Enter for none) >", Some(""));
+        pty_step(
+            &mut p,
+            &mut seen,
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        pty_step(
+            &mut p,
+            &mut seen,
+            "Second person (VERIFIED): scan your badge or type your key name >",
+            Some("nurse.ada"),
+        );
+        pty_step(&mut p, &mut seen, "must be someone else", None);
+        pty_step(&mut p, &mut seen, "(VERIFIED): scan", Some("nurse.ben"));
+        pty_step(&mut p, &mut seen, "SUMMARY", None);
+        pty_step(
+            &mut p,
+            &mut seen,
+            "nurse.ada: type your passphrase to sign (PERFORMED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        pty_step(
+            &mut p,
+            &mut seen,
+            "nurse.ben: type your passphrase to sign (VERIFIED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        pty_step(&mut p, &mut seen, "ACCEPTED", None);
+        pty_step(
+            &mut p,
+            &mut seen,
+            "VERIFIED (second person checked it)",
+            None,
+        );
+        pty_step(&mut p, &mut seen, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    let matched = seen.find("MATCH").unwrap();
+    assert!(
+        seen.find("Sign: scan your badge").unwrap() > matched,
+        "MATCH before anyone signs:\n{seen}"
+    );
+    let mut c = w.server.client().await;
+    let events = chain_events(&mut c, &w.chain).await;
+    let (_, last) = events.last().unwrap();
+    let sigs: Vec<(&str, i32)> = last
+        .signatures
+        .iter()
+        .map(|s| (s.key_id.as_str(), s.meaning))
+        .collect();
+    assert_eq!(
+        sigs,
+        [
+            ("nurse.ada", SignatureMeaning::Performed as i32),
+            ("nurse.ben", SignatureMeaning::Verified as i32)
+        ]
+    );
+}
