@@ -164,6 +164,45 @@ fn keygen_refuses_a_short_passphrase_and_takes_none_from_argv() {
     assert!(!o.status.success(), "a passphrase flag must not exist");
 }
 
+/// On a terminal that echoes what is typed, `keygen` asks for the passphrase without echo,
+/// refuses a short one and asks again, then asks it a second time; the key opens with it.
+#[test]
+fn keygen_asks_the_passphrase_twice_on_the_terminal_without_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(dir.path())
+        .arg("-c")
+        .arg("stty echo && exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(["keygen", "--name", "nurse.tty", "--out", "tty.key"])
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env_remove("CELLTRAIL_PASSPHRASE_FD");
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).expect("spawn in a pty");
+    let mut seen = String::new();
+    let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+        seen += &p
+            .exp_string(want)
+            .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+        seen += want;
+        if let Some(line) = send {
+            p.send_line(line).unwrap();
+        }
+    };
+    step(&mut p, "New passphrase for", Some("tiny-secret"));
+    step(&mut p, "at least 12 characters", None);
+    step(&mut p, "New passphrase for", Some(PASS));
+    step(&mut p, "Type it again", Some(PASS));
+    seen += &p.exp_eof().expect("keygen ends");
+    assert!(!seen.contains(PASS), "the passphrase was echoed:\n{seen}");
+    assert!(
+        !seen.contains("tiny-secret"),
+        "the passphrase was echoed:\n{seen}"
+    );
+    let key = KeyFile::load(&dir.path().join("tty.key")).unwrap();
+    assert!(key.is_encrypted());
+    assert_eq!(key.open(&Passphrase::new(PASS)).unwrap().name, "nurse.tty");
+}
+
 #[test]
 fn passphrase_from_a_file_descriptor() {
     let dir = tempfile::tempdir().unwrap();
