@@ -181,3 +181,70 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
     );
     server.stop().await;
 }
+
+/// Small groups the verifier finished while the writer was busy are committed together (one
+/// transaction, one fsync, one checkpoint). While several connections have appends queued the
+/// verifier cuts a group at a signature budget, here 1 signature: each of its groups holds one
+/// connection's event, so without the merge no commit could hold events of two connections.
+/// The writer is held for a moment while four connections queue appends; receipts of events from
+/// different connections must then share a tree size (the size after their one commit).
+#[tokio::test]
+async fn small_groups_that_wait_for_the_writer_are_committed_together() {
+    use std::collections::{HashMap, HashSet};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::builder(dir.path())
+        .ledger_options(celltrail::ledger::LedgerOptions {
+            shared_group_signatures: 1,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.merge");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let hold = {
+        let ledger = server.ledger.clone();
+        tokio::spawn(async move {
+            ledger
+                .at_group_boundary(|| std::thread::sleep(Duration::from_millis(800)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut tasks = Vec::new();
+    for conn in 0..4 {
+        let c = server.client().await;
+        for i in 0..8 {
+            let mut c = c.clone();
+            let ev = signed_at_link(
+                &format!("MERGE-{conn}-{i}"),
+                0,
+                vec![0; 32],
+                base_time(),
+                "HOSP-A",
+                enrolled(),
+                &[(&nurse, Performed)],
+            );
+            tasks.push(tokio::spawn(async move {
+                (conn, c.append(ev).await.expect("append").into_inner())
+            }));
+        }
+    }
+    hold.await.unwrap().unwrap();
+    let mut conns_by_size: HashMap<u64, HashSet<usize>> = HashMap::new();
+    for t in tasks {
+        let (conn, receipt) = t.await.unwrap();
+        conns_by_size
+            .entry(receipt.tree_size)
+            .or_default()
+            .insert(conn);
+    }
+    let commits = conns_by_size.len();
+    let merged = conns_by_size.values().filter(|c| c.len() > 1).count();
+    println!("32 appends from 4 connections in {commits} commits, {merged} holding several connections' events");
+    assert!(
+        merged > 0,
+        "no commit held events of two connections: {conns_by_size:?}"
+    );
+    server.stop().await;
+}

@@ -189,9 +189,11 @@ impl Ledger {
         };
         let busy = Arc::new(writer::Busy::default());
         // Two groups may wait between the stages: the verifier works on group N+1 while the
-        // writer checks, writes and flushes group N.
+        // writer checks, writes and flushes group N; the writer commits the groups it finds
+        // waiting together (`Writer::run`).
         let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel(2);
         let mut writer = Writer {
+            max_group: options.max_group.max(1),
             role: options.role.clone(),
             loaded_epoch: options.role.as_ref().and_then(|r| r.epoch()),
             admins: admins.to_vec(),
