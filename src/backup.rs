@@ -2,10 +2,13 @@
 //! checkpoint, never a backend's own layout.
 //!
 //! **Server side** (`celltrail.v1.Admin/Backup`): a consistent cut at a group-commit boundary.
-//! The writer thread is paused only long enough to read the tree size `N`, the signed
-//! checkpoint for `N` and every chain's head ([`Storage::cut`] and heads, via
-//! `Ledger::at_group_boundary`). The entries `0..N` never change, so they are then streamed while
-//! appends continue. The result is the log as it stood after the group that made it `N` long.
+//! The writer thread is paused only long enough to read the tree size `N` and the signed
+//! checkpoint for `N` ([`Storage::cut`] via `Ledger::at_group_boundary`: two reads, however
+//! large the store). The entries `0..N` never change, so they are then streamed while appends
+//! continue, and after them each chain's head as of the cut (`Ledger::head_at`: the stored head,
+//! or for a chain that moved on since, the last of its entries below `N`; chains created after
+//! the cut are left out). The result is the log as it stood after the group that made it `N`
+//! long.
 //!
 //! **Client side** (`celltrail backup --to DIR`): writes `entries.bin` (the entries, each a
 //! length-delimited `BackupEntry`), `heads.json`, `log.vkey`, `trust-anchors.txt` and
@@ -93,18 +96,16 @@ impl AdminService {
     }
 }
 
-/// The part of the snapshot taken while the writer is paused.
-struct Cut {
+/// The heads of every chain as of the cut (`tree_size` entries), read without pausing the
+/// writer: chains created after the cut are left out, a chain that moved on since is given
+/// the head it had at the cut (`Ledger::head_at`).
+fn heads_at(
+    ledger: &Ledger,
     tree_size: u64,
-    checkpoint: String,
-    heads: Vec<BackupHead>,
-}
-
-fn take_cut(store: &dyn Storage) -> Result<Cut, StorageError> {
-    let cut = store.cut()?;
+) -> Result<Vec<BackupHead>, crate::ledger::LedgerError> {
     let mut heads = Vec::new();
-    for chain_id in store.chain_ids()? {
-        if let Some(h) = store.head(&chain_id)? {
+    for chain_id in ledger.store().chain_ids()? {
+        if let Some(h) = ledger.head_at(&chain_id, tree_size)? {
             heads.push(BackupHead {
                 chain_id,
                 seq: h.seq,
@@ -113,11 +114,7 @@ fn take_cut(store: &dyn Storage) -> Result<Cut, StorageError> {
             });
         }
     }
-    Ok(Cut {
-        tree_size: cut.tree_size,
-        checkpoint: cut.checkpoint.unwrap_or_default(),
-        heads,
-    })
+    Ok(heads)
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BackupChunk, Status>> + Send>>;
@@ -144,16 +141,22 @@ impl Admin for AdminService {
         tracing::info!(admin = %who, "backup requested");
         let store = self.ledger.store().clone();
         let s = store.clone();
+        // The only part done while the writer waits: two reads, whatever the store holds.
+        let paused = std::time::Instant::now();
         let cut = self
             .ledger
-            .at_group_boundary(move || take_cut(s.as_ref()))
+            .at_group_boundary(move || s.cut())
             .await
             .map_err(Status::from)?
             .map_err(|e| Status::unavailable(format!("backup cut failed: {e}")))?;
-        tracing::info!(tree_size = cut.tree_size, "backup cut taken");
+        tracing::info!(
+            tree_size = cut.tree_size,
+            waited_us = paused.elapsed().as_micros() as u64,
+            "backup cut taken"
+        );
         let header = BackupHeader {
             tree_size: cut.tree_size,
-            checkpoint: cut.checkpoint,
+            checkpoint: cut.checkpoint.unwrap_or_default(),
             log_vkey: self.info.log_vkey.clone(),
             trust_anchors: self.info.trust_anchors.clone(),
             taken_at_unix_nanos: crate::time::now_nanos(),
@@ -161,7 +164,7 @@ impl Admin for AdminService {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BackupChunk, Status>>(CHUNKS_QUEUED);
         let n = cut.tree_size;
-        let heads = cut.heads;
+        let ledger = self.ledger.clone();
         let send_timeout = self.send_timeout;
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
@@ -182,16 +185,6 @@ impl Admin for AdminService {
                 let _ = send(Err(status));
             };
             let mut header = Some(header);
-            for part in heads.chunks(ITEMS_PER_CHUNK) {
-                if !send(Ok(BackupChunk {
-                    header: header.take(),
-                    heads: part.to_vec(),
-                    ..Default::default()
-                })) {
-                    crate::metrics::backup_taken(false);
-                    return;
-                }
-            }
             let mut next = 0u64;
             while next < n {
                 let want = ITEMS_PER_CHUNK.min((n - next) as usize);
@@ -227,14 +220,25 @@ impl Admin for AdminService {
                     }
                 }
             }
-            if header.is_some()
-                && !send(Ok(BackupChunk {
+            // The heads last, as of the cut (read while appends go on).
+            let heads = match heads_at(&ledger, n) {
+                Ok(h) => h,
+                Err(e) => {
+                    return fail(Status::unavailable(format!(
+                        "cannot read the chain heads of the cut: {e}"
+                    )))
+                }
+            };
+            let mut parts = heads.chunks(ITEMS_PER_CHUNK).peekable();
+            while header.is_some() || parts.peek().is_some() {
+                if !send(Ok(BackupChunk {
                     header: header.take(),
+                    heads: parts.next().map(<[BackupHead]>::to_vec).unwrap_or_default(),
                     ..Default::default()
-                }))
-            {
-                crate::metrics::backup_taken(false);
-                return;
+                })) {
+                    crate::metrics::backup_taken(false);
+                    return;
+                }
             }
             crate::metrics::backup_taken(true);
         });

@@ -416,6 +416,18 @@ pub(crate) fn replay_state(
     book: &crate::policy::PolicyBook,
     chain_id: &str,
 ) -> Result<Option<ChainState>, LedgerError> {
+    replay_state_before(store, registry, book, chain_id, u64::MAX)
+}
+
+/// [`replay_state`] of the chain as it stood when the log held `tree_size` entries (only its
+/// entries below that index).
+pub(crate) fn replay_state_before(
+    store: &dyn crate::storage::Storage,
+    registry: &crate::registry::Registry,
+    book: &crate::policy::PolicyBook,
+    chain_id: &str,
+    tree_size: u64,
+) -> Result<Option<ChainState>, LedgerError> {
     let broken = |why: String| {
         LedgerError::Storage(format!(
             "cannot rebuild the custody state of chain {chain_id}: {why}"
@@ -423,6 +435,9 @@ pub(crate) fn replay_state(
     };
     let mut state: Option<ChainState> = None;
     for index in store.chain_indices(chain_id)? {
+        if index >= tree_size {
+            break;
+        }
         let bytes = store
             .entry(index)?
             .ok_or_else(|| broken(format!("entry {index} is missing")))?;

@@ -384,6 +384,71 @@ impl Ledger {
         checks::replay_state(self.store.as_ref(), &registry, &book, chain_id)
     }
 
+    // --- ops: online backup (src/backup.rs) -------------------------------------------------
+    /// The head chain `chain_id` had when the log held `tree_size` entries (`None`: it had no
+    /// entries then). Needs no pause of the writer: entries below `tree_size` never change, so a
+    /// head that moved on since is found again among them — the last seq whose entry lies below
+    /// the cut (a binary search over the chain's seqs), its event hash, and its custody state
+    /// name replayed from the chain's entries before the cut.
+    pub fn head_at(&self, chain_id: &str, tree_size: u64) -> Result<Option<Head>, LedgerError> {
+        let store = self.store.as_ref();
+        let Some(live) = store.head(chain_id)? else {
+            return Ok(None);
+        };
+        let index_of = |seq: u64| -> Result<u64, LedgerError> {
+            store.chain_event(chain_id, seq)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!(
+                    "chain {} has a head at seq {} but no entry at seq {seq}",
+                    crate::policy::cut(chain_id),
+                    live.seq
+                ))
+            })
+        };
+        if index_of(live.seq)? < tree_size {
+            return Ok(Some(live));
+        }
+        if index_of(0)? >= tree_size {
+            return Ok(None);
+        }
+        // Entry of seq `lo` is below the cut, entry of seq `hi` is not.
+        let (mut lo, mut hi) = (0u64, live.seq);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match index_of(mid)? < tree_size {
+                true => lo = mid,
+                false => hi = mid,
+            }
+        }
+        let index = index_of(lo)?;
+        let hash = stored_event_hash(store, index)?;
+        let (state_name, state) = match chain_id {
+            KEYS_CHAIN => ("KeyRegistry".to_string(), None),
+            crate::loglink::LOG_CHAIN => ("LogLink".to_string(), None),
+            _ => {
+                let registry = self.registry.read().expect("registry lock").clone();
+                let book = self.policy_book();
+                let state =
+                    checks::replay_state_before(store, &registry, &book, chain_id, index + 1)?;
+                let name = state
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.state_name().to_string());
+                (name, state)
+            }
+        };
+        Ok(Some(Head {
+            seq: lo,
+            hash: hash.0,
+            state_name,
+            hold: state
+                .as_ref()
+                .and_then(|s| s.hold.as_ref())
+                .map(|h| h.reasons.clone())
+                .unwrap_or_default(),
+            state,
+        }))
+    }
+    // --- end ops ------------------------------------------------------------------------------
+
     /// The verifying key of operator admin key `key_id` (a trust anchor), if it is one.
     pub fn admin_key(&self, key_id: &str) -> Option<ed25519_dalek::VerifyingKey> {
         self.registry
