@@ -504,27 +504,33 @@ impl PgStore {
             let mut client = pool.get().await?;
             let tx = client.transaction().await?;
             // Every statement of the group is sent at once (tokio-postgres pipelines queries
-            // polled together) and PostgreSQL runs them in order; the answers are checked
-            // before COMMIT, so a stale epoch or tree size still commits nothing.
+            // polled together), each prepared once per connection (a statement given as text
+            // would cost a round trip of its own to prepare, every group); the answers are
+            // checked before COMMIT, so a stale epoch or tree size still commits nothing.
             let lease = async {
                 match held {
-                    Some(_) => tx
-                        .query_one(
-                            "SELECT epoch FROM celltrail.lease WHERE id = 1 FOR SHARE",
-                            &[],
-                        )
-                        .await
-                        .map(Some),
+                    Some(_) => {
+                        let s = tx
+                            .prepare_cached(
+                                "SELECT epoch FROM celltrail.lease WHERE id = 1 FOR SHARE",
+                            )
+                            .await?;
+                        tx.query_one(&s, &[]).await.map(Some)
+                    }
                     None => Ok(None),
                 }
             };
             let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                 [&new_size, &checkpoint, &base_i];
-            let log = tx.execute(
-                "UPDATE celltrail.log SET tree_size = $1, checkpoint = coalesce($2, checkpoint) \
-                 WHERE id = 1 AND tree_size = $3",
-                &log_params,
-            );
+            let log = async {
+                let s = tx
+                    .prepare_cached(
+                        "UPDATE celltrail.log SET tree_size = $1, \
+                         checkpoint = coalesce($2, checkpoint) WHERE id = 1 AND tree_size = $3",
+                    )
+                    .await?;
+                tx.execute(&s, &log_params).await
+            };
             let (lease, log, written) = futures_util::future::join3(lease, log, w.write(&tx)).await;
             let checked = (|| {
                 if let (Some(held), Some(row)) = (held, lease?) {
