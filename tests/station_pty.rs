@@ -313,6 +313,10 @@ async fn cancel_abandons_the_form_at_each_prompt_and_quit_is_never_data() {
             Some("CANCEL"),
         );
         step(&mut p, "nothing was signed", None);
+        // Esc (and Enter) at a question abandons the form, as CANCEL does.
+        start(&mut step, &mut p);
+        step(&mut p, "Manufacturing site code >", Some("\u{1b}"));
+        step(&mut p, "nothing was signed", None);
         // Esc (and Enter) at the hidden passphrase prompt abandons the form too.
         start(&mut step, &mut p);
         step(&mut p, "Manufacturing site code >", Some("MFG-1"));
@@ -986,6 +990,7 @@ async fn qa_unlocks_a_locked_out_signer_and_the_unlock_is_logged_with_who() {
         "{out}"
     );
     assert!(out.contains("LOCKOUT nurse.ada at site HOSP-A"), "{out}");
+    assert!(out.contains(" UTC ("), "each log line says when:\n{out}");
 
     let ada_key = b.keys.join("nurse.ada.key");
     let cy_key = b.keys.join("nurse.cy.key");

@@ -286,9 +286,22 @@ impl Counters {
 
     /// Every logged line, oldest first.
     pub fn logged(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self.logged_at()?.into_iter().map(|(_, l)| l).collect())
+    }
+
+    /// Every logged line with when it was logged (unix nanoseconds), oldest first.
+    pub fn logged_at(&self) -> anyhow::Result<Vec<(i64, String)>> {
         self.log
             .iter()
-            .map(|kv| Ok(String::from_utf8_lossy(&kv?.1).into_owned()))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let at = k
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(i64::from_be_bytes)
+                    .unwrap_or_default();
+                Ok((at, String::from_utf8_lossy(&v).into_owned()))
+            })
             .collect()
     }
 }

@@ -90,10 +90,10 @@ fn lockouts(a: LockoutsArgs) -> anyhow::Result<()> {
     if !any {
         println!("nobody is locked out on this station");
     }
-    let log = counters.logged()?;
+    let log = counters.logged_at()?;
     println!("sign-in log ({} lines):", log.len());
-    for l in &log {
-        println!("  {l}");
+    for (at, l) in &log {
+        println!("  {}  {l}", crate::manifest::when(*at));
     }
     Ok(())
 }
