@@ -586,6 +586,20 @@ fn badge_station(b: &Badged, extra: &[&str]) -> std::process::Command {
 async fn badge_then_passphrase_signs_and_the_second_person_is_someone_else_with_their_own_passphrase(
 ) {
     let b = badged(340, true).await;
+    // A second key of nurse.ada (same printed name), as after a key rotation.
+    let ada2 = signer("nurse.ada2");
+    let mut c = b.server.client().await;
+    let again = celltrail::pb::event_body::Detail::KeyRegistered(celltrail::pb::KeyRegistered {
+        key_id: ada2.name.clone(),
+        public_key: ada2.key.verifying_key().as_bytes().to_vec(),
+        printed_name: "nurse.ada (test)".into(),
+        role: "apheresis_nurse".into(),
+        site: "HOSP-A".into(),
+        valid_from_unix_nanos: base_time() - 365 * 86_400 * 1_000_000_000,
+        valid_until_unix_nanos: 0,
+    });
+    admin_event(&mut c, &b.server.admin, again).await.unwrap();
+    key_file(&b.keys, &ada2);
     let cmd = badge_station(&b, &[]);
     let bag = b.bag.clone();
     let seen = tokio::task::spawn_blocking(move || {
@@ -633,7 +647,19 @@ async fn badge_then_passphrase_signs_and_the_second_person_is_someone_else_with_
             "Second person (RECEIVED): scan your badge or type your key name >",
             Some("B-ADA"),
         );
-        t.step("the second person must be someone else", None);
+        t.step(
+            "nurse.ada already signs this event: the second person must be someone else",
+            None,
+        );
+        // Another key of the same person is not a second person either.
+        t.step(
+            "Second person (RECEIVED): scan your badge or type your key name >",
+            Some("nurse.ada2"),
+        );
+        t.step(
+            "nurse.ada2 is a key of nurse.ada (test), the same person as the first signer",
+            None,
+        );
         t.step(
             "Second person (RECEIVED): scan your badge or type your key name >",
             Some("courier.bo"),

@@ -98,7 +98,7 @@ impl Station {
             match registry.get(&name) {
                 Some(i) if first.is_some_and(|f| f.printed_name == i.printed_name) => {
                     println!(
-                        "  {name} is another key of {}, who already signs this event: the \
+                        "  {name} is a key of {}, the same person as the first signer: the \
                          second person must be someone else",
                         i.printed_name
                     );
