@@ -88,6 +88,16 @@ impl Station {
                     continue;
                 }
             };
+            // A locked-out person is told now, so another may sign this same form.
+            let locked_until = self.counters()?.get(&name)?.locked_until;
+            if locked_until > crate::time::now_nanos() {
+                println!(
+                    "  {name} is locked out on this station until {} (too many wrong \
+                     passphrases); another person may sign",
+                    super::signin::locked_until_text(locked_until)
+                );
+                continue;
+            }
             if not == Some(name.as_str()) {
                 println!(
                     "  {name} already signs this event: the second person must be someone else"
