@@ -1332,3 +1332,74 @@ async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrase
         ]
     );
 }
+
+/// A bedside MISMATCH at a ward station with a key directory, through a terminal: nothing is
+/// signed for the check, and the near miss for QA is signed by the nurse who identifies and
+/// types their passphrase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_bedside_mismatch_records_the_near_miss_signed_by_the_nurse() {
+    let w = dispensed_chain().await;
+    let (other, other_ref) = coi("PAT999");
+    let keys = std::path::Path::new(&w.nurse1)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(w.server.addr.to_string())
+        .arg("--queue")
+        .arg(&w.queue)
+        .arg("--keys-dir")
+        .arg(&keys)
+        .arg("--site")
+        .arg("CLINIC-1")
+        .env_remove("CELLTRAIL_KEY")
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env("CELLTRAIL_LOG", "warn");
+    let bag = w.product_bag.0.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        let mut seen = String::new();
+        pty_step(&mut p, &mut seen, "scan >", Some(&other));
+        pty_step(&mut p, &mut seen, "scan >", Some(&bag));
+        pty_step(&mut p, &mut seen, "scan >", Some(""));
+        pty_step(&mut p, &mut seen, "event >", Some("bedside_check"));
+        pty_step(&mut p, &mut seen, "MISMATCH", None);
+        pty_step(&mut p, &mut seen, "WRONG PATIENT", None);
+        pty_step(&mut p, &mut seen, "Recording this near miss for QA", None);
+        pty_step(
+            &mut p,
+            &mut seen,
+            "Sign: scan your badge or type your key name >",
+            Some("nurse.ben"),
+        );
+        pty_step(
+            &mut p,
+            &mut seen,
+            "nurse.ben: type your passphrase to sign (PERFORMED) >",
+            Some(TEST_PASSPHRASE),
+        );
+        pty_step(&mut p, &mut seen, "NEAR MISS RECORDED for QA", None);
+        pty_step(&mut p, &mut seen, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        !seen.contains("SUMMARY"),
+        "nothing to sign for the check:\n{seen}"
+    );
+    let mut c = w.server.client().await;
+    let events = chain_events(&mut c, &w.chain).await;
+    let (body, entry) = events.last().unwrap();
+    match &body.detail {
+        Some(Detail::IdentityCheckFailed(n)) => {
+            assert_eq!(n.check, "bedside_check");
+            assert_eq!(n.scanned_wristband_coi_ref, other_ref);
+        }
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(entry.signatures[0].key_id, "nurse.ben");
+}
