@@ -50,6 +50,9 @@ fn forged(chain: &str, names: &[&str], forger: &NoteSigner) -> SignedEvent {
     ev
 }
 
+/// The verification counter is per process: the tests of this file take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn refused_unverified(
     c: &mut celltrail::client::Client,
     ev: SignedEvent,
@@ -69,6 +72,7 @@ async fn refused_unverified(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_that_cannot_count_are_refused_before_any_verification() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
     let mut c = server.client().await;
@@ -140,5 +144,88 @@ async fn signatures_that_cannot_count_are_refused_before_any_verification() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(verifications() > n, "the eligible signature is verified");
     assert_eq!(snapshot(&mut c).await, before, "nothing was recorded");
+    server.stop().await;
+}
+
+/// The count check uses the table in force, not the one loaded at start: after an admin
+/// activates a table whose enrolment takes four optional signatures more, an event with one
+/// signature more than the old cap is no longer refused by count, and the new table's cap (named
+/// in the message) is the one enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signature_cap_follows_the_table_activated_in_the_log() {
+    use celltrail::policy::Policy;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut c = server.client().await;
+    let forger = signer("forger");
+    let mut nurses = Vec::new();
+    for i in 0..12 {
+        let n = signer(&format!("nurse.c{i}"));
+        register(&mut c, &server.admin, &n, "apheresis_nurse", "HOSP-A").await;
+        nurses.push(n);
+    }
+    let names: Vec<&str> = nurses.iter().map(|n| n.name.as_str()).collect();
+    let enrol_row =
+        r#"signatures = [{ role = ["apheresis_nurse", "nurse"], meaning = "PERFORMED" }]"#;
+    let wide = celltrail::policy::DEFAULT_TABLE_TOML
+        .replace(
+            "name = \"autologous-car-t\"",
+            "name = \"autologous-car-t-wide\"",
+        )
+        .replacen(
+            enrol_row,
+            &format!(
+                "{enrol_row}\noptional_signatures = [\
+                 {{ role = \"apheresis_nurse\", meaning = \"VERIFIED\" }}, \
+                 {{ role = \"apheresis_nurse\", meaning = \"REVIEWED\" }}, \
+                 {{ role = \"apheresis_nurse\", meaning = \"APPROVED\" }}, \
+                 {{ role = \"apheresis_nurse\", meaning = \"RELEASED\" }}]"
+            ),
+            1,
+        );
+    let (old_cap, new_cap) = (
+        Policy::default_autologous_car_t().signature_cap(),
+        Policy::from_toml(&wide).unwrap().signature_cap(),
+    );
+    assert!(
+        new_cap > old_cap && new_cap < names.len(),
+        "{old_cap} {new_cap}"
+    );
+
+    refused_unverified(
+        &mut c,
+        forged("CAP-1", &names[..old_cap + 1], &forger),
+        Code::InvalidArgument,
+        "no transition of policy \"autologous-car-t\"",
+    )
+    .await;
+    admin_event(
+        &mut c,
+        &server.admin,
+        Detail::PolicyActivated(celltrail::pb::PolicyActivated {
+            table_toml: wide.as_bytes().to_vec(),
+            table_sha256: celltrail::policy::book::table_sha256(wide.as_bytes()).to_vec(),
+            name: "autologous-car-t-wide".into(),
+        }),
+    )
+    .await
+    .expect("activate the wider table");
+    let err = c
+        .append(forged("CAP-2", &names[..old_cap + 1], &forger))
+        .await
+        .expect_err("forged signatures are refused");
+    assert!(
+        !err.message().contains("no transition of policy"),
+        "refused by the count of the table no longer in force: {}",
+        err.message()
+    );
+    refused_unverified(
+        &mut c,
+        forged("CAP-3", &names[..new_cap + 1], &forger),
+        Code::InvalidArgument,
+        "no transition of policy \"autologous-car-t-wide\"",
+    )
+    .await;
     server.stop().await;
 }
