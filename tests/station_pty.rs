@@ -1096,3 +1096,100 @@ async fn qa_unlocks_a_locked_out_signer_and_the_unlock_is_logged_with_who() {
     let events = chain_events(&mut c, &b.chain).await;
     assert_eq!(kinds(&events), ["enrolled", "collected", "collected"]);
 }
+
+/// A station left at `scan >` while the server was away and came back: the next scan sends
+/// the queue before anything is asked, so the queued event is recorded and the new event is
+/// chained online, not queued behind it while the server is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_waiting_at_scan_sends_its_queue_when_the_server_is_back() {
+    let mut site = site_with_nurse().await;
+    let addr = site.server.addr;
+    let queue = site.dir.path().join("station");
+    let nurse = site.nurse.to_str().unwrap().to_string();
+    let (bag, chain) = din(440);
+    let (wrist, _) = coi("PAT440");
+    expect(
+        &scan_enrolment(addr, &queue, &nurse, &bag, &wrist).await,
+        0,
+        "ACCEPTED",
+    );
+    let data_dir = site.server.data_dir.clone();
+    site.server.stop().await;
+    let queued = scan(
+        addr,
+        &queue,
+        &[
+            "--key",
+            &nurse,
+            "--site",
+            "HOSP-A",
+            "--event",
+            "collected",
+            "--scan",
+            &bag,
+            "--scan",
+            PRODUCT,
+            "--set",
+            "volume_ml=250",
+            "--set",
+            &collection_end_now(),
+            "--yes",
+        ],
+    )
+    .await;
+    expect(&queued, 3, "QUEUED (1 waiting)");
+
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("scan")
+        .arg("--server")
+        .arg(addr.to_string())
+        .arg("--queue")
+        .arg(&queue)
+        .arg("--key")
+        .arg(&site.nurse)
+        .arg("--site")
+        .arg("HOSP-A")
+        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+        .env("CELLTRAIL_LOG", "warn");
+    let mut p = tokio::task::spawn_blocking(move || {
+        let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
+        p.exp_string("OFFLINE").expect("starts offline");
+        p.exp_string("scan >").expect("scan prompt");
+        p
+    })
+    .await
+    .unwrap();
+    site.server = TestServer::start_on(celltrail::server::ServeOptions::new(&data_dir), addr).await;
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        p.send_line(&bag).unwrap();
+        step(&mut p, "scan >", Some(""));
+        step(&mut p, "event >", Some("CANCEL"));
+        step(&mut p, "scan >", Some("QUIT"));
+        p.exp_eof().expect("station exits on QUIT");
+        seen
+    })
+    .await
+    .unwrap();
+    let sent = seen
+        .find("SENT")
+        .unwrap_or_else(|| panic!("queue not sent:\n{seen}"));
+    assert!(
+        seen.contains("Server is back: sending the queue.") && sent < seen.find("event >").unwrap(),
+        "the queue goes before the event is chosen:\n{seen}"
+    );
+    let mut c = site.server.client().await;
+    assert_eq!(
+        kinds(&chain_events(&mut c, &chain).await),
+        ["enrolled", "collected"]
+    );
+}

@@ -244,7 +244,9 @@ impl Station {
                         "{} {} seq {} is signed and kept on this station",
                         q.chain_id, kind, q.seq
                     ),
-                    "the server is unreachable; it is sent when the network is back".into(),
+                    "the server is unreachable; it is sent, in order, when the station reaches it \
+                     again (at the next event, or `celltrail scan --drain`)"
+                        .into(),
                 ];
                 lines.extend(signed);
                 big(&format!("QUEUED ({waiting} waiting)"), &lines);

@@ -243,18 +243,24 @@ impl Station {
                 kind: self.a.bedside.then(|| "bedside_check".to_string()),
                 codes: Vec::new(),
             };
-            if self.client.is_none() {
-                self.client = try_connect(&self.a.server).await;
-                if self.client.is_some() {
-                    println!("Server is back: sending the queue.");
-                    self.drain().await?;
-                }
-            }
+            self.reconnect_if_offline().await?;
             println!(
                 "Next: scan the next bag, or type QUIT (CANCEL abandons a form at any prompt). ({})",
                 self.queue_line()?
             );
         }
+    }
+
+    /// Offline: tries the server again and, when it answers, sends the queue in order.
+    async fn reconnect_if_offline(&mut self) -> anyhow::Result<()> {
+        if self.client.is_none() {
+            self.client = try_connect(&self.a.server).await;
+            if self.client.is_some() {
+                println!("Server is back: sending the queue.");
+                self.drain().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads scans until an empty line; typed event names choose the event.
@@ -366,6 +372,11 @@ impl Station {
         let interactive = self.ui.interactive;
         if interactive && self.read_scans(&mut req).is_none() {
             return Ok(Step::Quit);
+        }
+        // The server may have come back while the station sat at `scan >`: the queue goes
+        // first, then this event is chained, checked and sent online.
+        if interactive {
+            self.reconnect_if_offline().await?;
         }
         let kind = match req.kind.take() {
             Some(k) => k,
