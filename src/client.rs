@@ -274,8 +274,19 @@ pub async fn get_whole_chain(
     }
 }
 
-/// A gRPC status as an error a person can read.
+/// A gRPC status as an error a person can read. A status made here because the connection
+/// ended before any answer (tonic keeps the transport error as its source) says what to check:
+/// a plain-text client talking to a TLS server sees only "Cancelled: operation was canceled".
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    if std::error::Error::source(&s).is_some() {
+        return anyhow::anyhow!(
+            "{:?}: {}: the connection ended before the server answered. Check that a celltrail \
+             server listens at the --server address; if it serves TLS, give --tls-ca CA.pem \
+             (and --tls-cert/--tls-key if it asks for a client certificate)",
+            s.code(),
+            s.message()
+        );
+    }
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 

@@ -411,3 +411,33 @@ async fn station_asks_the_policy_over_its_tls_settings() {
         "the policy answered over TLS:\n{out}"
     );
 }
+
+/// A plain-text client pointed at a TLS server gets no gRPC answer at all; the error says to
+/// check the address and to give `--tls-ca`, not only "Cancelled: operation was canceled".
+#[tokio::test]
+async fn plain_text_client_at_a_tls_server_is_told_to_give_tls_ca() {
+    let p = pki();
+    let data = tempfile::tempdir().unwrap();
+    let s = |x: &Path| x.to_str().unwrap().to_string();
+    let (cert, key) = (s(&p.server.0), s(&p.server.1));
+    let srv = realproc::Proc::start(data.path(), &["--tls-cert", &cert, "--tls-key", &key]).await;
+    for args in [
+        vec!["chain", "BAG-1", "--server", &srv.addr],
+        vec!["key", "list", "--server", &srv.addr],
+    ] {
+        let out = cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: plain text must fail");
+        assert!(
+            err.contains("--tls-ca") && err.contains("before the server answered"),
+            "{args:?}: the error says what to do: {err}"
+        );
+    }
+    let ca = s(&p.ca.pem);
+    let out = cli(&["key", "list", "--server", &srv.addr, "--tls-ca", &ca]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
