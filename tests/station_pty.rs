@@ -95,6 +95,10 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
         t.step("Comment (Enter for none) >", Some(""));
         t.step("signing as nurse.ada (signed in", None);
         t.step("SUMMARY", None);
+        // A time field reads like the signatures: UTC and local.
+        t.step("collection_end ", None);
+        t.step(" UTC (", None);
+        t.step(" local, UTC", None);
         // Ctrl-C at the hidden prompt asks before quitting; Enter goes on, and the
         // passphrase is asked again.
         t.step(

@@ -722,7 +722,11 @@ impl Station {
         println!("  WHEN       {}", crate::manifest::when(occurred_at));
         let width = fields.keys().map(|k| k.len()).max().unwrap_or(0).max(10);
         for (k, v) in &fields {
-            println!("  {k:<width$} {v}");
+            // Times as a person reads them: UTC and local, like the signatures.
+            match crate::time::parse_rfc3339(v) {
+                Ok(t) => println!("  {k:<width$} {}", crate::manifest::when(t)),
+                Err(_) => println!("  {k:<width$} {v}"),
+            }
         }
         if !comment.is_empty() {
             println!("  COMMENT    {comment}");
