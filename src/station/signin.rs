@@ -106,8 +106,9 @@ impl KeysDir {
         }
         // What was typed is not repeated: it may have been a passphrase typed too early.
         Err(format!(
-            "that is not the identification of this station's key ({}): type your key name \
-             or scan your badge (your passphrase is asked after the SUMMARY)",
+            "that is not the identification of this station's key ({}): type the key name it \
+             was made with (`celltrail keygen --name`) or scan your badge (your passphrase is \
+             asked after the SUMMARY)",
             path.display()
         ))
     }
