@@ -654,7 +654,17 @@ fn summary(d: &Detail) -> String {
     match d {
         Detail::Enrolled(e) => format!("CoI {}, {}", e.coi_ref, e.therapy),
         Detail::Collected(c) => format!("DIN {} {} mL", c.din, opt(c.volume_ml)),
-        Detail::Packed(p) => format!("shipper {}", p.shipper_id),
+        // Each of the three is optional: name only those the event records.
+        Detail::Packed(p) => [
+            ("shipper", &p.shipper_id),
+            ("logger", &p.logger_id),
+            ("seal", &p.seal_id),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", "),
         Detail::Shipped(s) => format!("{} -> {}", s.from_site, s.to_site),
         Detail::Received(r) => format!(
             "from {}, seal {}, {}..{} C",
@@ -1260,6 +1270,25 @@ mod tests {
     use super::*;
     use crate::bundle::{Anchors, LaterCheckpoint, FORMAT};
     use crate::note::{b64, sign_note, NoteSigner};
+
+    /// The quick start packs with a logger and a seal but no shipper: the timeline named an
+    /// empty shipper ("packed (shipper )").
+    #[test]
+    fn packed_summary_names_only_what_was_recorded() {
+        let packed = |shipper: &str, logger: &str, seal: &str| {
+            summary(&Detail::Packed(crate::pb::Packed {
+                shipper_id: shipper.into(),
+                logger_id: logger.into(),
+                seal_id: seal.into(),
+            }))
+        };
+        assert_eq!(packed("", "LOG-77", "SEAL-9"), "logger LOG-77, seal SEAL-9");
+        assert_eq!(
+            packed("09506000134352SHIP1", "LOG-77", ""),
+            "shipper 09506000134352SHIP1, logger LOG-77"
+        );
+        assert_eq!(packed("", "", ""), "");
+    }
 
     /// A log of `n` opaque leaves and its signed checkpoint at `size`.
     fn signed(log: &NoteSigner, leaves: &[Hash], size: usize) -> String {
