@@ -54,6 +54,8 @@ pub fn rows(entries: &[(u64, Vec<u8>)]) -> Result<Vec<KeyRow>, String> {
                     row.revoke_reason = Some(r.reason);
                 }
             }
+            // A policy table activation is an admin record on the same chain, not a key.
+            Some(Detail::PolicyActivated(_)) => {}
             _ => return Err(format!("keys chain entry {index} is not a key event")),
         }
     }

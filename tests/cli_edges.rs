@@ -442,5 +442,8 @@ fn policy_activate_records_the_table_and_refuses_one_that_does_not_load() {
         )),
         "{out}"
     );
+    // The activation shares the keys chain: QA can still list the key registry after it.
+    let (ok, out) = run(cwd, &["key", "list", "--server", &addr], &[]);
+    assert!(ok && out.contains("the key registry is empty"), "{out}");
     server.stop();
 }
