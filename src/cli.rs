@@ -59,7 +59,8 @@ pub enum Command {
     /// The station's sign-in lockouts: list them and the sign-in log; QA unlocks a signer.
     #[command(subcommand, after_help = crate::station::STATION_EXIT_CODES)]
     Station(crate::station::StationCommand),
-    /// Register or revoke a signer key in the ledger's key registry (needs an admin key).
+    /// The ledger's key registry: register, list or revoke signer keys (register and revoke
+    /// need an admin key); encrypt an old plaintext key file.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Activate a custody policy table: an admin-signed record on the keys chain; every later
@@ -236,13 +237,17 @@ pub enum KeyCommand {
     Revoke {
         #[command(flatten)]
         server: crate::client::ServerArg,
+        /// Admin key file (from the trust-anchor file).
         #[arg(long, env = "CELLTRAIL_ADMIN_KEY")]
         admin_key: PathBuf,
+        /// The key's name, as `celltrail key list` shows it (e.g. nurse.ada).
         #[arg(long)]
         key_id: String,
+        /// Why (recorded in the registry; e.g. "left the hospital", "badge lost").
         #[arg(long)]
         reason: String,
-        /// Effective time, RFC 3339 [default: now].
+        /// Effective time, RFC 3339 [default: now]. Signatures the log recorded before the
+        /// revocation stay valid even when this is earlier (README "Keys").
         #[arg(long)]
         at: Option<String>,
     },
