@@ -337,3 +337,79 @@ fn report_chain_exports_from_a_running_server() {
         server.stop().await;
     });
 }
+
+/// `key revoke --at` dated before a signature the log already recorded: the entry stays valid
+/// (judged by the registry as it stood), but `verify` and the batch record say that the key is
+/// now recorded as revoked when it signed, instead of "unrevoked at signing time" alone.
+#[test]
+fn a_back_dated_revocation_is_a_warning_in_verify_and_in_the_record() {
+    use celltrail::pb::{event_body::Detail, Enrolled, KeyRevoked, SignatureMeaning};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = common::TestServer::start(&data).await;
+        let mut c = server.client().await;
+        let nurse = common::signer("nurse.late");
+        common::register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+        let now = celltrail::time::now_nanos();
+        let ev = common::signed_at_link(
+            "BAG-REV",
+            0,
+            vec![0; 32],
+            now,
+            "HOSP-A",
+            Detail::Enrolled(Enrolled {
+                coi_ref: "CHA999926PAT001".into(),
+                therapy: "CAR-T".into(),
+                manufacturing_site: "MFG-1".into(),
+            }),
+            &[(&nurse, SignatureMeaning::Performed)],
+        );
+        c.append(ev).await.expect("enrolled");
+        common::admin_event(
+            &mut c,
+            &server.admin,
+            Detail::KeyRevoked(KeyRevoked {
+                key_id: nurse.name.clone(),
+                revoked_at_unix_nanos: now - 3_600 * 1_000_000_000,
+                reason: "badge lost".into(),
+            }),
+        )
+        .await
+        .unwrap();
+        server.stop().await;
+    });
+    let bundle = dir.path().join("all.json");
+    let o = Command::new(BIN)
+        .args(["export", "--all", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(BIN)
+        .arg("verify")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(
+        o.status.success(),
+        "still valid under the log's rules:\n{text}"
+    );
+    assert!(
+        text.contains("WARNING: entry 1 (chain BAG-REV seq 0): nurse.late signed PERFORMED")
+            && text.contains("later declared revoked"),
+        "{text}"
+    );
+    let o = report(&[bundle.to_str().unwrap(), "--format", "text"]);
+    let record = stdout(&o);
+    let words = record.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("WARNING entry 1 (chain BAG-REV seq 0): nurse.late signed PERFORMED")
+            && words.contains("later declared revoked"),
+        "{record}"
+    );
+}

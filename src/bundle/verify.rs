@@ -301,6 +301,16 @@ impl Registries {
         rec.may_sign(signed_at, accepted_at, format)?;
         Ok(rec)
     }
+
+    /// A revocation of `key_id` recorded after `index` whose time is at or before `signed_at`
+    /// (`key revoke --at` dated back): the signature was valid when the log recorded it, but
+    /// the registry now says the key was revoked when it signed. Its index and record.
+    fn revoked_later(&self, index: u64, key_id: &str, signed_at: i64) -> Option<&(u64, KeyRecord)> {
+        self.history
+            .get(key_id)?
+            .iter()
+            .find(|(i, r)| *i > index && r.revoked_at.is_some_and(|t| t <= signed_at))
+    }
 }
 
 /// A decoded entry, checked for shape and link.
@@ -590,6 +600,20 @@ impl Ctx {
             verify_signature(&rec.public_key, &d.hash, sig).map_err(|e| at(e.to_string()))?;
             let meaning =
                 SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified);
+            if let Some((rev_index, rev)) =
+                regs.revoked_later(item.index, &sig.key_id, sig.signed_at_unix_nanos)
+            {
+                report.warnings.push(format!(
+                    "entry {} (chain {chain} seq {}): {} signed {} at {}, after the time its key was later declared revoked ({}, reason {:?}, recorded at log index {rev_index}); the log accepted it before the revocation was recorded: review this signature",
+                    item.index,
+                    d.body.seq,
+                    rec.key_id,
+                    meaning.as_str_name(),
+                    crate::time::rfc3339(sig.signed_at_unix_nanos),
+                    crate::time::rfc3339(rev.revoked_at.unwrap_or_default()),
+                    rev.revoke_reason
+                ));
+            }
             signers.push(Signer {
                 key_id: rec.key_id.clone(),
                 role: rec.role.clone(),

@@ -259,10 +259,15 @@ fn verdict(r: &Report) -> Verdict {
     add(
         "key registry",
         format!(
-            "{} key events replayed with operator admin signatures; each signer registered, unrevoked and in its role at signing time",
+            "{} key registry entries replayed with operator admin signatures; each signer registered, unrevoked and in its role at signing time, under the registry as the log held it when the entry was recorded",
             r.registry_entries
         ),
     );
+    // What holds under the rules but needs a person's review (e.g. a signature made after a
+    // revocation time that was recorded later): the record says so, not only `verify`.
+    for w in &r.warnings {
+        add("WARNING", w.clone());
+    }
     add(
         "chain links",
         "every event's prev_hash is the previous event's hash, from seq 0".into(),
