@@ -528,6 +528,13 @@ pub fn verifier_key_arg(flag: &str, value: &str) -> Result<NoteVerifier, KeyFile
             let path = Path::new(value);
             if path.is_file() {
                 read_verifier_key_file(path)
+            } else if !value.contains('+') {
+                // Every verifier key (and every key this refuses above) has a '+': this was
+                // meant as a path, and the file is not there.
+                Err(bad(format!(
+                    "no such file {value:?}: give the path of the file holding the verifier key \
+                     (e.g. DATA_DIR/log.vkey) or the key itself (name+hash+base64, as keygen prints)"
+                )))
             } else {
                 Err(bad(format!(
                     "neither a verifier key (name+hash+base64, as keygen prints) nor a file holding one: {e}"
@@ -541,6 +548,25 @@ pub fn verifier_key_arg(flag: &str, value: &str) -> Result<NoteVerifier, KeyFile
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// `verify --log-key demo/log.vkey` with a mistyped path said only that the value was
+    /// "neither a verifier key nor a file": it now says the file is not there.
+    #[test]
+    fn a_missing_verifier_key_file_is_named_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("log.vkey");
+        let err = verifier_key_arg("--log-key", missing.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--log-key") && err.contains("no such file") && err.contains("log.vkey"),
+            "{err}"
+        );
+        let err = verifier_key_arg("--log-key", "name+1234+notbase64!")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither a verifier key"), "{err}");
+    }
 
     /// Few iterations: these tests are about the format, not the work factor.
     const TEST_ITERATIONS: u32 = 1_000;
