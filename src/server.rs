@@ -535,7 +535,50 @@ pub fn serve_key_passphrase(
         return Ok(None);
     }
     let what = "the server's log.key and admin.key";
+    if file.is_none() && !creating && typed_on_the_terminal() {
+        return typed_server_passphrase(&log, what).map(Some);
+    }
     Ok(Some(server_key_passphrase(file, what, creating)?))
+}
+
+/// How many times an operator at the terminal may type the server's passphrase.
+const SERVE_PASSPHRASE_TRIES: u32 = 3;
+
+/// True when the passphrase will be asked on the terminal (no automation variable is set).
+fn typed_on_the_terminal() -> bool {
+    use std::io::IsTerminal;
+    let automated = [
+        crate::keys::PASSPHRASE_FILE_ENV,
+        crate::keys::PASSPHRASE_FD_ENV,
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    !automated && std::io::stdin().is_terminal()
+}
+
+/// Asks for the passphrase of an existing `log.key` on the terminal, checks it by opening the
+/// key, and asks again after a typing mistake, [`SERVE_PASSPHRASE_TRIES`] times in all.
+fn typed_server_passphrase(log: &Path, what: &str) -> anyhow::Result<Passphrase> {
+    let key = KeyFile::load(log)?;
+    let source = crate::keys::PassphraseSource::SIGNER;
+    let mut attempt = 1;
+    loop {
+        let pass = source.get(&format!("Passphrase of {what}: "))?;
+        match key.open(&pass) {
+            Ok(_) => return Ok(pass),
+            Err(crate::keys::KeyFileError::WrongPassphrase { .. })
+                if attempt < SERVE_PASSPHRASE_TRIES =>
+            {
+                eprintln!(
+                    "wrong passphrase for {} (attempt {attempt} of {SERVE_PASSPHRASE_TRIES}); \
+                     type it again",
+                    log.display()
+                );
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The passphrase for server keys (`what`): `file`, else `CELLTRAIL_PASSPHRASE_FILE` / `_FD`,

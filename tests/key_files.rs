@@ -383,3 +383,70 @@ async fn serve_writes_its_keys_encrypted_and_loads_old_plaintext_ones_with_a_war
     assert!(err.contains("UNENCRYPTED"), "{err}");
     assert!(err.contains("celltrail key encrypt"), "{err}");
 }
+
+/// An operator restarting `serve` on a terminal who mistypes the passphrase is asked again
+/// (three tries in all, nothing echoed) instead of the server exiting at the first typo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_terminal_asks_again_after_a_mistyped_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut opts = ServeOptions::new(&data);
+    opts.key_passphrase = Some(Passphrase::new(PASS));
+    opts.kdf_iterations = 1_000;
+    common::TestServer::start_with(opts).await.stop().await;
+    let serve = |data: std::path::PathBuf| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env_remove("CELLTRAIL_PASSPHRASE_FILE")
+            .env_remove("CELLTRAIL_PASSPHRASE_FD")
+            .env_remove("CELLTRAIL_KEY_PASSPHRASE_FILE")
+            .env("CELLTRAIL_LOG", "warn");
+        rexpect::session::spawn_command(cmd, Some(30_000)).expect("spawn in a pty")
+    };
+    let d = data.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = serve(d);
+        let mut seen = String::new();
+        let mut step = |p: &mut rexpect::session::PtySession, want: &str, send: Option<&str>| {
+            seen += &p
+                .exp_string(want)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}\nso far:\n{seen}"));
+            seen += want;
+            if let Some(line) = send {
+                p.send_line(line).unwrap();
+            }
+        };
+        step(&mut p, "Passphrase of the server's", Some("a typo in it!"));
+        step(&mut p, "attempt 1 of 3", None);
+        step(&mut p, "Passphrase of the server's", Some(PASS));
+        step(&mut p, "serving on 127.0.0.1:", None);
+        p.send_control('c').unwrap();
+        seen += &p.exp_eof().unwrap_or_default();
+        seen
+    })
+    .await
+    .unwrap();
+    assert!(
+        !seen.contains(PASS) && !seen.contains("a typo in it!"),
+        "{seen}"
+    );
+    // Three wrong ones: it stops, saying so.
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut p = serve(data);
+        let mut seen = String::new();
+        for _ in 0..3 {
+            seen += &p.exp_string("Passphrase of the server's").unwrap();
+            p.send_line("still not it!").unwrap();
+        }
+        seen + &p.exp_eof().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen.contains("attempt 2 of 3")
+            && !seen.contains("attempt 3 of 3")
+            && seen.ends_with("wrong passphrase (or the key file is damaged)\r\n"),
+        "{seen:?}"
+    );
+}
