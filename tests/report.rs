@@ -413,3 +413,84 @@ fn a_back_dated_revocation_is_a_warning_in_verify_and_in_the_record() {
         "{record}"
     );
 }
+
+/// A wrong-patient near miss recorded at the bedside (`identity_check_failed`) has its own
+/// section at the top of the batch record in every format, not only a line among the events.
+#[test]
+fn a_near_miss_has_its_own_section_in_every_format() {
+    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = common::TestServer::start(&data).await;
+        let mut c = server.client().await;
+        let nurse = common::signer("nurse.near");
+        common::register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+        let now = celltrail::time::now_nanos();
+        let sign = |seq: u64, prev: Vec<u8>, detail: Detail| {
+            common::signed_at_link(
+                "BAG-NEAR",
+                seq,
+                prev,
+                now,
+                "HOSP-A",
+                detail,
+                &[(&nurse, SignatureMeaning::Performed)],
+            )
+        };
+        let r = c
+            .append(sign(
+                0,
+                vec![0; 32],
+                Detail::Enrolled(Enrolled {
+                    coi_ref: "CHA999926PAT001".into(),
+                    therapy: "CAR-T".into(),
+                    manufacturing_site: "MFG-1".into(),
+                }),
+            ))
+            .await
+            .expect("enrolled")
+            .into_inner();
+        c.append(sign(
+            1,
+            r.event_hash,
+            Detail::IdentityCheckFailed(IdentityCheckFailed {
+                check: "bedside_check".into(),
+                reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
+                scanned_wristband_coi_ref: "CHA999926PAT002".into(),
+                ..Default::default()
+            }),
+        ))
+        .await
+        .expect("near miss");
+        server.stop().await;
+    });
+    let bundle = dir.path().join("near.json");
+    let o = Command::new(BIN)
+        .args(["export", "--all", "--data-dir"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = bundle.to_str().unwrap();
+    let text = stdout(&report(&[b, "--format", "text"]));
+    let head = &text[..text.find("\nEvents").expect("an Events section")];
+    assert!(
+        head.contains("Near misses (identity checks failed)")
+            && head.contains("NEAR MISS at bedside_check: WRISTBAND CHA999926PAT002"),
+        "{text}"
+    );
+    let html = stdout(&report(&[b]));
+    assert!(
+        html.contains("id=\"near-misses\"") && html.contains("IS NOT the enrolled patient"),
+        "{html}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&report(&[b, "--format", "json"]))).unwrap();
+    let rows = &json["chains"][0]["near_misses"];
+    assert_eq!(rows[0]["check"], "bedside_check", "{json}");
+    assert_eq!(rows[0]["seq"], 1);
+}

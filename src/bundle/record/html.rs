@@ -264,6 +264,15 @@ fn chain(c: &ChainRecord) -> Markup {
                     } } }
                 }
             }
+            h3 { "Near misses (identity checks failed)" }
+            @if c.near_misses.is_empty() { p.muted { "No near miss recorded." } } @else {
+                table #near-misses {
+                    thead { tr { th { "Check" } th { "What did not match" } th { "Recorded" } th { "By" } } }
+                    tbody { @for n in &c.near_misses { tr {
+                        td { (n.check) } td.fail { (n.reason) } td { "seq " (n.seq) br; (n.recorded_at) } td { (n.by) }
+                    } } }
+                }
+            }
             h3 { "Record review" }
             @if c.reviews.is_empty() {
                 p.muted #review { "No record review is signed on this chain (a QA signature with meaning REVIEWED, see docs/report.md)." }

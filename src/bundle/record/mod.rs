@@ -76,6 +76,9 @@ pub struct ChainRecord {
     /// Every hold, open or released, in order.
     pub holds: Vec<HoldRow>,
     pub deviations: Vec<DeviationRow>,
+    /// Near misses the stations recorded (`identity_check_failed`: a wrong patient at the
+    /// bedside, a wrong shipper at a receipt), in order.
+    pub near_misses: Vec<NearMissRow>,
     pub qc: Vec<QcRow>,
     pub legs: Vec<Leg>,
     pub temperatures: Vec<Reading>,
@@ -107,6 +110,17 @@ pub struct DeviationRow {
     pub seq: u64,
     pub deviation_id: String,
     pub description: String,
+    pub recorded_at: String,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NearMissRow {
+    pub seq: u64,
+    /// The event being recorded when the check failed (`bedside_check`, `received`).
+    pub check: String,
+    /// What did not match, as the station showed it.
+    pub reason: String,
     pub recorded_at: String,
     pub by: String,
 }
@@ -361,6 +375,7 @@ fn chain(report: &Report, rows: &[TimelineRow], now: i64) -> ChainRecord {
         open_holds: Vec::new(),
         holds: Vec::new(),
         deviations: Vec::new(),
+        near_misses: Vec::new(),
         qc: Vec::new(),
         legs: Vec::new(),
         temperatures: Vec::new(),
@@ -426,6 +441,13 @@ fn chain(report: &Report, rows: &[TimelineRow], now: i64) -> ChainRecord {
                 seq: body.seq,
                 deviation_id: d.deviation_id.clone(),
                 description: d.description.clone(),
+                recorded_at: crate::time::rfc3339(occurred),
+                by: body.actor_key_id.clone(),
+            }),
+            Some(Detail::IdentityCheckFailed(n)) => rec.near_misses.push(NearMissRow {
+                seq: body.seq,
+                check: n.check.clone(),
+                reason: n.reason.clone(),
                 recorded_at: crate::time::rfc3339(occurred),
                 by: body.actor_key_id.clone(),
             }),

@@ -261,6 +261,22 @@ fn chain(s: &mut String, c: &ChainRecord) {
         );
     }
 
+    let _ = writeln!(s, "\nNear misses (identity checks failed)");
+    if c.near_misses.is_empty() {
+        let _ = writeln!(s, "  none recorded");
+    }
+    for n in &c.near_misses {
+        wrap(
+            s,
+            "  ",
+            4,
+            &format!(
+                "NEAR MISS at {}: {} (seq {} {} by {})",
+                n.check, n.reason, n.seq, n.recorded_at, n.by
+            ),
+        );
+    }
+
     let _ = writeln!(s, "\nRecord review");
     if c.reviews.is_empty() {
         let _ = writeln!(
