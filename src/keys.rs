@@ -528,6 +528,12 @@ pub fn verifier_key_arg(flag: &str, value: &str) -> Result<NoteVerifier, KeyFile
             let path = Path::new(value);
             if path.is_file() {
                 read_verifier_key_file(path)
+            } else if value.trim().is_empty() {
+                Err(bad(
+                    "is empty: give the verifier key (name+hash+base64, as keygen prints) or the \
+                     path of a file holding one"
+                        .into(),
+                ))
             } else if !value.contains('+') {
                 // Every verifier key (and every key this refuses above) has a '+': this was
                 // meant as a path, and the file is not there.
@@ -566,6 +572,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("neither a verifier key"), "{err}");
+        let err = verifier_key_arg("--vkey", " ").unwrap_err().to_string();
+        assert!(err.contains("--vkey") && err.contains("is empty"), "{err}");
     }
 
     /// Few iterations: these tests are about the format, not the work factor.
