@@ -642,6 +642,16 @@ fn restore(a: RestoreArgs) -> anyhow::Result<()> {
         hex::encode(audit.root),
         a.data_dir.display()
     );
+    // The quick start's `--admin-key celltrail-data/admin.key` is not there after a restore.
+    if !crate::datadir::DataDir::new(&a.data_dir)
+        .admin_key()
+        .exists()
+    {
+        println!(
+            "admin.key is not in backups: to register or revoke keys and take backups with this \
+             server, give `--admin-key FILE` naming the operator admin key from your key custody"
+        );
+    }
     Ok(())
 }
 

@@ -228,6 +228,12 @@ async fn backup_and_restore_commands_make_a_servable_copy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It says where the admin key is (not in the backup).
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("admin.key is not in backups") && text.contains("--admin-key FILE"),
+        "{text}"
+    );
     // The restored directory carries what `verify --data-dir` needs (log.vkey, trust anchors).
     common::assert_data_dir_verifies(&restored, 1);
     // A wrong log key is refused.
