@@ -333,6 +333,8 @@ pub struct EventArgs {
     /// When it happened, RFC 3339 [default: now].
     #[arg(long)]
     pub at: Option<String>,
+    /// Free-text comment recorded with the event and signed with it (no PHI); some fields
+    /// take it as their reason (see below).
     #[arg(long, default_value = "")]
     pub comment: String,
     /// Also write the receipt's signed checkpoint (a C2SP signed note) to this file, to keep

@@ -447,3 +447,27 @@ fn policy_activate_records_the_table_and_refuses_one_that_does_not_load() {
     assert!(ok && out.contains("the key registry is empty"), "{out}");
     server.stop();
 }
+
+/// Every option of every subcommand says what it is in `--help` (`event --comment` said
+/// nothing, `key revoke --key-id` and `--reason` neither).
+#[test]
+fn every_option_of_every_command_has_help() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() && a.get_long_help().is_none() {
+                missing.push(format!("{path} --{}", a.get_long().unwrap_or(id)));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&celltrail::cli::Cli::command(), "celltrail", &mut missing);
+    assert!(missing.is_empty(), "options without help: {missing:?}");
+}
