@@ -86,9 +86,11 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
         );
         t.step(" UTC (", None);
         t.step(" local, UTC", None);
-        // A later signature in the same session: the passphrase only, never YES.
+        // A later signature in the same session: the passphrase only, never YES. The chain
+        // is known now, so the menu offers only what the policy allows next.
         t.step("scan >", Some(&bag));
         t.step("scan >", Some(""));
+        t.step("is in state Enrolled. Allowed next here:", None);
         t.step("event >", Some("collected"));
         t.step("Volume in mL >", Some("100"));
         t.step("(Enter = now) >", Some(""));
@@ -155,6 +157,18 @@ async fn key_station_asks_key_name_and_passphrase_first_then_the_passphrase_only
     for raw in ["unix_nanos", "SignatureMeaning", "Signature {", "Some("] {
         assert!(!transcript.contains(raw), "{raw} on screen:\n{transcript}");
     }
+    // The menu for the enrolled chain: collection is offered, what cannot follow is not.
+    let menu = transcript
+        .split("Allowed next here:")
+        .nth(1)
+        .and_then(|rest| rest.split("event >").next())
+        .expect("the menu of allowed events");
+    assert!(menu.contains("collected"), "menu:\n{menu}");
+    for not_now in ["infused", "dispensed", "bedside_check", "enrolled"] {
+        assert!(!menu.contains(not_now), "{not_now} offered:\n{menu}");
+    }
+    // Before the chain existed the menu listed every kind.
+    assert!(transcript.contains("Which event?"), "{transcript}");
 
     let events = chain_events(&mut c, &chain).await;
     assert_eq!(kinds(&events), ["enrolled", "collected"]);

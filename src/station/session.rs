@@ -36,6 +36,13 @@ struct Request {
     codes: Vec<Code>,
 }
 
+/// The menu of events for a known chain: what the policy allows next there.
+struct Offered {
+    chain: String,
+    state: String,
+    kinds: Vec<String>,
+}
+
 pub(super) enum Step {
     Done(i32),
     Quit,
@@ -294,10 +301,63 @@ impl Station {
         }
     }
 
-    fn choose_kind(&self) -> Option<String> {
-        println!("Which event?");
-        for (i, k) in KINDS.iter().enumerate() {
-            print!("  {:>2} {:<19}", i + 1, k.name);
+    /// The events the policy allows next on the chain of the scanned bag (or `--chain`), as
+    /// the server says (`GetAllowedNext`): the menu offers only these. `None` when no bag was
+    /// scanned, the chain is new, has ended, or the server cannot say (offline): then the menu
+    /// lists every kind and the check before the form refuses what is not allowed.
+    async fn offered_kinds(&mut self, req: &Request) -> anyhow::Result<Option<Offered>> {
+        let scanned = req.codes.iter().find_map(|c| match c {
+            Code::Bag(b) => Some(b.clone()),
+            _ => None,
+        });
+        let chain = match (self.a.chain.clone(), scanned) {
+            (Some(c), _) => c,
+            (None, Some(din)) => match self.chain_of_bag("", &din).await? {
+                Ok(Some(found)) => found,
+                Ok(None) => din,
+                Err(_) => return Ok(None), // said again, with the reason, once a kind is chosen
+            },
+            (None, None) => return Ok(None),
+        };
+        if self.client.is_none() || self.queue.last_for_chain(&chain)?.is_some() {
+            return Ok(None);
+        }
+        let site = self.a.site.clone().unwrap_or_default();
+        let Some(n) = self.allowed_next(&chain, &site).await else {
+            return Ok(None);
+        };
+        let kinds: Vec<String> = n
+            .events
+            .iter()
+            .filter(|e| e.not_here.is_empty() && KINDS.iter().any(|k| k.name == e.kind))
+            .map(|e| e.kind.clone())
+            .collect();
+        if n.state.is_empty() || n.state == crate::policy::START || kinds.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Offered {
+            chain,
+            state: n.state,
+            kinds,
+        }))
+    }
+
+    fn choose_kind(&self, offered: Option<&Offered>) -> Option<String> {
+        let names: Vec<&str> = match offered {
+            Some(o) => {
+                println!(
+                    "Chain {} is in state {}. Allowed next here:",
+                    o.chain, o.state
+                );
+                o.kinds.iter().map(String::as_str).collect()
+            }
+            None => {
+                println!("Which event?");
+                KINDS.iter().map(|k| k.name).collect()
+            }
+        };
+        for (i, k) in names.iter().enumerate() {
+            print!("  {:>2} {:<19}", i + 1, k);
             if i % 3 == 2 {
                 println!();
             }
@@ -306,10 +366,12 @@ impl Station {
         loop {
             let t = self.ui.ask("event")?.trim().to_ascii_lowercase();
             if let Ok(n) = t.parse::<usize>() {
-                if (1..=KINDS.len()).contains(&n) {
-                    return Some(KINDS[n - 1].name.to_string());
+                if (1..=names.len()).contains(&n) {
+                    return Some(names[n - 1].to_string());
                 }
             }
+            // A kind typed by name that the menu does not offer goes on to the check before
+            // the form, which says why it is not allowed now (nothing is asked or signed).
             if KINDS.iter().any(|k| k.name == t) {
                 return Some(t);
             }
@@ -380,10 +442,13 @@ impl Station {
         }
         let kind = match req.kind.take() {
             Some(k) => k,
-            None if interactive => match self.choose_kind() {
-                Some(k) => k,
-                None => return Ok(Step::Quit),
-            },
+            None if interactive => {
+                let offered = self.offered_kinds(&req).await?;
+                match self.choose_kind(offered.as_ref()) {
+                    Some(k) => k,
+                    None => return Ok(Step::Quit),
+                }
+            }
             None => {
                 big("REJECTED", &["--event KIND is required with --yes".into()]);
                 return Ok(Step::Done(EXIT_REJECTED));
