@@ -40,7 +40,9 @@ fn spawn_appenders(
         .map(|mut a| {
             let addr = p.addr.clone();
             tokio::spawn(async move {
-                if let Ok(mut c) = celltrail::client::connect(&addr).await {
+                let connect = celltrail::client::connect(&addr);
+                if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(10), connect).await
+                {
                     a.run(&mut c, until).await;
                 }
                 a
@@ -128,7 +130,11 @@ async fn kill_9_during_concurrent_appends_loses_no_acknowledged_event() {
         let tasks = spawn_appenders(&p, apps, Instant::now() + Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
         p.kill9();
-        apps = join(tasks).await;
+        apps = tokio::time::timeout(Duration::from_secs(120), join(tasks))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: appenders still running 120 s after the kill")
+            });
 
         let (store, report) = check_store(dir.path());
         let (acked, lost, recorded_unacked) = audit(&store, &apps);

@@ -440,6 +440,9 @@ pub fn admin_key(data_dir: &Path) -> NoteSigner {
     }
 }
 
+/// The longest an appender waits for one answer before it treats the call as cut off.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// One bag chain driven by one task: `enrolled`, then `collected` again and again.
 pub struct Appender {
     pub chain: String,
@@ -482,10 +485,13 @@ impl Appender {
     /// Resumes from the server's head (an unacknowledged event may have been recorded).
     pub async fn run(&mut self, c: &mut Client, until: Instant) -> usize {
         let mut n = 0;
-        let (mut seq, mut prev) = match client::next_link(c, &self.chain).await {
-            Ok(l) => l,
-            Err(_) => return 0,
-        };
+        // Every call is bounded: a call that outlives the server it went to (killed mid-call)
+        // ends this round like a transport failure instead of holding the test forever.
+        let (mut seq, mut prev) =
+            match tokio::time::timeout(CALL_LIMIT, client::next_link(c, &self.chain)).await {
+                Ok(Ok(l)) => l,
+                _ => return 0,
+            };
         self.in_flight = None;
         while Instant::now() < until {
             let now = celltrail::time::now_nanos();
@@ -504,7 +510,10 @@ impl Appender {
             );
             let hash = EventHash::of_body(&ev.body).0;
             self.in_flight = Some(hash);
-            match c.append(ev).await {
+            let Ok(answer) = tokio::time::timeout(CALL_LIMIT, c.append(ev)).await else {
+                return n; // no answer in time: in flight, like a call cut by a kill
+            };
+            match answer {
                 Ok(r) => {
                     let r = r.into_inner();
                     assert_eq!(r.event_hash, hash, "receipt names the event");
