@@ -508,7 +508,9 @@ impl Station {
         }
         // Before any question: what the custody policy allows next on this chain (asked of
         // the server, so the station keeps no copy of the rules); offline, whether the event
-        // can be chained at all.
+        // can be chained at all. Asked again even when the menu asked it (`offered_kinds`):
+        // the nurse may have taken minutes to choose, and a hold placed meanwhile must stop
+        // the form.
         let next = self.allowed_next(&chain, &site).await;
         if let Some(n) = &next {
             if kind == "bedside_check" && !n.bedside_refusal_word.is_empty() {
