@@ -3,8 +3,11 @@
 //!
 //! Each peer has its own FIFO queue and the verifier takes events round robin, one per peer in
 //! turn, so a stream with hundreds of events queued cannot make a station's single append wait
-//! behind them. While more than one peer has work queued, a group is also cut at a budget of
-//! signatures, so no one waits behind another peer's large group. A peer whose events keep
+//! behind them. While more than one peer has work queued, a take is also cut at a budget of
+//! signatures, so no one waits behind another peer's large group. The queue also counts the
+//! items whose caller waits alone for its receipt (a unary append, [`FairQueue::try_push`]) apart
+//! from streamed ones ([`FairQueue::push_wait`]): the verifier lets a group of streamed events
+//! grow across several takes only while no such caller is waiting (`ledger::verifier`). A peer whose events keep
 //! failing signature verification collects strikes (they decay by one a second): past
 //! [`THROTTLE_STRIKES`] its appends are delayed, past [`CUT_OFF_STRIKES`] it is cut off — its
 //! queued events are refused unverified and its connection is closed (`conn`).
@@ -127,6 +130,9 @@ impl Peer {
 /// them, at most one control message; `closed` once the queue is closed and empty.
 pub struct Taken<T, C> {
     pub items: Vec<(Arc<Peer>, T)>,
+    /// Whether some of `items` came from a caller waiting alone for its answer
+    /// ([`FairQueue::try_push`]).
+    pub urgent: bool,
     pub control: Option<C>,
     pub closed: bool,
 }
@@ -137,9 +143,17 @@ pub enum PushError<T> {
     Closed(T),
 }
 
+/// A queued item: its place in the global order, whether its caller waits alone for it
+/// ([`FairQueue::try_push`]), and the item.
+struct Queued<T> {
+    seq: u64,
+    urgent: bool,
+    item: T,
+}
+
 struct PeerQueue<T> {
     peer: Arc<Peer>,
-    items: VecDeque<(u64, T)>,
+    items: VecDeque<Queued<T>>,
 }
 
 struct State<T, C> {
@@ -149,6 +163,8 @@ struct State<T, C> {
     /// Control messages; each runs after every item queued before it.
     control: VecDeque<(u64, C)>,
     len: usize,
+    /// How many of the `len` items are urgent.
+    urgent: usize,
     next_seq: u64,
     closed: bool,
 }
@@ -169,6 +185,7 @@ impl<T, C> FairQueue<T, C> {
                 ring: VecDeque::new(),
                 control: VecDeque::new(),
                 len: 0,
+                urgent: 0,
                 next_seq: 0,
                 closed: false,
             }),
@@ -191,8 +208,19 @@ impl<T, C> FairQueue<T, C> {
         self.len() == 0
     }
 
-    /// Queues `item` for `peer` unless the queue is full or closed.
+    /// Whether an item from [`FairQueue::try_push`] (a caller waiting alone for its answer) is
+    /// queued.
+    pub fn urgent_waiting(&self) -> bool {
+        self.state.lock().expect("queue lock").urgent > 0
+    }
+
+    /// Queues `item` for `peer` unless the queue is full or closed. For a caller that waits
+    /// alone for its answer (a unary append): the item is urgent.
     pub fn try_push(&self, peer: &Arc<Peer>, item: T) -> Result<(), PushError<T>> {
+        self.push(peer, item, true)
+    }
+
+    fn push(&self, peer: &Arc<Peer>, item: T, urgent: bool) -> Result<(), PushError<T>> {
         let mut s = self.state.lock().expect("queue lock");
         if s.closed {
             return Err(PushError::Closed(item));
@@ -203,11 +231,12 @@ impl<T, C> FairQueue<T, C> {
         let seq = s.next_seq;
         s.next_seq += 1;
         s.len += 1;
+        s.urgent += usize::from(urgent);
         let q = s.queues.entry(peer.id).or_insert_with(|| PeerQueue {
             peer: peer.clone(),
             items: VecDeque::new(),
         });
-        q.items.push_back((seq, item));
+        q.items.push_back(Queued { seq, urgent, item });
         if q.items.len() == 1 {
             s.ring.push_back(peer.id);
         }
@@ -216,13 +245,14 @@ impl<T, C> FairQueue<T, C> {
         Ok(())
     }
 
-    /// Queues `item`, waiting for room; `Err(item)` once the queue is closed.
+    /// Queues `item`, waiting for room; `Err(item)` once the queue is closed. For a stream's
+    /// items (not urgent).
     pub async fn push_wait(&self, peer: &Arc<Peer>, mut item: T) -> Result<(), T> {
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push(peer, item) {
+            match self.push(peer, item, false) {
                 Ok(()) => return Ok(()),
                 Err(PushError::Closed(i)) => return Err(i),
                 Err(PushError::Full(i)) => item = i,
@@ -270,6 +300,7 @@ impl<T, C> FairQueue<T, C> {
         let barrier = s.control.front().map(|(seq, _)| *seq);
         let shared = s.ring.len() > 1;
         let mut items = Vec::new();
+        let mut urgent = false;
         let mut spent = 0usize;
         let mut skipped = 0;
         while items.len() < max_items.max(1) && skipped < s.ring.len() {
@@ -284,7 +315,7 @@ impl<T, C> FairQueue<T, C> {
             let eligible = q
                 .items
                 .front()
-                .is_some_and(|(seq, _)| barrier.is_none_or(|b| *seq < b));
+                .is_some_and(|i| barrier.is_none_or(|b| i.seq < b));
             if !eligible {
                 // Everything this peer queued is behind the control message.
                 s.ring.push_back(id);
@@ -292,7 +323,11 @@ impl<T, C> FairQueue<T, C> {
                 continue;
             }
             skipped = 0;
-            let (_, item) = q.items.pop_front().expect("checked non-empty");
+            let Queued {
+                urgent: was_urgent,
+                item,
+                ..
+            } = q.items.pop_front().expect("checked non-empty");
             spent += cost(&item);
             let peer = q.peer.clone();
             if q.items.is_empty() {
@@ -301,12 +336,14 @@ impl<T, C> FairQueue<T, C> {
                 s.ring.push_back(id);
             }
             s.len -= 1;
+            s.urgent -= usize::from(was_urgent);
+            urgent |= was_urgent;
             items.push((peer, item));
         }
         let before_barrier_left = barrier.is_some_and(|b| {
             s.queues
                 .values()
-                .any(|q| q.items.front().is_some_and(|(seq, _)| *seq < b))
+                .any(|q| q.items.front().is_some_and(|i| i.seq < b))
         });
         let control = if barrier.is_some() && !before_barrier_left {
             s.control.pop_front().map(|(_, c)| c)
@@ -320,6 +357,7 @@ impl<T, C> FairQueue<T, C> {
         }
         Taken {
             items,
+            urgent,
             control,
             closed,
         }
@@ -360,6 +398,27 @@ mod tests {
         assert_eq!(ids(&t), vec![0, 100]);
         let t = q.take(100, 4, |_| 2);
         assert_eq!(t.items.len(), 9, "alone, a peer fills the group");
+    }
+
+    #[tokio::test]
+    async fn a_take_says_whether_it_holds_an_item_whose_caller_waits_alone() {
+        let q: FairQueue<u32, &str> = FairQueue::new(100);
+        let (stream, station) = (Peer::local(), Peer::local());
+        for i in 0..4 {
+            q.push_wait(&stream, i).await.ok().unwrap();
+        }
+        assert!(!q.urgent_waiting(), "streamed items are not urgent");
+        let t = q.take(2, usize::MAX, |_| 1);
+        assert!(!t.urgent);
+        q.try_push(&station, 100).ok().unwrap();
+        assert!(q.urgent_waiting());
+        let t = q.take(1, usize::MAX, |_| 1);
+        assert_eq!(ids(&t), vec![2], "round robin: the stream's turn first");
+        assert!(!t.urgent && q.urgent_waiting());
+        let t = q.take(1, usize::MAX, |_| 1);
+        assert_eq!(ids(&t), vec![100]);
+        assert!(t.urgent);
+        assert!(!q.urgent_waiting(), "the urgent item was taken");
     }
 
     #[test]

@@ -248,3 +248,82 @@ async fn small_groups_that_wait_for_the_writer_are_committed_together() {
     );
     server.stop().await;
 }
+
+/// Streamed events of several connections that queue up while the writer is busy commit in a
+/// few large groups, not one commit per take of the fair queue (each take here holds one event):
+/// with no unary caller waiting, the verifier lets a group grow over several takes. Each commit
+/// costs an fsync and, on sled, disk space (BENCHMARKS.md, the 1 M-entry run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streamed_events_of_several_connections_commit_in_few_groups() {
+    use std::collections::HashSet;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::builder(dir.path())
+        .ledger_options(celltrail::ledger::LedgerOptions {
+            shared_group_signatures: 1,
+            ..Default::default()
+        })
+        .start()
+        .await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.stream-groups");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    let hold = {
+        let ledger = server.ledger.clone();
+        tokio::spawn(async move {
+            ledger
+                .at_group_boundary(|| std::thread::sleep(Duration::from_millis(800)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    const PER_STREAM: usize = 40;
+    let mut tasks = Vec::new();
+    for conn in 0..4 {
+        let mut c = server.client().await;
+        let events: Vec<_> = (0..PER_STREAM)
+            .map(|i| {
+                signed_at_link(
+                    &format!("STREAMGROUP-{conn}-{i}"),
+                    0,
+                    vec![0; 32],
+                    base_time(),
+                    "HOSP-A",
+                    enrolled(),
+                    &[(&nurse, Performed)],
+                )
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let mut answers = c
+                .append_stream(tokio_stream::iter(events))
+                .await
+                .expect("stream")
+                .into_inner();
+            let mut sizes = Vec::new();
+            while let Some(r) = answers.message().await.expect("answer") {
+                assert_eq!(r.code, 0, "{}", r.message);
+                sizes.push(r.receipt.expect("receipt").tree_size);
+            }
+            sizes
+        }));
+    }
+    hold.await.unwrap().unwrap();
+    let mut commits = HashSet::new();
+    let mut answered = 0;
+    for t in tasks {
+        let sizes = t.await.unwrap();
+        answered += sizes.len();
+        commits.extend(sizes);
+    }
+    assert_eq!(answered, 4 * PER_STREAM);
+    println!(
+        "{answered} streamed appends from 4 connections in {} commits",
+        commits.len()
+    );
+    assert!(
+        commits.len() <= 8,
+        "{} commits for {answered} streamed events queued behind a busy writer",
+        commits.len()
+    );
+    server.stop().await;
+}

@@ -8,7 +8,9 @@
 //! (fsync) once, and only then answers every caller with its receipt. While the writer commits
 //! group N the verifier prepares group N+1. Callers wait on a bounded queue: when it is full a
 //! unary append gets `Overloaded` at once instead of growing memory (streams wait for room).
-//! The queue is fair (`admission`): one FIFO per client connection, served round robin.
+//! The queue is fair (`admission`): one FIFO per client connection, served round robin, in
+//! small takes while connections compete; streamed events gather into one group over several
+//! takes until a unary append is waiting or nothing more is queued.
 //! Cheap checks come before expensive ones: an event with more signatures than any transition
 //! of the policy takes is refused unverified, and a signature is verified only when its key is
 //! registered, valid at its time and has a role the table lets sign that kind of event with
@@ -108,8 +110,10 @@ pub struct LedgerOptions {
     /// always, the embedded store). The writer reloads its state from the store whenever it
     /// starts a new lease epoch.
     pub role: Option<Arc<crate::role::Role>>,
-    /// While several connections have appends queued, a group stops at this many signatures
-    /// (so a station's append never waits behind a long group of someone else's).
+    /// While several connections have appends queued, one take off the queue stops at this many
+    /// signatures (so a station's append never waits behind a long verification of someone
+    /// else's events). Streamed events still gather into one group over several takes while no
+    /// unary caller waits (`verifier`).
     pub shared_group_signatures: usize,
 }
 

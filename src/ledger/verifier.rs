@@ -53,6 +53,22 @@ pub(super) struct Verifier {
     pub(super) book: Arc<RwLock<crate::policy::PolicyBook>>,
 }
 
+/// A group being prepared: its jobs, their checks, and the latest time they were checked at.
+#[derive(Default)]
+struct Prepared {
+    jobs: Vec<Job>,
+    preps: Vec<Prep>,
+    now: i64,
+}
+
+impl Prepared {
+    fn extend(&mut self, more: Prepared) {
+        self.jobs.extend(more.jobs);
+        self.preps.extend(more.preps);
+        self.now = self.now.max(more.now);
+    }
+}
+
 /// What the verifier hands the writer, in queue order.
 pub(super) enum Stage {
     Group(Vec<Job>, Vec<Prep>, i64),
@@ -78,21 +94,44 @@ impl Verifier {
         out: std::sync::mpsc::SyncSender<Stage>,
     ) {
         loop {
-            let taken = queue.take(self.max_group, self.shared_group_signatures, |job| {
-                job.event.signatures.len()
-            });
-            if !taken.items.is_empty() {
-                self.pass_on(taken.items, &out);
+            // Streamed events accumulate into one group over several takes while more are
+            // queued and no caller waits alone for its answer: the group commits (and pays its
+            // fsync) once for up to `max_group` events, as if one client had sent them all. Each
+            // take stays within the shared budget, so a unary append that arrives meanwhile is
+            // taken after at most one more take, and the group before it is passed on first.
+            let mut group = Prepared::default();
+            let (control, closed) = loop {
+                let taken = queue.take(
+                    self.max_group - group.jobs.len(),
+                    self.shared_group_signatures,
+                    |job| job.event.signatures.len(),
+                );
+                if !taken.items.is_empty() {
+                    group.extend(self.prepare_take(taken.items));
+                }
+                let pass_on = taken.urgent
+                    || taken.control.is_some()
+                    || taken.closed
+                    || group.jobs.len() >= self.max_group
+                    || queue.is_empty()
+                    || queue.urgent_waiting();
+                if pass_on {
+                    break (taken.control, taken.closed);
+                }
+            };
+            if !group.jobs.is_empty() {
+                let _ = out.send(Stage::Group(group.jobs, group.preps, group.now));
             }
             crate::metrics::queue_depth(queue.len()); // ops: metrics
-            match taken.control {
+            match control {
                 Some(Msg::Stop) => {
                     // Refuse new appends; answer everything already queued, then exit.
                     queue.close();
                     loop {
                         let rest = queue.take(self.max_group, usize::MAX, |_| 0);
                         if !rest.items.is_empty() {
-                            self.pass_on(rest.items, &out);
+                            let g = self.prepare_take(rest.items);
+                            let _ = out.send(Stage::Group(g.jobs, g.preps, g.now));
                         }
                         if let Some(Msg::AtBoundary(f)) = rest.control {
                             let _ = out.send(Stage::AtBoundary(f));
@@ -106,19 +145,20 @@ impl Verifier {
                 Some(Msg::AtBoundary(f)) => {
                     let _ = out.send(Stage::AtBoundary(f));
                 }
-                None if taken.closed => return,
+                None if closed => return,
                 None => {}
             }
         }
     }
 
-    fn pass_on(&self, items: Vec<(Arc<Peer>, Job)>, out: &std::sync::mpsc::SyncSender<Stage>) {
+    /// Checks one take off the queue (see [`Verifier::prepare_group`]).
+    fn prepare_take(&self, items: Vec<(Arc<Peer>, Job)>) -> Prepared {
         let now = crate::time::now_nanos();
         let verify_started = std::time::Instant::now(); // ops: metrics
-        let (peers, group): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-        let prepared = self.prepare_group(&peers, &group, now);
+        let (peers, jobs): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let preps = self.prepare_group(&peers, &jobs, now);
         crate::metrics::group_verified(verify_started.elapsed()); // ops: metrics
-        let _ = out.send(Stage::Group(group, prepared, now));
+        Prepared { jobs, preps, now }
     }
 
     /// Stateless checks of every event in the group, then the cheap signer checks, then all

@@ -202,8 +202,9 @@ impl Writer {
     /// Commits what the verifier hands over, in order. Groups the verifier finished while the
     /// writer was busy with the previous commit are checked and committed together, up to
     /// `max_group` events: one transaction, one fsync and one signed checkpoint for all of them.
-    /// The verifier cuts groups small while several connections compete (`admission`), so that
-    /// a station's event is verified soon after it arrives; without this, each of those small
+    /// The verifier takes small bites off the queue while several connections compete
+    /// (`admission`), so that a station's event is verified soon after it arrives, and passes a
+    /// group on after each bite while a unary caller waits; without this, each of those small
     /// groups would pay its own fsync and the writer, not the CPU, would bound a busy server.
     /// Merging only happens when groups are already waiting, so it never delays an event the
     /// writer could have taken sooner.
