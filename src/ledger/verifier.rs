@@ -322,3 +322,95 @@ impl Verifier {
 pub(super) fn meaning_of(sig: &crate::pb::Signature) -> SignatureMeaning {
     SignatureMeaning::try_from(sig.meaning).unwrap_or(SignatureMeaning::Unspecified)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Policy, PolicyBook};
+
+    /// Queues an event (one signature: each costs 1 against the bite) marked `tag`; urgent as a
+    /// unary append, otherwise as a stream's.
+    fn queue(q: &FairQueue<Job, Msg>, peer: &Arc<Peer>, tag: &str, urgent: bool) {
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let job = Job {
+            event: SignedEvent {
+                body: tag.as_bytes().to_vec(),
+                signatures: vec![Default::default()],
+            },
+            reply,
+        };
+        if urgent {
+            q.try_push(peer, job).ok().expect("room");
+        } else {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(q.push_wait(peer, job)).ok().expect("room");
+        }
+    }
+
+    /// Runs the verifier over what is queued (bites of `bite` signatures) until a stop queued
+    /// behind it all; the groups it handed the writer, as the tags of their events.
+    fn groups_of(q: &FairQueue<Job, Msg>, bite: usize) -> Vec<Vec<String>> {
+        let mut v = Verifier {
+            registry: Arc::new(RwLock::new(Registry::new(&[]))),
+            max_group: 1024,
+            shared_group_signatures: bite,
+            book: Arc::new(RwLock::new(PolicyBook::new(
+                Policy::default_autologous_car_t(),
+            ))),
+        };
+        let _ = q.push_control(Msg::Stop);
+        let (tx, rx) = std::sync::mpsc::sync_channel(10_000);
+        v.run(q, tx);
+        rx.into_iter()
+            .filter_map(|s| match s {
+                Stage::Group(g, _, _) => Some(
+                    g.iter()
+                        .map(|j| String::from_utf8_lossy(&j.event.body).into_owned())
+                        .collect(),
+                ),
+                Stage::AtBoundary(_) => None,
+            })
+            .collect()
+    }
+
+    fn two_streams(q: &FairQueue<Job, Msg>) {
+        let (a, b) = (Peer::local(), Peer::local());
+        for _ in 0..300 {
+            queue(q, &a, "a", false);
+            queue(q, &b, "b", false);
+        }
+    }
+
+    /// Two streams' queued events, taken in bites of 2 signatures (one event per stream), go on
+    /// to the writer as one group: one commit, not 300.
+    #[test]
+    fn streamed_events_gather_into_one_group_over_several_takes() {
+        let q = FairQueue::new(10_000);
+        two_streams(&q);
+        let sizes: Vec<usize> = groups_of(&q, 2).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![600]);
+    }
+
+    /// A unary append waiting behind the same streams ends the group being gathered after one
+    /// bite, and its own group goes on after its bite: it never waits for 600 events.
+    #[test]
+    fn a_waiting_unary_append_ends_the_group_being_gathered() {
+        let q = FairQueue::new(10_000);
+        two_streams(&q);
+        queue(&q, &Peer::local(), "station", true);
+        let groups = groups_of(&q, 2);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 601);
+        let at = groups
+            .iter()
+            .position(|g| g.iter().any(|t| t == "station"))
+            .expect("the station's event was handed on");
+        assert!(
+            at <= 1 && groups[at].len() <= 3,
+            "the station's event went on in group {at} of {} events: {:?}",
+            groups[at].len(),
+            groups.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+    }
+}
