@@ -5,12 +5,12 @@
 //! turn, so a stream with hundreds of events queued cannot make a station's single append wait
 //! behind them. While more than one peer has work queued, a take is also cut at a budget of
 //! signatures, so no one waits behind another peer's large group. The queue also counts the
-//! items whose caller waits alone for its receipt (a unary append, [`FairQueue::try_push`]) apart
-//! from streamed ones ([`FairQueue::push_wait`]): the verifier lets a group of streamed events
-//! grow across several takes only while no such caller is waiting (`ledger::verifier`). A peer whose events keep
-//! failing signature verification collects strikes (they decay by one a second): past
-//! [`THROTTLE_STRIKES`] its appends are delayed, past [`CUT_OFF_STRIKES`] it is cut off — its
-//! queued events are refused unverified and its connection is closed (`conn`).
+//! items whose caller waits alone for its receipt (a unary append, [`FairQueue::try_push`])
+//! apart from streamed ones ([`FairQueue::push_wait`]): the verifier lets a group of streamed
+//! events grow across several takes only while no such caller is waiting (`ledger::verifier`).
+//! A peer whose events keep failing signature verification collects strikes (they decay by one
+//! a second): past [`THROTTLE_STRIKES`] its appends are delayed, past [`CUT_OFF_STRIKES`] it is
+//! cut off — its queued events are refused unverified and its connection is closed (`conn`).
 //! Pure bookkeeping: no I/O; the verifier thread blocks on [`FairQueue::take`].
 
 use std::collections::{HashMap, VecDeque};
