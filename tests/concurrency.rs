@@ -182,17 +182,18 @@ async fn sixty_four_clients_on_distinct_chains_lose_nothing_and_leave_no_gaps() 
     server.stop().await;
 }
 
-/// Small groups the verifier finished while the writer was busy are committed together (one
-/// transaction, one fsync, one checkpoint). While several connections have appends queued the
-/// verifier cuts a group at a signature budget, here 1 signature: each of its groups holds one
-/// connection's event, so without the merge no commit could hold events of two connections.
-/// The writer is held for a moment while four connections queue appends; receipts of events from
-/// different connections must then share a tree size (the size after their one commit).
-#[tokio::test]
-async fn small_groups_that_wait_for_the_writer_are_committed_together() {
-    use std::collections::{HashMap, HashSet};
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::builder(dir.path())
+/// A server whose verifier takes one signature's worth off the queue at a time while
+/// connections compete, a registered nurse `name`, and its writer held busy for 800 ms from
+/// 100 ms after the call (the handle ends when the writer is free again).
+async fn one_signature_takes_and_a_busy_writer(
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    TestServer,
+    celltrail::note::NoteSigner,
+    tokio::task::JoinHandle<Result<(), celltrail::ledger::LedgerError>>,
+) {
+    let server = TestServer::builder(dir)
         .ledger_options(celltrail::ledger::LedgerOptions {
             shared_group_signatures: 1,
             ..Default::default()
@@ -200,7 +201,7 @@ async fn small_groups_that_wait_for_the_writer_are_committed_together() {
         .start()
         .await;
     let mut c = server.client().await;
-    let nurse = signer("nurse.merge");
+    let nurse = signer(name);
     register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
     let hold = {
         let ledger = server.ledger.clone();
@@ -211,6 +212,21 @@ async fn small_groups_that_wait_for_the_writer_are_committed_together() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
+    (server, nurse, hold)
+}
+
+/// Small groups the verifier finished while the writer was busy are committed together (one
+/// transaction, one fsync, one checkpoint). While several connections have appends queued the
+/// verifier cuts a group at a signature budget, here 1 signature: each of its groups holds one
+/// connection's event, so without the merge no commit could hold events of two connections.
+/// The writer is held for a moment while four connections queue appends; receipts of events from
+/// different connections must then share a tree size (the size after their one commit).
+#[tokio::test]
+async fn small_groups_that_wait_for_the_writer_are_committed_together() {
+    use std::collections::{HashMap, HashSet};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, nurse, hold) =
+        one_signature_takes_and_a_busy_writer(dir.path(), "nurse.merge").await;
     let mut tasks = Vec::new();
     for conn in 0..4 {
         let c = server.client().await;
@@ -257,25 +273,8 @@ async fn small_groups_that_wait_for_the_writer_are_committed_together() {
 async fn streamed_events_of_several_connections_commit_in_few_groups() {
     use std::collections::HashSet;
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::builder(dir.path())
-        .ledger_options(celltrail::ledger::LedgerOptions {
-            shared_group_signatures: 1,
-            ..Default::default()
-        })
-        .start()
-        .await;
-    let mut c = server.client().await;
-    let nurse = signer("nurse.stream-groups");
-    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
-    let hold = {
-        let ledger = server.ledger.clone();
-        tokio::spawn(async move {
-            ledger
-                .at_group_boundary(|| std::thread::sleep(Duration::from_millis(800)))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (server, nurse, hold) =
+        one_signature_takes_and_a_busy_writer(dir.path(), "nurse.stream-groups").await;
     const PER_STREAM: usize = 40;
     let mut tasks = Vec::new();
     for conn in 0..4 {

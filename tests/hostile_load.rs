@@ -58,6 +58,40 @@ fn forged(chain: &str, names: &[String], forger: &NoteSigner) -> SignedEvent {
     ev
 }
 
+/// A station's 60 enrolments on chains `PREFIX-i`, one at a time, 25 ms apart: the latency of
+/// each append, sorted.
+async fn station_appends(
+    c: &mut celltrail::client::Client,
+    station: &NoteSigner,
+    prefix: &str,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    for i in 0..60 {
+        let ev = signed_at_link(
+            &format!("{prefix}-{i}"),
+            0,
+            vec![0; 32],
+            celltrail::time::now_nanos(),
+            "HOSP-A",
+            enrolled(),
+            &[(station, SignatureMeaning::Performed)],
+        );
+        let started = Instant::now();
+        c.append(ev)
+            .await
+            .expect("the station's append is accepted");
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    latencies.sort();
+    latencies
+}
+
+/// The `q` quantile of sorted `latencies` (the worst of them for q near 1).
+fn quantile(latencies: &[Duration], q: f64) -> Duration {
+    latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
+}
+
 #[derive(Default)]
 struct AttackTally {
     sent: AtomicUsize,
@@ -161,31 +195,12 @@ async fn amplification_attack_does_not_starve_a_station() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut latencies = Vec::new();
-    for i in 0..60 {
-        let ev = signed_at_link(
-            &format!("STATION-{i}"),
-            0,
-            vec![0; 32],
-            celltrail::time::now_nanos(),
-            "HOSP-A",
-            enrolled(),
-            &[(&station, SignatureMeaning::Performed)],
-        );
-        let started = Instant::now();
-        c.append(ev)
-            .await
-            .expect("the station's append is accepted");
-        latencies.push(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let latencies = station_appends(&mut c, &station, "STATION").await;
     stop.store(true, Ordering::Relaxed);
     for a in attackers {
         let _ = tokio::time::timeout(Duration::from_secs(10), a).await;
     }
-    latencies.sort();
-    let p =
-        |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).min(latencies.len()) - 1];
+    let p = |q: f64| quantile(&latencies, q);
     eprintln!(
         "station under attack: {} appends, p50 {:?}, p99 {:?}, max {:?}; attackers sent {} forged \
          events on {} connections, cut off {} times",
@@ -284,24 +299,7 @@ async fn bulk_streams_of_valid_events_do_not_delay_a_station() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started_load = Instant::now();
-    let mut latencies = Vec::new();
-    for i in 0..60 {
-        let ev = signed_at_link(
-            &format!("STATION-BULK-{i}"),
-            0,
-            vec![0; 32],
-            celltrail::time::now_nanos(),
-            "HOSP-A",
-            enrolled(),
-            &[(&station, SignatureMeaning::Performed)],
-        );
-        let started = Instant::now();
-        c.append(ev)
-            .await
-            .expect("the station's append is accepted");
-        latencies.push(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let latencies = station_appends(&mut c, &station, "STATION-BULK").await;
     stop.store(true, Ordering::Relaxed);
     let mut bulk = 0;
     for l in loaders {
@@ -311,9 +309,7 @@ async fn bulk_streams_of_valid_events_do_not_delay_a_station() {
             .unwrap();
     }
     let rate = bulk as f64 / started_load.elapsed().as_secs_f64();
-    latencies.sort();
-    let p =
-        |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).min(latencies.len()) - 1];
+    let p = |q: f64| quantile(&latencies, q);
     eprintln!(
         "station beside 2 bulk streams: {} appends, p50 {:?}, p99 {:?}; bulk streams: {bulk} \
          events accepted ({rate:.0}/s)",
