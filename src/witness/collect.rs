@@ -326,7 +326,10 @@ mod tests {
             "no-equals".to_string(),
         ] {
             let e = WitnessTarget::parse(&bad).unwrap_err();
-            let seed = secret.rsplit('+').next().unwrap();
+            // PRIVATE+KEY+name+hash+base64: the key material is the fifth field, whole (its
+            // base64 may itself hold '+'; a short tail after one would match any message).
+            let seed = secret.splitn(5, '+').nth(4).unwrap();
+            assert!(seed.len() >= 40, "{secret}");
             assert!(!e.contains(seed), "{e}");
             assert!(e.starts_with("--witness"), "{e}");
         }
