@@ -48,6 +48,9 @@ pub struct ConfigFile {
     pub store: Option<String>,
     /// Address clients dial to reach this server (`serve --advertise`).
     pub advertise: Option<String>,
+    /// File whose first line is the passphrase of log.key and admin.key
+    /// (`serve --key-passphrase-file`; the file itself must be 0600, as for the flag).
+    pub key_passphrase_file: Option<PathBuf>,
 }
 
 /// `[client]`: the flags of every client command (event, chain, scan, key, export, report,
@@ -97,6 +100,7 @@ impl ConfigFile {
             &mut file.tls_cert,
             &mut file.tls_key,
             &mut file.client_ca,
+            &mut file.key_passphrase_file,
             &mut file.client.tls_ca,
             &mut file.client.tls_cert,
             &mut file.client.tls_key,
@@ -165,6 +169,12 @@ pub fn apply_to_serve(a: &mut ServeArgs, m: &ArgMatches, file: &ConfigFile) {
     fill(&mut a.client_ca, m, "client_ca", &file.client_ca);
     fill(&mut a.store, m, "store", &file.store);
     fill(&mut a.advertise, m, "advertise", &file.advertise);
+    fill(
+        &mut a.keys.key_passphrase_file,
+        m,
+        "key_passphrase_file",
+        &file.key_passphrase_file,
+    );
 }
 
 /// Sets an optional value from the file when neither a flag nor the environment gave it.
@@ -413,6 +423,35 @@ mod tests {
             "b:1",
         ]));
         assert_eq!(a.advertise.as_deref(), Some("b:1"), "flag beats file");
+    }
+
+    /// An unattended server configured by one file: the passphrase file of its keys comes from
+    /// the file (relative to it), and a flag still wins.
+    #[test]
+    fn file_gives_the_key_passphrase_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("celltrail.toml");
+        std::fs::write(&cfg, "key_passphrase_file = \"secrets/pass\"\n").unwrap();
+        let c = cfg.to_str().unwrap();
+        let a = serve(parse(&["celltrail", "--config", c, "serve"]));
+        assert_eq!(
+            a.keys.key_passphrase_file,
+            Some(dir.path().join("secrets/pass")),
+            "from the file, relative to it"
+        );
+        let a = serve(parse(&[
+            "celltrail",
+            "--config",
+            c,
+            "serve",
+            "--key-passphrase-file",
+            "/run/other",
+        ]));
+        assert_eq!(
+            a.keys.key_passphrase_file.as_deref(),
+            Some(std::path::Path::new("/run/other")),
+            "flag beats file"
+        );
     }
 
     /// `[client] server` is the default of every client command's --server (a server list
