@@ -378,19 +378,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// The start-up lines of `serve`: plain text on stdout, or with `--log-format json` one JSON
 /// object per line in the shape of the log lines (`timestamp`, `level`, `target`, `message`
 /// and named fields), warnings on stderr as the logs are.
+#[derive(Clone, Copy)]
 struct Banner {
     json: bool,
 }
 
 impl Banner {
-    fn say(&self, level: &str, message: &str, fields: &[(&str, String)], text: &str) {
-        if !self.json {
-            match level {
-                "INFO" => println!("{text}"),
-                _ => eprintln!("{text}"),
-            }
-            return;
+    /// A line for stderr whatever its level: a JSON object under `--log-format json`, else
+    /// `celltrail: TEXT`.
+    fn say_on_stderr(&self, level: &str, message: &str, text: &str) {
+        if self.json {
+            eprintln!("{}", self.json_line(level, message, &[]));
+        } else {
+            eprintln!("celltrail: {text}");
         }
+    }
+
+    fn say(&self, level: &str, message: &str, fields: &[(&str, String)], text: &str) {
+        let line = if self.json {
+            self.json_line(level, message, fields)
+        } else {
+            text.to_string()
+        };
+        match level {
+            "INFO" => println!("{line}"),
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    fn json_line(&self, level: &str, message: &str, fields: &[(&str, String)]) -> String {
         let mut o = serde_json::Map::new();
         o.insert(
             "timestamp".into(),
@@ -402,11 +418,7 @@ impl Banner {
             o.insert((*k).into(), v.clone().into());
         }
         o.insert("target".into(), "celltrail::serve".into());
-        let line = serde_json::Value::Object(o).to_string();
-        match level {
-            "INFO" => println!("{line}"),
-            _ => eprintln!("{line}"),
-        }
+        serde_json::Value::Object(o).to_string()
     }
 }
 
@@ -451,7 +463,13 @@ async fn serve(a: ServeArgs, format: LogFormat) -> anyhow::Result<()> {
         o.trust_anchors = a.trust_anchors.clone();
         crate::server::serve_key_passphrase(&o, a.keys.key_passphrase_file.as_deref())?
     };
-    let shutdown = crate::server::shutdown_signal();
+    let shutdown = {
+        let signalled = crate::server::shutdown_requested();
+        async move {
+            signalled.await;
+            banner.say_on_stderr("INFO", "shutting down", crate::server::SHUTTING_DOWN);
+        }
+    };
     // Bound now (a taken or forbidden address fails here), listening only once the data
     // directory is open: a client that connects finds a server ready to answer.
     let socket = bind(&a.listen)

@@ -860,6 +860,18 @@ pub struct KeyPassphraseArg {
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (not when
 /// first polled), so a signal that arrives right after "serving on" is printed is not lost.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let signalled = shutdown_requested();
+    async move {
+        signalled.await;
+        eprintln!("celltrail: {SHUTTING_DOWN}");
+    }
+}
+
+/// What a server says when it is asked to stop.
+pub const SHUTTING_DOWN: &str = "shutting down (finishing appends in flight)";
+
+/// [`shutdown_signal`] that says nothing (the caller reports the stop in its log format).
+pub fn shutdown_requested() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
@@ -868,6 +880,5 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = int.recv() => {},
             _ = term.recv() => {},
         }
-        eprintln!("celltrail: shutting down (finishing appends in flight)");
     }
 }

@@ -391,9 +391,15 @@ fn with_json_logs_the_startup_banner_is_json_too() {
         .unwrap()
         .starts_with("admin+"));
     assert!(lines.iter().any(|v| v["log_vkey"].is_string()));
-    for l in err.lines().filter(|l| l.starts_with('{')) {
-        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    // Every line, the shutdown's included: a log pipeline reading JSON gets nothing else.
+    for l in err.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(l)
+            .unwrap_or_else(|e| panic!("not JSON ({e}) on stderr: {l}"));
     }
+    assert!(
+        err.contains("\"message\":\"shutting down\""),
+        "no JSON shutdown line:\n{err}"
+    );
 }
 
 /// `celltrail policy activate FILE` records the table (issue 13 point 10) and says where it is
