@@ -1368,6 +1368,11 @@ async fn interactive_bedside_mismatch_records_the_near_miss_signed_by_the_nurse(
         pty_step(&mut p, &mut seen, "MISMATCH", None);
         pty_step(&mut p, &mut seen, "WRONG PATIENT", None);
         pty_step(&mut p, &mut seen, "Recording this near miss for QA", None);
+        // What will be signed, before the badge prompt.
+        pty_step(&mut p, &mut seen, "NEAR MISS RECORD", None);
+        pty_step(&mut p, &mut seen, "IDENTITY_CHECK_FAILED", None);
+        pty_step(&mut p, &mut seen, "scanned_wristband_coi_ref", None);
+        pty_step(&mut p, &mut seen, "PERFORMED", None);
         pty_step(
             &mut p,
             &mut seen,

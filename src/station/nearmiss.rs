@@ -23,9 +23,29 @@ impl Station {
         chain: &str,
         fields: BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
+        println!("  Recording this near miss for QA (it changes nothing on the chain).");
+        // What the signature will be over, before anyone is asked to sign (as the SUMMARY
+        // before an event's signature; another title, so nobody takes it for the check).
+        println!("------------------- NEAR MISS RECORD -------------------");
+        println!("  EVENT      {}", KIND.to_ascii_uppercase());
+        println!("  CHAIN      {chain}");
+        println!(
+            "  SITE       {}",
+            self.a.site.as_deref().unwrap_or_default()
+        );
+        println!("  WHEN       the time of signing");
+        let width = fields.keys().map(|k| k.len()).max().unwrap_or(0).max(10);
+        for (k, v) in &fields {
+            println!("  {k:<width$} {v}");
+        }
+        println!(
+            "  SIGNER     {} {}",
+            me.map_or("the person who scanned", |k| k.name.as_str()),
+            crate::manifest::meaning_text(SignatureMeaning::Performed as i32)
+        );
+        println!("---------------------------------------------------------");
         let detail = client::detail_from_fields(KIND, Fields::from_map(fields))
             .map_err(anyhow::Error::msg)?;
-        println!("  Recording this near miss for QA (it changes nothing on the chain).");
         let opened;
         let signer = match me {
             Some(me) => me,
