@@ -1,5 +1,6 @@
 //! SECURITY.md's "Hostile clients" table names, for each attack, the test that proves its
-//! defence as `file::test_name`; every one must exist as `fn test_name(` in `tests/file.rs`,
+//! defence as `file::test_name` (or `src/PATH.rs::test_name` for a unit test); every one must
+//! exist as `fn test_name(` in `tests/file.rs` (or in that source file),
 //! and every attack of issue 16 must have a row, so the table cannot cite a test that was
 //! renamed or removed, nor lose an attack.
 
@@ -18,15 +19,25 @@ fn hostile_rows(doc: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `file::name` references in a row's last cell.
+/// `file::name` (a test in `tests/file.rs`) and `src/PATH.rs::name` (a unit test) references
+/// in a row's last cell, as (path from the crate root, test name).
 fn named_tests(row: &str) -> Vec<(String, String)> {
     let last = row.trim_end_matches('|').rsplit('|').next().unwrap_or("");
     last.split('`')
         .skip(1)
         .step_by(2)
         .filter_map(|t| t.split_once("::"))
-        .filter(|(file, name)| !file.contains('/') && !name.contains(' '))
-        .map(|(f, n)| (f.to_string(), n.to_string()))
+        .filter(|(_, name)| !name.contains(' ') && !name.contains("::"))
+        .filter_map(|(file, name)| {
+            let path = if file.starts_with("src/") && file.ends_with(".rs") {
+                file.to_string()
+            } else if !file.contains('/') {
+                format!("tests/{file}.rs")
+            } else {
+                return None;
+            };
+            Some((path, name.to_string()))
+        })
         .collect()
 }
 
@@ -40,13 +51,11 @@ fn every_attack_row_names_tests_that_exist() {
         let tests = named_tests(row);
         assert!(!tests.is_empty(), "a row names no test: {row}");
         for (file, name) in tests {
-            let path = root.join("tests").join(format!("{file}.rs"));
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-                panic!("SECURITY.md names {file}::{name}, but {path:?} is missing")
-            });
+            let text = std::fs::read_to_string(root.join(&file))
+                .unwrap_or_else(|_| panic!("SECURITY.md names {name} in {file}, which is missing"));
             assert!(
                 text.contains(&format!("fn {name}(")),
-                "SECURITY.md names {file}::{name}, which tests/{file}.rs does not define"
+                "SECURITY.md names {name} in {file}, which does not define it"
             );
         }
     }
