@@ -30,6 +30,32 @@ pub struct ChainSummary {
     pub manufacturing_started_unix_nanos: Option<i64>,
     #[serde(default)]
     pub thawed_at_unix_nanos: Option<i64>,
+    /// Near misses recorded on the chain (`identity_check_failed`: a wrong patient at the
+    /// bedside, a wrong shipper at a receipt). `None`: the summary was written by a version
+    /// that did not count them (the writer counts them from the chain at its next event).
+    #[serde(default)]
+    pub near_misses: Option<NearMisses>,
+}
+
+/// How many near misses a chain has, and when the last one happened (its occurred time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NearMisses {
+    pub count: u32,
+    pub last_unix_nanos: i64,
+}
+
+impl NearMisses {
+    /// After one more event, a near miss or not, that happened at `occurred`.
+    pub fn after(self, near_miss: bool, occurred: i64) -> NearMisses {
+        if near_miss {
+            NearMisses {
+                count: self.count.saturating_add(1),
+                last_unix_nanos: occurred.max(self.last_unix_nanos),
+            }
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,12 +66,14 @@ pub struct HoldSummary {
 }
 
 impl ChainSummary {
-    /// The summary after an event that left the chain in `st`, given the summary before it.
+    /// The summary after an event that left the chain in `st`, given the summary before it and
+    /// the chain's near misses including this event.
     pub fn after(
         chain_id: &str,
         prev: Option<&ChainSummary>,
         st: &ChainState,
         occurred: i64,
+        near_misses: NearMisses,
     ) -> ChainSummary {
         let since = match prev {
             Some(p) if p.state == st.state => p.state_since_unix_nanos,
@@ -68,6 +96,7 @@ impl ChainSummary {
             last_occurred_unix_nanos: st.last_occurred_unix_nanos,
             manufacturing_started_unix_nanos: st.manufacturing_started_unix_nanos,
             thawed_at_unix_nanos: st.thawed_at_unix_nanos,
+            near_misses: Some(near_misses),
         }
     }
 
@@ -86,6 +115,7 @@ impl ChainSummary {
             last_occurred_unix_nanos: 0,
             manufacturing_started_unix_nanos: None,
             thawed_at_unix_nanos: None,
+            near_misses: None,
         }
     }
 
@@ -241,7 +271,29 @@ mod tests {
             last_occurred_unix_nanos: 0,
             manufacturing_started_unix_nanos: None,
             thawed_at_unix_nanos: None,
+            near_misses: Some(NearMisses::default()),
         }
+    }
+
+    /// A summary stored by a version that did not count near misses reads as "not counted",
+    /// never as none; each near miss counts once and keeps the latest time.
+    #[test]
+    fn near_misses_count_and_an_older_summary_reads_as_not_counted() {
+        let mut old = serde_json::to_value(summary("Enrolled")).unwrap();
+        old.as_object_mut().unwrap().remove("near_misses");
+        let old = ChainSummary::from_bytes(old.to_string().as_bytes()).unwrap();
+        assert_eq!(old.near_misses, None);
+        let n = NearMisses::default()
+            .after(true, 50)
+            .after(false, 60)
+            .after(true, 40);
+        assert_eq!(
+            n,
+            NearMisses {
+                count: 2,
+                last_unix_nanos: 50
+            }
+        );
     }
 
     #[test]

@@ -410,3 +410,191 @@ fn console_clocks_and_limits_follow_the_table_in_force() {
         "the leg's limit is the activated table's {limit}: {leg}"
     );
 }
+
+/// A near miss (a wrong patient at the bedside) reaches QA on the worklist: the counts name the
+/// chains with near misses, the chain's row says how many and when, and the near-miss page lists
+/// it — read from the chain summaries the writer keeps, in headless Chromium.
+#[test]
+fn near_misses_are_flagged_on_the_worklist_and_listed() {
+    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    let Some(bin) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let server = common::TestServer::start(&data).await;
+        let mut c = server.client().await;
+        let nurse = common::signer("nurse.near");
+        common::register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+        let now = celltrail::time::now_nanos();
+        let sign = |chain: &str, seq: u64, prev: Vec<u8>, detail: Detail| {
+            common::signed_at_link(
+                chain,
+                seq,
+                prev,
+                now,
+                "HOSP-A",
+                detail,
+                &[(&nurse, SignatureMeaning::Performed)],
+            )
+        };
+        let enrolled = || {
+            Detail::Enrolled(Enrolled {
+                coi_ref: "CHA999926PAT001".into(),
+                therapy: "CAR-T".into(),
+                manufacturing_site: "MFG-1".into(),
+            })
+        };
+        let near = c
+            .append(sign("BAG-NEAR", 0, vec![0; 32], enrolled()))
+            .await
+            .expect("enrolled")
+            .into_inner();
+        c.append(sign("BAG-CALM", 0, vec![0; 32], enrolled()))
+            .await
+            .expect("enrolled");
+        let mut prev = near.event_hash;
+        for seq in 1..=2 {
+            prev = c
+                .append(sign(
+                    "BAG-NEAR",
+                    seq,
+                    prev,
+                    Detail::IdentityCheckFailed(IdentityCheckFailed {
+                        check: "bedside_check".into(),
+                        reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
+                        scanned_wristband_coi_ref: "CHA999926PAT002".into(),
+                        ..Default::default()
+                    }),
+                ))
+                .await
+                .expect("near miss")
+                .into_inner()
+                .event_hash;
+        }
+        server.stop().await;
+    });
+    let server = Server::start(&data, &[]);
+    let mut b = Browser::launch(&bin);
+    b.bearer(TOKEN);
+
+    b.goto(&server.url("/"));
+    let counts = b.text_of("#counts");
+    assert!(counts.contains("Chains with near misses\t1"), "{counts}");
+    let rows = b.text_of("table.worklist");
+    let near_row = rows
+        .lines()
+        .find(|l| l.contains("BAG-NEAR"))
+        .unwrap_or_else(|| panic!("no BAG-NEAR row:\n{rows}"));
+    assert!(near_row.contains("NEAR MISS ×2 (last "), "{near_row}");
+    let calm_row = rows.lines().find(|l| l.contains("BAG-CALM")).unwrap();
+    assert!(!calm_row.contains("NEAR MISS"), "{calm_row}");
+    b.screenshot(&artifacts().join("worklist-near-misses.png"));
+
+    b.goto(&server.url("/near-misses"));
+    let listed = b.text_of("#near-misses");
+    assert!(listed.contains("BAG-NEAR\tEnrolled\t2\t"), "{listed}");
+    assert!(!listed.contains("BAG-CALM"), "{listed}");
+    let errors = b.errors();
+    assert!(errors.is_empty(), "browser errors: {errors:#?}");
+}
+
+/// A chain whose summary was written before near misses were counted (by an older version)
+/// shows "not counted", and its next event counts the near misses already on the chain from
+/// its stored entries: nothing recorded before is left out of the count.
+#[test]
+fn near_misses_recorded_before_they_were_counted_are_counted_at_the_next_event() {
+    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    use celltrail::storage::{Group, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let nurse = common::signer("nurse.old");
+    let sign = |seq: u64, prev: Vec<u8>, detail: Detail| {
+        common::signed_at_link(
+            "BAG-OLD",
+            seq,
+            prev,
+            celltrail::time::now_nanos(),
+            "HOSP-A",
+            detail,
+            &[(&nurse, SignatureMeaning::Performed)],
+        )
+    };
+    let near_miss = || {
+        Detail::IdentityCheckFailed(IdentityCheckFailed {
+            check: "bedside_check".into(),
+            reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
+            scanned_wristband_coi_ref: "CHA999926PAT002".into(),
+            ..Default::default()
+        })
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let prev = rt.block_on(async {
+        let server = common::TestServer::start(&data).await;
+        let mut c = server.client().await;
+        common::register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+        let r = c
+            .append(sign(
+                0,
+                vec![0; 32],
+                Detail::Enrolled(Enrolled {
+                    coi_ref: "CHA999926PAT001".into(),
+                    therapy: "CAR-T".into(),
+                    manufacturing_site: "MFG-1".into(),
+                }),
+            ))
+            .await
+            .expect("enrolled")
+            .into_inner();
+        let r = c
+            .append(sign(1, r.event_hash, near_miss()))
+            .await
+            .expect("near miss")
+            .into_inner();
+        server.stop().await;
+        r.event_hash
+    });
+    // What an older version left: the same summary without the near-miss count.
+    let db = celltrail::datadir::DataDir::new(&data).db();
+    let summary = |rewrite_as_old: bool| {
+        let started = std::time::Instant::now();
+        let store = loop {
+            match celltrail::store::Store::open(&db) {
+                Ok(s) => break s,
+                Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("open the store: {e}"),
+            }
+        };
+        let mut s = store.chain_summary("BAG-OLD").unwrap().expect("a summary");
+        if rewrite_as_old {
+            s.near_misses = None;
+            store
+                .commit(&Group {
+                    summaries: vec![("BAG-OLD".into(), s.clone())],
+                    tree_size: store.tree_size().unwrap(),
+                    checkpoint: store.checkpoint().unwrap(),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+        s
+    };
+    assert_eq!(summary(false).near_misses.map(|n| n.count), Some(1));
+    assert_eq!(summary(true).near_misses, None);
+    let page = celltrail::console::pages::near_misses(&[summary(false)], 1);
+    assert!(
+        page.html.contains("did not count near misses"),
+        "the page says which chains were not counted"
+    );
+    rt.block_on(async {
+        let server = common::TestServer::start(&data).await;
+        let mut c = server.client().await;
+        c.append(sign(2, prev, near_miss()))
+            .await
+            .expect("second near miss");
+        server.stop().await;
+    });
+    let after = summary(false).near_misses.expect("counted again");
+    assert_eq!(after.count, 2, "the stored near miss and the new one");
+}

@@ -63,6 +63,7 @@ pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(worklist))
         .route("/holds", get(holds))
+        .route("/near-misses", get(near_misses))
         .route("/at-risk", get(risks))
         .route("/search", get(search))
         .route("/chain/{id}", get(chain))
@@ -260,6 +261,14 @@ async fn holds(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response 
             q.page.unwrap_or(1),
             crate::time::now_nanos(),
         )),
+        Err(e) => failure(e),
+    })
+    .await
+}
+
+async fn near_misses(State(c): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    blocking(move || match summaries(c.store.as_ref()) {
+        Ok(all) => ok(pages::near_misses(&all, q.page.unwrap_or(1))),
         Err(e) => failure(e),
     })
     .await

@@ -16,6 +16,7 @@ fn nav() -> Markup {
         nav.console {
             a href="/" { "Worklist" }
             a href="/holds" { "Open holds" }
+            a href="/near-misses" { "Near misses" }
             a href="/at-risk" { "At-risk clocks" }
             a href="/keys" { "Key registry" }
             a href="/checkpoint" { "Checkpoint" }
@@ -64,20 +65,65 @@ fn time(nanos: i64) -> String {
     crate::time::rfc3339(nanos / crate::time::NANOS_PER_SEC * crate::time::NANOS_PER_SEC)
 }
 
+/// A chain's near misses in a list: the count and the last one's time, "not counted" for a
+/// summary written before they were counted, nothing when there are none.
+fn near_miss_cell(s: &ChainSummary) -> Markup {
+    html! {
+        @match s.near_misses {
+            Some(n) if n.count > 0 => span.open { "NEAR MISS ×" (n.count) " (last " (time(n.last_unix_nanos)) ")" },
+            Some(_) => {},
+            None => span.muted { "not counted" },
+        }
+    }
+}
+
 fn chain_rows(rows: &[&ChainSummary], now: i64) -> Markup {
     html! {
         table.worklist {
-            thead { tr { th { "Chain" } th { "State" } th { "CoI reference" } th { "DIN / product bags" } th { "Hold" } th { "Last event" } } }
+            thead { tr { th { "Chain" } th { "State" } th { "CoI reference" } th { "DIN / product bags" } th { "Hold" } th { "Near misses" } th { "Last event" } } }
             tbody { @for s in rows { tr {
                 td { (chain_link(&s.chain_id)) }
                 td { (s.state) }
                 td { (s.coi_ref) }
                 td { (s.dins.join(", ")) @if !s.product_bag_ids.is_empty() { br; (s.product_bag_ids.join(", ")) } }
                 td { @if let Some(h) = &s.hold { span.open { "ON HOLD " (duration((now - h.opened_at_unix_nanos) as f64)) } } }
+                td { (near_miss_cell(s)) }
                 td { (time(s.last_occurred_unix_nanos)) " (seq " (s.seq) ")" }
             } } }
         }
     }
+}
+
+/// Chains with near misses, the most recent first; and how many summaries did not count them.
+pub fn near_misses(summaries: &[ChainSummary], page: usize) -> Page {
+    let mut with: Vec<&ChainSummary> = summaries
+        .iter()
+        .filter(|s| s.near_misses.is_some_and(|n| n.count > 0))
+        .collect();
+    with.sort_by_key(|s| std::cmp::Reverse(s.near_misses.map(|n| n.last_unix_nanos)));
+    let uncounted = summaries.iter().filter(|s| s.near_misses.is_none()).count();
+    let (rows, pager) = paged(&with, page, "/near-misses");
+    shell(
+        "Near misses",
+        html! {
+            p.muted { "Identity checks that failed at a station (a wrong patient at the bedside, a wrong shipper at a receipt), recorded for QA; each chain's batch record lists them." }
+            @if uncounted > 0 {
+                p #uncounted { (uncounted) " chain(s) last written by an older version, which did not count near misses: their batch records list any; they are counted at their next event." }
+            }
+            @if with.is_empty() { p #no-near-misses { "No near miss is recorded." } }
+            @else {
+                table #near-misses {
+                    thead { tr { th { "Chain" } th { "State" } th { "Near misses" } th { "Last" } } }
+                    tbody { @for s in rows { @if let Some(n) = s.near_misses { tr {
+                        td { (chain_link(&s.chain_id)) } td { (s.state) }
+                        td.open { (n.count) }
+                        td { (time(n.last_unix_nanos)) }
+                    } } } }
+                }
+                (pager)
+            }
+        },
+    )
 }
 
 /// The worklist: counts by state group, then the chains of one group (or all), paged.
@@ -91,9 +137,11 @@ pub fn worklist(
 ) -> Page {
     let mut counts = [0usize; Bucket::ALL.len()];
     let mut holds = 0;
+    let mut near_misses = 0;
     for s in summaries {
         counts[s.bucket() as usize] += 1;
         holds += usize::from(s.hold.is_some());
+        near_misses += usize::from(s.near_misses.is_some_and(|n| n.count > 0));
     }
     let selected: Vec<&ChainSummary> = summaries
         .iter()
@@ -115,6 +163,7 @@ pub fn worklist(
                     } }
                     tr { td { a href="/" { "All chains" } } td { (summaries.len()) } }
                     tr { td { a href="/holds" { "Open holds" } } td class=(if holds > 0 { "open" } else { "" }) { (holds) } }
+                    tr { td { a href="/near-misses" { "Chains with near misses" } } td class=(if near_misses > 0 { "open" } else { "" }) { (near_misses) } }
                     tr { td { a href="/at-risk" { "At-risk clocks" } } td class=(if at_risk > 0 { "over" } else { "" }) { (at_risk) } }
                 }
             }

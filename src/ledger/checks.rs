@@ -484,3 +484,29 @@ fn signer_of(rec: &crate::registry::KeyRecord, sig: &crate::pb::Signature) -> Si
         valid_from_unix_nanos: rec.valid_from,
     }
 }
+
+/// The near misses (`identity_check_failed`) among a chain's stored entries.
+pub(super) fn near_misses_stored(
+    store: &dyn crate::storage::Storage,
+    chain_id: &str,
+) -> Result<crate::summary::NearMisses, LedgerError> {
+    let broken = |index: u64, why: String| {
+        LedgerError::Storage(format!(
+            "cannot count the near misses of chain {chain_id}: entry {index}: {why}"
+        ))
+    };
+    let mut n = crate::summary::NearMisses::default();
+    for index in store.chain_indices(chain_id)? {
+        let bytes = store
+            .entry(index)?
+            .ok_or_else(|| broken(index, "missing".into()))?;
+        let entry = LogEntry::decode(bytes.as_slice()).map_err(|e| broken(index, e.to_string()))?;
+        let body =
+            EventBody::decode(entry.body.as_slice()).map_err(|e| broken(index, e.to_string()))?;
+        n = n.after(
+            matches!(body.detail, Some(Detail::IdentityCheckFailed(_))),
+            body.occurred_at_unix_nanos,
+        );
+    }
+    Ok(n)
+}

@@ -598,11 +598,23 @@ impl Writer {
                     None => self.store.chain_summary(&body.chain_id)?,
                 },
             };
+            // Near misses so far: from the summary, or counted once from the chain when its
+            // summary was written by a version that did not count them.
+            let before = match prev.as_ref().and_then(|p| p.near_misses) {
+                Some(n) => n,
+                None if body.seq == 0 => crate::summary::NearMisses::default(),
+                None => super::checks::near_misses_stored(store, &body.chain_id)?,
+            };
+            let near_miss = matches!(
+                body.detail,
+                Some(crate::pb::event_body::Detail::IdentityCheckFailed(_))
+            );
             let summary = crate::summary::ChainSummary::after(
                 &body.chain_id,
                 prev.as_ref(),
                 st,
                 body.occurred_at_unix_nanos,
+                before.after(near_miss, body.occurred_at_unix_nanos),
             );
             ov.batch.summaries.push((body.chain_id.clone(), summary));
         }
