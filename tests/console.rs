@@ -584,7 +584,7 @@ fn near_misses_recorded_before_they_were_counted_are_counted_at_the_next_event()
     assert_eq!(summary(true).near_misses, None);
     let page = celltrail::console::pages::near_misses(&[summary(false)], 1);
     assert!(
-        page.html.contains("did not count near misses"),
+        page.html.contains("does not count near misses"),
         "the page says which chains were not counted"
     );
     rt.block_on(async {

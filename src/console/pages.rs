@@ -94,7 +94,7 @@ fn chain_rows(rows: &[&ChainSummary], now: i64) -> Markup {
     }
 }
 
-/// Chains with near misses, the most recent first; and how many summaries did not count them.
+/// Chains with near misses, the most recent first; and how many summaries do not count them.
 pub fn near_misses(summaries: &[ChainSummary], page: usize) -> Page {
     let mut with: Vec<&ChainSummary> = summaries
         .iter()
@@ -108,7 +108,7 @@ pub fn near_misses(summaries: &[ChainSummary], page: usize) -> Page {
         html! {
             p.muted { "Identity checks that failed at a station (a wrong patient at the bedside, a wrong shipper at a receipt), recorded for QA; each chain's batch record lists them." }
             @if uncounted > 0 {
-                p #uncounted { (uncounted) " chain(s) last written by an older version, which did not count near misses: their batch records list any; they are counted at their next event." }
+                p #uncounted { (uncounted) " chain(s) with a summary that does not count near misses (written by an older version, or none yet after a restore): their batch records list any; they are counted at their next event." }
             }
             @if with.is_empty() { p #no-near-misses { "No near miss is recorded." } }
             @else {
