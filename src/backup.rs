@@ -797,6 +797,12 @@ fn rebuild(
     group.tree_size = size;
     group.heads = heads.into_iter().collect();
     group.checkpoint = (!checkpoint.is_empty()).then(|| checkpoint.to_string());
+    // The console's chain summaries need the key registry and the policy tables: the ledger
+    // replays them and writes the summaries when the restored store is first served.
+    group.meta.push((
+        crate::ledger::META_SUMMARIES_MISSING.to_string(),
+        b"1".to_vec(),
+    ));
     dest.commit(&group)?;
     let audit = audit_store(dest, Some(log_key))?;
     let served = merkle::root_at(size, |l, i| {

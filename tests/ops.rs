@@ -646,3 +646,94 @@ async fn heads_at_a_cut_are_the_heads_the_chains_had_then() {
     assert_eq!(a_now.seq, 1);
     server.stop().await;
 }
+
+/// A restored store's console lists are right from its first start: a restore writes no chain
+/// summaries (they need the key registry and the policy tables), so the ledger replays each
+/// chain and writes them when it opens the store; an open hold and a near miss show again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_store_lists_its_open_holds_and_near_misses_from_the_first_start() {
+    use celltrail::storage::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live");
+    let server = TestServer::start(&live).await;
+    let mut c = server.client().await;
+    let nurse = signer("nurse.restore");
+    register(&mut c, &server.admin, &nurse, "apheresis_nurse", "HOSP-A").await;
+    enrol(&mut c, &nurse, "BAG-R-HOLD").await.unwrap();
+    let mut hold = draft(
+        "BAG-R-HOLD",
+        Detail::Hold(celltrail::pb::Hold {
+            reason: "label check".into(),
+        }),
+    );
+    hold.occurred_at += 60_000_000_000;
+    client::append_draft(&mut c, hold, &[(&nurse, Performed)])
+        .await
+        .unwrap();
+    enrol(&mut c, &nurse, "BAG-R-NEAR").await.unwrap();
+    let mut near = draft(
+        "BAG-R-NEAR",
+        Detail::IdentityCheckFailed(celltrail::pb::IdentityCheckFailed {
+            check: "bedside_check".into(),
+            reason: "WRISTBAND COI-OTHER IS NOT the enrolled patient".into(),
+            scanned_wristband_coi_ref: "COI-OTHER".into(),
+            ..Default::default()
+        }),
+    );
+    near.occurred_at += 60_000_000_000;
+    client::append_draft(&mut c, near, &[(&nurse, Performed)])
+        .await
+        .unwrap();
+    let backup_dir = dir.path().join("backup");
+    celltrail::backup::backup_to(&server.addr.to_string(), &backup_dir, &server.admin)
+        .await
+        .expect("backup");
+    let admin = server.admin.clone();
+    server.stop().await;
+
+    let summaries = |data: &std::path::Path| {
+        let db = celltrail::datadir::DataDir::new(data).db();
+        let started = std::time::Instant::now();
+        let store = loop {
+            match celltrail::store::Store::open(&db) {
+                Ok(s) => break s,
+                Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("open the store: {e}"),
+            }
+        };
+        let by_chain: HashMap<String, celltrail::summary::ChainSummary> = store
+            .chain_summaries()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.chain_id.clone(), s))
+            .collect();
+        by_chain
+    };
+    let live_summaries = summaries(&live);
+    let restored = dir.path().join("restored");
+    celltrail::backup::restore(&backup_dir, &restored, &live.join("log.key")).expect("restore");
+    // As restore leaves it: no summary, so no hold and near misses not counted.
+    let before = summaries(&restored);
+    assert!(before["BAG-R-HOLD"].hold.is_none());
+    assert_eq!(before["BAG-R-NEAR"].near_misses, None);
+
+    let copy = TestServer::builder(&restored).admin(admin).start().await;
+    copy.stop().await;
+    let after = summaries(&restored);
+    let hold = after["BAG-R-HOLD"]
+        .hold
+        .as_ref()
+        .expect("the open hold again");
+    assert_eq!(hold.opened_seq, 1);
+    assert!(
+        hold.reasons.iter().any(|r| r.contains("label check")),
+        "{hold:?}"
+    );
+    assert_eq!(after["BAG-R-NEAR"].near_misses.map(|n| n.count), Some(1));
+    // Exactly what the live server's writer had written, event by event.
+    for chain in ["BAG-R-HOLD", "BAG-R-NEAR"] {
+        assert_eq!(after[chain], live_summaries[chain], "{chain}");
+    }
+}

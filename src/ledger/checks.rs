@@ -428,6 +428,52 @@ pub(crate) fn replay_state_before(
     chain_id: &str,
     tree_size: u64,
 ) -> Result<Option<ChainState>, LedgerError> {
+    replay_chain(store, registry, book, chain_id, tree_size, &mut |_, _| {})
+}
+
+/// The console's summary of a committed chain, replayed from its entries as the writer
+/// derives it after each event (`None`: no entries, or not a custody chain).
+pub(crate) fn replay_summary(
+    store: &dyn crate::storage::Storage,
+    registry: &crate::registry::Registry,
+    book: &crate::policy::PolicyBook,
+    chain_id: &str,
+) -> Result<Option<crate::summary::ChainSummary>, LedgerError> {
+    let mut summary: Option<crate::summary::ChainSummary> = None;
+    let mut near_misses = crate::summary::NearMisses::default();
+    replay_chain(
+        store,
+        registry,
+        book,
+        chain_id,
+        u64::MAX,
+        &mut |body, state| {
+            near_misses = near_misses.after(
+                matches!(body.detail, Some(Detail::IdentityCheckFailed(_))),
+                body.occurred_at_unix_nanos,
+            );
+            summary = Some(crate::summary::ChainSummary::after(
+                chain_id,
+                summary.as_ref(),
+                state,
+                body.occurred_at_unix_nanos,
+                near_misses,
+            ));
+        },
+    )?;
+    Ok(summary)
+}
+
+/// Replays a chain's entries below `tree_size` through the policy, calling `each` with every
+/// event and the state after it; the state after the last.
+fn replay_chain(
+    store: &dyn crate::storage::Storage,
+    registry: &crate::registry::Registry,
+    book: &crate::policy::PolicyBook,
+    chain_id: &str,
+    tree_size: u64,
+    each: &mut dyn FnMut(&EventBody, &ChainState),
+) -> Result<Option<ChainState>, LedgerError> {
     let broken = |why: String| {
         LedgerError::Storage(format!(
             "cannot rebuild the custody state of chain {chain_id}: {why}"
@@ -459,16 +505,17 @@ pub(crate) fn replay_state_before(
             })?;
             signers.push(signer_of(rec, sig));
         }
-        state = Some(
-            book.at(index)
-                .policy
-                .apply(state.as_ref(), &body, &signers, &ctx)
-                .map_err(|v| {
-                    broken(format!(
-                        "entry {index} no longer passes the custody policy: {v}"
-                    ))
-                })?,
-        );
+        let next = book
+            .at(index)
+            .policy
+            .apply(state.as_ref(), &body, &signers, &ctx)
+            .map_err(|v| {
+                broken(format!(
+                    "entry {index} no longer passes the custody policy: {v}"
+                ))
+            })?;
+        each(&body, &next);
+        state = Some(next);
     }
     Ok(state)
 }

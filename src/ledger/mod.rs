@@ -162,6 +162,63 @@ pub struct Ledger {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// Meta key set by a restore: the store holds no chain summaries yet. The ledger writes them
+/// (replaying each chain) when it starts on the store, then clears the key.
+pub const META_SUMMARIES_MISSING: &str = "summaries_missing";
+
+/// After a restore: every custody chain's summary, replayed from its entries, written in one
+/// commit (at the same tree size and checkpoint) that also clears [`META_SUMMARIES_MISSING`].
+fn write_missing_summaries(
+    store: &dyn Storage,
+    registry: &Registry,
+    book: &PolicyBook,
+) -> Result<(), LedgerError> {
+    if store
+        .meta(META_SUMMARIES_MISSING)?
+        .is_none_or(|v| v.is_empty())
+    {
+        return Ok(());
+    }
+    let chains = store.chain_ids()?;
+    tracing::info!(
+        chains = chains.len(),
+        "restored store: writing the console's chain summaries (each chain replayed once)"
+    );
+    let cut = store.cut()?;
+    let mut group = crate::storage::Group {
+        tree_size: cut.tree_size,
+        checkpoint: cut.checkpoint,
+        meta: vec![(META_SUMMARIES_MISSING.to_string(), Vec::new())],
+        ..Default::default()
+    };
+    // A chain that does not replay keeps no summary (its rows show state and seq only, as
+    // before); it does not keep the server from serving: appending to it says why.
+    let (mut failed, mut first) = (0usize, None);
+    for chain in chains {
+        if chain == crate::registry::KEYS_CHAIN || chain == crate::loglink::LOG_CHAIN {
+            continue;
+        }
+        match checks::replay_summary(store, registry, book, &chain) {
+            Ok(Some(s)) => group.summaries.push((chain, s)),
+            Ok(None) => {}
+            Err(LedgerError::Storage(why)) => {
+                failed += 1;
+                first.get_or_insert(why);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(first) = first {
+        tracing::warn!(
+            chains = failed,
+            first = %first,
+            "restored store: these chains do not replay, so the console shows their state and seq only"
+        );
+    }
+    store.commit(&group)?;
+    Ok(())
+}
+
 impl Ledger {
     /// Opens the ledger over `store`: replays the key registry and the policy tables, and
     /// starts the verifier and writer threads. Every entry is judged under the table the log
@@ -178,6 +235,11 @@ impl Ledger {
             store.as_ref(),
             PolicyBook::new(Policy::default_autologous_car_t()),
         )?;
+        if options.role.is_none() {
+            // Only the embedded store is restored (`backup::restore`); a shared database's
+            // writer is decided by its lease.
+            write_missing_summaries(store.as_ref(), &registry, &book)?;
+        }
         let shared_book = Arc::new(RwLock::new(book.clone()));
         let tree_size = store.tree_size()?;
         let rotation = writer::Rotation::of_store(store.as_ref(), &log_key.name)?;
