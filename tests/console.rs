@@ -554,18 +554,8 @@ fn near_misses_recorded_before_they_were_counted_are_counted_at_the_next_event()
         r.event_hash
     });
     // What an older version left: the same summary without the near-miss count.
-    let db = celltrail::datadir::DataDir::new(&data).db();
     let summary = |rewrite_as_old: bool| {
-        let started = std::time::Instant::now();
-        let store = loop {
-            match celltrail::store::Store::open(&db) {
-                Ok(s) => break s,
-                Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                Err(e) => panic!("open the store: {e}"),
-            }
-        };
+        let store = common::open_stopped_store(&data);
         let mut s = store.chain_summary("BAG-OLD").unwrap().expect("a summary");
         if rewrite_as_old {
             s.near_misses = None;

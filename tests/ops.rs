@@ -692,17 +692,7 @@ async fn a_restored_store_lists_its_open_holds_and_near_misses_from_the_first_st
     server.stop().await;
 
     let summaries = |data: &std::path::Path| {
-        let db = celltrail::datadir::DataDir::new(data).db();
-        let started = std::time::Instant::now();
-        let store = loop {
-            match celltrail::store::Store::open(&db) {
-                Ok(s) => break s,
-                Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                Err(e) => panic!("open the store: {e}"),
-            }
-        };
+        let store = common::open_stopped_store(data);
         let by_chain: HashMap<String, celltrail::summary::ChainSummary> = store
             .chain_summaries()
             .unwrap()

@@ -430,6 +430,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Flips one byte of log entry `index` in the stopped data directory `dir`, as someone editing
 /// the sled files would (the store itself has no way to rewrite an entry).
+/// The sled store of data directory `dir`, opened once a server stopped moments ago has let go
+/// of sled's lock (its flusher may still be ending).
+#[allow(dead_code)] // not every test file reads a stopped store
+pub fn open_stopped_store(dir: &Path) -> celltrail::store::Store {
+    let started = std::time::Instant::now();
+    loop {
+        match celltrail::store::Store::open(&DataDir::new(dir).db()) {
+            Ok(s) => return s,
+            Err(_) if started.elapsed() < std::time::Duration::from_secs(5) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("open the store of {}: {e}", dir.display()),
+        }
+    }
+}
+
 pub fn flip_entry_byte(dir: &Path, index: u64) {
     // A server stopped moments ago may still hold sled's lock while its flusher ends.
     let started = std::time::Instant::now();
