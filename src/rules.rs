@@ -87,6 +87,27 @@ pub struct Head {
 }
 
 impl Head {
+    /// The head after event `seq` with `hash`, which left the chain in `state` (its open
+    /// hold's reasons copied out, as stored).
+    pub fn after(
+        seq: u64,
+        hash: [u8; 32],
+        state_name: String,
+        state: Option<crate::policy::ChainState>,
+    ) -> Head {
+        Head {
+            seq,
+            hash,
+            state_name,
+            hold: state
+                .as_ref()
+                .and_then(|s| s.hold.as_ref())
+                .map(|h| h.reasons.clone())
+                .unwrap_or_default(),
+            state,
+        }
+    }
+
     pub fn event_hash(&self) -> EventHash {
         EventHash(self.hash)
     }

@@ -56,6 +56,17 @@ impl NearMisses {
             self
         }
     }
+
+    /// [`NearMisses::after`] `body`: a near miss when it is an `identity_check_failed`.
+    pub fn after_event(self, body: &crate::pb::EventBody) -> NearMisses {
+        self.after(
+            matches!(
+                body.detail,
+                Some(crate::pb::event_body::Detail::IdentityCheckFailed(_))
+            ),
+            body.occurred_at_unix_nanos,
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

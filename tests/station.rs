@@ -1237,13 +1237,10 @@ async fn bedside_check_of_an_undispensed_bag_names_a_wrong_patient_first() {
     }
 }
 
-/// The bedside check at a ward station with a key directory, through a terminal: MATCH before
-/// anyone signs, then the nurse identifies and a second nurse (not the same one) verifies,
-/// each typing their own passphrase; the record carries PERFORMED and VERIFIED.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrases() {
-    let w = dispensed_chain().await;
-    let (wrist, _) = coi("PAT500");
+/// `celltrail scan` at the ward (CLINIC-1) with the nurses' key directory: signers pick their
+/// key by name and type their passphrase at the prompt (no key or passphrase from the
+/// environment).
+fn ward_station_with_key_directory(w: &Ward) -> std::process::Command {
     let keys = std::path::Path::new(&w.nurse1)
         .parent()
         .unwrap()
@@ -1261,6 +1258,17 @@ async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrase
         .env_remove("CELLTRAIL_KEY")
         .env_remove("CELLTRAIL_PASSPHRASE_FILE")
         .env("CELLTRAIL_LOG", "warn");
+    cmd
+}
+
+/// The bedside check at a ward station with a key directory, through a terminal: MATCH before
+/// anyone signs, then the nurse identifies and a second nurse (not the same one) verifies,
+/// each typing their own passphrase; the record carries PERFORMED and VERIFIED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrases() {
+    let w = dispensed_chain().await;
+    let (wrist, _) = coi("PAT500");
+    let cmd = ward_station_with_key_directory(&w);
     let bag = w.product_bag.0.clone();
     let seen = tokio::task::spawn_blocking(move || {
         let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");
@@ -1340,23 +1348,7 @@ async fn interactive_bedside_match_is_signed_by_two_nurses_with_their_passphrase
 async fn interactive_bedside_mismatch_records_the_near_miss_signed_by_the_nurse() {
     let w = dispensed_chain().await;
     let (other, other_ref) = coi("PAT999");
-    let keys = std::path::Path::new(&w.nurse1)
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("scan")
-        .arg("--server")
-        .arg(w.server.addr.to_string())
-        .arg("--queue")
-        .arg(&w.queue)
-        .arg("--keys-dir")
-        .arg(&keys)
-        .arg("--site")
-        .arg("CLINIC-1")
-        .env_remove("CELLTRAIL_KEY")
-        .env_remove("CELLTRAIL_PASSPHRASE_FILE")
-        .env("CELLTRAIL_LOG", "warn");
+    let cmd = ward_station_with_key_directory(&w);
     let bag = w.product_bag.0.clone();
     let seen = tokio::task::spawn_blocking(move || {
         let mut p = rexpect::session::spawn_command(cmd, Some(20_000)).expect("spawn in a pty");

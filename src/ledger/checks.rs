@@ -448,10 +448,7 @@ pub(crate) fn replay_summary(
         chain_id,
         u64::MAX,
         &mut |body, state| {
-            near_misses = near_misses.after(
-                matches!(body.detail, Some(Detail::IdentityCheckFailed(_))),
-                body.occurred_at_unix_nanos,
-            );
+            near_misses = near_misses.after_event(body);
             summary = Some(crate::summary::ChainSummary::after(
                 chain_id,
                 summary.as_ref(),
@@ -480,6 +477,52 @@ fn replay_chain(
         ))
     };
     let mut state: Option<ChainState> = None;
+    for_each_stored(
+        store,
+        chain_id,
+        tree_size,
+        &broken,
+        &mut |index, entry, body| {
+            let ctx = Context {
+                format: entry.format_version,
+                accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
+            };
+            let mut signers = Vec::with_capacity(entry.signatures.len());
+            for sig in &entry.signatures {
+                let rec = registry.get(&sig.key_id).ok_or_else(|| {
+                    broken(format!(
+                        "entry {index}: signer {} is not registered",
+                        sig.key_id
+                    ))
+                })?;
+                signers.push(signer_of(rec, sig));
+            }
+            let next = book
+                .at(index)
+                .policy
+                .apply(state.as_ref(), &body, &signers, &ctx)
+                .map_err(|v| {
+                    broken(format!(
+                        "entry {index} no longer passes the custody policy: {v}"
+                    ))
+                })?;
+            each(&body, &next);
+            state = Some(next);
+            Ok(())
+        },
+    )?;
+    Ok(state)
+}
+
+/// Calls `f` with each of a chain's stored entries below `tree_size`, decoded (index, entry,
+/// body); a missing or undecodable entry is the error `broken` makes of the reason.
+fn for_each_stored(
+    store: &dyn crate::storage::Storage,
+    chain_id: &str,
+    tree_size: u64,
+    broken: &dyn Fn(String) -> LedgerError,
+    f: &mut dyn FnMut(u64, LogEntry, EventBody) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
     for index in store.chain_indices(chain_id)? {
         if index >= tree_size {
             break;
@@ -491,33 +534,9 @@ fn replay_chain(
             .map_err(|e| broken(format!("entry {index}: {e}")))?;
         let body = EventBody::decode(entry.body.as_slice())
             .map_err(|e| broken(format!("entry {index}: {e}")))?;
-        let ctx = Context {
-            format: entry.format_version,
-            accepted_at_unix_nanos: entry.accepted_at_unix_nanos,
-        };
-        let mut signers = Vec::with_capacity(entry.signatures.len());
-        for sig in &entry.signatures {
-            let rec = registry.get(&sig.key_id).ok_or_else(|| {
-                broken(format!(
-                    "entry {index}: signer {} is not registered",
-                    sig.key_id
-                ))
-            })?;
-            signers.push(signer_of(rec, sig));
-        }
-        let next = book
-            .at(index)
-            .policy
-            .apply(state.as_ref(), &body, &signers, &ctx)
-            .map_err(|v| {
-                broken(format!(
-                    "entry {index} no longer passes the custody policy: {v}"
-                ))
-            })?;
-        each(&body, &next);
-        state = Some(next);
+        f(index, entry, body)?;
     }
-    Ok(state)
+    Ok(())
 }
 
 /// What the custody policy knows of one verified signature.
@@ -537,23 +556,15 @@ pub(super) fn near_misses_stored(
     store: &dyn crate::storage::Storage,
     chain_id: &str,
 ) -> Result<crate::summary::NearMisses, LedgerError> {
-    let broken = |index: u64, why: String| {
+    let broken = |why: String| {
         LedgerError::Storage(format!(
-            "cannot count the near misses of chain {chain_id}: entry {index}: {why}"
+            "cannot count the near misses of chain {chain_id}: {why}"
         ))
     };
     let mut n = crate::summary::NearMisses::default();
-    for index in store.chain_indices(chain_id)? {
-        let bytes = store
-            .entry(index)?
-            .ok_or_else(|| broken(index, "missing".into()))?;
-        let entry = LogEntry::decode(bytes.as_slice()).map_err(|e| broken(index, e.to_string()))?;
-        let body =
-            EventBody::decode(entry.body.as_slice()).map_err(|e| broken(index, e.to_string()))?;
-        n = n.after(
-            matches!(body.detail, Some(Detail::IdentityCheckFailed(_))),
-            body.occurred_at_unix_nanos,
-        );
-    }
+    for_each_stored(store, chain_id, u64::MAX, &broken, &mut |_, _, body| {
+        n = n.after_event(&body);
+        Ok(())
+    })?;
     Ok(n)
 }

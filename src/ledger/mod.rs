@@ -501,17 +501,7 @@ impl Ledger {
                 (name, state)
             }
         };
-        Ok(Some(Head {
-            seq: lo,
-            hash: hash.0,
-            state_name,
-            hold: state
-                .as_ref()
-                .and_then(|s| s.hold.as_ref())
-                .map(|h| h.reasons.clone())
-                .unwrap_or_default(),
-            state,
-        }))
+        Ok(Some(Head::after(lo, hash.0, state_name, state)))
     }
     // --- end ops ------------------------------------------------------------------------------
 

@@ -53,16 +53,17 @@ pub(super) struct Verifier {
     pub(super) book: Arc<RwLock<crate::policy::PolicyBook>>,
 }
 
-/// A group being prepared: its jobs, their checks, and the latest time they were checked at.
+/// A group of checked events: its jobs, their checks, and the latest time they were checked
+/// at. The verifier gathers one over several takes; the writer merges those waiting for it.
 #[derive(Default)]
-struct Prepared {
-    jobs: Vec<Job>,
-    preps: Vec<Prep>,
-    now: i64,
+pub(super) struct Prepared {
+    pub(super) jobs: Vec<Job>,
+    pub(super) preps: Vec<Prep>,
+    pub(super) now: i64,
 }
 
 impl Prepared {
-    fn extend(&mut self, more: Prepared) {
+    pub(super) fn extend(&mut self, more: Prepared) {
         self.jobs.extend(more.jobs);
         self.preps.extend(more.preps);
         self.now = self.now.max(more.now);
@@ -71,7 +72,7 @@ impl Prepared {
 
 /// What the verifier hands the writer, in queue order.
 pub(super) enum Stage {
-    Group(Vec<Job>, Vec<Prep>, i64),
+    Group(Prepared),
     /// ops: backup. Run on the writer thread between two groups.
     AtBoundary(Box<dyn FnOnce() + Send>),
 }
@@ -120,7 +121,7 @@ impl Verifier {
                 }
             };
             if !group.jobs.is_empty() {
-                let _ = out.send(Stage::Group(group.jobs, group.preps, group.now));
+                let _ = out.send(Stage::Group(group));
             }
             crate::metrics::queue_depth(queue.len()); // ops: metrics
             match control {
@@ -130,8 +131,7 @@ impl Verifier {
                     loop {
                         let rest = queue.take(self.max_group, usize::MAX, |_| 0);
                         if !rest.items.is_empty() {
-                            let g = self.prepare_take(rest.items);
-                            let _ = out.send(Stage::Group(g.jobs, g.preps, g.now));
+                            let _ = out.send(Stage::Group(self.prepare_take(rest.items)));
                         }
                         if let Some(Msg::AtBoundary(f)) = rest.control {
                             let _ = out.send(Stage::AtBoundary(f));
@@ -365,8 +365,9 @@ mod tests {
         v.run(q, tx);
         rx.into_iter()
             .filter_map(|s| match s {
-                Stage::Group(g, _, _) => Some(
-                    g.iter()
+                Stage::Group(g) => Some(
+                    g.jobs
+                        .iter()
                         .map(|j| String::from_utf8_lossy(&j.event.body).into_owned())
                         .collect(),
                 ),

@@ -219,15 +219,13 @@ impl Writer {
                 },
             };
             match stage {
-                Stage::Group(mut group, mut prepared, mut now) => {
-                    while group.len() < self.max_group {
+                Stage::Group(mut group) => {
+                    while group.jobs.len() < self.max_group {
                         match rx.try_recv() {
-                            Ok(Stage::Group(g, p, n))
-                                if group.len() + g.len() <= self.max_group =>
+                            Ok(Stage::Group(g))
+                                if group.jobs.len() + g.jobs.len() <= self.max_group =>
                             {
                                 group.extend(g);
-                                prepared.extend(p);
-                                now = now.max(n);
                             }
                             // A control step (backup cut) or a group that does not fit: after
                             // this commit.
@@ -238,7 +236,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit_group(group, prepared, now)
+                    self.commit_group(group.jobs, group.preps, group.now)
                 }
                 Stage::AtBoundary(f) => f(),
             }
@@ -605,32 +603,18 @@ impl Writer {
                 None if body.seq == 0 => crate::summary::NearMisses::default(),
                 None => super::checks::near_misses_stored(store, &body.chain_id)?,
             };
-            let near_miss = matches!(
-                body.detail,
-                Some(crate::pb::event_body::Detail::IdentityCheckFailed(_))
-            );
             let summary = crate::summary::ChainSummary::after(
                 &body.chain_id,
                 prev.as_ref(),
                 st,
                 body.occurred_at_unix_nanos,
-                before.after(near_miss, body.occurred_at_unix_nanos),
+                before.after_event(body),
             );
             ov.batch.summaries.push((body.chain_id.clone(), summary));
         }
         ov.heads.insert(
             body.chain_id.clone(),
-            Head {
-                seq: body.seq,
-                hash: hash.0,
-                state_name,
-                hold: state
-                    .as_ref()
-                    .and_then(|s| s.hold.as_ref())
-                    .map(|h| h.reasons.clone())
-                    .unwrap_or_default(),
-                state,
-            },
+            Head::after(body.seq, hash.0, state_name, state),
         );
         ov.batch.entries.push(NewEntry {
             index,
