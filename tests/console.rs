@@ -416,7 +416,7 @@ fn console_clocks_and_limits_follow_the_table_in_force() {
 /// it — read from the chain summaries the writer keeps, in headless Chromium.
 #[test]
 fn near_misses_are_flagged_on_the_worklist_and_listed() {
-    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    use celltrail::pb::{event_body::Detail, Enrolled, SignatureMeaning};
     let Some(bin) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -459,12 +459,7 @@ fn near_misses_are_flagged_on_the_worklist_and_listed() {
                     "BAG-NEAR",
                     seq,
                     prev,
-                    Detail::IdentityCheckFailed(IdentityCheckFailed {
-                        check: "bedside_check".into(),
-                        reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
-                        scanned_wristband_coi_ref: "CHA999926PAT002".into(),
-                        ..Default::default()
-                    }),
+                    common::wrong_patient_near_miss(),
                 ))
                 .await
                 .expect("near miss")
@@ -503,7 +498,7 @@ fn near_misses_are_flagged_on_the_worklist_and_listed() {
 /// its stored entries: nothing recorded before is left out of the count.
 #[test]
 fn near_misses_recorded_before_they_were_counted_are_counted_at_the_next_event() {
-    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    use celltrail::pb::{event_body::Detail, Enrolled, SignatureMeaning};
     use celltrail::storage::{Group, Storage};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -519,14 +514,7 @@ fn near_misses_recorded_before_they_were_counted_are_counted_at_the_next_event()
             &[(&nurse, SignatureMeaning::Performed)],
         )
     };
-    let near_miss = || {
-        Detail::IdentityCheckFailed(IdentityCheckFailed {
-            check: "bedside_check".into(),
-            reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
-            scanned_wristband_coi_ref: "CHA999926PAT002".into(),
-            ..Default::default()
-        })
-    };
+    let near_miss = common::wrong_patient_near_miss;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let prev = rt.block_on(async {
         let server = common::TestServer::start(&data).await;

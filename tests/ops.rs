@@ -671,15 +671,7 @@ async fn a_restored_store_lists_its_open_holds_and_near_misses_from_the_first_st
         .await
         .unwrap();
     enrol(&mut c, &nurse, "BAG-R-NEAR").await.unwrap();
-    let mut near = draft(
-        "BAG-R-NEAR",
-        Detail::IdentityCheckFailed(celltrail::pb::IdentityCheckFailed {
-            check: "bedside_check".into(),
-            reason: "WRISTBAND COI-OTHER IS NOT the enrolled patient".into(),
-            scanned_wristband_coi_ref: "COI-OTHER".into(),
-            ..Default::default()
-        }),
-    );
+    let mut near = draft("BAG-R-NEAR", common::wrong_patient_near_miss());
     near.occurred_at += 60_000_000_000;
     client::append_draft(&mut c, near, &[(&nurse, Performed)])
         .await

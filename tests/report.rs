@@ -418,7 +418,7 @@ fn a_back_dated_revocation_is_a_warning_in_verify_and_in_the_record() {
 /// section at the top of the batch record in every format, not only a line among the events.
 #[test]
 fn a_near_miss_has_its_own_section_in_every_format() {
-    use celltrail::pb::{event_body::Detail, Enrolled, IdentityCheckFailed, SignatureMeaning};
+    use celltrail::pb::{event_body::Detail, Enrolled, SignatureMeaning};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -452,18 +452,9 @@ fn a_near_miss_has_its_own_section_in_every_format() {
             .await
             .expect("enrolled")
             .into_inner();
-        c.append(sign(
-            1,
-            r.event_hash,
-            Detail::IdentityCheckFailed(IdentityCheckFailed {
-                check: "bedside_check".into(),
-                reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
-                scanned_wristband_coi_ref: "CHA999926PAT002".into(),
-                ..Default::default()
-            }),
-        ))
-        .await
-        .expect("near miss");
+        c.append(sign(1, r.event_hash, common::wrong_patient_near_miss()))
+            .await
+            .expect("near miss");
         server.stop().await;
     });
     let bundle = dir.path().join("near.json");

@@ -506,3 +506,14 @@ pub fn din_for(chain: &str) -> String {
     });
     format!("A999926{:06}", h % 1_000_000)
 }
+
+/// A bedside near miss for QA: another patient's wristband (`CHA999926PAT002`) scanned.
+#[allow(dead_code)] // not every test file records a near miss
+pub fn wrong_patient_near_miss() -> Detail {
+    Detail::IdentityCheckFailed(celltrail::pb::IdentityCheckFailed {
+        check: "bedside_check".into(),
+        reason: "WRISTBAND CHA999926PAT002 IS NOT the enrolled patient".into(),
+        scanned_wristband_coi_ref: "CHA999926PAT002".into(),
+        ..Default::default()
+    })
+}
